@@ -1,0 +1,232 @@
+//! The validated configuration: what every other layer reads.
+//!
+//! These types are produced only by [`super::load`] / [`super::parse`], after every
+//! rule in `validate.rs` has passed, so consumers never re-check them (a duration is
+//! positive, a check has exactly one probe, a port placeholder exists, ...).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::Slot;
+
+/// The whole file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file this was read from (for messages); `None` when parsed from a string.
+    pub path: Option<PathBuf>,
+    pub daemon: DaemonConfig,
+    pub api: ApiConfig,
+    pub proxy: ProxyConfig,
+    /// Services by name, in name order.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// Holds `cutover.db`, slot logs and the generated API token. Relative paths are
+    /// resolved against the config file's directory.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    /// Where the HTTP API and `/metrics` listen. Default `127.0.0.1:7070`.
+    pub listen: SocketAddr,
+    /// Bearer token for mutating calls, taken from `token`, else from the env var named
+    /// by `token_env` (default `CUTOVER_TOKEN`), else `None` (the daemon then generates
+    /// one into `<state_dir>/api-token`).
+    pub token: Option<String>,
+    pub token_env: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Request header that sends a request to the idle (preview) slot. Default
+    /// `x-cutover-preview` (any value routes to the preview slot).
+    pub preview_header: String,
+    /// Time allowed to receive a request's headers. Default 10s.
+    pub header_read_timeout: Duration,
+    /// Largest request body accepted, in bytes; larger gets 413. Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// Time to wait for an upstream's response headers. Default 60s.
+    pub upstream_timeout: Duration,
+    /// Time in-flight requests on a replaced slot get to finish before it may be
+    /// stopped. Default 30s.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    /// Public address of the built-in proxy for this service.
+    pub listen: SocketAddr,
+    /// Host header values routed to this service on `listen`. Empty = this service is
+    /// the default for its listener (at most one default per listener).
+    pub hosts: Vec<String>,
+    /// Optional second listener that always reaches the idle/preview slot.
+    pub preview_listen: Option<SocketAddr>,
+    pub runtime: RuntimeConfig,
+    pub health: HealthConfig,
+    pub smoke: SmokeConfig,
+    pub watch: WatchConfig,
+    /// How long the previous slot stays running after a successful deployment, for
+    /// instant rollback. Default 5m.
+    pub warm_for: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeConfig {
+    Process(ProcessRuntimeConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessRuntimeConfig {
+    /// argv; each element may contain `{version}`, `{port}`, `{slot}`, `{service}`.
+    pub command: Vec<String>,
+    /// Extra environment, values may contain the same placeholders.
+    pub env: BTreeMap<String, String>,
+    /// Working directory (resolved against the config file's directory).
+    pub workdir: Option<PathBuf>,
+    /// Signal sent to stop a slot. Default SIGTERM.
+    pub stop_signal: StopSignal,
+    /// Time between the stop signal and SIGKILL. Default 10s.
+    pub stop_grace: Duration,
+    /// Fixed loopback port per slot; a free one is picked at start when absent.
+    pub ports: Option<SlotPorts>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotPorts {
+    pub blue: u16,
+    pub green: u16,
+}
+
+impl SlotPorts {
+    pub fn get(&self, slot: Slot) -> u16 {
+        match slot {
+            Slot::Blue => self.blue,
+            Slot::Green => self.green,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Kill,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    /// Time between two rounds of checks. Default 1s.
+    pub interval: Duration,
+    /// Time one probe may take. Default 2s.
+    pub timeout: Duration,
+    /// Consecutive passing rounds before a slot counts as healthy. Default 2.
+    pub healthy_threshold: u32,
+    /// Consecutive failing rounds before a slot counts as unhealthy. Default 3.
+    pub unhealthy_threshold: u32,
+    /// Overall time a new slot has to become healthy. Default 60s.
+    pub deadline: Duration,
+    /// All must pass for a round to pass. Empty = a TCP connect to the slot's port.
+    pub checks: Vec<HealthCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthCheck {
+    pub name: String,
+    pub probe: Probe,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe {
+    Http(HttpProbe),
+    /// Connect to the slot's port.
+    Tcp,
+    /// Run argv (placeholders as in the runtime command); exit 0 passes.
+    Command(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProbe {
+    /// Path and query, starting with `/`.
+    pub path: String,
+    /// Expected status. Default: any 2xx.
+    pub expect_status: Option<u16>,
+    /// Conditions on the JSON body: dotted path → expected value.
+    pub json: Vec<JsonCondition>,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+}
+
+/// `checks.database = "healthy"`: the value at a dotted path (array indexes allowed,
+/// `items.0.id`) must equal `expected`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonCondition {
+    pub path: String,
+    pub expected: serde_json::Value,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeConfig {
+    /// Run in order; `{{name}}` in a later step's path, header values or body is
+    /// replaced by a value captured earlier.
+    pub steps: Vec<SmokeStep>,
+    /// Time one request may take. Default 5s.
+    pub timeout: Duration,
+    pub max_avg_latency: Option<Duration>,
+    pub max_p95_latency: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SmokeStep {
+    pub name: String,
+    /// Upper-case HTTP method. Default GET.
+    pub method: String,
+    pub path: String,
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub expect_status: Option<u16>,
+    pub expect_body_contains: Option<String>,
+    pub expect_json: Vec<JsonCondition>,
+    /// Variable name → dotted JSON path in this step's response.
+    pub capture: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchConfig {
+    /// How long the new slot is watched after the switch. Default 30s; 0 = no watch.
+    pub duration: Duration,
+    /// Time between two samples of the proxy's per-slot statistics. Default 1s.
+    pub interval: Duration,
+    /// Trailing window the rates and percentiles are computed over. Default 10s.
+    pub window: Duration,
+    pub error_rate: Option<ErrorRateTrigger>,
+    pub p95_latency: Option<LatencyTrigger>,
+    /// Consecutive failed health rounds during the watch that trigger a rollback.
+    /// Default 3; 0 disables.
+    pub health_failures: u32,
+}
+
+/// Roll back when the share of failed requests (5xx and upstream failures, not client
+/// aborts) over the window stays above `max` for `for_`, once the window holds at
+/// least `min_requests` requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorRateTrigger {
+    /// A fraction, 0.05 = 5 %.
+    pub max: f64,
+    pub for_: Duration,
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyTrigger {
+    pub max: Duration,
+    pub for_: Duration,
+    pub min_requests: u64,
+}

@@ -1,0 +1,31 @@
+//! Cutover: moves a service from release N to N+1 with zero dropped requests, and back
+//! in under a second when N+1 misbehaves.
+//!
+//! # Layout
+//! - [`config`]: TOML → validated [`config::Config`] (all mistakes reported at once).
+//! - [`proxy`]: DATA PLANE. The built-in reverse proxy, its atomically swapped routing
+//!   table and lock-free per-slot request statistics.
+//! - [`orchestrator`]: CONTROL PLANE. A pure deployment state machine (no I/O, no clock),
+//!   the rollback policy, and the one runner that carries out its effects.
+//! - [`runtime`]: where a slot runs (`Runtime` trait; local processes).
+//! - [`router`]: where traffic is pointed (`Router` trait; the built-in proxy).
+//! - [`checks`]: health checks and smoke tests against one slot.
+//! - [`store`]: SQLite persistence: slots, deployments, phases, checks, events.
+//! - [`api`]: the daemon's HTTP API and Prometheus `/metrics`, plus the CLI's client.
+//! - [`cli`]: command-line parsing and commands (`serve`, `deploy`, `status`, ...).
+//! - [`demo`]: the demo HTTP app and the scripted demo.
+//!
+//! See ARCHITECTURE.md for the bird's-eye view and the invariants.
+
+pub mod api;
+pub mod checks;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod domain;
+pub mod orchestrator;
+pub mod proxy;
+pub mod router;
+pub mod runtime;
+pub mod store;

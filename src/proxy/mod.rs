@@ -1,0 +1,3 @@
+//! DATA PLANE: the built-in reverse proxy.
+pub mod stats;
+pub mod table;

@@ -1,0 +1,143 @@
+//! The routing table: which address each service's live and preview slots answer on.
+//!
+//! The table is an immutable snapshot behind an [`ArcSwap`]: the request path does one
+//! atomic load and never takes a lock; a switch builds a new snapshot and swaps it in.
+//! Requests already forwarded keep their upstream connection, so a switch never cuts
+//! an in-flight request (the drain then waits for the old slot's in-flight count).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+
+use super::stats::SlotStats;
+use crate::domain::Slot;
+
+/// One slot's address and the counters its requests are recorded in.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub slot: Slot,
+    pub addr: SocketAddr,
+    pub stats: Arc<SlotStats>,
+}
+
+/// Where one service's traffic goes right now.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceRoute {
+    /// Receives all normal traffic. `None` = nothing deployed yet (503).
+    pub live: Option<Upstream>,
+    /// Receives requests carrying the preview header, and the preview listener's traffic.
+    pub preview: Option<Upstream>,
+}
+
+/// An immutable snapshot of every service's route.
+#[derive(Debug, Default)]
+pub struct RoutingSnapshot {
+    services: HashMap<String, ServiceRoute>,
+}
+
+impl RoutingSnapshot {
+    pub fn service(&self, name: &str) -> Option<&ServiceRoute> {
+        self.services.get(name)
+    }
+}
+
+/// The shared, atomically swapped routing table.
+#[derive(Debug, Default)]
+pub struct Routes {
+    current: ArcSwap<RoutingSnapshot>,
+    /// Serialises writers only (read-copy-update); readers never touch it.
+    writer: Mutex<()>,
+}
+
+impl Routes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The snapshot to route one request with.
+    pub fn load(&self) -> arc_swap::Guard<Arc<RoutingSnapshot>> {
+        self.current.load()
+    }
+
+    /// A copy of one service's current route.
+    pub fn get(&self, service: &str) -> ServiceRoute {
+        self.current
+            .load()
+            .service(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Replaces one service's route and returns the one it replaced, so the caller can
+    /// drain the upstream that stopped receiving traffic.
+    pub fn set(&self, service: &str, route: ServiceRoute) -> ServiceRoute {
+        let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.current.load_full();
+        let mut services = old.services.clone();
+        let previous = services.insert(service.to_string(), route);
+        self.current.store(Arc::new(RoutingSnapshot { services }));
+        previous.unwrap_or_default()
+    }
+}
+
+/// The per-(service, slot) counters, created once at boot from the config.
+#[derive(Debug, Default)]
+pub struct StatsRegistry {
+    slots: HashMap<String, [Arc<SlotStats>; 2]>,
+}
+
+impl StatsRegistry {
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a str>) -> Self {
+        let slots = services
+            .into_iter()
+            .map(|s| (s.to_string(), [Arc::default(), Arc::default()]))
+            .collect();
+        Self { slots }
+    }
+
+    /// Counters of one slot; `None` for a service not in the config.
+    pub fn get(&self, service: &str, slot: Slot) -> Option<Arc<SlotStats>> {
+        self.slots.get(service).map(|s| s[slot.index()].clone())
+    }
+
+    /// Every (service, slot, counters), services in name order.
+    pub fn iter(&self) -> Vec<(String, Slot, Arc<SlotStats>)> {
+        let mut out: Vec<_> = self
+            .slots
+            .iter()
+            .flat_map(|(name, s)| Slot::ALL.map(|slot| (name.clone(), slot, s[slot.index()].clone())))
+            .collect();
+        out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_returns_the_replaced_route_and_readers_see_the_new_one() {
+        let routes = Routes::new();
+        let stats = Arc::new(SlotStats::default());
+        let blue = Upstream {
+            slot: Slot::Blue,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            stats: stats.clone(),
+        };
+        let green = Upstream {
+            slot: Slot::Green,
+            addr: "127.0.0.1:2".parse().unwrap(),
+            stats,
+        };
+        let held = routes.load();
+        let old = routes.set("web", ServiceRoute { live: Some(blue), preview: None });
+        assert!(old.live.is_none());
+        assert!(held.service("web").is_none(), "an old snapshot stays as it was");
+        let old = routes.set("web", ServiceRoute { live: Some(green), preview: None });
+        assert_eq!(old.live.unwrap().slot, Slot::Blue);
+        assert_eq!(routes.get("web").live.unwrap().slot, Slot::Green);
+    }
+}

@@ -1,0 +1,57 @@
+//! Routers: where a service's traffic is pointed (the built-in proxy today; nginx,
+//! HAProxy, Traefik, Caddy and Kubernetes plug in here later).
+//!
+//! The orchestrator only sees [`Router`]. A router must make a change take effect
+//! before `apply` returns, report what it actually routes to (so drift shows), and give
+//! per-slot request statistics when it can (the watch's rollback triggers read them).
+
+pub mod builtin;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::Slot;
+use crate::proxy::stats::StatsSnapshot;
+
+/// A slot and the address it answers on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub slot: Slot,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("service `{0}` is not known to the router")]
+    UnknownService(String),
+    #[error("the router rejected the change: {0}")]
+    Rejected(String),
+    #[error("the router is unreachable: {0}")]
+    Unreachable(String),
+}
+
+#[async_trait]
+pub trait Router: Send + Sync {
+    fn kind(&self) -> &'static str;
+
+    /// Sends the service's normal traffic to `live` and preview traffic to `preview`.
+    /// Returns once new requests go there. In-flight requests finish where they started.
+    async fn apply(
+        &self,
+        service: &str,
+        live: Option<Target>,
+        preview: Option<Target>,
+    ) -> Result<(), RouterError>;
+
+    /// The live slot the router actually routes to now.
+    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError>;
+
+    /// Waits until no request is in flight on `slot` or `timeout` passes; returns the
+    /// number still in flight.
+    async fn drain(&self, service: &str, slot: Slot, timeout: Duration) -> Result<u64, RouterError>;
+
+    /// Cumulative request statistics of one slot, if this router can see them.
+    async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot>;
+}

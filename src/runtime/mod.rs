@@ -1,0 +1,86 @@
+//! Runtimes: where a slot's release runs (a local process today; Docker, Compose and
+//! Kubernetes plug in here later).
+//!
+//! The orchestrator only sees [`Runtime`]; a runtime knows how to start a release in a
+//! slot, stop it, say whether it still runs, and re-attach to it after the daemon
+//! restarts (the address and handle it returned are persisted by the store).
+
+pub mod process;
+
+use std::net::SocketAddr;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Slot;
+
+/// What to run where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotSpec {
+    pub service: String,
+    pub slot: Slot,
+    pub version: String,
+}
+
+/// A started slot: where it answers, and the runtime's own handle for it (a pid, a
+/// container id), persisted so a restarted daemon can adopt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningSlot {
+    pub addr: SocketAddr,
+    pub handle: String,
+}
+
+/// Whether a slot's release is running, as the runtime sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SlotStatus {
+    Running { restarts: u32 },
+    Exited { detail: String },
+    NotRunning,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start {service}/{slot}: {reason}")]
+    Start {
+        service: String,
+        slot: Slot,
+        reason: String,
+    },
+    #[error("cannot stop {service}/{slot}: {reason}")]
+    Stop {
+        service: String,
+        slot: Slot,
+        reason: String,
+    },
+    #[error("no runtime configured for service `{0}`")]
+    UnknownService(String),
+    #[error("{context}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// `process`, `docker`, ...
+    fn kind(&self) -> &'static str;
+
+    /// Starts `spec` in its slot, replacing whatever ran there. Returns once the
+    /// release is started, not once it is healthy (health checks decide that).
+    async fn start(&self, spec: &SlotSpec) -> Result<RunningSlot, RuntimeError>;
+
+    /// Stops the slot gracefully (stop signal, grace period, then kill). Stopping a
+    /// slot that does not run is not an error.
+    async fn stop(&self, service: &str, slot: Slot) -> Result<(), RuntimeError>;
+
+    async fn status(&self, service: &str, slot: Slot) -> SlotStatus;
+
+    /// Re-attaches to a slot that a previous daemon started; `None` if it is gone.
+    async fn adopt(&self, service: &str, slot: Slot, running: &RunningSlot) -> Option<RunningSlot>;
+
+    /// The last `lines` lines the slot's release wrote (stdout and stderr).
+    async fn log_tail(&self, service: &str, slot: Slot, lines: usize) -> Vec<String>;
+}

@@ -1,0 +1,35 @@
+//! Persistence: SQLite (bundled) with a versioned schema.
+//!
+//! The store is the source of truth a restarted daemon boots from: which slot is live,
+//! what runs in each slot (address and runtime handle, for adoption), every deployment
+//! with its phases, check results, outcome and reason, and an event log.
+//!
+//! Architecture invariant: *one deployment per service at a time is enforced here*, by a
+//! partial unique index on unfinished deployments, not by memory, so two daemons or a
+//! crash cannot produce two.
+//! Every state-machine transition is written in one transaction ([`Store::apply`]).
+
+mod records;
+mod schema;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("a deployment of `{service}` is already in progress (deployment #{id})")]
+    DeploymentInProgress { service: String, id: i64 },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the store's schema version {found} is newer than this binary supports ({supported}); upgrade cutover")]
+    SchemaTooNew { found: i64, supported: i64 },
+    #[error("cannot open the store at {path}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("store query failed")]
+    Sqlite(#[from] rusqlite::Error),
+}

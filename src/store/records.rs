@@ -1,0 +1,209 @@
+//! Plain records read from and written to the store. Serialised as-is by the API, so
+//! field names here are part of the stable `--json` output (see README "JSON output").
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Slot, UnixMillis};
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlotState {
+    /// Nothing was ever deployed here, or it was cleaned up.
+    Empty,
+    /// A release is being started and checked.
+    Starting,
+    /// Started and checked, not yet receiving traffic.
+    Ready,
+    /// Receiving normal traffic.
+    Live,
+    /// The previous release, kept running for instant rollback until `standby_until`.
+    Standby,
+    /// Stopped; the release is remembered so rollback can restart it.
+    Stopped,
+    /// Failed to start or failed its checks.
+    Failed,
+}
+
+impl SlotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlotState::Empty => "empty",
+            SlotState::Starting => "starting",
+            SlotState::Ready => "ready",
+            SlotState::Live => "live",
+            SlotState::Standby => "standby",
+            SlotState::Stopped => "stopped",
+            SlotState::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotRecord {
+    pub slot: Slot,
+    pub state: SlotState,
+    /// Release in the slot (kept after it stops, for rollback).
+    pub version: Option<String>,
+    /// `ip:port` the release answers on while it runs.
+    pub addr: Option<String>,
+    /// Runtime handle (pid, container id) for adoption after a restart.
+    pub handle: Option<String>,
+    /// For `standby`: when the slot gets stopped.
+    pub standby_until: Option<UnixMillis>,
+    pub updated_at: UnixMillis,
+}
+
+impl SlotRecord {
+    pub fn empty(slot: Slot) -> Self {
+        Self {
+            slot,
+            state: SlotState::Empty,
+            version: None,
+            addr: None,
+            handle: None,
+            standby_until: None,
+            updated_at: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceRecord {
+    pub name: String,
+    /// The slot receiving normal traffic, if any.
+    pub live: Option<Slot>,
+    /// Indexed by [`Slot::index`]: blue, green.
+    pub slots: [SlotRecord; 2],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentKind {
+    /// A new release into the idle slot.
+    Deploy,
+    /// Traffic back to the previous release.
+    Rollback,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentOutcome {
+    /// The new release is live and the watch passed.
+    Succeeded,
+    /// Failed before traffic moved; the live slot never changed.
+    Failed,
+    /// Traffic moved and was moved back.
+    RolledBack,
+    /// Stopped by `abort` before traffic moved.
+    Aborted,
+    /// The daemon stopped before the switch; nothing moved.
+    Interrupted,
+}
+
+impl DeploymentOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentOutcome::Succeeded => "succeeded",
+            DeploymentOutcome::Failed => "failed",
+            DeploymentOutcome::RolledBack => "rolled_back",
+            DeploymentOutcome::Aborted => "aborted",
+            DeploymentOutcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What `begin_deployment` needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeployment {
+    pub service: String,
+    pub kind: DeploymentKind,
+    pub version: String,
+    pub target_slot: Slot,
+    pub from_slot: Option<Slot>,
+    pub from_version: Option<String>,
+    pub triggered_by: String,
+    pub at: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhaseRecord {
+    pub phase: String,
+    pub started_at: UnixMillis,
+    pub ended_at: Option<UnixMillis>,
+    /// How the phase ended (`ok`, or why not).
+    pub result: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRecord {
+    /// Phase the check ran in (`wait_healthy`, `smoke`, `watch`, `check`).
+    pub phase: String,
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+    pub duration_ms: u64,
+    pub at: UnixMillis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    pub id: i64,
+    pub service: String,
+    pub kind: DeploymentKind,
+    pub version: String,
+    pub target_slot: Slot,
+    pub from_slot: Option<Slot>,
+    pub from_version: Option<String>,
+    /// Current (or last) phase name.
+    pub phase: String,
+    /// `None` while the deployment runs.
+    pub outcome: Option<DeploymentOutcome>,
+    pub reason: Option<String>,
+    pub triggered_by: String,
+    pub started_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    /// When traffic moved to the target slot, if it did.
+    pub switched_at: Option<UnixMillis>,
+    pub phases: Vec<PhaseRecord>,
+    pub checks: Vec<CheckRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at: UnixMillis,
+    pub service: String,
+    pub deployment_id: Option<i64>,
+    pub kind: String,
+    pub message: String,
+}
+
+/// Everything one state-machine step changes, written in one transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Transition {
+    pub deployment_id: i64,
+    pub at: UnixMillis,
+    /// Enter this phase: the open phase is closed with `phase_result` and a new one opened.
+    pub enter_phase: Option<String>,
+    /// Result recorded on the phase being closed (default `ok`).
+    pub phase_result: Option<String>,
+    /// Slot rows to write (upsert) for the deployment's service.
+    pub slots: Vec<SlotRecord>,
+    /// `Some(x)`: set the service's live slot to `x`.
+    pub live: Option<Option<Slot>>,
+    /// Set when traffic moved to the target slot.
+    pub switched_at: Option<UnixMillis>,
+    /// Finishes the deployment (closes the open phase too).
+    pub finish: Option<(DeploymentOutcome, String)>,
+    /// Appended to the event log: (kind, message).
+    pub event: Option<(String, String)>,
+}
+
+/// Deployments per (service, outcome), for `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutcomeCount {
+    pub service: String,
+    pub outcome: DeploymentOutcome,
+    pub count: u64,
+}

@@ -1,0 +1,1 @@
+//! Schema migrations, applied in order at open; `PRAGMA user_version` holds the version.
