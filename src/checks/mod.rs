@@ -3,13 +3,27 @@
 //!
 //! Every probe result is a [`CheckResult`]; the orchestrator's runner records each one
 //! with the deployment.
+//!
+//! # Layout
+//! - `health`: the HTTP / TCP / command probes and response judging.
+//! - `smoke`: ordered smoke steps with captures and the latency budget.
+//! - [`json_path`]: dotted paths into JSON (`checks.database`, `items.0.id`).
+//! - [`http`]: a one-connection-per-request HTTP client whose timeout covers the body.
+
+mod health;
+pub mod http;
+pub mod json_path;
+mod smoke;
+
+pub use health::{run_check, substitute_placeholders};
+pub use smoke::substitute as substitute_captures;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::config::{HealthConfig, SmokeConfig};
+use crate::config::{HealthCheck, HealthConfig, Probe, SmokeConfig};
 use crate::domain::Slot;
 
 /// One probe or smoke step, run once.
@@ -59,14 +73,54 @@ fn ser_opt_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok,
 
 /// Runs every health check once, concurrently, each bounded by `cfg.timeout`.
 /// A round passes when every result is ok.
+/// With no configured checks, one TCP connect check named `tcp`.
 pub async fn health_round(cfg: &HealthConfig, target: &ProbeTarget) -> Vec<CheckResult> {
-    let _ = (cfg, target);
-    todo!()
+    if cfg.checks.is_empty() {
+        let tcp = HealthCheck {
+            name: "tcp".to_string(),
+            probe: Probe::Tcp,
+        };
+        return vec![run_check(&tcp, target, cfg.timeout).await];
+    }
+    futures_util::future::join_all(
+        cfg.checks
+            .iter()
+            .map(|check| run_check(check, target, cfg.timeout)),
+    )
+    .await
 }
 
 /// Runs the smoke steps in order, carrying captured values forward, then applies the
 /// latency budget.
+/// See [`SmokeReport`] for what a failure says.
 pub async fn smoke(cfg: &SmokeConfig, target: &ProbeTarget) -> SmokeReport {
-    let _ = (cfg, target);
-    todo!()
+    smoke::run(cfg, target).await
+}
+
+/// A duration the way people write it in config files: `2s`, `1.5s`, `200ms`, `0.4ms`.
+pub fn human_duration(d: Duration) -> String {
+    if d.as_secs() > 0 && d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d >= Duration::from_secs(1) {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if d.subsec_nanos() % 1_000_000 == 0 || d >= Duration::from_millis(10) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_config_values() {
+        assert_eq!(human_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(human_duration(Duration::from_millis(200)), "200ms");
+        assert_eq!(human_duration(Duration::from_micros(52_345)), "52ms");
+        assert_eq!(human_duration(Duration::from_micros(400)), "0.4ms");
+        assert_eq!(human_duration(Duration::ZERO), "0ms");
+    }
 }

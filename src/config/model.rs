@@ -112,8 +112,9 @@ impl SlotPorts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum StopSignal {
+    #[default]
     Term,
     Int,
     Quit,
@@ -229,4 +230,126 @@ pub struct LatencyTrigger {
     pub max: Duration,
     pub for_: Duration,
     pub min_requests: u64,
+}
+
+// ---------------------------------------------------------------------------------
+// Defaults. The parser fills absent keys from these, so they are the one place a
+// default is written down (README and examples/cutover.toml repeat them for people).
+// ---------------------------------------------------------------------------------
+
+impl Default for DaemonConfig {
+    /// `.cutover`, still relative: the parser resolves it against the config file.
+    fn default() -> Self {
+        DaemonConfig {
+            state_dir: PathBuf::from(".cutover"),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
+            token: None,
+            token_env: "CUTOVER_TOKEN".to_string(),
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            preview_header: "x-cutover-preview".to_string(),
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 10 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// Default for [`ServiceConfig::warm_for`].
+    pub const DEFAULT_WARM_FOR: Duration = Duration::from_secs(5 * 60);
+}
+
+impl ProcessRuntimeConfig {
+    /// Default for [`ProcessRuntimeConfig::stop_grace`].
+    pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
+    /// Placeholders the runtime substitutes in `command`, `env` values and command
+    /// probes, written `{name}`.
+    pub const PLACEHOLDERS: [&'static str; 4] = ["version", "port", "slot", "service"];
+}
+
+impl StopSignal {
+    /// Conventional name, e.g. `SIGTERM`.
+    pub fn name(self) -> &'static str {
+        match self {
+            StopSignal::Term => "SIGTERM",
+            StopSignal::Int => "SIGINT",
+            StopSignal::Quit => "SIGQUIT",
+            StopSignal::Hup => "SIGHUP",
+            StopSignal::Kill => "SIGKILL",
+        }
+    }
+
+    /// Accepts `SIGTERM`, `TERM`, `sigterm`, `term`, ... for the five supported signals.
+    pub fn parse(text: &str) -> Option<StopSignal> {
+        let upper = text.trim().to_ascii_uppercase();
+        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
+        Some(match bare {
+            "TERM" => StopSignal::Term,
+            "INT" => StopSignal::Int,
+            "QUIT" => StopSignal::Quit,
+            "HUP" => StopSignal::Hup,
+            "KILL" => StopSignal::Kill,
+            _ => return None,
+        })
+    }
+}
+
+impl Default for HealthConfig {
+    /// 1s interval, 2s timeout, 2 to pass, 3 to fail, 60s deadline, TCP connect.
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+            deadline: Duration::from_secs(60),
+            checks: Vec::new(),
+        }
+    }
+}
+
+impl Default for SmokeConfig {
+    /// No steps, 5s per request, no latency budget.
+    fn default() -> Self {
+        SmokeConfig {
+            steps: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_avg_latency: None,
+            max_p95_latency: None,
+        }
+    }
+}
+
+impl Default for WatchConfig {
+    /// Watch 30s, sample every 1s over a 10s window, roll back after 3 failed health
+    /// rounds; no error-rate or latency trigger.
+    fn default() -> Self {
+        WatchConfig {
+            duration: Duration::from_secs(30),
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(10),
+            error_rate: None,
+            p95_latency: None,
+            health_failures: 3,
+        }
+    }
+}
+
+impl ErrorRateTrigger {
+    /// Default for `min_requests` of both triggers.
+    pub const DEFAULT_MIN_REQUESTS: u64 = 20;
 }

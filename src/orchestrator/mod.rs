@@ -1,1 +1,15 @@
-//! (in progress)
+//! CONTROL PLANE: decides what happens to a service's slots and traffic.
+//!
+//! - `machine.rs`: the pure deployment state machine (phases, events, effects).
+//! - `policy.rs`: the rollback policy over per-slot statistics (pure).
+//! - `runner.rs`: carries out one deployment's effects (the only place with I/O).
+//! - `controller.rs`: entry points for the API (deploy, rollback, abort, check), boot
+//!   reconciliation after a restart, and the standby reaper.
+
+pub mod controller;
+pub mod machine;
+pub mod policy;
+mod recovery;
+pub mod runner;
+
+pub use controller::{ControlError, Controller, Progress};

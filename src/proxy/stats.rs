@@ -7,6 +7,7 @@
 //! get what happened in between.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -65,11 +66,36 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Like [`InFlight`], but owns a handle on the counters, so it can travel with a
+/// response body that outlives the handler that started the request.
+#[derive(Debug)]
+pub struct OwnedInFlight(Arc<SlotStats>);
+
+impl OwnedInFlight {
+    /// The counters this request is counted in.
+    pub fn stats(&self) -> &SlotStats {
+        &self.0
+    }
+}
+
+impl Drop for OwnedInFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl SlotStats {
     /// Counts a request as in flight until the guard drops (the drain waits on this).
     pub fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self)
+    }
+
+    /// [`SlotStats::begin`] with an owned guard (one reference-count increment, no
+    /// allocation).
+    pub fn begin_owned(self: &Arc<Self>) -> OwnedInFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        OwnedInFlight(Arc::clone(self))
     }
 
     /// Records one finished request. Call exactly once per request.
@@ -223,5 +249,17 @@ mod tests {
         let delta = s.snapshot().since(&before);
         assert_eq!(delta.requests, 1);
         assert_eq!(delta.errors(), 1);
+    }
+
+    #[test]
+    fn owned_in_flight_guard_counts_until_dropped() {
+        let s = Arc::new(SlotStats::default());
+        let a = s.begin_owned();
+        let b = s.begin_owned();
+        assert_eq!(s.in_flight(), 2);
+        drop(a);
+        assert_eq!(b.stats().in_flight(), 1);
+        drop(b);
+        assert_eq!(s.in_flight(), 0);
     }
 }

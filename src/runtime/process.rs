@@ -1,1 +1,234 @@
-//! Local processes.
+//! Local processes: each slot is one child process started from the service's command.
+//!
+//! Why the details matter:
+//! - each release runs in its own process group, so a Ctrl-C aimed at the daemon's
+//!   terminal does not kill the live service, and a stop reaches the whole tree;
+//! - processes outlive the daemon: a restarted daemon adopts them by pid (persisted in
+//!   the store) instead of starting duplicates;
+//! - stdout and stderr go to `<state_dir>/logs/<service>-<slot>.log`, so a failed start
+//!   can be explained with the last lines the release wrote.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+
+use super::{Runtime, RuntimeError, RunningSlot, SlotSpec, SlotStatus};
+use crate::config::{ProcessRuntimeConfig, StopSignal};
+use crate::domain::Slot;
+
+/// A process we started (with its `Child` to reap) or adopted (pid only).
+struct Proc {
+    pid: u32,
+    child: Option<Child>,
+}
+
+pub struct ProcessRuntime {
+    service: String,
+    cfg: ProcessRuntimeConfig,
+    log_dir: PathBuf,
+    /// One entry per slot; the async mutex also serialises start/stop of a slot.
+    slots: [Mutex<Option<Proc>>; 2],
+}
+
+impl ProcessRuntime {
+    pub fn new(service: &str, cfg: ProcessRuntimeConfig, log_dir: PathBuf) -> Self {
+        Self {
+            service: service.to_string(),
+            cfg,
+            log_dir,
+            slots: [Mutex::new(None), Mutex::new(None)],
+        }
+    }
+
+    fn log_path(&self, slot: Slot) -> PathBuf {
+        self.log_dir.join(format!("{}-{}.log", self.service, slot))
+    }
+
+    fn err(&self, slot: Slot, reason: impl Into<String>) -> RuntimeError {
+        RuntimeError::Start { service: self.service.clone(), slot, reason: reason.into() }
+    }
+
+    fn port_for(&self, slot: Slot) -> Result<u16, RuntimeError> {
+        if let Some(ports) = self.cfg.ports {
+            return Ok(ports.get(slot));
+        }
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))?;
+        Ok(l.local_addr().map_err(|e| self.err(slot, e.to_string()))?.port())
+    }
+
+    async fn stop_locked(&self, slot: Slot, entry: &mut Option<Proc>) {
+        let Some(mut proc) = entry.take() else { return };
+        let pgid = Pid::from_raw(proc.pid as i32);
+        let _ = killpg(pgid, signal_of(self.cfg.stop_signal));
+        let deadline = tokio::time::Instant::now() + self.cfg.stop_grace;
+        while tokio::time::Instant::now() < deadline {
+            if !proc_alive(&mut proc) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(service = %self.service, %slot, pid = proc.pid, "stop grace period over; killing");
+        let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(child) = proc.child.as_mut() {
+            let _ = child.wait().await;
+        }
+    }
+}
+
+fn signal_of(s: StopSignal) -> Signal {
+    match s {
+        StopSignal::Term => Signal::SIGTERM,
+        StopSignal::Int => Signal::SIGINT,
+        StopSignal::Quit => Signal::SIGQUIT,
+        StopSignal::Hup => Signal::SIGHUP,
+        StopSignal::Kill => Signal::SIGKILL,
+    }
+}
+
+/// Whether the process still runs (a zombie does not count).
+fn proc_alive(proc: &mut Proc) -> bool {
+    match proc.child.as_mut() {
+        Some(child) => matches!(child.try_wait(), Ok(None)),
+        None => pid_alive(proc.pid),
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+/// Replaces `{version}`, `{port}`, `{slot}` and `{service}`.
+pub fn substitute(template: &str, spec: &SlotSpec, port: u16) -> String {
+    template
+        .replace("{version}", &spec.version)
+        .replace("{port}", &port.to_string())
+        .replace("{slot}", spec.slot.as_str())
+        .replace("{service}", &spec.service)
+}
+
+/// The last `n` lines of a file (empty if it cannot be read).
+pub fn tail_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+    let text = std::fs::read(path).unwrap_or_default();
+    let text = String::from_utf8_lossy(&text);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn kind(&self) -> &'static str {
+        "process"
+    }
+
+    async fn start(&self, spec: &SlotSpec) -> Result<RunningSlot, RuntimeError> {
+        let slot = spec.slot;
+        let mut entry = self.slots[slot.index()].lock().await;
+        self.stop_locked(slot, &mut entry).await;
+
+        let port = self.port_for(slot)?;
+        let argv: Vec<String> = self.cfg.command.iter().map(|a| substitute(a, spec, port)).collect();
+        std::fs::create_dir_all(&self.log_dir)
+            .map_err(|e| self.err(slot, format!("cannot create {}: {e}", self.log_dir.display())))?;
+        let log_path = self.log_path(slot);
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(|e| self.err(slot, e.to_string()))?;
+
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("PORT", port.to_string())
+            .env("CUTOVER_VERSION", &spec.version)
+            .env("CUTOVER_SLOT", slot.as_str())
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, substitute(v, spec, port));
+        }
+        if let Some(dir) = &self.cfg.workdir {
+            cmd.current_dir(dir);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| self.err(slot, format!("cannot run `{}`: {e}", argv[0])))?;
+        let pid = child.id().ok_or_else(|| self.err(slot, "exited immediately"))?;
+        tracing::info!(service = %self.service, %slot, version = %spec.version, pid, port, "started");
+        *entry = Some(Proc { pid, child: Some(child) });
+        Ok(RunningSlot { addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), handle: pid.to_string() })
+    }
+
+    async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
+        let mut entry = self.slots[slot.index()].lock().await;
+        self.stop_locked(slot, &mut entry).await;
+        Ok(())
+    }
+
+    async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {
+        let mut entry = self.slots[slot.index()].lock().await;
+        let Some(proc) = entry.as_mut() else { return SlotStatus::NotRunning };
+        if let Some(child) = proc.child.as_mut() {
+            return match child.try_wait() {
+                Ok(None) => SlotStatus::Running { restarts: 0 },
+                Ok(Some(status)) => SlotStatus::Exited { detail: status.to_string() },
+                Err(e) => SlotStatus::Exited { detail: e.to_string() },
+            };
+        }
+        if pid_alive(proc.pid) {
+            SlotStatus::Running { restarts: 0 }
+        } else {
+            SlotStatus::Exited { detail: format!("process {} is gone", proc.pid) }
+        }
+    }
+
+    async fn adopt(&self, _service: &str, slot: Slot, running: &RunningSlot) -> Option<RunningSlot> {
+        let pid: u32 = running.handle.parse().ok()?;
+        if !pid_alive(pid) {
+            return None;
+        }
+        *self.slots[slot.index()].lock().await = Some(Proc { pid, child: None });
+        tracing::info!(service = %self.service, %slot, pid, "adopted running process");
+        Some(running.clone())
+    }
+
+    async fn log_tail(&self, _service: &str, slot: Slot, lines: usize) -> Vec<String> {
+        tail_lines(&self.log_path(slot), lines)
+    }
+}
+
+/// Builds the runtime for each configured service.
+pub fn runtimes_from_config(
+    config: &crate::config::Config,
+    state_dir: &std::path::Path,
+) -> HashMap<String, std::sync::Arc<dyn Runtime>> {
+    config
+        .services
+        .values()
+        .map(|svc| {
+            let rt: std::sync::Arc<dyn Runtime> = match &svc.runtime {
+                crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(ProcessRuntime::new(
+                    &svc.name,
+                    p.clone(),
+                    state_dir.join("logs"),
+                )),
+            };
+            (svc.name.clone(), rt)
+        })
+        .collect()
+}

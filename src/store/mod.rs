@@ -22,6 +22,9 @@ pub enum StoreError {
     DeploymentInProgress { service: String, id: i64 },
     #[error("{0} not found")]
     NotFound(String),
+    /// A phase change or a second finish for a deployment that already has an outcome.
+    #[error("deployment #{id} already finished ({outcome})")]
+    AlreadyFinished { id: i64, outcome: DeploymentOutcome },
     #[error("the store's schema version {found} is newer than this binary supports ({supported}); upgrade cutover")]
     SchemaTooNew { found: i64, supported: i64 },
     #[error("cannot open the store at {path}")]

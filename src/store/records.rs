@@ -1,6 +1,9 @@
 //! Plain records read from and written to the store. Serialised as-is by the API, so
 //! field names here are part of the stable `--json` output (see README "JSON output").
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
 
 use crate::domain::{Slot, UnixMillis};
@@ -37,6 +40,16 @@ impl SlotState {
             SlotState::Failed => "failed",
         }
     }
+
+    pub const ALL: [SlotState; 7] = [
+        SlotState::Empty,
+        SlotState::Starting,
+        SlotState::Ready,
+        SlotState::Live,
+        SlotState::Standby,
+        SlotState::Stopped,
+        SlotState::Failed,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +99,17 @@ pub enum DeploymentKind {
     Rollback,
 }
 
+impl DeploymentKind {
+    pub const ALL: [DeploymentKind; 2] = [DeploymentKind::Deploy, DeploymentKind::Rollback];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentKind::Deploy => "deploy",
+            DeploymentKind::Rollback => "rollback",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentOutcome {
@@ -111,7 +135,48 @@ impl DeploymentOutcome {
             DeploymentOutcome::Interrupted => "interrupted",
         }
     }
+
+    pub const ALL: [DeploymentOutcome; 5] = [
+        DeploymentOutcome::Succeeded,
+        DeploymentOutcome::Failed,
+        DeploymentOutcome::RolledBack,
+        DeploymentOutcome::Aborted,
+        DeploymentOutcome::Interrupted,
+    ];
 }
+
+/// `Display` and `FromStr` as the snake_case names stored in the database and shown
+/// to people; parsing an unknown name is an error naming what was expected.
+macro_rules! text_enum {
+    ($ty:ty, $what:literal) => {
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                <$ty>::ALL
+                    .into_iter()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = <$ty>::ALL.iter().map(|v| v.as_str()).collect();
+                        format!(
+                            "unknown {} `{s}` (expected one of: {})",
+                            $what,
+                            names.join(", ")
+                        )
+                    })
+            }
+        }
+    };
+}
+
+text_enum!(SlotState, "slot state");
+text_enum!(DeploymentKind, "deployment kind");
+text_enum!(DeploymentOutcome, "deployment outcome");
 
 /// What `begin_deployment` needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,4 +271,36 @@ pub struct OutcomeCount {
     pub service: String,
     pub outcome: DeploymentOutcome,
     pub count: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_enum_name_parses_back_to_itself_and_serde_agrees() {
+        for v in SlotState::ALL {
+            assert_eq!(v.as_str().parse::<SlotState>().unwrap(), v);
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for v in DeploymentKind::ALL {
+            assert_eq!(v.as_str().parse::<DeploymentKind>().unwrap(), v);
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+        for v in DeploymentOutcome::ALL {
+            assert_eq!(v.as_str().parse::<DeploymentOutcome>().unwrap(), v);
+            assert_eq!(serde_json::to_value(v).unwrap(), v.as_str());
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_that_lists_the_expected_ones() {
+        let err = "rolledback".parse::<DeploymentOutcome>().unwrap_err();
+        assert!(
+            err.contains("`rolledback`") && err.contains("rolled_back"),
+            "{err}"
+        );
+        assert!("".parse::<SlotState>().is_err());
+        assert!("Deploy".parse::<DeploymentKind>().is_err());
+    }
 }

@@ -1,0 +1,305 @@
+//! The controller: the control plane's front door.
+//!
+//! It turns requests (deploy, rollback, abort, check) into runs of the state machine,
+//! reconciles the world with the store when the daemon boots (crash safety), and stops
+//! standby slots whose warm period is over. It holds no deployment state of its own
+//! beyond the channel to each running deployment: the store is the source of truth.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::machine::{Event, Machine, Plan};
+use super::policy::WindowView;
+use super::runner::{Input, Runner, RunnerParts};
+use crate::checks::{self, CheckResult, ProbeTarget, SmokeReport};
+use crate::config::{Config, ServiceConfig};
+use crate::domain::{now_ms, Slot};
+use crate::router::Router;
+use crate::runtime::{Runtime, SlotStatus};
+use crate::store::{
+    DeploymentKind, NewDeployment, ServiceRecord, SlotState, Store, StoreError,
+};
+
+/// Live view of a running deployment, beyond what the store holds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Progress {
+    pub deployment_id: i64,
+    pub phase: String,
+    /// Unix ms when the watch passes, while watching.
+    pub watch_ends_at: Option<i64>,
+    /// The latest evaluation of the watch window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowView>,
+}
+
+impl Serialize for WindowView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("WindowView", 4)?;
+        st.serialize_field("requests", &self.requests)?;
+        st.serialize_field("errors", &self.errors)?;
+        st.serialize_field("error_rate", &self.error_rate)?;
+        st.serialize_field("p95_ms", &self.p95.map(|d| d.as_millis() as u64))?;
+        st.end()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("unknown service `{0}` (not in the config)")]
+    UnknownService(String),
+    #[error("a deployment of `{service}` is already in progress (deployment #{id}); wait for it, or `cutover abort {service}`")]
+    InProgress { service: String, id: i64 },
+    #[error("no deployment of `{0}` is in progress")]
+    NothingInProgress(String),
+    #[error("`{0}` has no previous release to roll back to")]
+    NothingToRollBack(String),
+    #[error("deployment #{id} of `{service}` has not switched traffic yet; use `cutover abort {service}` to stop it")]
+    NotSwitchedYet { service: String, id: i64 },
+    #[error("slot {slot} of `{service}` is not running")]
+    SlotNotRunning { service: String, slot: Slot },
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::DeploymentInProgress { service, id } => ControlError::InProgress { service, id },
+            other => ControlError::Store(other),
+        }
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub service: String,
+    pub slot: Slot,
+    pub version: Option<String>,
+    pub addr: String,
+    pub health: Vec<CheckResult>,
+    pub healthy: bool,
+    pub smoke: SmokeReport,
+}
+
+struct Active {
+    id: i64,
+    tx: mpsc::Sender<Input>,
+}
+
+pub struct Controller {
+    config: Arc<Config>,
+    store: Arc<Store>,
+    router: Arc<dyn Router>,
+    runtimes: HashMap<String, Arc<dyn Runtime>>,
+    active: Mutex<HashMap<String, Active>>,
+    progress: Arc<Mutex<HashMap<String, Progress>>>,
+}
+
+impl Controller {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<Store>,
+        router: Arc<dyn Router>,
+        runtimes: HashMap<String, Arc<dyn Runtime>>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            store,
+            router,
+            runtimes,
+            active: Mutex::new(HashMap::new()),
+            progress: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn router(&self) -> &Arc<dyn Router> {
+        &self.router
+    }
+
+    pub(super) fn runtimes_get(&self, name: &str) -> Option<Arc<dyn Runtime>> {
+        self.runtimes.get(name).cloned()
+    }
+
+    pub fn progress(&self, service: &str) -> Option<Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned()
+    }
+
+    fn service_cfg(&self, name: &str) -> Result<(Arc<ServiceConfig>, Arc<dyn Runtime>), ControlError> {
+        let cfg = self.config.services.get(name).ok_or_else(|| ControlError::UnknownService(name.into()))?;
+        let rt = self.runtimes.get(name).ok_or_else(|| ControlError::UnknownService(name.into()))?;
+        Ok((Arc::new(cfg.clone()), rt.clone()))
+    }
+
+    /// Starts deploying `version` of `service` into its idle slot; returns the deployment id.
+    pub async fn deploy(self: &Arc<Self>, service: &str, version: &str, by: &str) -> Result<i64, ControlError> {
+        let (cfg, runtime) = self.service_cfg(service)?;
+        let rec = self.store.service(service)?;
+        let from = rec.live;
+        let target = from.map(Slot::other).unwrap_or(Slot::Blue);
+        let new = NewDeployment {
+            service: service.into(),
+            kind: DeploymentKind::Deploy,
+            version: version.into(),
+            target_slot: target,
+            from_slot: from,
+            from_version: from.and_then(|s| rec.slots[s.index()].version.clone()),
+            triggered_by: by.into(),
+            at: now_ms(),
+        };
+        let id = self.store.begin_deployment(&new)?;
+        let plan = Plan {
+            kind: DeploymentKind::Deploy,
+            target,
+            from,
+            target_running: false,
+            healthy_threshold: cfg.health.healthy_threshold,
+            unhealthy_threshold: cfg.health.unhealthy_threshold,
+            health_interval: cfg.health.interval,
+            health_deadline: cfg.health.deadline,
+            run_smoke: !cfg.smoke.steps.is_empty(),
+            watch: Some(cfg.watch.clone()),
+            warm_for: cfg.warm_for,
+        };
+        self.launch(id, cfg, runtime, version.into(), rec, plan);
+        Ok(id)
+    }
+
+    /// Sends traffic back to the previous release. During a watch this switches back at
+    /// once; after a finished deployment it brings the previous slot back (restarting
+    /// and checking it if it was stopped) and then switches.
+    pub async fn rollback(self: &Arc<Self>, service: &str, by: &str) -> Result<i64, ControlError> {
+        let (cfg, runtime) = self.service_cfg(service)?;
+        if let Some(active) = self.store.active_deployment(service)? {
+            if active.switched_at.is_none() {
+                return Err(ControlError::NotSwitchedYet { service: service.into(), id: active.id });
+            }
+            self.send(service, Event::Rollback { by: by.into() }).await?;
+            return Ok(active.id);
+        }
+        let rec = self.store.service(service)?;
+        let live = rec.live.ok_or_else(|| ControlError::NothingToRollBack(service.into()))?;
+        let target = live.other();
+        let prev = &rec.slots[target.index()];
+        let version = prev.version.clone().ok_or_else(|| ControlError::NothingToRollBack(service.into()))?;
+        let target_running = prev.state == SlotState::Standby
+            && matches!(runtime.status(service, target).await, SlotStatus::Running { .. });
+        let new = NewDeployment {
+            service: service.into(),
+            kind: DeploymentKind::Rollback,
+            version: version.clone(),
+            target_slot: target,
+            from_slot: Some(live),
+            from_version: rec.slots[live.index()].version.clone(),
+            triggered_by: by.into(),
+            at: now_ms(),
+        };
+        let id = self.store.begin_deployment(&new)?;
+        let plan = Plan {
+            kind: DeploymentKind::Rollback,
+            target,
+            from: Some(live),
+            target_running,
+            healthy_threshold: cfg.health.healthy_threshold,
+            unhealthy_threshold: cfg.health.unhealthy_threshold,
+            health_interval: cfg.health.interval,
+            health_deadline: cfg.health.deadline,
+            run_smoke: false,
+            watch: None,
+            warm_for: Duration::ZERO,
+        };
+        self.launch(id, cfg, runtime, version, rec, plan);
+        Ok(id)
+    }
+
+    /// Stops the service's deployment in progress safely.
+    pub async fn abort(&self, service: &str, by: &str) -> Result<i64, ControlError> {
+        self.service_cfg(service)?;
+        let active = self
+            .store
+            .active_deployment(service)?
+            .ok_or_else(|| ControlError::NothingInProgress(service.into()))?;
+        self.send(service, Event::Abort { by: by.into() }).await?;
+        Ok(active.id)
+    }
+
+    async fn send(&self, service: &str, event: Event) -> Result<(), ControlError> {
+        let tx = {
+            let active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+            active.get(service).map(|a| a.tx.clone())
+        };
+        match tx {
+            Some(tx) if tx.send(Input::Event(event)).await.is_ok() => Ok(()),
+            _ => Err(ControlError::NothingInProgress(service.into())),
+        }
+    }
+
+    fn launch(self: &Arc<Self>, id: i64, cfg: Arc<ServiceConfig>, runtime: Arc<dyn Runtime>, version: String, rec: ServiceRecord, plan: Plan) {
+        let (tx, rx) = mpsc::channel(64);
+        let name = cfg.name.clone();
+        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), Active { id, tx: tx.clone() });
+        let runner = Runner::new(RunnerParts {
+            id,
+            service: cfg,
+            version,
+            store: self.store.clone(),
+            runtime,
+            router: self.router.clone(),
+            drain_timeout: self.config.proxy.drain_timeout,
+            slots: rec.slots,
+            progress: self.progress.clone(),
+        });
+        let this = self.clone();
+        tokio::spawn(async move {
+            runner.run(Machine::new(plan), tx, rx).await;
+            let mut active = this.active.lock().unwrap_or_else(|e| e.into_inner());
+            if active.get(&name).is_some_and(|a| a.id == id) {
+                active.remove(&name);
+            }
+        });
+    }
+
+    /// Runs the health checks and smoke tests against one slot now.
+    pub async fn check(&self, service: &str, slot: Slot) -> Result<CheckReport, ControlError> {
+        let (cfg, runtime) = self.service_cfg(service)?;
+        let rec = self.store.service(service)?;
+        let srec = &rec.slots[slot.index()];
+        let addr: Option<SocketAddr> = srec.addr.as_deref().and_then(|a| a.parse().ok());
+        let running = matches!(runtime.status(service, slot).await, SlotStatus::Running { .. });
+        let addr = match addr {
+            Some(a) if running => a,
+            _ => return Err(ControlError::SlotNotRunning { service: service.into(), slot }),
+        };
+        let target = ProbeTarget {
+            addr,
+            service: service.into(),
+            slot,
+            version: srec.version.clone().unwrap_or_default(),
+        };
+        let health = checks::health_round(&cfg.health, &target).await;
+        let smoke = checks::smoke(&cfg.smoke, &target).await;
+        Ok(CheckReport {
+            service: service.into(),
+            slot,
+            version: srec.version.clone(),
+            addr: addr.to_string(),
+            healthy: health.iter().all(|r| r.ok),
+            health,
+            smoke,
+        })
+    }
+}

@@ -1,0 +1,480 @@
+//! The deployment state machine: phases, events in, effects out.
+//!
+//! Architecture invariant: this file does no I/O and never reads the clock. Time comes
+//! in with every event (`now`, milliseconds on the runner's monotonic clock) and the
+//! machine asks to be woken with [`Effect::Schedule`]. The runner (`runner.rs`) carries
+//! out effects and feeds their results back as events. This is what makes every
+//! rollback rule a table-driven unit test.
+//!
+//! Phases of a deploy: lock → start → wait_healthy → smoke → switch → watch → done.
+//! A rollback (traffic back to the previous release) is the same machine with
+//! `start` skipped when that release still runs, and no smoke or watch.
+//!
+//! Safety rules encoded here:
+//! - nothing before `switch` ever changes the live route;
+//! - a failure before the switch stops the new slot and leaves traffic untouched;
+//! - a trigger during the watch switches back to the previous slot at once;
+//! - the previous slot is never stopped before the watch passed.
+
+use std::time::Duration;
+
+use super::policy::{fmt_dur, Ms, WatchPolicy};
+use crate::config::WatchConfig;
+use crate::domain::Slot;
+use crate::proxy::stats::StatsSnapshot;
+use crate::store::{DeploymentKind, DeploymentOutcome, SlotState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Lock,
+    Start,
+    WaitHealthy,
+    Smoke,
+    Switch,
+    Watch,
+    /// Switching traffic back to the previous slot after a trigger, abort or rollback.
+    SwitchBack,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Lock => "lock",
+            Phase::Start => "start",
+            Phase::WaitHealthy => "wait_healthy",
+            Phase::Smoke => "smoke",
+            Phase::Switch => "switch",
+            Phase::Watch => "watch",
+            Phase::SwitchBack => "switch_back",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// Everything fixed for one deployment.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub kind: DeploymentKind,
+    /// The slot being brought live.
+    pub target: Slot,
+    /// The slot live when the deployment began (`None` on a first deploy).
+    pub from: Option<Slot>,
+    /// The target's release is already running and only needs checking (a warm standby).
+    pub target_running: bool,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+    pub health_interval: Duration,
+    pub health_deadline: Duration,
+    pub run_smoke: bool,
+    /// `None`: no watch (rollbacks).
+    pub watch: Option<WatchConfig>,
+    /// How long `from` stays running after success.
+    pub warm_for: Duration,
+}
+
+/// Results and wake-ups fed to the machine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The lock is held (the store accepted the deployment): begin.
+    Begin,
+    Started,
+    StartFailed(String),
+    /// One health round of the target. `answered`: the release responded at all (an
+    /// HTTP status, a TCP connect, a command that ran); failures of a release that does
+    /// not answer yet only count against the deadline.
+    HealthRound { ok: bool, answered: bool, detail: String },
+    Smoke { passed: bool, failure: Option<String> },
+    /// The router applied the requested routing.
+    Routed,
+    RouteFailed(String),
+    /// Cumulative statistics of the target slot, and whether its release still runs.
+    Sample { stats: StatsSnapshot, exited: Option<String> },
+    /// The target's release exited on its own.
+    Exited(String),
+    Timer(Timer),
+    Abort { by: String },
+    Rollback { by: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timer {
+    pub kind: TimerKind,
+    /// Phase generation the timer was set in; stale timers are ignored.
+    pub epoch: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerKind {
+    HealthDeadline,
+    NextHealth,
+    NextSample,
+    WatchEnd,
+}
+
+/// What the runner must do. Effects are executed in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Persist: the deployment entered this phase (the previous one closes with `result`).
+    Enter { phase: Phase, result: Option<String> },
+    /// Persist: a slot's state changed. `until` is set for `Standby`.
+    SlotState { slot: Slot, state: SlotState, until_after: Option<Duration> },
+    /// Start the target slot's release; answer `Started`/`StartFailed`.
+    StartTarget,
+    /// Run one health round on the target; answer `HealthRound`.
+    CheckHealth,
+    /// Run the smoke tests on the target; answer `Smoke`.
+    RunSmoke,
+    /// Point normal traffic at `live` and preview traffic at `preview`; answer
+    /// `Routed`/`RouteFailed`. `switched` marks the moment traffic moved to the target.
+    Route { live: Option<Slot>, preview: Option<Slot>, switched: bool },
+    /// Sample the target's statistics; answer `Sample`.
+    SampleStats,
+    Schedule { after: Duration, timer: Timer },
+    /// Wait for in-flight requests on `slot` (bounded by the drain timeout), then stop it.
+    Stop { slot: Slot },
+    /// Persist: the deployment is over.
+    Finish { outcome: DeploymentOutcome, reason: String },
+    /// Persist: an event-log line.
+    Log(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Machine {
+    plan: Plan,
+    phase: Phase,
+    epoch: u32,
+    phase_started: Ms,
+    healthy_streak: u32,
+    unhealthy_streak: u32,
+    watch: Option<WatchPolicy>,
+    /// Set when the switch happened (traffic on the target).
+    switched: bool,
+    /// Why traffic is being switched back (becomes the final reason).
+    back_reason: Option<(DeploymentOutcome, String)>,
+    /// An abort arrived while a route change was in flight.
+    pending_abort: Option<String>,
+    outcome: Option<DeploymentOutcome>,
+}
+
+impl Machine {
+    pub fn new(plan: Plan) -> Self {
+        let watch = plan.watch.clone().map(WatchPolicy::new);
+        Self {
+            plan,
+            phase: Phase::Lock,
+            epoch: 0,
+            phase_started: 0,
+            healthy_streak: 0,
+            unhealthy_streak: 0,
+            watch,
+            switched: false,
+            back_reason: None,
+            pending_abort: None,
+            outcome: None,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn outcome(&self) -> Option<DeploymentOutcome> {
+        self.outcome
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The latest watch window evaluation, for progress display.
+    pub fn watch_view(&self) -> Option<&super::policy::WindowView> {
+        self.watch.as_ref().and_then(|w| w.last_view())
+    }
+
+    /// When the current phase began, on the runner's clock.
+    pub fn phase_started(&self) -> Ms {
+        self.phase_started
+    }
+
+    /// Feeds one event; returns what to do.
+    pub fn step(&mut self, now: Ms, event: Event) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match (self.phase, event) {
+            (Phase::Done, Event::Started) => {
+                // A start that completed after an abort: do not leave it running.
+                fx.push(Effect::Stop { slot: self.plan.target });
+            }
+            (Phase::Done, _) => {}
+            (Phase::Lock, Event::Begin) => {
+                if self.plan.target_running {
+                    self.enter(now, Phase::WaitHealthy, None, &mut fx);
+                    self.begin_health(&mut fx);
+                } else {
+                    self.enter(now, Phase::Start, None, &mut fx);
+                    fx.push(Effect::SlotState {
+                        slot: self.plan.target,
+                        state: SlotState::Starting,
+                        until_after: None,
+                    });
+                    fx.push(Effect::StartTarget);
+                }
+            }
+            (Phase::Start, Event::Started) => {
+                // Let people (and checks) reach the new slot through the preview route.
+                fx.push(Effect::Route {
+                    live: self.plan.from,
+                    preview: Some(self.plan.target),
+                    switched: false,
+                });
+                self.enter(now, Phase::WaitHealthy, None, &mut fx);
+                self.begin_health(&mut fx);
+            }
+            (Phase::Start, Event::StartFailed(why)) => {
+                self.fail_before_switch(now, format!("start failed: {why}"), &mut fx)
+            }
+            (Phase::WaitHealthy, Event::HealthRound { ok, answered, detail }) => {
+                self.on_health_before_switch(now, ok, answered, detail, &mut fx)
+            }
+            (Phase::WaitHealthy, Event::Timer(t))
+                if t.epoch == self.epoch && t.kind == TimerKind::NextHealth =>
+            {
+                fx.push(Effect::CheckHealth);
+            }
+            (Phase::WaitHealthy, Event::Timer(t))
+                if t.epoch == self.epoch && t.kind == TimerKind::HealthDeadline =>
+            {
+                let why = format!(
+                    "not healthy within {} (deadline)",
+                    fmt_dur(self.plan.health_deadline)
+                );
+                self.fail_before_switch(now, why, &mut fx);
+            }
+            (Phase::Start | Phase::WaitHealthy | Phase::Smoke, Event::Exited(why)) => {
+                self.fail_before_switch(now, format!("the new release exited: {why}"), &mut fx)
+            }
+            (Phase::Smoke, Event::Smoke { passed, failure }) => {
+                if passed {
+                    self.switch(now, &mut fx);
+                } else {
+                    let why = failure.unwrap_or_else(|| "smoke tests failed".into());
+                    self.fail_before_switch(now, format!("smoke tests failed: {why}"), &mut fx);
+                }
+            }
+            (Phase::Start | Phase::WaitHealthy | Phase::Smoke, Event::Abort { by }) => {
+                let why = format!("aborted by {by} before the switch");
+                self.finish_before_switch(now, DeploymentOutcome::Aborted, why, &mut fx);
+            }
+            (Phase::Switch, Event::Routed) => {
+                self.switched = true;
+                if let Some(by) = self.pending_abort.take() {
+                    self.switch_back(now, DeploymentOutcome::Aborted, format!("aborted by {by}"), &mut fx);
+                } else {
+                    self.after_switch(now, &mut fx);
+                }
+            }
+            (Phase::Switch, Event::RouteFailed(why)) => {
+                // The router refused: traffic is where it was.
+                self.fail_before_switch(now, format!("switch failed: {why}"), &mut fx);
+            }
+            (Phase::Switch, Event::Abort { by } | Event::Rollback { by }) => {
+                self.pending_abort = Some(by);
+            }
+            (Phase::Watch, Event::Timer(t)) if t.epoch == self.epoch => match t.kind {
+                TimerKind::NextSample => fx.push(Effect::SampleStats),
+                TimerKind::NextHealth => fx.push(Effect::CheckHealth),
+                TimerKind::WatchEnd => self.succeed(now, &mut fx),
+                TimerKind::HealthDeadline => {}
+            },
+            (Phase::Watch, Event::Sample { stats, exited }) => {
+                let reason = match exited {
+                    Some(why) => Some(format!("the new release exited: {why}")),
+                    None => self.watch.as_mut().and_then(|w| w.sample(now, stats)),
+                };
+                match reason {
+                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
+                    None => fx.push(self.schedule(TimerKind::NextSample, self.sample_interval())),
+                }
+            }
+            (Phase::Watch, Event::HealthRound { ok, detail, .. }) => {
+                let reason = self.watch.as_mut().and_then(|w| w.health(ok, &detail));
+                match reason {
+                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
+                    None => fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval)),
+                }
+            }
+            (Phase::Watch, Event::Exited(why)) => {
+                let why = format!("the new release exited: {why}");
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx);
+            }
+            (Phase::Watch, Event::Rollback { by }) => {
+                let why = format!("rollback requested by {by} during the watch");
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx);
+            }
+            (Phase::Watch, Event::Abort { by }) => {
+                let why = format!("aborted by {by} during the watch");
+                self.switch_back(now, DeploymentOutcome::Aborted, why, &mut fx);
+            }
+            (Phase::SwitchBack, Event::Routed) => {
+                let target = self.plan.target;
+                let (outcome, why) = self
+                    .back_reason
+                    .take()
+                    .unwrap_or((DeploymentOutcome::RolledBack, "rolled back".into()));
+                if let Some(from) = self.plan.from {
+                    fx.push(Effect::SlotState { slot: from, state: SlotState::Live, until_after: None });
+                }
+                fx.push(Effect::SlotState { slot: target, state: SlotState::Failed, until_after: None });
+                fx.push(Effect::Stop { slot: target });
+                self.finish(now, outcome, why, &mut fx);
+            }
+            (Phase::SwitchBack, Event::RouteFailed(err)) => {
+                // Could not move traffic back: the target keeps serving. Say so loudly.
+                let why = self.back_reason.take().map(|(_, w)| w).unwrap_or_default();
+                let why = format!("{why}; switching back failed ({err}): traffic stays on {}", self.plan.target);
+                self.finish(now, DeploymentOutcome::Failed, why, &mut fx);
+            }
+            // Everything else (stale timers, results for a phase already left) is ignored.
+            _ => {}
+        }
+        fx
+    }
+
+    fn enter(&mut self, now: Ms, phase: Phase, result: Option<String>, fx: &mut Vec<Effect>) {
+        self.phase = phase;
+        self.epoch += 1;
+        self.phase_started = now;
+        fx.push(Effect::Enter { phase, result });
+    }
+
+    fn schedule(&self, kind: TimerKind, after: Duration) -> Effect {
+        Effect::Schedule { after, timer: Timer { kind, epoch: self.epoch } }
+    }
+
+    fn sample_interval(&self) -> Duration {
+        self.plan.watch.as_ref().map(|w| w.interval).unwrap_or(Duration::from_secs(1))
+    }
+
+    fn begin_health(&mut self, fx: &mut Vec<Effect>) {
+        self.healthy_streak = 0;
+        self.unhealthy_streak = 0;
+        fx.push(self.schedule(TimerKind::HealthDeadline, self.plan.health_deadline));
+        fx.push(Effect::CheckHealth);
+    }
+
+    fn on_health_before_switch(&mut self, now: Ms, ok: bool, answered: bool, detail: String, fx: &mut Vec<Effect>) {
+        if ok {
+            self.healthy_streak += 1;
+            self.unhealthy_streak = 0;
+            if self.healthy_streak >= self.plan.healthy_threshold {
+                fx.push(Effect::SlotState { slot: self.plan.target, state: SlotState::Ready, until_after: None });
+                if self.plan.run_smoke {
+                    self.enter(now, Phase::Smoke, None, fx);
+                    fx.push(Effect::RunSmoke);
+                } else {
+                    self.switch(now, fx);
+                }
+                return;
+            }
+        } else {
+            self.healthy_streak = 0;
+            if answered {
+                self.unhealthy_streak += 1;
+                if self.unhealthy_streak >= self.plan.unhealthy_threshold {
+                    let why = format!("unhealthy {} times in a row: {detail}", self.unhealthy_streak);
+                    self.fail_before_switch(now, why, fx);
+                    return;
+                }
+            }
+        }
+        fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval));
+    }
+
+    fn switch(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        self.enter(now, Phase::Switch, None, fx);
+        fx.push(Effect::Route { live: Some(self.plan.target), preview: self.plan.from, switched: true });
+    }
+
+    fn after_switch(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        let target = self.plan.target;
+        fx.push(Effect::SlotState { slot: target, state: SlotState::Live, until_after: None });
+        fx.push(Effect::Log(format!("traffic switched to {target}")));
+        match self.plan.watch.as_ref().filter(|w| !w.duration.is_zero()) {
+            Some(w) => {
+                let duration = w.duration;
+                if let Some(from) = self.plan.from {
+                    // Kept running (not stopped) through the watch for instant switch-back.
+                    fx.push(Effect::SlotState { slot: from, state: SlotState::Standby, until_after: None });
+                }
+                self.enter(now, Phase::Watch, None, fx);
+                fx.push(self.schedule(TimerKind::WatchEnd, duration));
+                fx.push(Effect::SampleStats);
+                fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval));
+            }
+            None => self.succeed(now, fx),
+        }
+    }
+
+    fn succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        if let Some(from) = self.plan.from {
+            match self.plan.kind {
+                DeploymentKind::Deploy if !self.plan.warm_for.is_zero() => fx.push(Effect::SlotState {
+                    slot: from,
+                    state: SlotState::Standby,
+                    until_after: Some(self.plan.warm_for),
+                }),
+                _ => {
+                    fx.push(Effect::SlotState { slot: from, state: SlotState::Stopped, until_after: None });
+                    fx.push(Effect::Stop { slot: from });
+                }
+            }
+        }
+        let why = match self.plan.kind {
+            DeploymentKind::Deploy => match &self.plan.watch {
+                Some(w) if !w.duration.is_zero() => format!("live; watched for {} with no trigger", fmt_dur(w.duration)),
+                _ => "live".to_string(),
+            },
+            DeploymentKind::Rollback => "traffic is back on the previous release".to_string(),
+        };
+        self.finish(now, DeploymentOutcome::Succeeded, why, fx);
+    }
+
+    fn switch_back(&mut self, now: Ms, outcome: DeploymentOutcome, why: String, fx: &mut Vec<Effect>) {
+        match self.plan.from {
+            Some(from) => {
+                fx.push(Effect::Log(format!("switching traffic back to {from}: {why}")));
+                self.back_reason = Some((outcome, why.clone()));
+                self.enter(now, Phase::SwitchBack, Some(why), fx);
+                fx.push(Effect::Route { live: Some(from), preview: Some(self.plan.target), switched: false });
+            }
+            None => {
+                let why = format!("{why}; there is no previous release to return to, so traffic stays on {}", self.plan.target);
+                self.finish(now, DeploymentOutcome::Failed, why, fx);
+            }
+        }
+    }
+
+    fn fail_before_switch(&mut self, now: Ms, why: String, fx: &mut Vec<Effect>) {
+        self.finish_before_switch(now, DeploymentOutcome::Failed, why, fx)
+    }
+
+    fn finish_before_switch(&mut self, now: Ms, outcome: DeploymentOutcome, why: String, fx: &mut Vec<Effect>) {
+        let target = self.plan.target;
+        if self.plan.kind == DeploymentKind::Deploy {
+            // Take the failed release off the preview route and stop it.
+            fx.push(Effect::Route { live: self.plan.from, preview: None, switched: false });
+            let state = if outcome == DeploymentOutcome::Failed { SlotState::Failed } else { SlotState::Stopped };
+            fx.push(Effect::SlotState { slot: target, state, until_after: None });
+            fx.push(Effect::Stop { slot: target });
+        }
+        self.finish(now, outcome, why, fx);
+    }
+
+    fn finish(&mut self, now: Ms, outcome: DeploymentOutcome, why: String, fx: &mut Vec<Effect>) {
+        self.phase = Phase::Done;
+        self.epoch += 1;
+        self.phase_started = now;
+        self.outcome = Some(outcome);
+        fx.push(Effect::Finish { outcome, reason: why });
+    }
+}

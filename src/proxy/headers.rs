@@ -1,0 +1,215 @@
+//! Header rewriting on the way through: hop-by-hop headers out, `X-Forwarded-*` in.
+//!
+//! Hop-by-hop headers describe one TCP hop (RFC 9110 §7.6.1), so a proxy must not pass
+//! them on: `Connection` and every header it names, plus the fixed list below. An
+//! upgrade (WebSocket) is the one exception: `Upgrade` and `Connection: upgrade` must
+//! reach the upstream, and its 101 must reach the client, or the handshake fails.
+//!
+//! Everything here works in place on the `HeaderMap` hyper parsed. Removing a header
+//! named by `Connection` looks it up by `&str`, which `http` lower-cases on the stack,
+//! so the common case allocates nothing; only a client that already sent
+//! `X-Forwarded-For` costs one allocation (the joined value).
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+pub const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// Added to every proxied response: the slot (`blue`/`green`) that answered.
+pub const X_CUTOVER_SLOT: HeaderName = HeaderName::from_static("x-cutover-slot");
+
+/// Hop-by-hop headers that are always removed (`Upgrade` is handled separately).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+];
+
+/// Whether `Connection` lists `token` (case-insensitive, comma-separated, any number of
+/// `Connection` lines).
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// A request asking to switch protocols (`Connection: upgrade` plus `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+}
+
+/// Removes hop-by-hop headers. With `keep_upgrade`, `Upgrade` stays and `Connection` is
+/// reduced to `upgrade` (so the next hop sees the handshake and nothing else).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        remove_connection_named(headers, keep_upgrade);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if keep_upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Removes `Connection` and every header it names.
+fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Nearly always a single `Connection` line: handle it without collecting.
+    let mut values = headers.get_all(CONNECTION).iter();
+    let first = values.next().cloned();
+    let rest: Vec<HeaderValue> = values.cloned().collect();
+    headers.remove(CONNECTION);
+    for value in first.iter().chain(rest.iter()) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case(b"upgrade")) {
+                continue;
+            }
+            if let Ok(name) = std::str::from_utf8(token) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// Adds the `X-Forwarded-*` headers to a request about to be forwarded: the client's
+/// address is appended to `X-Forwarded-For`; `-Proto` and `-Host` are set only when the
+/// client did not send them. `client_ip` is computed once per connection.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    match headers.entry(X_FORWARDED_FOR) {
+        http::header::Entry::Vacant(e) => {
+            e.insert(client_ip.clone());
+        }
+        http::header::Entry::Occupied(mut e) => {
+            let mut joined: Vec<u8> = Vec::with_capacity(64);
+            for v in e.iter() {
+                if !joined.is_empty() {
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(v.as_bytes());
+            }
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client_ip.as_bytes());
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+                e.insert(v);
+            }
+        }
+    }
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(X_FORWARDED_HOST) {
+        if let Some(host) = headers.get(HOST).cloned() {
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+    }
+}
+
+/// The host part of a `Host` header or URI authority: port removed, IPv6 brackets
+/// kept (`[::1]:80` → `[::1]`). Not lower-cased.
+pub fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(end) => &host[..=end],
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, _port)) => name,
+        None => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_connection_and_the_headers_it_names_and_the_fixed_list() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Custom"),
+            ("connection", "x-other"),
+            ("x-custom", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("proxy-authorization", "Basic abc"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+
+    #[test]
+    fn an_upgrade_keeps_upgrade_and_only_the_upgrade_connection_token() {
+        let mut h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["sec-websocket-key"], "k");
+        assert!(!is_upgrade(&map(&[("upgrade", "websocket")])));
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_proto_and_host_are_set_only_when_absent() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut h = map(&[("host", "shop.example:8080")]);
+        add_forwarded(&mut h, &ip);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "shop.example:8080");
+
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "outer.example"),
+            ("host", "inner.example"),
+        ]);
+        add_forwarded(&mut h, &ip);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "outer.example");
+    }
+
+    #[test]
+    fn host_without_port_handles_names_ipv4_and_ipv6() {
+        assert_eq!(host_without_port("Shop.Example:8080"), "Shop.Example");
+        assert_eq!(host_without_port("shop.example"), "shop.example");
+        assert_eq!(host_without_port("127.0.0.1:80"), "127.0.0.1");
+        assert_eq!(host_without_port("[::1]:80"), "[::1]");
+        assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+}
