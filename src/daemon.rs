@@ -1,1 +1,152 @@
-//! (in progress)
+//! `cutover serve`: wires the store, proxy, router, runtimes, controller and API
+//! together, reconciles state from the store, then serves until SIGINT/SIGTERM.
+//!
+//! Order matters for crash safety: listeners are bound first (a busy port fails fast,
+//! before anything is touched), routing is restored from the store (`boot`) before the
+//! proxy accepts a single request, and the proxy keeps serving while deployments run.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::domain::Slot;
+use crate::orchestrator::Controller;
+use crate::proxy::table::{Routes, StatsRegistry};
+use crate::proxy::{self, Proxy, ProxySettings};
+use crate::router::builtin::BuiltinRouter;
+use crate::runtime::process::runtimes_from_config;
+use crate::store::Store;
+
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Stop every slot's release when the daemon exits (by default they keep running
+    /// and are adopted by the next `serve`).
+    pub stop_on_exit: bool,
+}
+
+/// Runs the daemon until a shutdown signal.
+pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
+    let state_dir = config.daemon.state_dir.clone();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let store = Arc::new(Store::open(&state_dir.join("cutover.db"))?);
+    let token = api_token(&config, &state_dir)?;
+
+    // Bind everything first: a busy port is reported before any state is touched.
+    let mut proxy_listeners = Vec::new();
+    for (addr, routes) in proxy::listeners_from_config(&config) {
+        proxy_listeners.push((bind(addr, "proxy").await?, routes));
+    }
+    let api_listener = bind(config.api.listen, "API").await?;
+
+    let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
+    let stats = Arc::new(StatsRegistry::new(names));
+    let routes = Arc::new(Routes::new());
+    let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()));
+    let runtimes = runtimes_from_config(&config, &state_dir);
+    let settings = ProxySettings::from_config(&config.proxy);
+    let config = Arc::new(config);
+    let controller = Controller::new(config.clone(), store.clone(), router, runtimes.clone());
+    controller.boot().await.context("cannot restore state from the store")?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+
+    let proxy = Proxy::new(routes, settings);
+    let mut tasks = Vec::new();
+    for (listener, lr) in proxy_listeners {
+        tasks.push(tokio::spawn(proxy::serve(proxy.clone(), listener, lr, shutdown())));
+    }
+    let state = ApiState {
+        controller: controller.clone(),
+        token: Arc::new(token),
+        registry: Arc::new(api::metrics::registry(stats, store)),
+    };
+    let api_addr = api_listener.local_addr()?;
+    let api_task = tokio::spawn({
+        let shutdown = shutdown();
+        async move { axum::serve(api_listener, api::app(state)).with_graceful_shutdown(shutdown).await }
+    });
+    let reaper = tokio::spawn(controller.clone().reap_standby(Duration::from_secs(1)));
+    tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
+    eprintln!("cutover: serving {} service(s); API on http://{api_addr}", config.services.len());
+
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    reaper.abort();
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = api_task.await;
+    if opts.stop_on_exit {
+        for (name, rt) in &runtimes {
+            for slot in Slot::ALL {
+                let _ = rt.stop(name, slot).await;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for the {what}"))
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// The token mutating API calls need: from the config or its env var, else the one in
+/// `<state_dir>/api-token`, generated (mode 0600) on first start.
+pub fn api_token(config: &Config, state_dir: &Path) -> anyhow::Result<String> {
+    if let Some(t) = &config.api.token {
+        return Ok(t.clone());
+    }
+    let path = state_dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if !t.trim().is_empty() {
+            return Ok(t.trim().to_string());
+        }
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+/// The token the CLI sends: the config's (or its env var's), else the daemon's file.
+pub fn client_token(config: &Config) -> Option<String> {
+    config.api.token.clone().or_else(|| {
+        std::fs::read_to_string(config.daemon.state_dir.join("api-token"))
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    })
+}

@@ -1,1 +1,219 @@
-//! (in progress)
+//! The daemon's HTTP API (JSON, `/api/v1`), `/metrics` and `/healthz`, plus the client
+//! the CLI uses to call it.
+//!
+//! Reads are open (the listener is bound to localhost by default); every call that
+//! changes state needs the bearer token. Errors are JSON 4xx and change nothing.
+//! The response shapes are the stable `--json` output documented in the README.
+
+pub mod client;
+mod error;
+pub mod metrics;
+mod views;
+
+pub use error::ApiError;
+pub use views::{DeploymentView, ServiceStatus, SlotView};
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Json;
+use prometheus_client::registry::Registry;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::domain::Slot;
+use crate::orchestrator::Controller;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub controller: Arc<Controller>,
+    pub token: Arc<String>,
+    pub registry: Arc<Registry>,
+}
+
+/// The API as an axum router (testable without a socket).
+pub fn app(state: ApiState) -> axum::Router {
+    axum::Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(metrics_text))
+        .route("/api/v1/services", get(list_services))
+        .route("/api/v1/services/{name}", get(get_service))
+        .route("/api/v1/services/{name}/history", get(history))
+        .route("/api/v1/services/{name}/deploy", post(deploy))
+        .route("/api/v1/services/{name}/rollback", post(rollback))
+        .route("/api/v1/services/{name}/abort", post(abort))
+        .route("/api/v1/services/{name}/check", post(check))
+        .route("/api/v1/deployments/{id}", get(get_deployment))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
+        .with_state(state)
+}
+
+fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let given = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(t) if constant_time_eq(t.as_bytes(), state.token.as_bytes()) => Ok(()),
+        _ => Err(ApiError::unauthorized()),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        metrics::render(&s.registry),
+    )
+}
+
+async fn list_services(State(s): State<ApiState>) -> Result<Json<Vec<ServiceStatus>>, ApiError> {
+    let mut out = Vec::new();
+    for name in s.controller.config().services.keys() {
+        out.push(views::service_status(&s.controller, name).await?);
+    }
+    Ok(Json(out))
+}
+
+async fn get_service(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceStatus>, ApiError> {
+    Ok(Json(views::service_status(&s.controller, &name).await?))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<crate::store::DeploymentRecord>>, ApiError> {
+    known(&s, &name)?;
+    let limit = q.limit.unwrap_or(20).clamp(1, 1000);
+    Ok(Json(s.controller.store().history(&name, limit)?))
+}
+
+async fn get_deployment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("deployment id must be a number, got `{id}`")))?;
+    let record = s.controller.store().deployment(id)?;
+    let progress = s.controller.progress(&record.service).filter(|p| p.deployment_id == id).map(Into::into);
+    Ok(Json(DeploymentView { deployment: record, progress }))
+}
+
+fn known(s: &ApiState, name: &str) -> Result<(), ApiError> {
+    if s.controller.config().services.contains_key(name) {
+        Ok(())
+    } else {
+        Err(crate::orchestrator::ControlError::UnknownService(name.into()).into())
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    version: String,
+    #[serde(default)]
+    triggered_by: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActorBody {
+    #[serde(default)]
+    triggered_by: Option<String>,
+}
+
+/// Versions end up in command lines and image tags: keep them to a safe alphabet.
+fn validate_version(v: &str) -> Result<(), ApiError> {
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+        && !v.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "invalid version `{v}`: expected 1-128 characters from A-Z a-z 0-9 . _ - + (not starting with -)"
+        )))
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8], required: bool) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) && !required {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+fn actor(given: Option<String>) -> String {
+    given.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into())
+}
+
+async fn deploy(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: DeployBody = parse_json(&body, true)?;
+    validate_version(&body.version)?;
+    let id = s.controller.deploy(&name, &body.version, &actor(body.triggered_by)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+async fn rollback(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: ActorBody = parse_json(&body, false)?;
+    let id = s.controller.rollback(&name, &actor(body.triggered_by)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+async fn abort(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: ActorBody = parse_json(&body, false)?;
+    let id = s.controller.abort(&name, &actor(body.triggered_by)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+#[derive(Deserialize)]
+struct CheckQuery {
+    slot: Option<String>,
+}
+
+async fn check(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<CheckQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let slot: Slot = q
+        .slot
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("query parameter `slot` is required (blue or green)"))?
+        .parse()
+        .map_err(|e: String| ApiError::bad_request(format!("slot: {e}")))?;
+    Ok(Json(s.controller.check(&name, slot).await?))
+}

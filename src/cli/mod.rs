@@ -1,2 +1,217 @@
-//! (in progress)
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! Command-line interface: parse, dispatch, map results to exit codes.
+//!
+//! Exit codes (CI-friendly, documented in the README): 0 success; 1 the deployment
+//! failed, was rolled back or was refused; 2 bad configuration or usage.
+//! Every command except `serve`, `validate`, `demo` and `demo-app` talks to the
+//! daemon's API; the API address and token come from the config file.
+
+pub(crate) mod deploy;
+mod show;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::client::{ApiClient, ClientError};
+use crate::config::{self, Config};
+use crate::domain::Slot;
+
+#[derive(Parser, Debug)]
+#[command(name = "cutover", version, about = "Zero-downtime blue-green deployments with automatic rollback")]
+pub struct Cli {
+    /// Config file.
+    #[arg(short, long, global = true, env = "CUTOVER_CONFIG", default_value = "cutover.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon: proxy, controller, API and /metrics.
+    Serve {
+        /// Stop every slot's release when the daemon exits (default: leave them running
+        /// for the next `serve` to adopt).
+        #[arg(long)]
+        stop_on_exit: bool,
+    },
+    /// Deploy VERSION of SERVICE into its idle slot; waits until it is live and settled.
+    Deploy {
+        service: String,
+        version: String,
+        /// Return once the deployment has started instead of following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Print the final deployment record as JSON instead of progress.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show services, slots, traffic and any deployment in progress.
+    Status {
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Past deployments of SERVICE, newest first.
+    History {
+        service: String,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send SERVICE's traffic back to its previous release.
+    Rollback {
+        service: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop SERVICE's deployment in progress safely.
+    Abort { service: String },
+    /// Run SERVICE's health checks and smoke tests against one slot now.
+    Check {
+        service: String,
+        #[arg(long)]
+        slot: Slot,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the config file and report every mistake.
+    Validate,
+    /// Play the whole story (v1 → v2 → failing v3 → erroring v4) in a temporary directory.
+    Demo {
+        /// Requests per second of generated load.
+        #[arg(long, default_value_t = 50)]
+        rate: u32,
+    },
+    /// The demo HTTP app (a stand-in service for the demo and the tests).
+    DemoApp(crate::demo::app::DemoAppArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.command);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_tracing(cmd: &Command) {
+    let default = match cmd {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Loads the config, printing every problem and returning exit code 2 on failure.
+fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+pub(crate) fn client_for(cfg: &Config) -> ApiClient {
+    ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg))
+}
+
+/// Prints an API/client error; 4xx usage errors exit 2, the rest 1.
+pub(crate) fn report(e: ClientError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(if e.is_usage() { 2 } else { 1 })
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config.clone();
+    let cfg = || load_config(&path);
+    Ok(match cli.command {
+        Command::DemoApp(args) => {
+            crate::demo::app::run(args).await?;
+            ExitCode::SUCCESS
+        }
+        Command::Demo { rate } => crate::demo::story::run(rate).await?,
+        Command::Validate => match cfg() {
+            Ok(c) => {
+                println!("{}: ok ({} service(s))", path.display(), c.services.len());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Serve { stop_on_exit } => match cfg() {
+            Ok(c) => {
+                crate::daemon::serve(c, crate::daemon::ServeOptions { stop_on_exit }).await?;
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        other => match cfg() {
+            Ok(c) => client_command(&c, other).await,
+            Err(code) => code,
+        },
+    })
+}
+
+async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
+    let client = client_for(cfg);
+    let known = |s: &str| -> Result<(), ExitCode> {
+        if cfg.services.contains_key(s) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
+            eprintln!("error: unknown service `{s}`; the config has: {}", names.join(", "));
+            Err(ExitCode::from(2))
+        }
+    };
+    let res = match cmd {
+        Command::Deploy { service, version, no_wait, json } => match known(&service) {
+            Ok(()) => deploy::deploy(&client, &service, &version, no_wait, json).await,
+            Err(c) => return c,
+        },
+        Command::Rollback { service, no_wait, json } => match known(&service) {
+            Ok(()) => deploy::rollback(&client, &service, no_wait, json).await,
+            Err(c) => return c,
+        },
+        Command::Abort { service } => match known(&service) {
+            Ok(()) => deploy::abort(&client, &service).await,
+            Err(c) => return c,
+        },
+        Command::Status { service, json } => {
+            if let Some(s) = &service {
+                if let Err(c) = known(s) {
+                    return c;
+                }
+            }
+            show::status(&client, service.as_deref(), json).await
+        }
+        Command::History { service, limit, json } => match known(&service) {
+            Ok(()) => show::history(&client, &service, limit, json).await,
+            Err(c) => return c,
+        },
+        Command::Check { service, slot, json } => match known(&service) {
+            Ok(()) => show::check(&client, &service, slot, json).await,
+            Err(c) => return c,
+        },
+        Command::Serve { .. } | Command::Validate | Command::Demo { .. } | Command::DemoApp(_) => {
+            unreachable!("handled in run")
+        }
+    };
+    res.unwrap_or_else(report)
+}

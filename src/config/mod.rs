@@ -4,7 +4,16 @@
 //! raw serde structs (`deny_unknown_fields`) per section, then semantic rules. Every
 //! problem names the file, the dotted key and what was expected.
 
+mod judging;
 mod model;
+mod raw;
+mod read;
+mod service;
+mod validate;
+mod values;
+
+#[cfg(test)]
+mod tests;
 
 pub use model::*;
 
@@ -57,8 +66,52 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, Some(path))
 }
 
-/// Validates config text. `path` is used for messages and to resolve relative paths.
+/// Validates config text. `path` is used for messages and to resolve relative paths
+/// (`daemon.state_dir`, `runtime.workdir`) against its directory; without a path (or
+/// with a bare file name) they are resolved against the current directory.
 pub fn parse(text: &str, path: Option<&Path>) -> Result<Config, ConfigError> {
-    let _ = (text, path);
-    todo!("config parsing")
+    parse_with_env(text, path, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with the environment lookup (for `api.token_env`) passed in.
+fn parse_with_env(
+    text: &str,
+    path: Option<&Path>,
+    env: validate::EnvLookup<'_>,
+) -> Result<Config, ConfigError> {
+    let error = |problems| ConfigError {
+        file: path.map_or_else(|| PathBuf::from("(inline)"), Path::to_path_buf),
+        problems,
+    };
+    let root: toml::Table =
+        toml::from_str(text).map_err(|e| error(vec![syntax_problem(text, &e)]))?;
+    validate::validate(root, path, &base_dir(path), env).map_err(error)
+}
+
+/// A TOML syntax error as one problem: `line L, column C: message`.
+fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
+    let message = err.message().trim_end();
+    let message = match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax error: {message}"),
+    };
+    Problem {
+        key: "(syntax)".into(),
+        message,
+    }
+}
+
+/// The directory relative paths in the file are resolved against, made absolute so a
+/// daemon that changes directory still finds its state.
+fn base_dir(path: Option<&Path>) -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    match path.and_then(Path::parent) {
+        Some(parent) if !parent.as_os_str().is_empty() => cwd.join(parent),
+        _ => cwd,
+    }
 }

@@ -109,6 +109,23 @@ impl<T> Read<T> {
         Some(value.unwrap_or(default))
     }
 
+    /// An optional field: `Some(None)` when absent, `Some(Some(x))` when `check` accepts
+    /// it, `None` when rejected (by serde or by `check`, which reports its problem).
+    pub fn optional<V, X>(
+        &self,
+        field: &str,
+        value: Option<V>,
+        check: impl FnOnce(V) -> Option<X>,
+    ) -> Option<Option<X>> {
+        if self.rejected(field) {
+            return None;
+        }
+        match value {
+            None => Some(None),
+            Some(v) => check(v).map(Some),
+        }
+    }
+
     /// `value`, else a "missing" problem (unless the field was rejected).
     pub fn required<V>(
         &self,

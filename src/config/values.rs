@@ -161,7 +161,9 @@ pub fn toml_to_json(value: &toml::Value) -> Result<serde_json::Value, String> {
             .ok_or_else(|| format!("expected a JSON value, got float `{f}`"))?,
         toml::Value::Boolean(b) => J::Bool(*b),
         toml::Value::Datetime(d) => J::String(d.to_string()),
-        toml::Value::Array(items) => J::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?),
+        toml::Value::Array(items) => {
+            J::Array(items.iter().map(toml_to_json).collect::<Result<_, _>>()?)
+        }
         toml::Value::Table(t) => J::Object(
             t.iter()
                 .map(|(k, v)| Ok((k.clone(), toml_to_json(v)?)))
@@ -208,7 +210,9 @@ mod tests {
 
     #[test]
     fn host_names_are_refused_as_listen_addresses_with_a_hint() {
-        assert!(parse_socket_addr("localhost:80").unwrap_err().contains("IP address"));
+        assert!(parse_socket_addr("localhost:80")
+            .unwrap_err()
+            .contains("IP address"));
         assert_eq!(
             parse_socket_addr("[::1]:80"),
             Ok("[::1]:80".parse().unwrap())

@@ -464,6 +464,23 @@ mod tests {
         assert_eq!(get(addr, &path).await.0, 404);
     }
 
+    #[tokio::test]
+    async fn serve_returns_once_the_shutdown_future_completes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(listener, Behaviour::healthy("v1"), async {
+            let _ = stopped.await;
+        }));
+        assert_eq!(get(addr, "/health").await.0, 200);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returned after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
     #[test]
     fn the_behaviour_file_table_for_the_running_version_overrides_the_flags() {
         let file = r#"

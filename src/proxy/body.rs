@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
-use super::stats::{OwnedInFlight, Outcome, SlotStats};
+use super::stats::{Outcome, OwnedInFlight, SlotStats};
 
 /// Counts one request in flight on its slot and records it exactly once: through
 /// [`Recorder::finish`], or as [`Outcome::ClientFailed`] when dropped unfinished (the
@@ -233,7 +233,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Local(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len()) as u64),
+            Kind::Local(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len()) as u64)
+            }
             Kind::Upstream { inner, .. } => inner.size_hint(),
         }
     }

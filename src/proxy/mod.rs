@@ -1,3 +1,335 @@
 //! DATA PLANE: the built-in reverse proxy.
+//!
+//! One [`Proxy`] (routing table, settings, one pooled upstream client) serves any
+//! number of listeners through [`serve`]. A listener maps a request to a service
+//! ([`ListenerRoutes`]: Host, default, or "always preview"); the routing table
+//! ([`table::Routes`]) maps the service to the slot's address right now. A switch swaps
+//! the table; requests already forwarded finish where they started.
+//!
+//! # Layout
+//! - [`server`]: accept loop, per-connection hyper HTTP/1.1, graceful shutdown.
+//! - `forward`: one request → one upstream, and the mapping of failures to 4xx/5xx
+//!   and to an [`stats::Outcome`].
+//! - `headers`: hop-by-hop removal, `X-Forwarded-*`, `x-cutover-slot`.
+//! - `body`: streaming bodies, the request-size limit, and the [`body::Recorder`] that
+//!   records every proxied request exactly once.
+//! - `upgrade`: WebSocket / HTTP upgrade tunnels.
+//! - [`stats`], [`table`]: per-slot counters and the swapped routing table.
+//!
+//! # Cost per request (the hot path)
+//! One `ArcSwap` load of the routing table (no lock), one hash lookup for the Host and
+//! one for the service, an `Arc` clone of the chosen slot's counters, header edits in
+//! place, an upstream URI built from a cached authority, and the upstream client's own
+//! work (pool checkout, its boxed future). Heap allocations made by the proxy itself:
+//! none in the common case; a joined `X-Forwarded-For` value when the client sent one,
+//! a lower-cased copy of a Host that has capitals. Bodies stream frame by frame.
+//!
+//! # Invariants
+//! - Each proxied request is recorded exactly once in the `SlotStats` of the upstream
+//!   it was sent to, and counted in flight until then (the drain relies on it).
+//! - Requests that never reach an upstream (404, 503, 413) are not recorded.
+//! - Nothing on the request path takes a lock.
+
+mod body;
+mod forward;
+mod headers;
+pub mod server;
 pub mod stats;
 pub mod table;
+mod upgrade;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::uri::Authority;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+pub use headers::X_CUTOVER_SLOT;
+pub use server::{serve, serve_with_grace, DEFAULT_SHUTDOWN_GRACE};
+
+/// The header sent when `proxy.preview_header` is not a valid header name (validation
+/// should have refused it already).
+pub const DEFAULT_PREVIEW_HEADER: &str = "x-cutover-preview";
+
+/// How the proxy treats requests; from `[proxy]` in the config.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// A request carrying this header (any value) goes to the preview slot.
+    pub preview_header: http::HeaderName,
+    /// Time allowed to receive a request's headers; also how long an idle keep-alive
+    /// connection stays open.
+    pub header_read_timeout: Duration,
+    /// Largest request body; larger gets 413.
+    pub max_body_bytes: u64,
+    /// Time to wait for an upstream's response headers (connect included); then 504.
+    pub upstream_timeout: Duration,
+}
+
+impl ProxySettings {
+    pub fn from_config(c: &crate::config::ProxyConfig) -> Self {
+        let preview_header = http::HeaderName::from_bytes(c.preview_header.as_bytes())
+            .unwrap_or_else(|_| http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER));
+        Self {
+            preview_header,
+            header_read_timeout: c.header_read_timeout,
+            max_body_bytes: c.max_body_bytes,
+            upstream_timeout: c.upstream_timeout,
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    /// The config defaults.
+    fn default() -> Self {
+        Self {
+            preview_header: http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER),
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 10 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one listening socket serves: Host -> service name, a default service, or
+/// (preview listener) always the preview slot of one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListenerRoutes {
+    /// Host (without port; matched case-insensitively) → service name.
+    pub by_host: HashMap<String, String>,
+    /// Service for a Host not in `by_host` (or no Host); `None` → 404.
+    pub default: Option<String>,
+    /// Every request goes to the service's preview slot.
+    pub preview_only: bool,
+}
+
+impl ListenerRoutes {
+    /// Host keys lower-cased and without port, as [`ListenerRoutes::service_for`] expects.
+    fn normalized(mut self) -> Self {
+        self.by_host = self
+            .by_host
+            .into_iter()
+            .map(|(h, s)| (headers::host_without_port(&h).to_ascii_lowercase(), s))
+            .collect();
+        self
+    }
+
+    /// The service for a request's host (`Host` header or URI authority, port allowed).
+    fn service_for(&self, host: Option<&str>) -> Option<&str> {
+        let by_host = host.filter(|_| !self.by_host.is_empty()).and_then(|h| {
+            let h = headers::host_without_port(h);
+            if h.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.by_host.get(&h.to_ascii_lowercase())
+            } else {
+                self.by_host.get(h)
+            }
+        });
+        by_host.or(self.default.as_ref()).map(String::as_str)
+    }
+}
+
+/// Every listener the config asks for: each service's `listen` (grouped by address;
+/// `hosts` -> by_host, no hosts -> default) and each `preview_listen` (preview_only,
+/// default = that service).
+pub fn listeners_from_config(c: &crate::config::Config) -> Vec<(SocketAddr, ListenerRoutes)> {
+    group_listeners(c.services.values().map(|s| ListenSpec {
+        service: &s.name,
+        listen: s.listen,
+        hosts: &s.hosts,
+        preview_listen: s.preview_listen,
+    }))
+}
+
+/// The parts of a service's config that decide its listeners.
+struct ListenSpec<'a> {
+    service: &'a str,
+    listen: SocketAddr,
+    hosts: &'a [String],
+    preview_listen: Option<SocketAddr>,
+}
+
+/// Listeners in the order their address first appears (services in name order).
+fn group_listeners<'a>(
+    specs: impl IntoIterator<Item = ListenSpec<'a>>,
+) -> Vec<(SocketAddr, ListenerRoutes)> {
+    let mut out: Vec<(SocketAddr, ListenerRoutes)> = Vec::new();
+    let mut previews = Vec::new();
+    for spec in specs {
+        let idx = match out.iter().position(|(a, _)| *a == spec.listen) {
+            Some(i) => i,
+            None => {
+                out.push((spec.listen, ListenerRoutes::default()));
+                out.len() - 1
+            }
+        };
+        let routes = &mut out[idx].1;
+        if spec.hosts.is_empty() {
+            routes.default = Some(spec.service.to_string());
+        }
+        for host in spec.hosts {
+            routes
+                .by_host
+                .insert(host.to_ascii_lowercase(), spec.service.to_string());
+        }
+        if let Some(addr) = spec.preview_listen {
+            previews.push((
+                addr,
+                ListenerRoutes {
+                    by_host: HashMap::new(),
+                    default: Some(spec.service.to_string()),
+                    preview_only: true,
+                },
+            ));
+        }
+    }
+    out.extend(previews);
+    out
+}
+
+/// The proxy shared by every listener: routing table, settings, upstream client pool.
+pub struct Proxy {
+    routes: Arc<table::Routes>,
+    settings: ProxySettings,
+    client: Client<HttpConnector, body::LimitedBody>,
+    /// `host:port` authorities of upstreams seen so far, so building an upstream URI
+    /// does not format and allocate one per request. Tiny (a few slots), scanned.
+    authorities: ArcSwap<Vec<(SocketAddr, Authority)>>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<table::Routes>, settings: ProxySettings) -> Arc<Proxy> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(settings.upstream_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Arc::new(Proxy {
+            routes,
+            settings,
+            client,
+            authorities: ArcSwap::default(),
+        })
+    }
+
+    pub fn routes(&self) -> &Arc<table::Routes> {
+        &self.routes
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// `addr` as a URI authority, from the cache or made and cached once.
+    fn authority(&self, addr: SocketAddr) -> Authority {
+        if let Some((_, a)) = self.authorities.load().iter().find(|(s, _)| *s == addr) {
+            return a.clone();
+        }
+        let made = Authority::from_maybe_shared(bytes::Bytes::from(addr.to_string()))
+            .expect("a socket address is a valid authority");
+        self.authorities.rcu(|cached| {
+            // Slots get new ports on every deploy: forget old ones now and then.
+            let mut next = if cached.len() >= 64 {
+                Vec::new()
+            } else {
+                cached.as_ref().clone()
+            };
+            if !next.iter().any(|(s, _)| *s == addr) {
+                next.push((addr, made.clone()));
+            }
+            next
+        });
+        made
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(
+        service: &'a str,
+        listen: &str,
+        hosts: &'a [String],
+        preview: Option<&str>,
+    ) -> ListenSpec<'a> {
+        ListenSpec {
+            service,
+            listen: listen.parse().unwrap(),
+            hosts,
+            preview_listen: preview.map(|p| p.parse().unwrap()),
+        }
+    }
+
+    #[test]
+    fn services_sharing_an_address_share_a_listener_and_previews_get_their_own() {
+        let api_hosts = ["API.example".to_string()];
+        let listeners = group_listeners([
+            spec("api", "0.0.0.0:80", &api_hosts, None),
+            spec("web", "0.0.0.0:80", &[], Some("127.0.0.1:8081")),
+            spec("admin", "0.0.0.0:81", &[], None),
+        ]);
+        assert_eq!(listeners.len(), 3);
+        let (addr, main) = &listeners[0];
+        assert_eq!(addr.port(), 80);
+        assert_eq!(
+            main.by_host.get("api.example").map(String::as_str),
+            Some("api")
+        );
+        assert_eq!(main.default.as_deref(), Some("web"));
+        assert!(!main.preview_only);
+        assert_eq!(listeners[1].1.default.as_deref(), Some("admin"));
+        let (addr, preview) = &listeners[2];
+        assert_eq!(addr.port(), 8081);
+        assert!(preview.preview_only);
+        assert_eq!(preview.default.as_deref(), Some("web"));
+    }
+
+    #[test]
+    fn a_host_matches_without_port_and_case_and_falls_back_to_the_default() {
+        let mut routes = ListenerRoutes::default();
+        routes.by_host.insert("Shop.Example".into(), "shop".into());
+        let routes = routes.normalized();
+        assert_eq!(routes.service_for(Some("SHOP.example:8080")), Some("shop"));
+        assert_eq!(routes.service_for(Some("other.example")), None);
+        let routes = ListenerRoutes {
+            default: Some("web".into()),
+            ..routes
+        };
+        assert_eq!(routes.service_for(Some("other.example")), Some("web"));
+        assert_eq!(routes.service_for(None), Some("web"));
+    }
+
+    #[test]
+    fn settings_take_the_config_values_and_lower_case_the_preview_header() {
+        let mut c = crate::config::ProxyConfig {
+            preview_header: "X-Preview".into(),
+            header_read_timeout: Duration::from_secs(3),
+            max_body_bytes: 42,
+            upstream_timeout: Duration::from_secs(4),
+            drain_timeout: Duration::from_secs(5),
+        };
+        let s = ProxySettings::from_config(&c);
+        assert_eq!(s.preview_header.as_str(), "x-preview");
+        assert_eq!(s.header_read_timeout, Duration::from_secs(3));
+        assert_eq!(s.max_body_bytes, 42);
+        assert_eq!(s.upstream_timeout, Duration::from_secs(4));
+        c.preview_header = "not a header".into();
+        let s = ProxySettings::from_config(&c);
+        assert_eq!(s.preview_header.as_str(), DEFAULT_PREVIEW_HEADER);
+    }
+}

@@ -6,8 +6,9 @@
 //!
 //! Why every write opens `BEGIN IMMEDIATE`: it takes the write lock up front, so a second
 //! process (or a second handle) waits on `busy_timeout` instead of failing with
-//! `SQLITE_BUSY` when a read lock would have to be upgraded mid-transaction. That is what
-//! makes the unique index on unfinished deployments a reliable lock across processes.
+//! `SQLITE_BUSY` when a read lock would have to be upgraded mid-transaction. A racing
+//! `begin_deployment` therefore waits, then meets the unique index on unfinished
+//! deployments and reports `DeploymentInProgress`, never a spurious "database is locked".
 //!
 //! Enums are stored as their snake_case names; a name this binary does not know is a
 //! read error (`StoreError::Sqlite` wrapping a conversion failure), never a panic.
@@ -15,10 +16,10 @@
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
 
 use super::*;
 use crate::domain::{now_ms, Slot, UnixMillis};
@@ -26,6 +27,10 @@ use crate::domain::{now_ms, Slot, UnixMillis};
 /// The phase every deployment starts in: it holds the per-service lock.
 const FIRST_PHASE: &str = "lock";
 
+/// How long a statement waits for another connection's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug)]
 pub struct Store {
     conn: Mutex<rusqlite::Connection>,
 }
@@ -52,18 +57,12 @@ impl Store {
     }
 
     fn init(mut conn: Connection, path: String) -> Result<Store, StoreError> {
-        let open_err = |source: rusqlite::Error| { eprintln!("STEP ERR {source:?}"); StoreError::Open {
+        let open_err = |source| StoreError::Open {
             path: path.clone(),
             source,
-        }};
-        // The busy timeout first: switching to WAL itself may have to wait for another
-        // process opening the same file.
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(open_err)?;
-        // Returns the resulting mode; an in-memory database stays `memory`.
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(open_err)?;
+        };
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
+        let mode = enable_wal(&conn).map_err(open_err)?;
         if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
             tracing::warn!(%path, %mode, "the store could not switch to WAL journaling");
         }
@@ -73,7 +72,6 @@ impl Store {
             .map_err(open_err)?;
         match schema::migrate(&mut conn) {
             Ok(()) => {}
-            Err(StoreError::Sqlite(source)) => { eprintln!("IN MIGRATE"); return Err(open_err(source)) }
             Err(StoreError::Sqlite(source)) => return Err(open_err(source)),
             Err(other) => return Err(other),
         }
@@ -413,6 +411,25 @@ impl Store {
         let out = f(&tx)?;
         tx.commit()?;
         Ok(out)
+    }
+}
+
+/// Switches to WAL and returns the resulting journal mode (`memory` for in-memory stores).
+///
+/// Retried by hand: while another connection is switching the same fresh file, SQLite
+/// answers `SQLITE_BUSY` at once instead of calling the busy handler.
+fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(ErrorCode::DatabaseBusy)
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -1,0 +1,143 @@
+//! Prometheus `/metrics`: per-slot request counters and latency histograms read straight
+//! from the proxy's atomics at scrape time (nothing is copied on the request path),
+//! deployments by outcome and the live slot, read from the store.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::proxy::stats::LATENCY_BOUNDS_US;
+use crate::proxy::table::StatsRegistry;
+use crate::store::Store;
+
+#[derive(Clone)]
+pub struct CutoverCollector {
+    stats: Arc<StatsRegistry>,
+    store: Arc<Store>,
+}
+
+impl std::fmt::Debug for CutoverCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CutoverCollector")
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+impl Collector for CutoverCollector {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let slots = self.stats.iter();
+        let snaps: Vec<_> = slots.iter().map(|(svc, slot, s)| (svc.as_str(), slot.as_str(), s.snapshot())).collect();
+
+        let mut e = enc.encode_descriptor(
+            "cutover_requests",
+            "Requests proxied to a slot, by how they ended (status class, upstream_failed, client_failed).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (svc, slot, snap) in &snaps {
+            for (i, class) in CLASSES.iter().enumerate() {
+                let labels = [("service", *svc), ("slot", *slot), ("result", *class)];
+                ConstCounter::new(snap.status_class[i]).encode(e.encode_family(&labels)?)?;
+            }
+            let labels = [("service", *svc), ("slot", *slot), ("result", "upstream_failed")];
+            ConstCounter::new(snap.upstream_failed).encode(e.encode_family(&labels)?)?;
+            let labels = [("service", *svc), ("slot", *slot), ("result", "client_failed")];
+            ConstCounter::new(snap.client_failed).encode(e.encode_family(&labels)?)?;
+        }
+
+        let mut e = enc.encode_descriptor(
+            "cutover_request_errors",
+            "Requests that count against a release: 5xx answers and upstream failures.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (svc, slot, snap) in &snaps {
+            let labels = [("service", *svc), ("slot", *slot)];
+            ConstCounter::new(snap.errors()).encode(e.encode_family(&labels)?)?;
+        }
+
+        let mut e = enc.encode_descriptor(
+            "cutover_requests_in_flight",
+            "Requests currently in flight to a slot.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (svc, slot, snap) in &snaps {
+            let labels = [("service", *svc), ("slot", *slot)];
+            ConstGauge::new(snap.in_flight).encode(e.encode_family(&labels)?)?;
+        }
+
+        let mut e = enc.encode_descriptor(
+            "cutover_request_duration_seconds",
+            "Time from receiving a request to the end of its response body.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (svc, slot, snap) in &snaps {
+            let mut cumulative = 0;
+            let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_US.len() + 1);
+            for (i, n) in snap.latency_buckets.iter().enumerate() {
+                cumulative += n;
+                let bound = LATENCY_BOUNDS_US.get(i).map(|us| *us as f64 / 1e6).unwrap_or(f64::INFINITY);
+                buckets.push((bound, cumulative));
+            }
+            let labels = [("service", *svc), ("slot", *slot)];
+            e.encode_family(&labels)?.encode_histogram::<Vec<(String, String)>>(
+                snap.latency_sum_us as f64 / 1e6,
+                cumulative,
+                &buckets,
+                None,
+            )?;
+        }
+
+        if let Ok(counts) = self.store.outcome_counts() {
+            let mut e = enc.encode_descriptor(
+                "cutover_deployments",
+                "Finished deployments (and rollbacks) by outcome.",
+                None,
+                MetricType::Counter,
+            )?;
+            for c in &counts {
+                let labels = [("service", c.service.as_str()), ("outcome", c.outcome.as_str())];
+                ConstCounter::new(c.count).encode(e.encode_family(&labels)?)?;
+            }
+        }
+        if let Ok(services) = self.store.services() {
+            let mut e = enc.encode_descriptor(
+                "cutover_live_slot",
+                "1 for the slot receiving normal traffic, 0 for the other.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for svc in &services {
+                for slot in crate::domain::Slot::ALL {
+                    let labels = [("service", svc.name.as_str()), ("slot", slot.as_str())];
+                    ConstGauge::new(i64::from(svc.live == Some(slot))).encode(e.encode_family(&labels)?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A registry holding Cutover's collector.
+pub fn registry(stats: Arc<StatsRegistry>, store: Arc<Store>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(CutoverCollector { stats, store }));
+    r
+}
+
+/// Renders the registry in the Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}

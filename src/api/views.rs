@@ -1,0 +1,88 @@
+//! Response shapes that combine the store with live state (router, runtime, proxy
+//! statistics). Field names are part of the stable `--json` output.
+
+use serde::{Deserialize, Serialize};
+
+use super::ApiError;
+use crate::domain::Slot;
+use crate::orchestrator::{Controller, Progress};
+use crate::store::{DeploymentRecord, SlotRecord};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SlotView {
+    #[serde(flatten)]
+    pub record: SlotRecord,
+    /// Whether the release runs now, per its runtime.
+    pub running: bool,
+    /// Proxied requests to this slot since the daemon started.
+    pub requests: u64,
+    /// 5xx answers and upstream failures among them.
+    pub errors: u64,
+    pub in_flight: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub listen: String,
+    /// The slot receiving normal traffic according to the store.
+    pub live: Option<Slot>,
+    pub live_version: Option<String>,
+    /// The live slot the router actually routes to.
+    pub observed_live: Option<Slot>,
+    /// True when the router disagrees with the store (someone changed routing by hand).
+    pub drift: bool,
+    pub slots: Vec<SlotView>,
+    pub active_deployment: Option<DeploymentRecord>,
+    pub progress: Option<serde_json::Value>,
+    pub last_deployment: Option<DeploymentRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentView {
+    pub deployment: DeploymentRecord,
+    /// Live progress while it runs (phase, watch countdown, latest window).
+    pub progress: Option<serde_json::Value>,
+}
+
+impl From<Progress> for serde_json::Value {
+    fn from(p: Progress) -> Self {
+        serde_json::to_value(p).unwrap_or_default()
+    }
+}
+
+pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus, ApiError> {
+    let cfg = c
+        .config()
+        .services
+        .get(name)
+        .ok_or_else(|| ApiError::from(crate::orchestrator::ControlError::UnknownService(name.into())))?;
+    let rec = c.store().service(name)?;
+    let observed_live = c.router().observed_live(name).await.ok().flatten();
+    let mut slots = Vec::new();
+    for s in rec.slots.iter() {
+        let stats = c.router().stats(name, s.slot).await.unwrap_or_default();
+        slots.push(SlotView {
+            record: s.clone(),
+            running: c.slot_running(name, s.slot).await,
+            requests: stats.requests,
+            errors: stats.errors(),
+            in_flight: stats.in_flight,
+        });
+    }
+    let history = c.store().history(name, 2)?;
+    let active = history.iter().find(|d| d.outcome.is_none()).cloned();
+    let last = history.iter().find(|d| d.outcome.is_some()).cloned();
+    Ok(ServiceStatus {
+        name: name.into(),
+        listen: cfg.listen.to_string(),
+        live: rec.live,
+        live_version: rec.live.and_then(|s| rec.slots[s.index()].version.clone()),
+        observed_live,
+        drift: observed_live != rec.live,
+        slots,
+        progress: c.progress(name).map(Into::into),
+        active_deployment: active,
+        last_deployment: last,
+    })
+}

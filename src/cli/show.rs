@@ -1,0 +1,156 @@
+//! `status`, `history` and `check`: read-only views, as text for people or as the
+//! API's JSON (`--json`, stable) for scripts.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::api::client::{ApiClient, ClientError};
+use crate::api::ServiceStatus;
+use crate::domain::{format_ms, Slot};
+use crate::store::DeploymentRecord;
+
+pub async fn status(c: &ApiClient, service: Option<&str>, json: bool) -> Result<ExitCode, ClientError> {
+    let services: Vec<ServiceStatus> = match service {
+        Some(s) => vec![c.get(&format!("/api/v1/services/{s}")).await?],
+        None => c.get("/api/v1/services").await?,
+    };
+    if json {
+        let v = match service {
+            Some(_) => serde_json::to_value(&services[0]),
+            None => serde_json::to_value(&services),
+        };
+        println!("{}", serde_json::to_string_pretty(&v.unwrap_or_default()).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &services {
+        let live = match (s.live, &s.live_version) {
+            (Some(slot), Some(v)) => format!("{slot} ({v})"),
+            (Some(slot), None) => slot.to_string(),
+            _ => "none".into(),
+        };
+        println!("{}  listen {}  live: {}", s.name, s.listen, live);
+        if s.drift {
+            println!(
+                "  ! drift: the router sends traffic to {} but the store says {}",
+                opt_slot(s.observed_live),
+                opt_slot(s.live)
+            );
+        }
+        for v in &s.slots {
+            println!(
+                "  {:<6} {:<8} {:<12} {:<22} {:<11} requests {} errors {}",
+                v.record.slot.as_str(),
+                v.record.state.as_str(),
+                v.record.version.as_deref().unwrap_or("-"),
+                v.record.addr.as_deref().unwrap_or("-"),
+                if v.running { "running" } else { "not running" },
+                v.requests,
+                v.errors,
+            );
+        }
+        if let Some(d) = &s.active_deployment {
+            let phase = s.progress.as_ref().and_then(|p| p["phase"].as_str().map(str::to_string)).unwrap_or(d.phase.clone());
+            println!("  deployment #{} in progress: {} {} → {}, phase {}", d.id, kind(d), d.version, d.target_slot, phase);
+        }
+        if let Some(d) = &s.last_deployment {
+            println!("  last: #{} {} {} {} — {}", d.id, kind(d), d.version, outcome(d), d.reason.as_deref().unwrap_or(""));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn opt_slot(s: Option<Slot>) -> String {
+    s.map(|s| s.to_string()).unwrap_or_else(|| "nothing".into())
+}
+
+fn kind(d: &DeploymentRecord) -> &'static str {
+    match d.kind {
+        crate::store::DeploymentKind::Deploy => "deploy",
+        crate::store::DeploymentKind::Rollback => "rollback",
+    }
+}
+
+fn outcome(d: &DeploymentRecord) -> &'static str {
+    d.outcome.map(|o| o.as_str()).unwrap_or("in progress")
+}
+
+pub async fn history(c: &ApiClient, service: &str, limit: usize, json: bool) -> Result<ExitCode, ClientError> {
+    let list: Vec<DeploymentRecord> = c.get(&format!("/api/v1/services/{service}/history?limit={limit}")).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  reason", "id", "kind", "version", "slots", "outcome", "started", "took");
+    for d in &list {
+        let slots = match d.from_slot {
+            Some(f) => format!("{f} → {}", d.target_slot),
+            None => format!("→ {}", d.target_slot),
+        };
+        let took = d
+            .finished_at
+            .map(|f| format!("{:.1}s", (f - d.started_at) as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  {}",
+            d.id,
+            kind(d),
+            d.version,
+            slots,
+            outcome(d),
+            format_ms(d.started_at),
+            took,
+            d.reason.as_deref().unwrap_or("")
+        );
+        let phases: Vec<String> = d
+            .phases
+            .iter()
+            .map(|p| match p.ended_at {
+                Some(e) => format!("{} {:.1}s", p.phase, (e - p.started_at) as f64 / 1000.0),
+                None => format!("{} …", p.phase),
+            })
+            .collect();
+        println!("      phases: {}", phases.join(" · "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn check(c: &ApiClient, service: &str, slot: Slot, json: bool) -> Result<ExitCode, ClientError> {
+    let report: Value = c
+        .post(&format!("/api/v1/services/{service}/check?slot={slot}"), Value::Null)
+        .await?;
+    let healthy = report["healthy"].as_bool().unwrap_or(false);
+    let smoke_ok = report["smoke"]["passed"].as_bool().unwrap_or(false);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        println!(
+            "{service} {slot} ({}) at {}",
+            report["version"].as_str().unwrap_or("-"),
+            report["addr"].as_str().unwrap_or("-")
+        );
+        println!("health:");
+        for r in report["health"].as_array().into_iter().flatten() {
+            print_result(r);
+        }
+        println!("smoke:");
+        for r in report["smoke"]["results"].as_array().into_iter().flatten() {
+            print_result(r);
+        }
+        if let Some(f) = report["smoke"]["failure"].as_str() {
+            println!("  ✗ {f}");
+        }
+        println!("{}", if healthy && smoke_ok { "all checks passed" } else { "checks FAILED" });
+    }
+    Ok(if healthy && smoke_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn print_result(r: &Value) {
+    let mark = if r["ok"].as_bool().unwrap_or(false) { "✓" } else { "✗" };
+    println!(
+        "  {mark} {}: {} ({} ms)",
+        r["name"].as_str().unwrap_or("?"),
+        r["detail"].as_str().unwrap_or(""),
+        r["duration_ms"]
+    );
+}

@@ -1,0 +1,166 @@
+//! The accept loop, per-connection serving and graceful shutdown of one listener.
+//!
+//! Shape (after mini-redis): [`serve`] takes an already bound listener, so tests bind
+//! `127.0.0.1:0`, and a `shutdown` future. Each accepted socket gets one task running a
+//! hyper HTTP/1.1 connection (keep-alive, header read timeout, upgrades) whose service
+//! is [`Proxy::handle`](super::Proxy). A broken client only ever ends its own task.
+//!
+//! Shutdown is two-staged, broadcast through a `watch` channel:
+//! 1. *Draining*: the listener is closed; every connection finishes the request it is
+//!    serving (hyper's `graceful_shutdown`), then closes; idle ones close at once.
+//! 2. *Stopped*, after the grace period: whatever is left (slow requests, upgraded
+//!    tunnels) is dropped.
+//!
+//! Every connection and tunnel task holds a clone of the listener context, which owns
+//! an `mpsc::Sender`; when the last one is gone the receiver sees the channel close,
+//! so "all connections finished" needs no counter and no lock.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+
+use super::{ListenerRoutes, Proxy};
+
+/// How long [`serve`] lets open requests finish after `shutdown` resolves before it
+/// drops the connections still open. Matches the default `proxy.drain_timeout`.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Where a listener is in its life; connections and tunnels watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    Serving,
+    /// Finish the current request, then close.
+    Draining,
+    /// Close now.
+    Stopped,
+}
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerCtx {
+    pub(crate) routes: ListenerRoutes,
+    pub(crate) state: watch::Receiver<ConnState>,
+    http: http1::Builder,
+    /// Never sent on: its receiver learns that every holder is gone.
+    _alive: mpsc::Sender<()>,
+}
+
+/// Serves one already-bound listener until `shutdown` resolves, then stops accepting
+/// and lets open requests finish for up to [`DEFAULT_SHUTDOWN_GRACE`].
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    routes: ListenerRoutes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with_grace(proxy, listener, routes, shutdown, DEFAULT_SHUTDOWN_GRACE).await
+}
+
+/// [`serve`] with an explicit grace period for open requests at shutdown.
+pub async fn serve_with_grace(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    routes: ListenerRoutes,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> io::Result<()> {
+    let (state_tx, state_rx) = watch::channel(ConnState::Serving);
+    let (alive_tx, mut alive_rx) = mpsc::channel::<()>(1);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(proxy.settings().header_read_timeout)
+        .keep_alive(true);
+    let ctx = Arc::new(ListenerCtx {
+        routes: routes.normalized(),
+        state: state_rx,
+        http,
+        _alive: alive_tx,
+    });
+    let local = listener.local_addr()?;
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    tokio::spawn(serve_connection(proxy.clone(), ctx.clone(), stream, peer));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors or a connection reset before
+                    // accept; back off briefly instead of spinning, keep serving.
+                    tracing::warn!(listener = %local, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+
+    drop(listener);
+    drop(ctx);
+    let _ = state_tx.send(ConnState::Draining);
+    if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
+        tracing::warn!(listener = %local, ?grace, "requests still open after the grace period; closing them");
+        let _ = state_tx.send(ConnState::Stopped);
+        // Tasks drop their connection as soon as they see `Stopped`.
+        let _ = tokio::time::timeout(Duration::from_secs(1), alive_rx.recv()).await;
+    }
+    Ok(())
+}
+
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    ctx: Arc<ListenerCtx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    // Computed once per connection; each request clones it (a reference count).
+    let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let mut state = ctx.state.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let ctx = svc_ctx.clone();
+        let client_ip = client_ip.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, &ctx, &client_ip).await) }
+    });
+    let conn = ctx
+        .http
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+
+    tokio::select! {
+        res = conn.as_mut() => return log_end(res, peer),
+        _ = state.wait_for(|s| *s != ConnState::Serving) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        res = conn.as_mut() => log_end(res, peer),
+        () = stopped(&mut state) => {}
+    }
+}
+
+fn log_end(res: hyper::Result<()>, peer: SocketAddr) {
+    if let Err(e) = res {
+        // Timeouts, malformed requests, resets: the client's problem, not ours.
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+    }
+}
+
+/// Resolves once the listener is stopped for good (or gone).
+pub(crate) async fn stopped(state: &mut watch::Receiver<ConnState>) {
+    let _ = state.wait_for(|s| *s == ConnState::Stopped).await;
+}
