@@ -75,22 +75,28 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
         let view: DeploymentView = c.get(&format!("/api/v1/deployments/{id}")).await?;
         let d = &view.deployment;
         if !json {
+            // Phases and check results in the order they happened.
+            let mut lines: Vec<(i64, String)> = Vec::new();
             for p in d.phases.iter().skip(printed_phases) {
-                if tty {
-                    print!("\r\x1b[2K");
-                }
-                println!("→ {}", p.phase);
+                lines.push((p.started_at, format!("→ {}", p.phase)));
             }
             printed_phases = d.phases.len();
             for ch in d.checks.iter().skip(printed_checks) {
                 // Repeated identical health rounds are shown once.
-                let key = (ch.name.clone(), ch.ok, ch.detail.clone());
-                if last_line.insert(key) {
+                if last_line.insert((ch.name.clone(), ch.ok, ch.detail.clone())) {
                     let mark = if ch.ok { "✓" } else { "✗" };
-                    println!("  {mark} {} {}: {} ({} ms)", ch.phase, ch.name, ch.detail, ch.duration_ms);
+                    let line = format!("  {mark} {} {}: {} ({} ms)", ch.phase, ch.name, ch.detail, ch.duration_ms);
+                    lines.push((ch.at, line));
                 }
             }
             printed_checks = d.checks.len();
+            lines.sort_by_key(|(at, _)| *at);
+            for (_, line) in lines {
+                if tty {
+                    print!("\r\x1b[2K");
+                }
+                println!("{line}");
+            }
             if let Some(p) = &view.progress {
                 if let Some(ends) = p["watch_ends_at"].as_i64() {
                     let left = ((ends - now_ms()).max(0) as f64 / 1000.0).ceil();

@@ -3,14 +3,26 @@
 //! Parsing is two-staged so that `cutover validate` can report *every* mistake at once:
 //! raw serde structs (`deny_unknown_fields`) per section, then semantic rules. Every
 //! problem names the file, the dotted key and what was expected.
+//!
+//! # Layout
+//! - `model.rs`: the validated types every other layer reads, with their defaults.
+//! - `raw.rs`: the file as written (the schema), one serde struct per table.
+//! - `read.rs`: reads one table into one raw struct, collecting unknown keys and
+//!   rejected values without stopping.
+//! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
+//!   `service.rs` (addresses, runtime), `health.rs`, `smoke.rs`, `watch.rs`.
+//! - `values.rs`: durations, fractions, addresses, placeholders, TOML → JSON.
+//! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
-mod judging;
+mod health;
 mod model;
 mod raw;
 mod read;
 mod service;
+mod smoke;
 mod validate;
 mod values;
+mod watch;
 
 #[cfg(test)]
 mod tests;
@@ -90,7 +102,15 @@ fn parse_with_env(
 
 /// A TOML syntax error as one problem: `line L, column C: message`.
 fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
-    let message = err.message().trim_end();
+    // toml puts a second sentence on its own line ("invalid table header\nduplicate
+    // key ..."); a problem is one line.
+    let message = err
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
     let message = match err.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];

@@ -204,7 +204,7 @@ pub(super) fn read<T: DeserializeOwned>(
                         serde_path_to_error::Segment::Unknown => {}
                     }
                 }
-                problems.add(key, err.inner().message().to_string());
+                problems.add(key, toml_words(err.inner().message()));
                 // Drop the offending field and read the rest again; give up if the
                 // error cannot be pinned on a field (it then cannot repeat anyway).
                 match field {
@@ -216,6 +216,15 @@ pub(super) fn read<T: DeserializeOwned>(
             }
         }
     }
+}
+
+/// serde's words for shapes, in TOML's: a "sequence" is an array, a "map" a table.
+fn toml_words(message: &str) -> String {
+    message
+        .replace("expected a sequence", "expected an array")
+        .replace("expected a map", "expected a table")
+        .replace("expected i64", "expected an integer")
+        .replace("floating point", "float")
 }
 
 /// `at.name`, quoting `name` the TOML way when it is not a bare key.

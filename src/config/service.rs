@@ -1,15 +1,15 @@
 //! Rules for one `[services.<name>]` table: its addresses and its runtime. How a
-//! release of it is judged (health, smoke, watch) is in `judging.rs`.
+//! release of it is judged is in `health.rs`, `smoke.rs` and `watch.rs`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use super::judging;
 use super::model::{ProcessRuntimeConfig, RuntimeConfig, ServiceConfig, SlotPorts, StopSignal};
 use super::raw::{RawPorts, RawRuntime, RawService};
 use super::read::{join, read, Problems, Read, Sub};
 use super::validate::{addr, duration, int_range, is_env_name};
 use super::values::placeholders;
+use super::{health, smoke, watch};
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -18,8 +18,9 @@ pub(super) struct Draft {
     /// Dotted key of the service table, e.g. `services.web`.
     pub at: String,
     pub listen: Option<SocketAddr>,
-    /// The valid, lower-cased hosts (empty = default service for `listen`).
-    pub hosts: Vec<String>,
+    /// The lower-cased hosts (empty = default service for `listen`); `None` when they
+    /// were wrong, so no routing claim is made for this service.
+    pub hosts: Option<Vec<String>>,
     pub preview_listen: Option<SocketAddr>,
     pub ports: Option<SlotPorts>,
     pub config: Option<ServiceConfig>,
@@ -31,7 +32,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         name: name.to_string(),
         at: at.clone(),
         listen: None,
-        hosts: Vec::new(),
+        hosts: None,
         preview_listen: None,
         ports: None,
         config: None,
@@ -66,12 +67,12 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         ServiceConfig::DEFAULT_WARM_FOR,
     );
     let (runtime, ports) = runtime(&at, r.raw.runtime.as_ref(), base, p);
-    let health = judging::health(&at, r.raw.health.as_ref(), p);
-    let smoke = judging::smoke(&at, r.raw.smoke.as_ref(), p);
-    let watch = judging::watch(&at, r.raw.watch.as_ref(), p);
+    let health = health::health(&at, r.raw.health.as_ref(), p);
+    let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
+    let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
 
     draft.listen = listen;
-    draft.hosts = hosts.clone().flatten().unwrap_or_default();
+    draft.hosts = hosts.clone().map(Option::unwrap_or_default);
     draft.preview_listen = preview_listen.flatten();
     draft.ports = ports;
     if !name_ok {

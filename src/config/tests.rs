@@ -607,3 +607,54 @@ fn unknown_keys_are_checked_against_renamed_fields() {
     let names = read::field_names::<raw::RawErrorRate>();
     assert_eq!(names, ["max", "for", "min_requests"]);
 }
+
+#[test]
+fn a_syntax_error_message_is_a_single_line() {
+    let err = parse("[services.web]\n[services.web]\n", None).unwrap_err();
+    assert_eq!(
+        err.problems[0].message,
+        "TOML syntax error at line 2, column 1: invalid table header: duplicate key `web` in \
+         table `services`"
+    );
+}
+
+#[test]
+fn shape_errors_use_toml_words() {
+    let text = minimal_with("[services.web.health]\nchecks = 4\nhealthy_threshold = 1.5\n");
+    assert_eq!(
+        message_at(&text, "services.web.health.checks"),
+        "invalid type: integer `4`, expected an array"
+    );
+    assert_eq!(
+        message_at(&text, "services.web.health.healthy_threshold"),
+        "invalid type: float `1.5`, expected an integer"
+    );
+}
+
+#[test]
+fn a_wrong_host_list_does_not_also_make_the_service_a_second_default() {
+    let text = minimal_with(
+        "[services.api]\nlisten = \"127.0.0.1:8080\"\nhosts = [\"bad host\"]\n\
+         runtime = { kind = \"process\", command = [\"./api\", \"{port}\"] }\n",
+    );
+    assert_eq!(keys(&text), ["services.api.hosts[0]"]);
+}
+
+#[test]
+fn a_third_default_service_is_reported_against_the_first() {
+    let service = |name: &str| {
+        format!(
+            "[services.{name}]\nlisten = \"127.0.0.1:8080\"\n\
+             runtime = {{ kind = \"process\", command = [\"./{name}\", \"{{port}}\"] }}\n"
+        )
+    };
+    let text = service("a") + &service("b") + &service("c");
+    let found = problems(&text);
+    assert_eq!(found.len(), 2);
+    assert_eq!(found[1].key, "services.c.listen");
+    assert!(
+        found[1].message.starts_with("service `a` is already"),
+        "{:?}",
+        found[1]
+    );
+}

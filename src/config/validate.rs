@@ -4,19 +4,20 @@
 //! it. Every piece is built before any is combined, so a mistake in one section never
 //! stops the others from being checked; rules that span services (shared listeners,
 //! ports) run on whatever parts of each service were readable. This file holds the
-//! top-level sections and the cross-service rules; `service.rs` and `judging.rs` hold
-//! the per-service ones.
+//! top-level sections, the cross-service rules and helpers shared by the per-service
+//! files (`service.rs`, `health.rs`, `smoke.rs`, `watch.rs`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::model::JsonCondition;
 use super::model::{ApiConfig, Config, DaemonConfig, ProxyConfig};
 use super::raw::{RawApi, RawConfig, RawDaemon, RawProxy};
 use super::read::{join, read, read_opt, Problems, Read};
 use super::service::{self, Draft};
-use super::values::parse_socket_addr;
+use super::values::{parse_socket_addr, toml_to_json};
 use super::Problem;
 
 /// Looks up an environment variable (injected so tests need not touch the process env).
@@ -211,20 +212,19 @@ fn cross_service_rules(drafts: &[Draft], api_listen: Option<SocketAddr>, p: &mut
                     ));
                 }
             }
-            if d.hosts.is_empty() {
-                if let Some(first) = claimed.insert((listen, None), &d.name) {
+            let hosts = d.hosts.as_deref().unwrap_or_default();
+            if d.hosts.as_ref().is_some_and(Vec::is_empty) {
+                if let Some(first) = claim(&mut claimed, (listen, None), &d.name) {
                     p.add(&listen_key, format!(
                         "service `{first}` is already the default service (no `hosts`) on {listen}; at most one default per listen address, give one of them `hosts = [...]`"
                     ));
                 }
             }
-            for (j, host) in d.hosts.iter().enumerate() {
-                if let Some(first) = claimed.insert((listen, Some(host)), &d.name) {
-                    if first != d.name {
-                        p.add(format!("{}.hosts[{j}]", d.at), format!(
-                            "host {host:?} on {listen} is already routed to service `{first}`, expected each (listen, host) pair to be used once"
-                        ));
-                    }
+            for (j, host) in hosts.iter().enumerate() {
+                if let Some(first) = claim(&mut claimed, (listen, Some(host)), &d.name) {
+                    p.add(format!("{}.hosts[{j}]", d.at), format!(
+                        "host {host:?} on {listen} is already routed to service `{first}`, expected each (listen, host) pair to be used once"
+                    ));
                 }
             }
         }
@@ -278,6 +278,21 @@ fn cross_service_rules(drafts: &[Draft], api_listen: Option<SocketAddr>, p: &mut
     }
 }
 
+/// Claims `slot` for `service`; returns the service that already holds it, if any.
+fn claim<'a>(
+    claimed: &mut BTreeMap<(SocketAddr, Option<&'a str>), &'a str>,
+    slot: (SocketAddr, Option<&'a str>),
+    service: &'a str,
+) -> Option<&'a str> {
+    match claimed.get(&slot) {
+        Some(first) => Some(*first),
+        None => {
+            claimed.insert(slot, service);
+            None
+        }
+    }
+}
+
 /// Whether binding both addresses would conflict: same port and same or wildcard IP.
 fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
@@ -313,10 +328,12 @@ pub(super) fn int_range(p: &mut Problems, key: String, v: i64, min: i64, max: i6
     if (min..=max).contains(&v) {
         return Some(v);
     }
-    let expected = if max == i64::MAX {
+    let expected = if max.saturating_sub(min) <= 65_535 {
+        format!("an integer from {min} to {max}")
+    } else if v < min {
         format!("an integer >= {min}")
     } else {
-        format!("an integer from {min} to {max}")
+        format!("an integer <= {max}")
     };
     p.add(key, format!("expected {expected}, got {v}"));
     None
@@ -330,4 +347,70 @@ pub(super) fn is_env_name(name: &str) -> bool {
     !name.is_empty()
         && !name.contains(['=', '\0'])
         && !name.starts_with(|c: char| c.is_ascii_digit())
+}
+
+/// Records `name` as used at index `i`; reports a duplicate at `key`.
+pub(super) fn unique_name(
+    p: &mut Problems,
+    key: String,
+    name: &str,
+    i: usize,
+    seen: &mut BTreeMap<String, usize>,
+    list: &str,
+) -> Option<()> {
+    if name.trim().is_empty() {
+        p.add(key, "expected a non-empty name, got \"\"");
+        return None;
+    }
+    if let Some(first) = seen.get(name) {
+        p.add(
+            key,
+            format!("duplicate name {name:?}, already used by {list}[{first}]"),
+        );
+        return None;
+    }
+    seen.insert(name.to_string(), i);
+    Some(())
+}
+
+pub(super) fn url_path(p: &mut Problems, key: String, path: &str) -> Option<String> {
+    if path.starts_with('/') {
+        return Some(path.to_string());
+    }
+    p.add(
+        key,
+        format!("expected a path starting with \"/\", got {path:?}"),
+    );
+    None
+}
+
+pub(super) fn status(p: &mut Problems, key: String, status: i64) -> Option<u16> {
+    int_range(p, key, status, 100, 599).map(|s| s as u16)
+}
+
+pub(super) fn conditions(
+    p: &mut Problems,
+    key: &str,
+    map: &BTreeMap<String, toml::Value>,
+) -> Option<Vec<JsonCondition>> {
+    let before = p.count();
+    let mut out = Vec::new();
+    for (path, value) in map {
+        let k = join(key, path);
+        if path.trim().is_empty() {
+            p.add(
+                &k,
+                "expected a dotted JSON path like \"checks.database\", got \"\"",
+            );
+            continue;
+        }
+        match toml_to_json(value) {
+            Ok(expected) => out.push(JsonCondition {
+                path: path.clone(),
+                expected,
+            }),
+            Err(m) => p.add(&k, m),
+        }
+    }
+    (p.count() == before).then_some(out)
 }

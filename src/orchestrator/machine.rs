@@ -478,3 +478,7 @@ impl Machine {
         fx.push(Effect::Finish { outcome, reason: why });
     }
 }
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -145,3 +145,84 @@ pub fn fmt_dur(d: Duration) -> String {
         format!("{}m{}s", ms / 60_000, (ms % 60_000) / 1000)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ErrorRateTrigger;
+
+    fn cfg() -> WatchConfig {
+        WatchConfig {
+            duration: Duration::from_secs(60),
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(3),
+            error_rate: Some(ErrorRateTrigger { max: 0.10, for_: Duration::ZERO, min_requests: 10 }),
+            p95_latency: None,
+            health_failures: 0,
+        }
+    }
+
+    fn snap(requests: u64, errors: u64) -> StatsSnapshot {
+        let mut s = StatsSnapshot { requests, ..Default::default() };
+        s.status_class[1] = requests - errors;
+        s.status_class[4] = errors;
+        s.latency_buckets[0] = requests;
+        s
+    }
+
+    #[test]
+    fn errors_older_than_the_window_no_longer_count() {
+        let mut p = WatchPolicy::new(cfg());
+        assert_eq!(p.sample(0, snap(0, 0)), None);
+        // A burst of 5 errors in 50 requests is 10%: not above the limit.
+        assert_eq!(p.sample(1_000, snap(50, 5)), None);
+        // Four clean seconds later the burst has left the 3s window.
+        for (t, n) in [(2_000, 100), (3_000, 150), (4_000, 200), (5_000, 250)] {
+            assert_eq!(p.sample(t, snap(n, 5)), None);
+        }
+        let view = p.last_view().unwrap();
+        assert_eq!(view.errors, 0, "the window holds only the last 3s");
+        assert_eq!(view.requests, 150);
+    }
+
+    #[test]
+    fn with_a_zero_duration_the_first_breaching_sample_fires_and_names_the_numbers() {
+        let mut p = WatchPolicy::new(cfg());
+        p.sample(0, snap(0, 0));
+        let why = p.sample(1_000, snap(20, 3)).expect("15% > 10%");
+        assert!(why.starts_with("error rate 15.0% > 10.0%"), "{why}");
+        assert!(why.contains("3 of 20 requests"), "{why}");
+    }
+
+    #[test]
+    fn client_aborts_are_not_counted_against_the_release() {
+        let mut p = WatchPolicy::new(cfg());
+        p.sample(0, snap(0, 0));
+        let mut s = snap(20, 0);
+        s.client_failed = 15;
+        assert_eq!(p.sample(1_000, s), None);
+        assert_eq!(p.last_view().unwrap().requests, 5);
+    }
+
+    #[test]
+    fn health_failures_are_counted_consecutively_and_zero_disables() {
+        let mut c = cfg();
+        c.health_failures = 2;
+        let mut p = WatchPolicy::new(c.clone());
+        assert_eq!(p.health(false, "x"), None);
+        assert_eq!(p.health(true, ""), None);
+        assert_eq!(p.health(false, "x"), None);
+        assert!(p.health(false, "503").unwrap().contains("2 times in a row: 503"));
+        c.health_failures = 0;
+        let mut p = WatchPolicy::new(c);
+        assert!((0..10).all(|_| p.health(false, "x").is_none()));
+    }
+
+    #[test]
+    fn durations_are_formatted_for_people() {
+        assert_eq!(fmt_dur(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_dur(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(fmt_dur(Duration::from_secs(2)), "2s");
+        assert_eq!(fmt_dur(Duration::from_secs(300)), "5m0s");
+    }
+}

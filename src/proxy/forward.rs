@@ -45,10 +45,10 @@ impl Proxy {
         let preview = listener.routes.preview_only
             || req.headers().contains_key(&self.settings.preview_header);
         let (slot, addr, stats) = {
+            // An absolute-form target's host wins over `Host` (RFC 9112 §3.2.2).
             let host = req
                 .uri()
-                .authority()
-                .map(|a| a.as_str())
+                .host()
                 .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
             let Some(service) = listener.routes.service_for(host) else {
                 return local(StatusCode::NOT_FOUND, "no service for host\n");

@@ -215,7 +215,9 @@ impl Proxy {
         connector.set_connect_timeout(Some(settings.upstream_timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Shorter than the 5s keep-alive of common app servers (Node, uvicorn), so
+            // we close idle connections before they do and rarely reuse a dying one.
+            .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(1024)
             .build(connector);
         Arc::new(Proxy {

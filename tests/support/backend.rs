@@ -72,7 +72,9 @@ impl Backend {
         F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response<BackendBody>> + Send + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("backend address");
         let hits = Arc::new(AtomicUsize::new(0));
         let handler = Arc::new(handler);
@@ -138,7 +140,9 @@ impl Backend {
     }
 
     /// 200 "ok" carrying the given response headers.
-    pub async fn with_response_headers(headers: &'static [(&'static str, &'static str)]) -> Backend {
+    pub async fn with_response_headers(
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Backend {
         Self::start(move |_| async move {
             let mut resp = reply(200, "ok");
             for (k, v) in headers {
@@ -184,8 +188,10 @@ impl Backend {
             });
             let mut resp = Response::new(Empty::new().boxed());
             *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-            resp.headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("upgrade"),
+            );
             resp.headers_mut()
                 .insert(header::UPGRADE, header::HeaderValue::from_static("echo"));
             resp

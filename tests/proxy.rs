@@ -1,0 +1,726 @@
+//! The built-in proxy end to end, in process: real sockets on 127.0.0.1:0, hyper test
+//! backends (`tests/support/backend.rs`), `proxy::serve` with hand-built routes.
+//! Normal traffic goes through hyper's client; hostile input through raw TCP.
+
+#[path = "support/backend.rs"]
+mod backend;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use backend::Backend;
+use bytes::Bytes;
+use cutover::domain::Slot;
+use cutover::proxy::stats::{SlotStats, StatsSnapshot};
+use cutover::proxy::table::{Routes, ServiceRoute, Upstream};
+use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
+use http::{HeaderMap, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+const SERVICE: &str = "web";
+
+// ---------------------------------------------------------------- harness
+
+/// Fails the test instead of hanging it.
+async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("test did not finish in time")
+}
+
+fn upstream(slot: Slot, addr: SocketAddr) -> Upstream {
+    Upstream {
+        slot,
+        addr,
+        stats: Arc::new(SlotStats::default()),
+    }
+}
+
+fn live(up: &Upstream) -> ServiceRoute {
+    ServiceRoute {
+        live: Some(up.clone()),
+        preview: None,
+    }
+}
+
+fn default_listener(service: &str) -> ListenerRoutes {
+    ListenerRoutes {
+        by_host: HashMap::new(),
+        default: Some(service.to_string()),
+        preview_only: false,
+    }
+}
+
+struct TestProxy {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    served: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestProxy {
+    async fn start(
+        routes: &Arc<Routes>,
+        listener: ListenerRoutes,
+        settings: ProxySettings,
+    ) -> Self {
+        let proxy = Proxy::new(routes.clone(), settings);
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let grace = Duration::from_secs(5);
+        let served = tokio::spawn(serve_with_grace(proxy, tcp, listener, shutdown, grace));
+        TestProxy {
+            addr,
+            stop: Some(stop),
+            served: Some(served),
+        }
+    }
+
+    async fn with_live(up: &Upstream, settings: ProxySettings) -> (Self, Arc<Routes>) {
+        let routes = Arc::new(Routes::new());
+        routes.set(SERVICE, live(up));
+        let proxy = Self::start(&routes, default_listener(SERVICE), settings).await;
+        (proxy, routes)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Triggers shutdown and returns what `serve` returned.
+    fn shutdown(&mut self) -> JoinHandle<std::io::Result<()>> {
+        let _ = self.stop.take().expect("not shut down yet").send(());
+        self.served.take().expect("not shut down yet")
+    }
+}
+
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+fn http_client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    slot: Option<String>,
+    headers: HeaderMap,
+    body: String,
+}
+
+fn request(url: &str, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+    let mut req = Request::get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.body(Full::new(Bytes::new())).unwrap()
+}
+
+async fn send(client: &HttpClient, req: Request<Full<Bytes>>) -> Reply {
+    let resp = client
+        .request(req)
+        .await
+        .expect("request through the proxy");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let slot = headers
+        .get("x-cutover-slot")
+        .map(|v| v.to_str().unwrap().to_string());
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .expect("response body")
+        .to_bytes();
+    Reply {
+        status,
+        slot,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn get(client: &HttpClient, url: &str) -> Reply {
+    send(client, request(url, &[])).await
+}
+
+/// Reads until the end of a response head; returns everything read so far.
+async fn read_head(stream: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await.expect("read response head");
+        assert!(n > 0, "connection closed before a response head: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Writes `bytes` on a fresh connection and reads until the proxy closes it.
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Waits until `stats` has recorded `requests` requests and none is in flight.
+async fn settled(stats: &SlotStats, requests: u64) -> StatsSnapshot {
+    loop {
+        let snap = stats.snapshot();
+        if snap.requests >= requests && snap.in_flight == 0 {
+            return snap;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    while !cond() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+// ---------------------------------------------------------------- switching
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_switches_under_concurrent_load_lose_no_request() {
+    within(60, async {
+        let blue_app = Backend::text("blue").await;
+        let green_app = Backend::text("green").await;
+        let blue = upstream(Slot::Blue, blue_app.addr);
+        let green = upstream(Slot::Green, green_app.addr);
+        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let client = http_client();
+        let switching = Arc::new(AtomicBool::new(true));
+
+        let mut clients = JoinSet::new();
+        for _ in 0..16 {
+            let (client, url, switching) = (client.clone(), proxy.url("/"), switching.clone());
+            clients.spawn(async move {
+                let (mut blue, mut green) = (0u64, 0u64);
+                // At least 10 requests each; keep going while switches happen (capped).
+                while blue + green < 10 || (switching.load(Ordering::SeqCst) && blue + green < 400)
+                {
+                    let r = get(&client, &url).await;
+                    assert_eq!(r.status, 200, "{r:?}");
+                    match r.slot.as_deref() {
+                        Some("blue") if r.body == "blue" => blue += 1,
+                        Some("green") if r.body == "green" => green += 1,
+                        _ => panic!("unexpected answer {r:?}"),
+                    }
+                }
+                (blue, green)
+            });
+        }
+        for i in 0..200 {
+            routes.set(SERVICE, live(if i % 2 == 0 { &green } else { &blue }));
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        switching.store(false, Ordering::SeqCst);
+
+        let (mut seen_blue, mut seen_green) = (0, 0);
+        while let Some(done) = clients.join_next().await {
+            let (b, g) = done.expect("client task");
+            seen_blue += b;
+            seen_green += g;
+        }
+        assert!(seen_blue > 0 && seen_green > 0, "both slots answered");
+        let b = settled(&blue.stats, seen_blue).await;
+        let g = settled(&green.stats, seen_green).await;
+        assert_eq!(b.requests, seen_blue);
+        assert_eq!(g.requests, seen_green);
+        assert_eq!(
+            b.status_class[1] + g.status_class[1],
+            seen_blue + seen_green
+        );
+        assert_eq!(
+            b.errors() + g.errors() + b.client_failed + g.client_failed,
+            0
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_request_started_on_blue_completes_after_the_switch_to_green() {
+    within(20, async {
+        let blue_app = Backend::slow(Duration::from_secs(1), "blue").await;
+        let green_app = Backend::text("green").await;
+        let blue = upstream(Slot::Blue, blue_app.addr);
+        let green = upstream(Slot::Green, green_app.addr);
+        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let client = http_client();
+
+        let slow = tokio::spawn({
+            let (client, url) = (client.clone(), proxy.url("/slow"));
+            async move { get(&client, &url).await }
+        });
+        wait_until(|| blue.stats.in_flight() == 1).await;
+        routes.set(SERVICE, live(&green));
+
+        let fresh = get(&client, &proxy.url("/")).await;
+        assert_eq!((fresh.status, fresh.slot.as_deref()), (200, Some("green")));
+        let slow = slow.await.unwrap();
+        assert_eq!((slow.status, slow.slot.as_deref()), (200, Some("blue")));
+        assert_eq!(slow.body, "blue");
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.status_class[1]), (1, 1));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- upgrades
+
+async fn open_upgrade(addr: SocketAddr) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await.to_ascii_lowercase();
+    (s, head)
+}
+
+async fn echo(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    s.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    s.read_exact(&mut back).await.expect("echo");
+    back
+}
+
+#[tokio::test]
+async fn an_upgraded_connection_echoes_and_keeps_working_after_a_switch() {
+    within(20, async {
+        let blue_app = Backend::upgrade_echo().await;
+        let green_app = Backend::upgrade_echo().await;
+        let blue = upstream(Slot::Blue, blue_app.addr);
+        let green = upstream(Slot::Green, green_app.addr);
+        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+
+        let (mut tunnel, head) = open_upgrade(proxy.addr).await;
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("upgrade: echo"), "{head}");
+        assert!(head.contains("x-cutover-slot: blue"), "{head}");
+        assert_eq!(echo(&mut tunnel, b"hello").await, b"hello");
+
+        routes.set(SERVICE, live(&green));
+        assert_eq!(echo(&mut tunnel, b"still here").await, b"still here");
+        let (mut second, head) = open_upgrade(proxy.addr).await;
+        assert!(head.contains("x-cutover-slot: green"), "{head}");
+        assert_eq!(echo(&mut second, b"hi green").await, b"hi green");
+        assert_eq!((blue_app.hits(), green_app.hits()), (1, 1));
+
+        // The 101 is recorded and leaves the in-flight count while the tunnel is open.
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.status_class[0]), (1, 1));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- headers
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_both_ways_and_forwarded_headers_are_added() {
+    within(20, async {
+        let app = Backend::echo_headers().await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let client = http_client();
+
+        let req = request(
+            &proxy.url("/h"),
+            &[
+                ("host", "shop.example"),
+                ("connection", "x-custom"),
+                ("x-custom", "secret"),
+                ("keep-alive", "timeout=5"),
+                ("te", "trailers"),
+                ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+                ("x-forwarded-for", "203.0.113.9"),
+                ("accept", "text/plain"),
+            ],
+        );
+        let seen = send(&client, req).await;
+        assert_eq!(seen.status, 200);
+        let lines: Vec<&str> = seen.body.lines().collect();
+        for gone in [
+            "x-custom:",
+            "connection:",
+            "keep-alive:",
+            "te:",
+            "proxy-authorization:",
+        ] {
+            assert!(
+                !lines.iter().any(|l| l.starts_with(gone)),
+                "{gone} leaked: {lines:?}"
+            );
+        }
+        for kept in [
+            "host: shop.example",
+            "accept: text/plain",
+            "x-forwarded-for: 203.0.113.9, 127.0.0.1",
+            "x-forwarded-proto: http",
+            "x-forwarded-host: shop.example",
+        ] {
+            assert!(lines.contains(&kept), "missing {kept}: {lines:?}");
+        }
+
+        let app = Backend::with_response_headers(&[
+            ("connection", "x-resp"),
+            ("x-resp", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "yes"),
+        ])
+        .await;
+        let green = upstream(Slot::Green, app.addr);
+        let (proxy, _routes) = TestProxy::with_live(&green, ProxySettings::default()).await;
+        let r = get(&client, &proxy.url("/")).await;
+        assert_eq!((r.status, r.slot.as_deref()), (200, Some("green")));
+        assert_eq!(r.headers["x-kept"], "yes");
+        for gone in ["connection", "x-resp", "keep-alive", "proxy-authenticate"] {
+            assert!(
+                !r.headers.contains_key(gone),
+                "{gone} leaked: {:?}",
+                r.headers
+            );
+        }
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- hostile clients
+
+#[tokio::test]
+async fn garbage_gets_400_and_an_oversized_content_length_gets_413_and_serving_goes_on() {
+    within(20, async {
+        let app = Backend::text("ok").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let settings = ProxySettings {
+            max_body_bytes: 1024,
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
+
+        let answer = raw_exchange(proxy.addr, b"\x16\x03\x01 THIS IS NOT HTTP\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+        let r = get(&http_client(), &proxy.url("/")).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "ok"));
+        assert_eq!(app.hits(), 1, "neither refused request reached the backend");
+        assert_eq!(settled(&blue.stats, 1).await.requests, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slow_loris_client_is_cut_after_the_header_read_timeout_while_others_are_served() {
+    within(20, async {
+        let app = Backend::text("ok").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let settings = ProxySettings {
+            header_read_timeout: Duration::from_millis(300),
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
+
+        let mut loris = TcpStream::connect(proxy.addr).await.unwrap();
+        loris
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Never: ")
+            .await
+            .unwrap();
+        let r = get(&http_client(), &proxy.url("/")).await;
+        assert_eq!(r.status, 200);
+
+        // The proxy closes the connection (maybe after a 408): reading reaches EOF.
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), loris.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "the slow-loris connection was never cut");
+        assert_eq!(app.hits(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_cut_and_counted_as_a_client_failure() {
+    within(20, async {
+        let app = Backend::start(|req| async move {
+            match req.into_body().collect().await {
+                Ok(b) => backend::reply(200, format!("got {} bytes", b.to_bytes().len())),
+                Err(_) => backend::reply(400, "broken body"),
+            }
+        })
+        .await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let settings = ProxySettings {
+            max_body_bytes: 1024,
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
+
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        let chunk = [b'a'; 800];
+        let mut req =
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for _ in 0..2 {
+            req.extend_from_slice(b"320\r\n");
+            req.extend_from_slice(&chunk);
+            req.extend_from_slice(b"\r\n");
+        }
+        req.extend_from_slice(b"0\r\n\r\n");
+        s.write_all(&req).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.client_failed, b.errors()), (1, 1, 0));
+
+        // Within the limit, the same upload goes through.
+        let ok = http_client()
+            .request(
+                Request::post(proxy.url("/upload"))
+                    .body(Full::new(Bytes::from_static(&[b'a'; 1000])))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = ok.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"got 1000 bytes");
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- routing
+
+#[tokio::test]
+async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
+    within(20, async {
+        let live_app = Backend::text("live").await;
+        let preview_app = Backend::echo_headers().await;
+        let blue = upstream(Slot::Blue, live_app.addr);
+        let green = upstream(Slot::Green, preview_app.addr);
+        let routes = Arc::new(Routes::new());
+        routes.set(
+            SERVICE,
+            ServiceRoute {
+                live: Some(blue.clone()),
+                preview: Some(green.clone()),
+            },
+        );
+        let main =
+            TestProxy::start(&routes, default_listener(SERVICE), ProxySettings::default()).await;
+        let preview_listener = ListenerRoutes {
+            preview_only: true,
+            ..default_listener(SERVICE)
+        };
+        let preview = TestProxy::start(&routes, preview_listener, ProxySettings::default()).await;
+        let client = http_client();
+
+        let r = get(&client, &main.url("/")).await;
+        assert_eq!((r.slot.as_deref(), r.body.as_str()), (Some("blue"), "live"));
+        let r = send(
+            &client,
+            request(&main.url("/"), &[("x-cutover-preview", "yes")]),
+        )
+        .await;
+        assert_eq!(r.slot.as_deref(), Some("green"));
+        assert!(
+            !r.body.contains("x-cutover-preview"),
+            "preview header forwarded: {}",
+            r.body
+        );
+        let r = get(&client, &preview.url("/")).await;
+        assert_eq!((r.status, r.slot.as_deref()), (200, Some("green")));
+
+        assert_eq!(settled(&green.stats, 2).await.requests, 2);
+        assert_eq!(settled(&blue.stats, 1).await.requests, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_slots_and_unknown_hosts_are_answered_by_the_proxy_and_not_recorded() {
+    within(20, async {
+        let app = Backend::text("web").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let routes = Arc::new(Routes::new());
+        routes.set(SERVICE, live(&blue));
+        routes.set("empty", ServiceRoute::default());
+        let mut by_host = HashMap::new();
+        by_host.insert("web.example".to_string(), SERVICE.to_string());
+        by_host.insert("empty.example".to_string(), "empty".to_string());
+        let listener = ListenerRoutes {
+            by_host,
+            default: None,
+            preview_only: false,
+        };
+        let proxy = TestProxy::start(&routes, listener, ProxySettings::default()).await;
+        let client = http_client();
+        let url = proxy.url("/");
+
+        let r = send(&client, request(&url, &[("host", "unknown.example")])).await;
+        assert_eq!((r.status, r.body.as_str()), (404, "no service for host\n"));
+        let r = send(&client, request(&url, &[("host", "empty.example")])).await;
+        assert_eq!((r.status, r.body.as_str()), (503, "no live slot\n"));
+        let r = send(
+            &client,
+            request(&url, &[("host", "web.example"), ("x-cutover-preview", "1")]),
+        )
+        .await;
+        assert_eq!((r.status, r.body.as_str()), (503, "no preview slot\n"));
+        let r = send(&client, request(&url, &[("host", "web.example")])).await;
+        assert_eq!((r.status, r.body.as_str()), (200, "web"));
+
+        assert_eq!(app.hits(), 1);
+        assert_eq!(settled(&blue.stats, 1).await.requests, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_host_header_picks_the_service_ignoring_port_and_case() {
+    within(20, async {
+        let api_app = Backend::text("api").await;
+        let web_app = Backend::text("web").await;
+        let routes = Arc::new(Routes::new());
+        routes.set("api", live(&upstream(Slot::Green, api_app.addr)));
+        routes.set("web", live(&upstream(Slot::Blue, web_app.addr)));
+        let mut by_host = HashMap::new();
+        by_host.insert("api.example".to_string(), "api".to_string());
+        let listener = ListenerRoutes {
+            by_host,
+            default: Some("web".into()),
+            preview_only: false,
+        };
+        let proxy = TestProxy::start(&routes, listener, ProxySettings::default()).await;
+        let client = http_client();
+        let url = proxy.url("/");
+
+        let r = send(&client, request(&url, &[("host", "API.Example:8080")])).await;
+        assert_eq!((r.body.as_str(), r.slot.as_deref()), ("api", Some("green")));
+        let r = send(&client, request(&url, &[("host", "www.example")])).await;
+        assert_eq!((r.body.as_str(), r.slot.as_deref()), ("web", Some("blue")));
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- statistics
+
+#[tokio::test]
+async fn a_backend_500_is_passed_on_and_counted_as_an_error() {
+    within(20, async {
+        let app = Backend::status(500).await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let r = get(&http_client(), &proxy.url("/")).await;
+        assert_eq!((r.status, r.body.as_str()), (500, "status 500"));
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.status_class[4], b.errors()), (1, 1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gets_502_and_counts_as_upstream_failed() {
+    within(20, async {
+        let blue = upstream(Slot::Blue, backend::dead_addr().await);
+        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let r = get(&http_client(), &proxy.url("/")).await;
+        assert_eq!((r.status, r.slot.as_deref()), (502, Some("blue")));
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.upstream_failed, b.errors()), (1, 1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_upstream_silent_past_the_upstream_timeout_gets_504_and_counts_as_upstream_failed() {
+    within(20, async {
+        let app = Backend::slow(Duration::from_secs(5), "late").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let settings = ProxySettings {
+            upstream_timeout: Duration::from_millis(200),
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
+        let r = get(&http_client(), &proxy.url("/")).await;
+        assert_eq!((r.status, r.slot.as_deref()), (504, Some("blue")));
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.upstream_failed), (1, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_leaving_mid_body_is_a_client_failure_not_an_error() {
+    within(20, async {
+        let app = Backend::trickle(200, Duration::from_millis(20)).await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+
+        let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        wait_until(|| blue.stats.in_flight() == 1).await;
+        drop(s);
+
+        let b = settled(&blue.stats, 1).await;
+        assert_eq!((b.requests, b.client_failed, b.errors()), (1, 1, 0));
+        assert_eq!(b.status_class, [0; 5]);
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------- shutdown
+
+#[tokio::test]
+async fn shutdown_lets_an_open_request_finish_and_stops_accepting() {
+    within(20, async {
+        let app = Backend::slow(Duration::from_millis(500), "done").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let (mut proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let open = tokio::spawn({
+            let url = proxy.url("/");
+            async move { get(&http_client(), &url).await }
+        });
+        wait_until(|| blue.stats.in_flight() == 1).await;
+
+        let served = proxy.shutdown();
+        let r = open.await.unwrap();
+        assert_eq!((r.status, r.body.as_str()), (200, "done"));
+        served.await.unwrap().expect("serve returns cleanly");
+        assert!(
+            TcpStream::connect(proxy.addr).await.is_err(),
+            "still accepting"
+        );
+    })
+    .await;
+}
