@@ -54,7 +54,10 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let settings = ProxySettings::from_config(&config.proxy);
     let config = Arc::new(config);
     let controller = Controller::new(config.clone(), store.clone(), router, runtimes.clone());
-    controller.boot().await.context("cannot restore state from the store")?;
+    controller
+        .boot()
+        .await
+        .context("cannot restore state from the store")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let shutdown = move || {
@@ -67,7 +70,13 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let proxy = Proxy::new(routes, settings);
     let mut tasks = Vec::new();
     for (listener, lr) in proxy_listeners {
-        tasks.push(tokio::spawn(proxy::serve(proxy.clone(), listener, lr, shutdown())));
+        tasks.push(tokio::spawn(proxy::serve_with_grace(
+            proxy.clone(),
+            listener,
+            lr,
+            shutdown(),
+            config.proxy.drain_timeout,
+        )));
     }
     let state = ApiState {
         controller: controller.clone(),
@@ -77,11 +86,18 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn({
         let shutdown = shutdown();
-        async move { axum::serve(api_listener, api::app(state)).with_graceful_shutdown(shutdown).await }
+        async move {
+            axum::serve(api_listener, api::app(state))
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
     });
     let reaper = tokio::spawn(controller.clone().reap_standby(Duration::from_secs(1)));
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
-    eprintln!("cutover: serving {} service(s); API on http://{api_addr}", config.services.len());
+    eprintln!(
+        "cutover: serving {} service(s); API on http://{api_addr}",
+        config.services.len()
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down");

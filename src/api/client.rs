@@ -17,7 +17,11 @@ pub enum ClientError {
     Unreachable { addr: SocketAddr, reason: String },
     /// The daemon answered with an error body.
     #[error("{message}")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     #[error("unexpected response from the daemon: {0}")]
     Protocol(String),
 }
@@ -48,11 +52,20 @@ impl ApiClient {
         self.call("GET", path, None).await
     }
 
-    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: Value) -> Result<T, ClientError> {
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<T, ClientError> {
         self.call("POST", path, Some(body)).await
     }
 
-    async fn call<T: DeserializeOwned>(&self, method: &str, path: &str, body: Option<Value>) -> Result<T, ClientError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<T, ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(format!("http://{}{}", self.addr, path))
@@ -61,8 +74,13 @@ impl ApiClient {
             req = req.header("authorization", format!("Bearer {t}"));
         }
         let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
-        let req = req.body(Full::new(body)).map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let unreachable = |reason: String| ClientError::Unreachable { addr: self.addr, reason };
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let unreachable = |reason: String| ClientError::Unreachable {
+            addr: self.addr,
+            reason,
+        };
         let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(req))
             .await
             .map_err(|_| unreachable("timed out".into()))?
@@ -85,6 +103,8 @@ impl ApiClient {
                     .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned()),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Protocol(format!("{e} in {}", String::from_utf8_lossy(&bytes))))
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ClientError::Protocol(format!("{e} in {}", String::from_utf8_lossy(&bytes)))
+        })
     }
 }

@@ -18,7 +18,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -45,12 +49,24 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         let msg = e.to_string();
         match e {
-            ControlError::UnknownService(_) => Self::new(StatusCode::NOT_FOUND, "unknown_service", msg),
-            ControlError::InProgress { .. } => Self::new(StatusCode::CONFLICT, "deployment_in_progress", msg),
-            ControlError::NothingInProgress(_) => Self::new(StatusCode::CONFLICT, "nothing_in_progress", msg),
-            ControlError::NothingToRollBack(_) => Self::new(StatusCode::CONFLICT, "nothing_to_roll_back", msg),
-            ControlError::NotSwitchedYet { .. } => Self::new(StatusCode::CONFLICT, "not_switched_yet", msg),
-            ControlError::SlotNotRunning { .. } => Self::new(StatusCode::CONFLICT, "slot_not_running", msg),
+            ControlError::UnknownService(_) => {
+                Self::new(StatusCode::NOT_FOUND, "unknown_service", msg)
+            }
+            ControlError::InProgress { .. } => {
+                Self::new(StatusCode::CONFLICT, "deployment_in_progress", msg)
+            }
+            ControlError::NothingInProgress(_) => {
+                Self::new(StatusCode::CONFLICT, "nothing_in_progress", msg)
+            }
+            ControlError::NothingToRollBack(_) => {
+                Self::new(StatusCode::CONFLICT, "nothing_to_roll_back", msg)
+            }
+            ControlError::NotSwitchedYet { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_switched_yet", msg)
+            }
+            ControlError::SlotNotRunning { .. } => {
+                Self::new(StatusCode::CONFLICT, "slot_not_running", msg)
+            }
             ControlError::Store(e) => e.into(),
         }
     }
@@ -59,13 +75,23 @@ impl From<ControlError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound(what) => Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} not found")),
-            StoreError::DeploymentInProgress { .. } => {
-                Self::new(StatusCode::CONFLICT, "deployment_in_progress", e.to_string())
-            }
+            StoreError::NotFound(what) => Self::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+            ),
+            StoreError::DeploymentInProgress { .. } => Self::new(
+                StatusCode::CONFLICT,
+                "deployment_in_progress",
+                e.to_string(),
+            ),
             other => {
                 tracing::error!(error = ?other, "store error in API call");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal store error (see the daemon's log)")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal store error (see the daemon's log)",
+                )
             }
         }
     }

@@ -32,7 +32,10 @@ const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 impl Collector for CutoverCollector {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let slots = self.stats.iter();
-        let snaps: Vec<_> = slots.iter().map(|(svc, slot, s)| (svc.as_str(), slot.as_str(), s.snapshot())).collect();
+        let snaps: Vec<_> = slots
+            .iter()
+            .map(|(svc, slot, s)| (svc.as_str(), slot.as_str(), s.snapshot()))
+            .collect();
 
         let mut e = enc.encode_descriptor(
             "cutover_requests",
@@ -45,9 +48,17 @@ impl Collector for CutoverCollector {
                 let labels = [("service", *svc), ("slot", *slot), ("result", *class)];
                 ConstCounter::new(snap.status_class[i]).encode(e.encode_family(&labels)?)?;
             }
-            let labels = [("service", *svc), ("slot", *slot), ("result", "upstream_failed")];
+            let labels = [
+                ("service", *svc),
+                ("slot", *slot),
+                ("result", "upstream_failed"),
+            ];
             ConstCounter::new(snap.upstream_failed).encode(e.encode_family(&labels)?)?;
-            let labels = [("service", *svc), ("slot", *slot), ("result", "client_failed")];
+            let labels = [
+                ("service", *svc),
+                ("slot", *slot),
+                ("result", "client_failed"),
+            ];
             ConstCounter::new(snap.client_failed).encode(e.encode_family(&labels)?)?;
         }
 
@@ -84,16 +95,20 @@ impl Collector for CutoverCollector {
             let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_US.len() + 1);
             for (i, n) in snap.latency_buckets.iter().enumerate() {
                 cumulative += n;
-                let bound = LATENCY_BOUNDS_US.get(i).map(|us| *us as f64 / 1e6).unwrap_or(f64::INFINITY);
+                let bound = LATENCY_BOUNDS_US
+                    .get(i)
+                    .map(|us| *us as f64 / 1e6)
+                    .unwrap_or(f64::INFINITY);
                 buckets.push((bound, cumulative));
             }
             let labels = [("service", *svc), ("slot", *slot)];
-            e.encode_family(&labels)?.encode_histogram::<Vec<(String, String)>>(
-                snap.latency_sum_us as f64 / 1e6,
-                cumulative,
-                &buckets,
-                None,
-            )?;
+            e.encode_family(&labels)?
+                .encode_histogram::<Vec<(String, String)>>(
+                    snap.latency_sum_us as f64 / 1e6,
+                    cumulative,
+                    &buckets,
+                    None,
+                )?;
         }
 
         if let Ok(counts) = self.store.outcome_counts() {
@@ -104,7 +119,10 @@ impl Collector for CutoverCollector {
                 MetricType::Counter,
             )?;
             for c in &counts {
-                let labels = [("service", c.service.as_str()), ("outcome", c.outcome.as_str())];
+                let labels = [
+                    ("service", c.service.as_str()),
+                    ("outcome", c.outcome.as_str()),
+                ];
                 ConstCounter::new(c.count).encode(e.encode_family(&labels)?)?;
             }
         }
@@ -118,7 +136,8 @@ impl Collector for CutoverCollector {
             for svc in &services {
                 for slot in crate::domain::Slot::ALL {
                     let labels = [("service", svc.name.as_str()), ("slot", slot.as_str())];
-                    ConstGauge::new(i64::from(svc.live == Some(slot))).encode(e.encode_family(&labels)?)?;
+                    ConstGauge::new(i64::from(svc.live == Some(slot)))
+                        .encode(e.encode_family(&labels)?)?;
                 }
             }
         }

@@ -37,7 +37,10 @@ pub struct ApiState {
 /// The API as an axum router (testable without a socket).
 pub fn app(state: ApiState) -> axum::Router {
     axum::Router::new()
-        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({ "status": "ok" })) }),
+        )
         .route("/metrics", get(metrics_text))
         .route("/api/v1/services", get(list_services))
         .route("/api/v1/services/{name}", get(get_service))
@@ -47,7 +50,9 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services/{name}/abort", post(abort))
         .route("/api/v1/services/{name}/check", post(check))
         .route("/api/v1/deployments/{id}", get(get_deployment))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
+        })
         .with_state(state)
 }
 
@@ -68,7 +73,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
     (
-        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         metrics::render(&s.registry),
     )
 }
@@ -81,7 +89,10 @@ async fn list_services(State(s): State<ApiState>) -> Result<Json<Vec<ServiceStat
     Ok(Json(out))
 }
 
-async fn get_service(State(s): State<ApiState>, Path(name): Path<String>) -> Result<Json<ServiceStatus>, ApiError> {
+async fn get_service(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+) -> Result<Json<ServiceStatus>, ApiError> {
     Ok(Json(views::service_status(&s.controller, &name).await?))
 }
 
@@ -100,11 +111,23 @@ async fn history(
     Ok(Json(s.controller.store().history(&name, limit)?))
 }
 
-async fn get_deployment(State(s): State<ApiState>, Path(id): Path<String>) -> Result<Json<DeploymentView>, ApiError> {
-    let id: i64 = id.parse().map_err(|_| ApiError::bad_request(format!("deployment id must be a number, got `{id}`")))?;
+async fn get_deployment(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentView>, ApiError> {
+    let id: i64 = id.parse().map_err(|_| {
+        ApiError::bad_request(format!("deployment id must be a number, got `{id}`"))
+    })?;
     let record = s.controller.store().deployment(id)?;
-    let progress = s.controller.progress(&record.service).filter(|p| p.deployment_id == id).map(Into::into);
-    Ok(Json(DeploymentView { deployment: record, progress }))
+    let progress = s
+        .controller
+        .progress(&record.service)
+        .filter(|p| p.deployment_id == id)
+        .map(Into::into);
+    Ok(Json(DeploymentView {
+        deployment: record,
+        progress,
+    }))
 }
 
 fn known(s: &ApiState, name: &str) -> Result<(), ApiError> {
@@ -134,7 +157,8 @@ struct ActorBody {
 fn validate_version(v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()
         && v.len() <= 128
-        && v.chars().all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
         && !v.starts_with('-');
     if ok {
         Ok(())
@@ -145,15 +169,21 @@ fn validate_version(v: &str) -> Result<(), ApiError> {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &[u8], required: bool) -> Result<T, ApiError> {
+fn parse_json<T: serde::de::DeserializeOwned + Default>(
+    body: &[u8],
+    required: bool,
+) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) && !required {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
 fn actor(given: Option<String>) -> String {
-    given.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| "api".into())
+    given
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "api".into())
 }
 
 async fn deploy(
@@ -166,7 +196,10 @@ async fn deploy(
     known(&s, &name)?;
     let body: DeployBody = parse_json(&body, true)?;
     validate_version(&body.version)?;
-    let id = s.controller.deploy(&name, &body.version, &actor(body.triggered_by)).await?;
+    let id = s
+        .controller
+        .deploy(&name, &body.version, &actor(body.triggered_by))
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
 }
 
@@ -179,7 +212,10 @@ async fn rollback(
     authorize(&s, &headers)?;
     known(&s, &name)?;
     let body: ActorBody = parse_json(&body, false)?;
-    let id = s.controller.rollback(&name, &actor(body.triggered_by)).await?;
+    let id = s
+        .controller
+        .rollback(&name, &actor(body.triggered_by))
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
 }
 

@@ -52,11 +52,11 @@ impl From<Progress> for serde_json::Value {
 }
 
 pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus, ApiError> {
-    let cfg = c
-        .config()
-        .services
-        .get(name)
-        .ok_or_else(|| ApiError::from(crate::orchestrator::ControlError::UnknownService(name.into())))?;
+    let cfg = c.config().services.get(name).ok_or_else(|| {
+        ApiError::from(crate::orchestrator::ControlError::UnknownService(
+            name.into(),
+        ))
+    })?;
     let rec = c.store().service(name)?;
     let observed_live = c.router().observed_live(name).await.ok().flatten();
     let mut slots = Vec::new();

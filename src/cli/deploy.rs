@@ -14,9 +14,17 @@ use crate::api::DeploymentView;
 use crate::domain::now_ms;
 use crate::store::{DeploymentKind, DeploymentOutcome};
 
-pub async fn deploy(c: &ApiClient, service: &str, version: &str, no_wait: bool, json: bool) -> Result<ExitCode, ClientError> {
+pub async fn deploy(
+    c: &ApiClient,
+    service: &str,
+    version: &str,
+    no_wait: bool,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
     let body = json!({ "version": version, "triggered_by": actor() });
-    let started: Value = c.post(&format!("/api/v1/services/{service}/deploy"), body).await?;
+    let started: Value = c
+        .post(&format!("/api/v1/services/{service}/deploy"), body)
+        .await?;
     let id = started["deployment_id"].as_i64().unwrap_or_default();
     if !json {
         println!("deployment #{id}: {service} {version}");
@@ -30,9 +38,17 @@ pub async fn deploy(c: &ApiClient, service: &str, version: &str, no_wait: bool, 
     follow(c, id, json).await
 }
 
-pub async fn rollback(c: &ApiClient, service: &str, no_wait: bool, json: bool) -> Result<ExitCode, ClientError> {
+pub async fn rollback(
+    c: &ApiClient,
+    service: &str,
+    no_wait: bool,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
     let started: Value = c
-        .post(&format!("/api/v1/services/{service}/rollback"), json!({ "triggered_by": actor() }))
+        .post(
+            &format!("/api/v1/services/{service}/rollback"),
+            json!({ "triggered_by": actor() }),
+        )
         .await?;
     let id = started["deployment_id"].as_i64().unwrap_or_default();
     if !json {
@@ -50,11 +66,20 @@ pub async fn rollback(c: &ApiClient, service: &str, no_wait: bool, json: bool) -
         (DeploymentKind::Deploy, Some(DeploymentOutcome::RolledBack)) => true,
         _ => code == ExitCode::SUCCESS,
     };
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 pub async fn abort(c: &ApiClient, service: &str) -> Result<ExitCode, ClientError> {
-    let v: Value = c.post(&format!("/api/v1/services/{service}/abort"), json!({ "triggered_by": actor() })).await?;
+    let v: Value = c
+        .post(
+            &format!("/api/v1/services/{service}/abort"),
+            json!({ "triggered_by": actor() }),
+        )
+        .await?;
     println!("abort requested for deployment #{}", v["deployment_id"]);
     Ok(ExitCode::SUCCESS)
 }
@@ -85,7 +110,10 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                 // Repeated identical health rounds are shown once.
                 if last_line.insert((ch.name.clone(), ch.ok, ch.detail.clone())) {
                     let mark = if ch.ok { "✓" } else { "✗" };
-                    let line = format!("  {mark} {} {}: {} ({} ms)", ch.phase, ch.name, ch.detail, ch.duration_ms);
+                    let line = format!(
+                        "  {mark} {} {}: {} ({} ms)",
+                        ch.phase, ch.name, ch.detail, ch.duration_ms
+                    );
                     lines.push((ch.at, line));
                 }
             }
@@ -105,7 +133,10 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                         "  watching: {left:.0}s left · {} requests · {:.1}% errors · p95 {}",
                         w["requests"].as_u64().unwrap_or(0),
                         w["error_rate"].as_f64().unwrap_or(0.0) * 100.0,
-                        w["p95_ms"].as_u64().map(|ms| format!("≤{ms}ms")).unwrap_or_else(|| "-".into()),
+                        w["p95_ms"]
+                            .as_u64()
+                            .map(|ms| format!("≤{ms}ms"))
+                            .unwrap_or_else(|| "-".into()),
                     );
                     if tty {
                         print!("\r\x1b[2K{line}");
@@ -123,13 +154,20 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                 println!();
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&view.deployment).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&view.deployment).unwrap_or_default()
+                );
             } else {
                 let reason = d.reason.clone().unwrap_or_default();
                 println!("{} #{}: {} — {}", d.service, d.id, outcome.as_str(), reason);
             }
             let ok = outcome == DeploymentOutcome::Succeeded;
-            return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) });
+            return Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

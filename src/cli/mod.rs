@@ -18,10 +18,20 @@ use crate::config::{self, Config};
 use crate::domain::Slot;
 
 #[derive(Parser, Debug)]
-#[command(name = "cutover", version, about = "Zero-downtime blue-green deployments with automatic rollback")]
+#[command(
+    name = "cutover",
+    version,
+    about = "Zero-downtime blue-green deployments with automatic rollback"
+)]
 pub struct Cli {
     /// Config file.
-    #[arg(short, long, global = true, env = "CUTOVER_CONFIG", default_value = "cutover.toml")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "CUTOVER_CONFIG",
+        default_value = "cutover.toml"
+    )]
     pub config: PathBuf,
     #[command(subcommand)]
     pub command: Command,
@@ -95,7 +105,10 @@ pub enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.command);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -118,7 +131,10 @@ fn init_tracing(cmd: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 /// Loads the config, printing every problem and returning exit code 2 on failure.
@@ -176,16 +192,28 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
             Ok(())
         } else {
             let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
-            eprintln!("error: unknown service `{s}`; the config has: {}", names.join(", "));
+            eprintln!(
+                "error: unknown service `{s}`; the config has: {}",
+                names.join(", ")
+            );
             Err(ExitCode::from(2))
         }
     };
     let res = match cmd {
-        Command::Deploy { service, version, no_wait, json } => match known(&service) {
+        Command::Deploy {
+            service,
+            version,
+            no_wait,
+            json,
+        } => match known(&service) {
             Ok(()) => deploy::deploy(&client, &service, &version, no_wait, json).await,
             Err(c) => return c,
         },
-        Command::Rollback { service, no_wait, json } => match known(&service) {
+        Command::Rollback {
+            service,
+            no_wait,
+            json,
+        } => match known(&service) {
             Ok(()) => deploy::rollback(&client, &service, no_wait, json).await,
             Err(c) => return c,
         },
@@ -201,11 +229,19 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
             }
             show::status(&client, service.as_deref(), json).await
         }
-        Command::History { service, limit, json } => match known(&service) {
+        Command::History {
+            service,
+            limit,
+            json,
+        } => match known(&service) {
             Ok(()) => show::history(&client, &service, limit, json).await,
             Err(c) => return c,
         },
-        Command::Check { service, slot, json } => match known(&service) {
+        Command::Check {
+            service,
+            slot,
+            json,
+        } => match known(&service) {
             Ok(()) => show::check(&client, &service, slot, json).await,
             Err(c) => return c,
         },

@@ -10,7 +10,11 @@ use crate::api::ServiceStatus;
 use crate::domain::{format_ms, Slot};
 use crate::store::DeploymentRecord;
 
-pub async fn status(c: &ApiClient, service: Option<&str>, json: bool) -> Result<ExitCode, ClientError> {
+pub async fn status(
+    c: &ApiClient,
+    service: Option<&str>,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
     let services: Vec<ServiceStatus> = match service {
         Some(s) => vec![c.get(&format!("/api/v1/services/{s}")).await?],
         None => c.get("/api/v1/services").await?,
@@ -20,7 +24,10 @@ pub async fn status(c: &ApiClient, service: Option<&str>, json: bool) -> Result<
             Some(_) => serde_json::to_value(&services[0]),
             None => serde_json::to_value(&services),
         };
-        println!("{}", serde_json::to_string_pretty(&v.unwrap_or_default()).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&v.unwrap_or_default()).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for s in &services {
@@ -50,11 +57,29 @@ pub async fn status(c: &ApiClient, service: Option<&str>, json: bool) -> Result<
             );
         }
         if let Some(d) = &s.active_deployment {
-            let phase = s.progress.as_ref().and_then(|p| p["phase"].as_str().map(str::to_string)).unwrap_or(d.phase.clone());
-            println!("  deployment #{} in progress: {} {} → {}, phase {}", d.id, kind(d), d.version, d.target_slot, phase);
+            let phase = s
+                .progress
+                .as_ref()
+                .and_then(|p| p["phase"].as_str().map(str::to_string))
+                .unwrap_or(d.phase.clone());
+            println!(
+                "  deployment #{} in progress: {} {} → {}, phase {}",
+                d.id,
+                kind(d),
+                d.version,
+                d.target_slot,
+                phase
+            );
         }
         if let Some(d) = &s.last_deployment {
-            println!("  last: #{} {} {} {} — {}", d.id, kind(d), d.version, outcome(d), d.reason.as_deref().unwrap_or(""));
+            println!(
+                "  last: #{} {} {} {} — {}",
+                d.id,
+                kind(d),
+                d.version,
+                outcome(d),
+                d.reason.as_deref().unwrap_or("")
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -75,13 +100,26 @@ fn outcome(d: &DeploymentRecord) -> &'static str {
     d.outcome.map(|o| o.as_str()).unwrap_or("in progress")
 }
 
-pub async fn history(c: &ApiClient, service: &str, limit: usize, json: bool) -> Result<ExitCode, ClientError> {
-    let list: Vec<DeploymentRecord> = c.get(&format!("/api/v1/services/{service}/history?limit={limit}")).await?;
+pub async fn history(
+    c: &ApiClient,
+    service: &str,
+    limit: usize,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
+    let list: Vec<DeploymentRecord> = c
+        .get(&format!("/api/v1/services/{service}/history?limit={limit}"))
+        .await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).unwrap_or_default()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  reason", "id", "kind", "version", "slots", "outcome", "started", "took");
+    println!(
+        "{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  reason",
+        "id", "kind", "version", "slots", "outcome", "started", "took"
+    );
     for d in &list {
         let slots = match d.from_slot {
             Some(f) => format!("{f} → {}", d.target_slot),
@@ -115,14 +153,25 @@ pub async fn history(c: &ApiClient, service: &str, limit: usize, json: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn check(c: &ApiClient, service: &str, slot: Slot, json: bool) -> Result<ExitCode, ClientError> {
+pub async fn check(
+    c: &ApiClient,
+    service: &str,
+    slot: Slot,
+    json: bool,
+) -> Result<ExitCode, ClientError> {
     let report: Value = c
-        .post(&format!("/api/v1/services/{service}/check?slot={slot}"), Value::Null)
+        .post(
+            &format!("/api/v1/services/{service}/check?slot={slot}"),
+            Value::Null,
+        )
         .await?;
     let healthy = report["healthy"].as_bool().unwrap_or(false);
     let smoke_ok = report["smoke"]["passed"].as_bool().unwrap_or(false);
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!(
             "{service} {slot} ({}) at {}",
@@ -140,13 +189,28 @@ pub async fn check(c: &ApiClient, service: &str, slot: Slot, json: bool) -> Resu
         if let Some(f) = report["smoke"]["failure"].as_str() {
             println!("  ✗ {f}");
         }
-        println!("{}", if healthy && smoke_ok { "all checks passed" } else { "checks FAILED" });
+        println!(
+            "{}",
+            if healthy && smoke_ok {
+                "all checks passed"
+            } else {
+                "checks FAILED"
+            }
+        );
     }
-    Ok(if healthy && smoke_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if healthy && smoke_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn print_result(r: &Value) {
-    let mark = if r["ok"].as_bool().unwrap_or(false) { "✓" } else { "✗" };
+    let mark = if r["ok"].as_bool().unwrap_or(false) {
+        "✓"
+    } else {
+        "✗"
+    };
     println!(
         "  {mark} {}: {} ({} ms)",
         r["name"].as_str().unwrap_or("?"),

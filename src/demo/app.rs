@@ -405,7 +405,11 @@ mod tests {
                 (500, "injected failure\n".to_string())
             );
         }
-        assert_eq!(get(addr, "/items/1").await.0, 404, "the items API is never faulted");
+        assert_eq!(
+            get(addr, "/items/1").await.0,
+            404,
+            "the items API is never faulted"
+        );
         assert_eq!(get(addr, "/health").await.0, 200);
     }
 

@@ -64,18 +64,27 @@ pub struct Load {
 impl Load {
     /// Starts `rate` requests per second spread over `workers` connections to
     /// `http://addr{path}`, for at most `max_duration`.
-    pub fn start(addr: SocketAddr, path: &str, rate: u32, workers: u32, max_duration: Duration) -> Load {
+    pub fn start(
+        addr: SocketAddr,
+        path: &str,
+        rate: u32,
+        workers: u32,
+        max_duration: Duration,
+    ) -> Load {
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let (stop, stop_rx) = watch::channel(false);
-        let client: Client<HttpConnector, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let client: Client<HttpConnector, Empty<Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
         let workers = workers.max(1);
         let per_worker = Duration::from_secs_f64(workers as f64 / rate.max(1) as f64);
         let uri: hyper::Uri = format!("http://{addr}{path}").parse().expect("valid URI");
         let tasks = (0..workers)
             .map(|i| {
-                let (client, stats, uri, mut stop_rx) = (client.clone(), stats.clone(), uri.clone(), stop_rx.clone());
+                let (client, stats, uri, mut stop_rx) =
+                    (client.clone(), stats.clone(), uri.clone(), stop_rx.clone());
                 tokio::spawn(async move {
-                    let start = tokio::time::Instant::now() + per_worker.mul_f64(i as f64 / workers as f64);
+                    let start =
+                        tokio::time::Instant::now() + per_worker.mul_f64(i as f64 / workers as f64);
                     let mut tick = tokio::time::interval_at(start, per_worker);
                     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     let deadline = tokio::time::sleep(max_duration);
@@ -86,13 +95,18 @@ impl Load {
                             _ = stop_rx.changed() => return,
                             _ = tick.tick() => {}
                         }
-                        let result = tokio::time::timeout(Duration::from_secs(10), one(&client, &uri)).await;
+                        let result =
+                            tokio::time::timeout(Duration::from_secs(10), one(&client, &uri)).await;
                         let mut s = stats.lock().unwrap_or_else(|e| e.into_inner());
                         s.sent += 1;
                         match result {
                             Ok(Ok((status, body))) if (200..300).contains(&status) => {
                                 s.ok += 1;
-                                let version = body.trim().strip_prefix("hello from ").unwrap_or("?").to_string();
+                                let version = body
+                                    .trim()
+                                    .strip_prefix("hello from ")
+                                    .unwrap_or("?")
+                                    .to_string();
                                 *s.by_version.entry(version).or_default() += 1;
                             }
                             Ok(Ok((status, _))) => *s.bad_status.entry(status).or_default() += 1,
@@ -120,9 +134,17 @@ impl Load {
     }
 }
 
-async fn one(client: &Client<HttpConnector, Empty<Bytes>>, uri: &hyper::Uri) -> Result<(u16, String), String> {
+async fn one(
+    client: &Client<HttpConnector, Empty<Bytes>>,
+    uri: &hyper::Uri,
+) -> Result<(u16, String), String> {
     let resp = client.get(uri.clone()).await.map_err(|e| e.to_string())?;
     let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }

@@ -27,7 +27,10 @@ use crate::store::DeploymentOutcome;
 
 /// Runs the story; `rate` is the load in requests per second.
 pub async fn run(rate: u32) -> anyhow::Result<ExitCode> {
-    let dir = tempfile::Builder::new().prefix("cutover-demo-").tempdir().context("cannot create a temporary directory")?;
+    let dir = tempfile::Builder::new()
+        .prefix("cutover-demo-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
     let proxy_addr = free_addr()?;
     let api_addr = free_addr()?;
     let config_path = write_files(dir.path(), proxy_addr, api_addr)?;
@@ -52,9 +55,15 @@ pub async fn run(rate: u32) -> anyhow::Result<ExitCode> {
 
     // Stop the daemon gracefully; it stops the demo app's processes on exit.
     if let Some(pid) = daemon.id() {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
-    if tokio::time::timeout(Duration::from_secs(20), daemon.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(20), daemon.wait())
+        .await
+        .is_err()
+    {
         let _ = daemon.kill().await;
     }
     match result {
@@ -74,7 +83,12 @@ pub async fn run(rate: u32) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn play(config_path: &Path, api: SocketAddr, proxy: SocketAddr, rate: u32) -> anyhow::Result<bool> {
+async fn play(
+    config_path: &Path,
+    api: SocketAddr,
+    proxy: SocketAddr,
+    rate: u32,
+) -> anyhow::Result<bool> {
     let config = crate::config::load(config_path).map_err(|e| anyhow::anyhow!("{e}"))?;
     wait_for_api(api).await?;
     let client = ApiClient::new(api, crate::daemon::client_token(&config));
@@ -82,7 +96,10 @@ async fn play(config_path: &Path, api: SocketAddr, proxy: SocketAddr, rate: u32)
 
     act("1. deploy v1 (first release, nothing live yet)");
     let (d, _) = deploy(&client, "v1", None).await?;
-    all_good &= expect(d.outcome == Some(DeploymentOutcome::Succeeded), "v1 is live");
+    all_good &= expect(
+        d.outcome == Some(DeploymentOutcome::Succeeded),
+        "v1 is live",
+    );
 
     let load = Load::start(proxy, "/", rate, 8, Duration::from_secs(600));
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -90,22 +107,43 @@ async fn play(config_path: &Path, api: SocketAddr, proxy: SocketAddr, rate: u32)
     act("2. deploy v2 under live load");
     let (d, seen) = deploy(&client, "v2", Some(&load)).await?;
     print_load(&seen);
-    all_good &= expect(d.outcome == Some(DeploymentOutcome::Succeeded), "v2 is live");
-    all_good &= expect(seen.failed() == 0, &format!("zero failed requests during v1 → v2 (saw {})", seen.failed()));
+    all_good &= expect(
+        d.outcome == Some(DeploymentOutcome::Succeeded),
+        "v2 is live",
+    );
+    all_good &= expect(
+        seen.failed() == 0,
+        &format!(
+            "zero failed requests during v1 → v2 (saw {})",
+            seen.failed()
+        ),
+    );
     all_good &= expect(seen.by_version.contains_key("v2"), "users reached v2");
 
     act("3. deploy v3, whose health checks fail");
     let (d, seen) = deploy(&client, "v3", Some(&load)).await?;
     print_load(&seen);
-    all_good &= expect(d.outcome == Some(DeploymentOutcome::Failed), "v3 was rejected");
+    all_good &= expect(
+        d.outcome == Some(DeploymentOutcome::Failed),
+        "v3 was rejected",
+    );
     all_good &= expect(d.switched_at.is_none(), "traffic never moved to v3");
-    all_good &= expect(!seen.by_version.contains_key("v3"), "no user request reached v3");
-    all_good &= expect(seen.failed() == 0, &format!("zero failed requests (saw {})", seen.failed()));
+    all_good &= expect(
+        !seen.by_version.contains_key("v3"),
+        "no user request reached v3",
+    );
+    all_good &= expect(
+        seen.failed() == 0,
+        &format!("zero failed requests (saw {})", seen.failed()),
+    );
 
     act("4. deploy v4, which answers 20% of requests with 500");
     let (d, seen) = deploy(&client, "v4", Some(&load)).await?;
     print_load(&seen);
-    all_good &= expect(d.outcome == Some(DeploymentOutcome::RolledBack), "v4 was rolled back automatically");
+    all_good &= expect(
+        d.outcome == Some(DeploymentOutcome::RolledBack),
+        "v4 was rolled back automatically",
+    );
     println!("   reason recorded: {}", d.reason.as_deref().unwrap_or("-"));
     let status: Value = client.get("/api/v1/services/web").await?;
     all_good &= expect(status["live_version"] == "v2", "v2 is live again");
@@ -115,17 +153,31 @@ async fn play(config_path: &Path, api: SocketAddr, proxy: SocketAddr, rate: u32)
     );
 
     let total = load.stop().await;
-    println!("\nload summary: {} requests, {} ok, {} failed in total", total.sent, total.ok, total.failed());
+    println!(
+        "\nload summary: {} requests, {} ok, {} failed in total",
+        total.sent,
+        total.ok,
+        total.failed()
+    );
     println!("  answered by: {:?}", total.by_version);
     Ok(all_good)
 }
 
-async fn deploy(client: &ApiClient, version: &str, load: Option<&Load>) -> anyhow::Result<(crate::store::DeploymentRecord, LoadStats)> {
+async fn deploy(
+    client: &ApiClient,
+    version: &str,
+    load: Option<&Load>,
+) -> anyhow::Result<(crate::store::DeploymentRecord, LoadStats)> {
     let before = load.map(Load::stats).unwrap_or_default();
     let started: Value = client
-        .post("/api/v1/services/web/deploy", serde_json::json!({ "version": version, "triggered_by": "demo" }))
+        .post(
+            "/api/v1/services/web/deploy",
+            serde_json::json!({ "version": version, "triggered_by": "demo" }),
+        )
         .await?;
-    let id = started["deployment_id"].as_i64().context("no deployment id")?;
+    let id = started["deployment_id"]
+        .as_i64()
+        .context("no deployment id")?;
     follow(client, id, false).await?;
     let view: DeploymentView = client.get(&format!("/api/v1/deployments/{id}")).await?;
     let seen = load.map(|l| l.stats().since(&before)).unwrap_or_default();
@@ -167,10 +219,17 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 }
 
 /// Writes the behaviour file and the config; returns the config's path.
-fn write_files(dir: &Path, proxy: SocketAddr, api: SocketAddr) -> anyhow::Result<std::path::PathBuf> {
+fn write_files(
+    dir: &Path,
+    proxy: SocketAddr,
+    api: SocketAddr,
+) -> anyhow::Result<std::path::PathBuf> {
     let exe = std::env::current_exe()?;
     let behaviour = dir.join("behaviour.toml");
-    std::fs::write(&behaviour, "[v3]\nunhealthy = true\n\n[v4]\nerror_rate = 0.2\n")?;
+    std::fs::write(
+        &behaviour,
+        "[v3]\nunhealthy = true\n\n[v4]\nerror_rate = 0.2\n",
+    )?;
     let config = demo_config(&exe, &behaviour, proxy, api);
     let path = dir.join("cutover.toml");
     std::fs::write(&path, config)?;

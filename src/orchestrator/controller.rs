@@ -21,9 +21,7 @@ use crate::config::{Config, ServiceConfig};
 use crate::domain::{now_ms, Slot};
 use crate::router::Router;
 use crate::runtime::{Runtime, SlotStatus};
-use crate::store::{
-    DeploymentKind, NewDeployment, ServiceRecord, SlotState, Store, StoreError,
-};
+use crate::store::{DeploymentKind, NewDeployment, ServiceRecord, SlotState, Store, StoreError};
 
 /// Live view of a running deployment, beyond what the store holds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -70,7 +68,9 @@ pub enum ControlError {
 impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::DeploymentInProgress { service, id } => ControlError::InProgress { service, id },
+            StoreError::DeploymentInProgress { service, id } => {
+                ControlError::InProgress { service, id }
+            }
             other => ControlError::Store(other),
         }
     }
@@ -136,17 +136,36 @@ impl Controller {
     }
 
     pub fn progress(&self, service: &str) -> Option<Progress> {
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).get(service).cloned()
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(service)
+            .cloned()
     }
 
-    fn service_cfg(&self, name: &str) -> Result<(Arc<ServiceConfig>, Arc<dyn Runtime>), ControlError> {
-        let cfg = self.config.services.get(name).ok_or_else(|| ControlError::UnknownService(name.into()))?;
-        let rt = self.runtimes.get(name).ok_or_else(|| ControlError::UnknownService(name.into()))?;
+    fn service_cfg(
+        &self,
+        name: &str,
+    ) -> Result<(Arc<ServiceConfig>, Arc<dyn Runtime>), ControlError> {
+        let cfg = self
+            .config
+            .services
+            .get(name)
+            .ok_or_else(|| ControlError::UnknownService(name.into()))?;
+        let rt = self
+            .runtimes
+            .get(name)
+            .ok_or_else(|| ControlError::UnknownService(name.into()))?;
         Ok((Arc::new(cfg.clone()), rt.clone()))
     }
 
     /// Starts deploying `version` of `service` into its idle slot; returns the deployment id.
-    pub async fn deploy(self: &Arc<Self>, service: &str, version: &str, by: &str) -> Result<i64, ControlError> {
+    pub async fn deploy(
+        self: &Arc<Self>,
+        service: &str,
+        version: &str,
+        by: &str,
+    ) -> Result<i64, ControlError> {
         let (cfg, runtime) = self.service_cfg(service)?;
         let rec = self.store.service(service)?;
         let from = rec.live;
@@ -186,18 +205,30 @@ impl Controller {
         let (cfg, runtime) = self.service_cfg(service)?;
         if let Some(active) = self.store.active_deployment(service)? {
             if active.switched_at.is_none() {
-                return Err(ControlError::NotSwitchedYet { service: service.into(), id: active.id });
+                return Err(ControlError::NotSwitchedYet {
+                    service: service.into(),
+                    id: active.id,
+                });
             }
-            self.send(service, Event::Rollback { by: by.into() }).await?;
+            self.send(service, Event::Rollback { by: by.into() })
+                .await?;
             return Ok(active.id);
         }
         let rec = self.store.service(service)?;
-        let live = rec.live.ok_or_else(|| ControlError::NothingToRollBack(service.into()))?;
+        let live = rec
+            .live
+            .ok_or_else(|| ControlError::NothingToRollBack(service.into()))?;
         let target = live.other();
+        let version = self.previous_release(service, &rec)?;
         let prev = &rec.slots[target.index()];
-        let version = prev.version.clone().ok_or_else(|| ControlError::NothingToRollBack(service.into()))?;
-        let target_running = prev.state == SlotState::Standby
-            && matches!(runtime.status(service, target).await, SlotStatus::Running { .. });
+        // Instant when the previous release is still warm in the other slot; otherwise
+        // it is started there again and checked before traffic returns to it.
+        let target_running = prev.version.as_deref() == Some(version.as_str())
+            && prev.state == SlotState::Standby
+            && matches!(
+                runtime.status(service, target).await,
+                SlotStatus::Running { .. }
+            );
         let new = NewDeployment {
             service: service.into(),
             kind: DeploymentKind::Rollback,
@@ -226,6 +257,25 @@ impl Controller {
         Ok(id)
     }
 
+    /// The release that was live before the current one: the `from_version` of the
+    /// deployment that made the current live release live. A failed attempt that
+    /// overwrote the idle slot does not change it.
+    fn previous_release(&self, service: &str, rec: &ServiceRecord) -> Result<String, ControlError> {
+        let none = || ControlError::NothingToRollBack(service.into());
+        let live = rec.live.ok_or_else(none)?;
+        let live_version = rec.slots[live.index()].version.clone();
+        let history = self.store.history(service, 200)?;
+        history
+            .iter()
+            .find(|d| {
+                d.outcome == Some(crate::store::DeploymentOutcome::Succeeded)
+                    && d.target_slot == live
+                    && Some(&d.version) == live_version.as_ref()
+            })
+            .and_then(|d| d.from_version.clone())
+            .ok_or_else(none)
+    }
+
     /// Stops the service's deployment in progress safely.
     pub async fn abort(&self, service: &str, by: &str) -> Result<i64, ControlError> {
         self.service_cfg(service)?;
@@ -248,10 +298,21 @@ impl Controller {
         }
     }
 
-    fn launch(self: &Arc<Self>, id: i64, cfg: Arc<ServiceConfig>, runtime: Arc<dyn Runtime>, version: String, rec: ServiceRecord, plan: Plan) {
+    fn launch(
+        self: &Arc<Self>,
+        id: i64,
+        cfg: Arc<ServiceConfig>,
+        runtime: Arc<dyn Runtime>,
+        version: String,
+        rec: ServiceRecord,
+        plan: Plan,
+    ) {
         let (tx, rx) = mpsc::channel(64);
         let name = cfg.name.clone();
-        self.active.lock().unwrap_or_else(|e| e.into_inner()).insert(name.clone(), Active { id, tx: tx.clone() });
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone(), Active { id, tx: tx.clone() });
         let runner = Runner::new(RunnerParts {
             id,
             service: cfg,
@@ -279,10 +340,18 @@ impl Controller {
         let rec = self.store.service(service)?;
         let srec = &rec.slots[slot.index()];
         let addr: Option<SocketAddr> = srec.addr.as_deref().and_then(|a| a.parse().ok());
-        let running = matches!(runtime.status(service, slot).await, SlotStatus::Running { .. });
+        let running = matches!(
+            runtime.status(service, slot).await,
+            SlotStatus::Running { .. }
+        );
         let addr = match addr {
             Some(a) if running => a,
-            _ => return Err(ControlError::SlotNotRunning { service: service.into(), slot }),
+            _ => {
+                return Err(ControlError::SlotNotRunning {
+                    service: service.into(),
+                    slot,
+                })
+            }
         };
         let target = ProbeTarget {
             addr,

@@ -83,18 +83,32 @@ pub enum Event {
     /// One health round of the target. `answered`: the release responded at all (an
     /// HTTP status, a TCP connect, a command that ran); failures of a release that does
     /// not answer yet only count against the deadline.
-    HealthRound { ok: bool, answered: bool, detail: String },
-    Smoke { passed: bool, failure: Option<String> },
+    HealthRound {
+        ok: bool,
+        answered: bool,
+        detail: String,
+    },
+    Smoke {
+        passed: bool,
+        failure: Option<String>,
+    },
     /// The router applied the requested routing.
     Routed,
     RouteFailed(String),
     /// Cumulative statistics of the target slot, and whether its release still runs.
-    Sample { stats: StatsSnapshot, exited: Option<String> },
+    Sample {
+        stats: Box<StatsSnapshot>,
+        exited: Option<String>,
+    },
     /// The target's release exited on its own.
     Exited(String),
     Timer(Timer),
-    Abort { by: String },
-    Rollback { by: String },
+    Abort {
+        by: String,
+    },
+    Rollback {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,9 +130,16 @@ pub enum TimerKind {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// Persist: the deployment entered this phase (the previous one closes with `result`).
-    Enter { phase: Phase, result: Option<String> },
+    Enter {
+        phase: Phase,
+        result: Option<String>,
+    },
     /// Persist: a slot's state changed. `until` is set for `Standby`.
-    SlotState { slot: Slot, state: SlotState, until_after: Option<Duration> },
+    SlotState {
+        slot: Slot,
+        state: SlotState,
+        until_after: Option<Duration>,
+    },
     /// Start the target slot's release; answer `Started`/`StartFailed`.
     StartTarget,
     /// Run one health round on the target; answer `HealthRound`.
@@ -127,14 +148,26 @@ pub enum Effect {
     RunSmoke,
     /// Point normal traffic at `live` and preview traffic at `preview`; answer
     /// `Routed`/`RouteFailed`. `switched` marks the moment traffic moved to the target.
-    Route { live: Option<Slot>, preview: Option<Slot>, switched: bool },
+    Route {
+        live: Option<Slot>,
+        preview: Option<Slot>,
+        switched: bool,
+    },
     /// Sample the target's statistics; answer `Sample`.
     SampleStats,
-    Schedule { after: Duration, timer: Timer },
+    Schedule {
+        after: Duration,
+        timer: Timer,
+    },
     /// Wait for in-flight requests on `slot` (bounded by the drain timeout), then stop it.
-    Stop { slot: Slot },
+    Stop {
+        slot: Slot,
+    },
     /// Persist: the deployment is over.
-    Finish { outcome: DeploymentOutcome, reason: String },
+    Finish {
+        outcome: DeploymentOutcome,
+        reason: String,
+    },
     /// Persist: an event-log line.
     Log(String),
 }
@@ -203,7 +236,9 @@ impl Machine {
         match (self.phase, event) {
             (Phase::Done, Event::Started) => {
                 // A start that completed after an abort: do not leave it running.
-                fx.push(Effect::Stop { slot: self.plan.target });
+                fx.push(Effect::Stop {
+                    slot: self.plan.target,
+                });
             }
             (Phase::Done, _) => {}
             (Phase::Lock, Event::Begin) => {
@@ -233,9 +268,14 @@ impl Machine {
             (Phase::Start, Event::StartFailed(why)) => {
                 self.fail_before_switch(now, format!("start failed: {why}"), &mut fx)
             }
-            (Phase::WaitHealthy, Event::HealthRound { ok, answered, detail }) => {
-                self.on_health_before_switch(now, ok, answered, detail, &mut fx)
-            }
+            (
+                Phase::WaitHealthy,
+                Event::HealthRound {
+                    ok,
+                    answered,
+                    detail,
+                },
+            ) => self.on_health_before_switch(now, ok, answered, detail, &mut fx),
             (Phase::WaitHealthy, Event::Timer(t))
                 if t.epoch == self.epoch && t.kind == TimerKind::NextHealth =>
             {
@@ -268,7 +308,12 @@ impl Machine {
             (Phase::Switch, Event::Routed) => {
                 self.switched = true;
                 if let Some(by) = self.pending_abort.take() {
-                    self.switch_back(now, DeploymentOutcome::Aborted, format!("aborted by {by}"), &mut fx);
+                    self.switch_back(
+                        now,
+                        DeploymentOutcome::Aborted,
+                        format!("aborted by {by}"),
+                        &mut fx,
+                    );
                 } else {
                     self.after_switch(now, &mut fx);
                 }
@@ -289,7 +334,7 @@ impl Machine {
             (Phase::Watch, Event::Sample { stats, exited }) => {
                 let reason = match exited {
                     Some(why) => Some(format!("the new release exited: {why}")),
-                    None => self.watch.as_mut().and_then(|w| w.sample(now, stats)),
+                    None => self.watch.as_mut().and_then(|w| w.sample(now, *stats)),
                 };
                 match reason {
                     Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
@@ -300,7 +345,9 @@ impl Machine {
                 let reason = self.watch.as_mut().and_then(|w| w.health(ok, &detail));
                 match reason {
                     Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
-                    None => fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval)),
+                    None => {
+                        fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval))
+                    }
                 }
             }
             (Phase::Watch, Event::Exited(why)) => {
@@ -322,16 +369,27 @@ impl Machine {
                     .take()
                     .unwrap_or((DeploymentOutcome::RolledBack, "rolled back".into()));
                 if let Some(from) = self.plan.from {
-                    fx.push(Effect::SlotState { slot: from, state: SlotState::Live, until_after: None });
+                    fx.push(Effect::SlotState {
+                        slot: from,
+                        state: SlotState::Live,
+                        until_after: None,
+                    });
                 }
-                fx.push(Effect::SlotState { slot: target, state: SlotState::Failed, until_after: None });
+                fx.push(Effect::SlotState {
+                    slot: target,
+                    state: SlotState::Failed,
+                    until_after: None,
+                });
                 fx.push(Effect::Stop { slot: target });
                 self.finish(now, outcome, why, &mut fx);
             }
             (Phase::SwitchBack, Event::RouteFailed(err)) => {
                 // Could not move traffic back: the target keeps serving. Say so loudly.
                 let why = self.back_reason.take().map(|(_, w)| w).unwrap_or_default();
-                let why = format!("{why}; switching back failed ({err}): traffic stays on {}", self.plan.target);
+                let why = format!(
+                    "{why}; switching back failed ({err}): traffic stays on {}",
+                    self.plan.target
+                );
                 self.finish(now, DeploymentOutcome::Failed, why, &mut fx);
             }
             // Everything else (stale timers, results for a phase already left) is ignored.
@@ -348,11 +406,21 @@ impl Machine {
     }
 
     fn schedule(&self, kind: TimerKind, after: Duration) -> Effect {
-        Effect::Schedule { after, timer: Timer { kind, epoch: self.epoch } }
+        Effect::Schedule {
+            after,
+            timer: Timer {
+                kind,
+                epoch: self.epoch,
+            },
+        }
     }
 
     fn sample_interval(&self) -> Duration {
-        self.plan.watch.as_ref().map(|w| w.interval).unwrap_or(Duration::from_secs(1))
+        self.plan
+            .watch
+            .as_ref()
+            .map(|w| w.interval)
+            .unwrap_or(Duration::from_secs(1))
     }
 
     fn begin_health(&mut self, fx: &mut Vec<Effect>) {
@@ -362,12 +430,23 @@ impl Machine {
         fx.push(Effect::CheckHealth);
     }
 
-    fn on_health_before_switch(&mut self, now: Ms, ok: bool, answered: bool, detail: String, fx: &mut Vec<Effect>) {
+    fn on_health_before_switch(
+        &mut self,
+        now: Ms,
+        ok: bool,
+        answered: bool,
+        detail: String,
+        fx: &mut Vec<Effect>,
+    ) {
         if ok {
             self.healthy_streak += 1;
             self.unhealthy_streak = 0;
             if self.healthy_streak >= self.plan.healthy_threshold {
-                fx.push(Effect::SlotState { slot: self.plan.target, state: SlotState::Ready, until_after: None });
+                fx.push(Effect::SlotState {
+                    slot: self.plan.target,
+                    state: SlotState::Ready,
+                    until_after: None,
+                });
                 if self.plan.run_smoke {
                     self.enter(now, Phase::Smoke, None, fx);
                     fx.push(Effect::RunSmoke);
@@ -381,7 +460,10 @@ impl Machine {
             if answered {
                 self.unhealthy_streak += 1;
                 if self.unhealthy_streak >= self.plan.unhealthy_threshold {
-                    let why = format!("unhealthy {} times in a row: {detail}", self.unhealthy_streak);
+                    let why = format!(
+                        "unhealthy {} times in a row: {detail}",
+                        self.unhealthy_streak
+                    );
                     self.fail_before_switch(now, why, fx);
                     return;
                 }
@@ -392,19 +474,31 @@ impl Machine {
 
     fn switch(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         self.enter(now, Phase::Switch, None, fx);
-        fx.push(Effect::Route { live: Some(self.plan.target), preview: self.plan.from, switched: true });
+        fx.push(Effect::Route {
+            live: Some(self.plan.target),
+            preview: self.plan.from,
+            switched: true,
+        });
     }
 
     fn after_switch(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         let target = self.plan.target;
-        fx.push(Effect::SlotState { slot: target, state: SlotState::Live, until_after: None });
+        fx.push(Effect::SlotState {
+            slot: target,
+            state: SlotState::Live,
+            until_after: None,
+        });
         fx.push(Effect::Log(format!("traffic switched to {target}")));
         match self.plan.watch.as_ref().filter(|w| !w.duration.is_zero()) {
             Some(w) => {
                 let duration = w.duration;
                 if let Some(from) = self.plan.from {
                     // Kept running (not stopped) through the watch for instant switch-back.
-                    fx.push(Effect::SlotState { slot: from, state: SlotState::Standby, until_after: None });
+                    fx.push(Effect::SlotState {
+                        slot: from,
+                        state: SlotState::Standby,
+                        until_after: None,
+                    });
                 }
                 self.enter(now, Phase::Watch, None, fx);
                 fx.push(self.schedule(TimerKind::WatchEnd, duration));
@@ -418,20 +512,28 @@ impl Machine {
     fn succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         if let Some(from) = self.plan.from {
             match self.plan.kind {
-                DeploymentKind::Deploy if !self.plan.warm_for.is_zero() => fx.push(Effect::SlotState {
-                    slot: from,
-                    state: SlotState::Standby,
-                    until_after: Some(self.plan.warm_for),
-                }),
+                DeploymentKind::Deploy if !self.plan.warm_for.is_zero() => {
+                    fx.push(Effect::SlotState {
+                        slot: from,
+                        state: SlotState::Standby,
+                        until_after: Some(self.plan.warm_for),
+                    })
+                }
                 _ => {
-                    fx.push(Effect::SlotState { slot: from, state: SlotState::Stopped, until_after: None });
+                    fx.push(Effect::SlotState {
+                        slot: from,
+                        state: SlotState::Stopped,
+                        until_after: None,
+                    });
                     fx.push(Effect::Stop { slot: from });
                 }
             }
         }
         let why = match self.plan.kind {
             DeploymentKind::Deploy => match &self.plan.watch {
-                Some(w) if !w.duration.is_zero() => format!("live; watched for {} with no trigger", fmt_dur(w.duration)),
+                Some(w) if !w.duration.is_zero() => {
+                    format!("live; watched for {} with no trigger", fmt_dur(w.duration))
+                }
                 _ => "live".to_string(),
             },
             DeploymentKind::Rollback => "traffic is back on the previous release".to_string(),
@@ -439,16 +541,31 @@ impl Machine {
         self.finish(now, DeploymentOutcome::Succeeded, why, fx);
     }
 
-    fn switch_back(&mut self, now: Ms, outcome: DeploymentOutcome, why: String, fx: &mut Vec<Effect>) {
+    fn switch_back(
+        &mut self,
+        now: Ms,
+        outcome: DeploymentOutcome,
+        why: String,
+        fx: &mut Vec<Effect>,
+    ) {
         match self.plan.from {
             Some(from) => {
-                fx.push(Effect::Log(format!("switching traffic back to {from}: {why}")));
+                fx.push(Effect::Log(format!(
+                    "switching traffic back to {from}: {why}"
+                )));
                 self.back_reason = Some((outcome, why.clone()));
                 self.enter(now, Phase::SwitchBack, Some(why), fx);
-                fx.push(Effect::Route { live: Some(from), preview: Some(self.plan.target), switched: false });
+                fx.push(Effect::Route {
+                    live: Some(from),
+                    preview: Some(self.plan.target),
+                    switched: false,
+                });
             }
             None => {
-                let why = format!("{why}; there is no previous release to return to, so traffic stays on {}", self.plan.target);
+                let why = format!(
+                    "{why}; there is no previous release to return to, so traffic stays on {}",
+                    self.plan.target
+                );
                 self.finish(now, DeploymentOutcome::Failed, why, fx);
             }
         }
@@ -458,13 +575,33 @@ impl Machine {
         self.finish_before_switch(now, DeploymentOutcome::Failed, why, fx)
     }
 
-    fn finish_before_switch(&mut self, now: Ms, outcome: DeploymentOutcome, why: String, fx: &mut Vec<Effect>) {
+    fn finish_before_switch(
+        &mut self,
+        now: Ms,
+        outcome: DeploymentOutcome,
+        why: String,
+        fx: &mut Vec<Effect>,
+    ) {
         let target = self.plan.target;
-        if self.plan.kind == DeploymentKind::Deploy {
+        // Stop what this deployment started (a warm standby a rollback merely checked
+        // stays as it was).
+        if self.plan.kind == DeploymentKind::Deploy || !self.plan.target_running {
             // Take the failed release off the preview route and stop it.
-            fx.push(Effect::Route { live: self.plan.from, preview: None, switched: false });
-            let state = if outcome == DeploymentOutcome::Failed { SlotState::Failed } else { SlotState::Stopped };
-            fx.push(Effect::SlotState { slot: target, state, until_after: None });
+            fx.push(Effect::Route {
+                live: self.plan.from,
+                preview: None,
+                switched: false,
+            });
+            let state = if outcome == DeploymentOutcome::Failed {
+                SlotState::Failed
+            } else {
+                SlotState::Stopped
+            };
+            fx.push(Effect::SlotState {
+                slot: target,
+                state,
+                until_after: None,
+            });
             fx.push(Effect::Stop { slot: target });
         }
         self.finish(now, outcome, why, fx);
@@ -475,7 +612,10 @@ impl Machine {
         self.epoch += 1;
         self.phase_started = now;
         self.outcome = Some(outcome);
-        fx.push(Effect::Finish { outcome, reason: why });
+        fx.push(Effect::Finish {
+            outcome,
+            reason: why,
+        });
     }
 }
 

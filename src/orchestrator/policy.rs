@@ -114,7 +114,10 @@ impl WatchPolicy {
         self.health_failures += 1;
         let limit = self.cfg.health_failures;
         (limit > 0 && self.health_failures >= limit).then(|| {
-            format!("health checks failed {} times in a row: {detail}", self.health_failures)
+            format!(
+                "health checks failed {} times in a row: {detail}",
+                self.health_failures
+            )
         })
     }
 }
@@ -156,14 +159,21 @@ mod tests {
             duration: Duration::from_secs(60),
             interval: Duration::from_secs(1),
             window: Duration::from_secs(3),
-            error_rate: Some(ErrorRateTrigger { max: 0.10, for_: Duration::ZERO, min_requests: 10 }),
+            error_rate: Some(ErrorRateTrigger {
+                max: 0.10,
+                for_: Duration::ZERO,
+                min_requests: 10,
+            }),
             p95_latency: None,
             health_failures: 0,
         }
     }
 
     fn snap(requests: u64, errors: u64) -> StatsSnapshot {
-        let mut s = StatsSnapshot { requests, ..Default::default() };
+        let mut s = StatsSnapshot {
+            requests,
+            ..Default::default()
+        };
         s.status_class[1] = requests - errors;
         s.status_class[4] = errors;
         s.latency_buckets[0] = requests;
@@ -212,7 +222,10 @@ mod tests {
         assert_eq!(p.health(false, "x"), None);
         assert_eq!(p.health(true, ""), None);
         assert_eq!(p.health(false, "x"), None);
-        assert!(p.health(false, "503").unwrap().contains("2 times in a row: 503"));
+        assert!(p
+            .health(false, "503")
+            .unwrap()
+            .contains("2 times in a row: 503"));
         c.health_failures = 0;
         let mut p = WatchPolicy::new(c);
         assert!((0..10).all(|_| p.health(false, "x").is_none()));

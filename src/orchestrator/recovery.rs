@@ -34,18 +34,29 @@ impl Controller {
             // 1. Adopt what still runs.
             for slot in Slot::ALL {
                 let s = &mut rec.slots[slot.index()];
-                let running = match (s.addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()), s.handle.clone()) {
-                    (Some(addr), Some(handle)) => runtime.adopt(name, slot, &RunningSlot { addr, handle }).await,
+                let running = match (
+                    s.addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()),
+                    s.handle.clone(),
+                ) {
+                    (Some(addr), Some(handle)) => {
+                        runtime
+                            .adopt(name, slot, &RunningSlot { addr, handle })
+                            .await
+                    }
                     _ => None,
                 };
                 if running.is_none() && (s.addr.is_some() || s.handle.is_some()) {
                     s.addr = None;
                     s.handle = None;
-                    if matches!(s.state, SlotState::Standby | SlotState::Ready | SlotState::Starting) {
+                    if matches!(
+                        s.state,
+                        SlotState::Standby | SlotState::Ready | SlotState::Starting
+                    ) {
                         s.state = SlotState::Stopped;
                     }
                     let msg = format!("{slot} was not running at boot");
-                    self.store().update_slot(name, s, None, Some(("boot", &msg)), now_ms())?;
+                    self.store()
+                        .update_slot(name, s, None, Some(("boot", &msg)), now_ms())?;
                 }
             }
             // 2. Settle an interrupted deployment.
@@ -110,12 +121,23 @@ impl Controller {
     }
 
     fn runtime_of(&self, name: &str) -> Result<Arc<dyn crate::runtime::Runtime>, ControlError> {
-        self.runtimes_get(name).ok_or_else(|| ControlError::UnknownService(name.into()))
+        self.runtimes_get(name)
+            .ok_or_else(|| ControlError::UnknownService(name.into()))
     }
 
-    async fn restart_live(&self, name: &str, slot: Slot, version: &str, mut s: SlotRecord) -> Result<(), ControlError> {
+    async fn restart_live(
+        &self,
+        name: &str,
+        slot: Slot,
+        version: &str,
+        mut s: SlotRecord,
+    ) -> Result<(), ControlError> {
         let runtime = self.runtime_of(name)?;
-        let spec = SlotSpec { service: name.into(), slot, version: version.into() };
+        let spec = SlotSpec {
+            service: name.into(),
+            slot,
+            version: version.into(),
+        };
         match runtime.start(&spec).await {
             Ok(r) => {
                 s.addr = Some(r.addr.to_string());
@@ -123,16 +145,23 @@ impl Controller {
                 s.state = SlotState::Live;
                 let msg = format!("restarted live release {version} in {slot} at boot");
                 tracing::warn!(service = name, %slot, version, "live release was not running; restarted it");
-                self.store().update_slot(name, &s, None, Some(("boot", &msg)), now_ms())?;
+                self.store()
+                    .update_slot(name, &s, None, Some(("boot", &msg)), now_ms())?;
             }
-            Err(e) => tracing::error!(service = name, %slot, error = %e, "cannot restart the live release"),
+            Err(e) => {
+                tracing::error!(service = name, %slot, error = %e, "cannot restart the live release")
+            }
         }
         Ok(())
     }
 
     async fn install_route(&self, name: &str, slots: &[SlotRecord; 2], live: Option<Slot>) {
         let target = |slot: Slot| {
-            slots[slot.index()].addr.as_deref().and_then(|a| a.parse().ok()).map(|addr| Target { slot, addr })
+            slots[slot.index()]
+                .addr
+                .as_deref()
+                .and_then(|a| a.parse().ok())
+                .map(|addr| Target { slot, addr })
         };
         let live_t = live.and_then(target);
         if let Err(e) = self.router().apply(name, live_t, None).await {
@@ -158,12 +187,16 @@ impl Controller {
                 continue; // the deployment owns the slots
             }
             for mut s in rec.slots.clone() {
-                let expired = s.state == SlotState::Standby && s.standby_until.is_some_and(|u| u <= now);
+                let expired =
+                    s.state == SlotState::Standby && s.standby_until.is_some_and(|u| u <= now);
                 if !expired || rec.live == Some(s.slot) {
                     continue;
                 }
                 let runtime = self.runtime_of(&rec.name)?;
-                let _ = self.router().drain(&rec.name, s.slot, self.config().proxy.drain_timeout).await;
+                let _ = self
+                    .router()
+                    .drain(&rec.name, s.slot, self.config().proxy.drain_timeout)
+                    .await;
                 if let Err(e) = runtime.stop(&rec.name, s.slot).await {
                     tracing::error!(service = %rec.name, slot = %s.slot, error = %e, "cannot stop standby slot");
                     continue;
@@ -172,8 +205,18 @@ impl Controller {
                 s.addr = None;
                 s.handle = None;
                 s.standby_until = None;
-                let msg = format!("warm period over; stopped {} ({})", s.slot, s.version.clone().unwrap_or_default());
-                self.store().update_slot(&rec.name, &s, None, Some(("standby_stopped", &msg)), now)?;
+                let msg = format!(
+                    "warm period over; stopped {} ({})",
+                    s.slot,
+                    s.version.clone().unwrap_or_default()
+                );
+                self.store().update_slot(
+                    &rec.name,
+                    &s,
+                    None,
+                    Some(("standby_stopped", &msg)),
+                    now,
+                )?;
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ use crate::checks::{self, CheckResult, ProbeTarget};
 use crate::config::ServiceConfig;
 use crate::domain::{now_ms, Slot};
 use crate::router::{Router, Target};
-use crate::runtime::{Runtime, RunningSlot, SlotSpec, SlotStatus};
+use crate::runtime::{RunningSlot, Runtime, SlotSpec, SlotStatus};
 use crate::store::{CheckRecord, SlotRecord, SlotState, Store, Transition};
 
 /// Messages into a running deployment.
@@ -32,7 +32,11 @@ pub enum Input {
     /// The target's release started here.
     Started(Result<RunningSlot, String>),
     /// Check results to record, then the event they produced.
-    Checked { phase: &'static str, results: Vec<CheckResult>, event: Event },
+    Checked {
+        phase: &'static str,
+        results: Vec<CheckResult>,
+        event: Event,
+    },
 }
 
 pub struct Runner {
@@ -82,7 +86,12 @@ impl Runner {
     }
 
     /// Drives the machine until the deployment is over.
-    pub async fn run(mut self, mut machine: Machine, tx: mpsc::Sender<Input>, mut rx: mpsc::Receiver<Input>) {
+    pub async fn run(
+        mut self,
+        mut machine: Machine,
+        tx: mpsc::Sender<Input>,
+        mut rx: mpsc::Receiver<Input>,
+    ) {
         let clock = Instant::now();
         let mut queue: VecDeque<Input> = VecDeque::from([Input::Event(Event::Begin)]);
         let mut watch_ends_at = None;
@@ -94,7 +103,11 @@ impl Runner {
                     None => break,
                 },
             };
-            let mut transition = Transition { deployment_id: self.id, at: now_ms(), ..Default::default() };
+            let mut transition = Transition {
+                deployment_id: self.id,
+                at: now_ms(),
+                ..Default::default()
+            };
             let event = match input {
                 Input::Event(e) => e,
                 Input::Started(Ok(running)) => {
@@ -110,7 +123,11 @@ impl Runner {
                     self.start_in_flight = false;
                     Event::StartFailed(why)
                 }
-                Input::Checked { phase, results, event } => {
+                Input::Checked {
+                    phase,
+                    results,
+                    event,
+                } => {
                     for r in &results {
                         let rec = CheckRecord {
                             phase: phase.to_string(),
@@ -147,11 +164,20 @@ impl Runner {
                         transition.enter_phase = Some(phase.as_str().to_string());
                         transition.phase_result = result.clone();
                         if *phase == Phase::Watch {
-                            let d = machine.plan().watch.as_ref().map(|w| w.duration).unwrap_or_default();
+                            let d = machine
+                                .plan()
+                                .watch
+                                .as_ref()
+                                .map(|w| w.duration)
+                                .unwrap_or_default();
                             watch_ends_at = Some(now_ms() + d.as_millis() as i64);
                         }
                     }
-                    Effect::SlotState { slot, state, until_after } => {
+                    Effect::SlotState {
+                        slot,
+                        state,
+                        until_after,
+                    } => {
                         let rec = &mut self.slots[slot.index()];
                         rec.state = *state;
                         rec.standby_until = until_after.map(|d| now_ms() + d.as_millis() as i64);
@@ -163,7 +189,13 @@ impl Runner {
                     _ => {}
                 }
             }
-            if transition != (Transition { deployment_id: self.id, at: transition.at, ..Default::default() }) {
+            if transition
+                != (Transition {
+                    deployment_id: self.id,
+                    at: transition.at,
+                    ..Default::default()
+                })
+            {
                 self.persist(&transition);
             }
             self.publish(&machine, watch_ends_at);
@@ -172,9 +204,15 @@ impl Runner {
             for e in effects {
                 match e {
                     Effect::StartTarget => self.spawn_start(machine.plan().target, &tx),
-                    Effect::CheckHealth => self.spawn_health(machine.plan().target, machine.phase(), &tx),
+                    Effect::CheckHealth => {
+                        self.spawn_health(machine.plan().target, machine.phase(), &tx)
+                    }
                     Effect::RunSmoke => self.spawn_smoke(machine.plan().target, &tx),
-                    Effect::Route { live, preview, switched } => {
+                    Effect::Route {
+                        live,
+                        preview,
+                        switched,
+                    } => {
                         let result = self.route(live, preview).await;
                         queue.push_back(Input::Event(match result {
                             Ok(()) => {
@@ -186,12 +224,19 @@ impl Runner {
                     }
                     Effect::SampleStats => {
                         let target = machine.plan().target;
-                        let stats = self.router.stats(&self.service.name, target).await.unwrap_or_default();
+                        let stats = self
+                            .router
+                            .stats(&self.service.name, target)
+                            .await
+                            .unwrap_or_default();
                         let exited = match self.runtime.status(&self.service.name, target).await {
                             SlotStatus::Exited { detail } => Some(detail),
                             _ => None,
                         };
-                        queue.push_back(Input::Event(Event::Sample { stats, exited }));
+                        queue.push_back(Input::Event(Event::Sample {
+                            stats: Box::new(stats),
+                            exited,
+                        }));
                     }
                     Effect::Schedule { after, timer } => {
                         let tx = tx.clone();
@@ -201,7 +246,10 @@ impl Runner {
                         });
                     }
                     Effect::Stop { slot } => self.stop(slot).await,
-                    Effect::Enter { .. } | Effect::SlotState { .. } | Effect::Log(_) | Effect::Finish { .. } => {}
+                    Effect::Enter { .. }
+                    | Effect::SlotState { .. }
+                    | Effect::Log(_)
+                    | Effect::Finish { .. } => {}
                 }
             }
 
@@ -215,7 +263,10 @@ impl Runner {
                 };
                 self.persist(&t);
                 tracing::info!(service = %self.service.name, id = self.id, outcome = outcome.as_str(), %reason, "deployment finished");
-                self.progress.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.service.name);
+                self.progress
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&self.service.name);
                 // A start still in flight after an abort must not leave a process behind.
                 self.drain_late_starts(&mut machine, &mut rx).await;
                 break;
@@ -261,14 +312,22 @@ impl Runner {
         let p = Progress {
             deployment_id: self.id,
             phase: machine.phase().as_str().to_string(),
-            watch_ends_at: (machine.phase() == Phase::Watch).then_some(watch_ends_at).flatten(),
+            watch_ends_at: (machine.phase() == Phase::Watch)
+                .then_some(watch_ends_at)
+                .flatten(),
             window: machine.watch_view().cloned(),
         };
-        self.progress.lock().unwrap_or_else(|e| e.into_inner()).insert(self.service.name.clone(), p);
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.service.name.clone(), p);
     }
 
     fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
-        self.slots[slot.index()].addr.as_deref().and_then(|a| a.parse().ok())
+        self.slots[slot.index()]
+            .addr
+            .as_deref()
+            .and_then(|a| a.parse().ok())
     }
 
     fn probe_target(&self, slot: Slot) -> Option<ProbeTarget> {
@@ -282,7 +341,11 @@ impl Runner {
 
     fn spawn_start(&mut self, slot: Slot, tx: &mpsc::Sender<Input>) {
         self.start_in_flight = true;
-        let spec = SlotSpec { service: self.service.name.clone(), slot, version: self.version.clone() };
+        let spec = SlotSpec {
+            service: self.service.name.clone(),
+            slot,
+            version: self.version.clone(),
+        };
         let runtime = self.runtime.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
@@ -300,17 +363,27 @@ impl Runner {
     fn spawn_health(&self, slot: Slot, phase: Phase, tx: &mpsc::Sender<Input>) {
         let tx = tx.clone();
         let Some(target) = self.probe_target(slot) else {
-            let event = Event::HealthRound { ok: false, answered: false, detail: format!("{slot} has no address") };
+            let event = Event::HealthRound {
+                ok: false,
+                answered: false,
+                detail: format!("{slot} has no address"),
+            };
             tokio::spawn(async move { tx.send(Input::Event(event)).await });
             return;
         };
         let runtime = self.runtime.clone();
         let cfg = self.service.health.clone();
-        let label = if phase == Phase::Watch { "watch" } else { "wait_healthy" };
+        let label = if phase == Phase::Watch {
+            "watch"
+        } else {
+            "wait_healthy"
+        };
         tokio::spawn(async move {
             if let SlotStatus::Exited { detail } = runtime.status(&target.service, slot).await {
                 let tail = runtime.log_tail(&target.service, slot, 10).await;
-                let _ = tx.send(Input::Event(Event::Exited(with_tail(detail, &tail)))).await;
+                let _ = tx
+                    .send(Input::Event(Event::Exited(with_tail(detail, &tail))))
+                    .await;
                 return;
             }
             let results = checks::health_round(&cfg, &target).await;
@@ -322,23 +395,45 @@ impl Runner {
                     .await
                     .is_ok_and(|r| r.is_ok());
             let detail = summarize(&results);
-            let event = Event::HealthRound { ok, answered, detail };
-            let _ = tx.send(Input::Checked { phase: label, results, event }).await;
+            let event = Event::HealthRound {
+                ok,
+                answered,
+                detail,
+            };
+            let _ = tx
+                .send(Input::Checked {
+                    phase: label,
+                    results,
+                    event,
+                })
+                .await;
         });
     }
 
     fn spawn_smoke(&self, slot: Slot, tx: &mpsc::Sender<Input>) {
         let tx = tx.clone();
         let Some(target) = self.probe_target(slot) else {
-            let event = Event::Smoke { passed: false, failure: Some(format!("{slot} has no address")) };
+            let event = Event::Smoke {
+                passed: false,
+                failure: Some(format!("{slot} has no address")),
+            };
             tokio::spawn(async move { tx.send(Input::Event(event)).await });
             return;
         };
         let cfg = self.service.smoke.clone();
         tokio::spawn(async move {
             let report = checks::smoke(&cfg, &target).await;
-            let event = Event::Smoke { passed: report.passed, failure: report.failure.clone() };
-            let _ = tx.send(Input::Checked { phase: "smoke", results: report.results, event }).await;
+            let event = Event::Smoke {
+                passed: report.passed,
+                failure: report.failure.clone(),
+            };
+            let _ = tx
+                .send(Input::Checked {
+                    phase: "smoke",
+                    results: report.results,
+                    event,
+                })
+                .await;
         });
     }
 
@@ -355,14 +450,19 @@ impl Runner {
         let live = target(live)?;
         // A preview slot without an address (stopped) is simply not previewed.
         let preview = target(preview).ok().flatten();
-        self.router.apply(&self.service.name, live, preview).await.map_err(|e| e.to_string())
+        self.router
+            .apply(&self.service.name, live, preview)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     async fn stop(&mut self, slot: Slot) {
         let name = self.service.name.clone();
         match self.router.drain(&name, slot, self.drain_timeout).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(service = %name, %slot, in_flight = n, "drain timeout; stopping anyway"),
+            Ok(n) => {
+                tracing::warn!(service = %name, %slot, in_flight = n, "drain timeout; stopping anyway")
+            }
             Err(e) => tracing::warn!(service = %name, %slot, error = %e, "cannot drain"),
         }
         if let Err(e) = self.runtime.stop(&name, slot).await {
@@ -374,14 +474,23 @@ impl Runner {
         if !matches!(rec.state, SlotState::Failed) {
             rec.state = SlotState::Stopped;
         }
-        let t = Transition { deployment_id: self.id, at: now_ms(), slots: vec![rec.clone()], ..Default::default() };
+        let t = Transition {
+            deployment_id: self.id,
+            at: now_ms(),
+            slots: vec![rec.clone()],
+            ..Default::default()
+        };
         self.persist(&t);
     }
 }
 
 /// One line for a round: every failure's detail, or "ok".
 fn summarize(results: &[CheckResult]) -> String {
-    let failed: Vec<String> = results.iter().filter(|r| !r.ok).map(|r| format!("{}: {}", r.name, r.detail)).collect();
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {}", r.name, r.detail))
+        .collect();
     if failed.is_empty() {
         "ok".into()
     } else {

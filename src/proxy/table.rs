@@ -107,7 +107,9 @@ impl StatsRegistry {
         let mut out: Vec<_> = self
             .slots
             .iter()
-            .flat_map(|(name, s)| Slot::ALL.map(|slot| (name.clone(), slot, s[slot.index()].clone())))
+            .flat_map(|(name, s)| {
+                Slot::ALL.map(|slot| (name.clone(), slot, s[slot.index()].clone()))
+            })
             .collect();
         out.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
         out
@@ -133,10 +135,25 @@ mod tests {
             stats,
         };
         let held = routes.load();
-        let old = routes.set("web", ServiceRoute { live: Some(blue), preview: None });
+        let old = routes.set(
+            "web",
+            ServiceRoute {
+                live: Some(blue),
+                preview: None,
+            },
+        );
         assert!(old.live.is_none());
-        assert!(held.service("web").is_none(), "an old snapshot stays as it was");
-        let old = routes.set("web", ServiceRoute { live: Some(green), preview: None });
+        assert!(
+            held.service("web").is_none(),
+            "an old snapshot stays as it was"
+        );
+        let old = routes.set(
+            "web",
+            ServiceRoute {
+                live: Some(green),
+                preview: None,
+            },
+        );
         assert_eq!(old.live.unwrap().slot, Slot::Blue);
         assert_eq!(routes.get("web").live.unwrap().slot, Slot::Green);
     }

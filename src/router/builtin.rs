@@ -21,13 +21,21 @@ impl BuiltinRouter {
         Self { routes, stats }
     }
 
-    fn upstream(&self, service: &str, target: Option<Target>) -> Result<Option<Upstream>, RouterError> {
+    fn upstream(
+        &self,
+        service: &str,
+        target: Option<Target>,
+    ) -> Result<Option<Upstream>, RouterError> {
         let Some(t) = target else { return Ok(None) };
         let stats = self
             .stats
             .get(service, t.slot)
             .ok_or_else(|| RouterError::UnknownService(service.to_string()))?;
-        Ok(Some(Upstream { slot: t.slot, addr: t.addr, stats }))
+        Ok(Some(Upstream {
+            slot: t.slot,
+            addr: t.addr,
+            stats,
+        }))
     }
 }
 
@@ -37,7 +45,12 @@ impl Router for BuiltinRouter {
         "builtin"
     }
 
-    async fn apply(&self, service: &str, live: Option<Target>, preview: Option<Target>) -> Result<(), RouterError> {
+    async fn apply(
+        &self,
+        service: &str,
+        live: Option<Target>,
+        preview: Option<Target>,
+    ) -> Result<(), RouterError> {
         let route = ServiceRoute {
             live: self.upstream(service, live)?,
             preview: self.upstream(service, preview)?,
@@ -50,7 +63,12 @@ impl Router for BuiltinRouter {
         Ok(self.routes.get(service).live.map(|u| u.slot))
     }
 
-    async fn drain(&self, service: &str, slot: Slot, timeout: Duration) -> Result<u64, RouterError> {
+    async fn drain(
+        &self,
+        service: &str,
+        slot: Slot,
+        timeout: Duration,
+    ) -> Result<u64, RouterError> {
         let stats = self
             .stats
             .get(service, slot)

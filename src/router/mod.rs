@@ -50,7 +50,8 @@ pub trait Router: Send + Sync {
 
     /// Waits until no request is in flight on `slot` or `timeout` passes; returns the
     /// number still in flight.
-    async fn drain(&self, service: &str, slot: Slot, timeout: Duration) -> Result<u64, RouterError>;
+    async fn drain(&self, service: &str, slot: Slot, timeout: Duration)
+        -> Result<u64, RouterError>;
 
     /// Cumulative request statistics of one slot, if this router can see them.
     async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot>;

@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use super::{Runtime, RuntimeError, RunningSlot, SlotSpec, SlotStatus};
+use super::{RunningSlot, Runtime, RuntimeError, SlotSpec, SlotStatus};
 use crate::config::{ProcessRuntimeConfig, StopSignal};
 use crate::domain::Slot;
 
@@ -52,7 +52,11 @@ impl ProcessRuntime {
     }
 
     fn err(&self, slot: Slot, reason: impl Into<String>) -> RuntimeError {
-        RuntimeError::Start { service: self.service.clone(), slot, reason: reason.into() }
+        RuntimeError::Start {
+            service: self.service.clone(),
+            slot,
+            reason: reason.into(),
+        }
     }
 
     fn port_for(&self, slot: Slot) -> Result<u16, RuntimeError> {
@@ -61,7 +65,9 @@ impl ProcessRuntime {
         }
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))?;
-        Ok(l.local_addr().map_err(|e| self.err(slot, e.to_string()))?.port())
+        Ok(l.local_addr()
+            .map_err(|e| self.err(slot, e.to_string()))?
+            .port())
     }
 
     async fn stop_locked(&self, slot: Slot, entry: &mut Option<Proc>) {
@@ -126,7 +132,10 @@ pub fn tail_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let text = std::fs::read(path).unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].iter().map(|l| l.to_string()).collect()
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
 }
 
 #[async_trait]
@@ -141,9 +150,18 @@ impl Runtime for ProcessRuntime {
         self.stop_locked(slot, &mut entry).await;
 
         let port = self.port_for(slot)?;
-        let argv: Vec<String> = self.cfg.command.iter().map(|a| substitute(a, spec, port)).collect();
-        std::fs::create_dir_all(&self.log_dir)
-            .map_err(|e| self.err(slot, format!("cannot create {}: {e}", self.log_dir.display())))?;
+        let argv: Vec<String> = self
+            .cfg
+            .command
+            .iter()
+            .map(|a| substitute(a, spec, port))
+            .collect();
+        std::fs::create_dir_all(&self.log_dir).map_err(|e| {
+            self.err(
+                slot,
+                format!("cannot create {}: {e}", self.log_dir.display()),
+            )
+        })?;
         let log_path = self.log_path(slot);
         let log = std::fs::File::create(&log_path)
             .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
@@ -168,10 +186,18 @@ impl Runtime for ProcessRuntime {
         let child = cmd
             .spawn()
             .map_err(|e| self.err(slot, format!("cannot run `{}`: {e}", argv[0])))?;
-        let pid = child.id().ok_or_else(|| self.err(slot, "exited immediately"))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| self.err(slot, "exited immediately"))?;
         tracing::info!(service = %self.service, %slot, version = %spec.version, pid, port, "started");
-        *entry = Some(Proc { pid, child: Some(child) });
-        Ok(RunningSlot { addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)), handle: pid.to_string() })
+        *entry = Some(Proc {
+            pid,
+            child: Some(child),
+        });
+        Ok(RunningSlot {
+            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            handle: pid.to_string(),
+        })
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
@@ -182,22 +208,35 @@ impl Runtime for ProcessRuntime {
 
     async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {
         let mut entry = self.slots[slot.index()].lock().await;
-        let Some(proc) = entry.as_mut() else { return SlotStatus::NotRunning };
+        let Some(proc) = entry.as_mut() else {
+            return SlotStatus::NotRunning;
+        };
         if let Some(child) = proc.child.as_mut() {
             return match child.try_wait() {
                 Ok(None) => SlotStatus::Running { restarts: 0 },
-                Ok(Some(status)) => SlotStatus::Exited { detail: status.to_string() },
-                Err(e) => SlotStatus::Exited { detail: e.to_string() },
+                Ok(Some(status)) => SlotStatus::Exited {
+                    detail: status.to_string(),
+                },
+                Err(e) => SlotStatus::Exited {
+                    detail: e.to_string(),
+                },
             };
         }
         if pid_alive(proc.pid) {
             SlotStatus::Running { restarts: 0 }
         } else {
-            SlotStatus::Exited { detail: format!("process {} is gone", proc.pid) }
+            SlotStatus::Exited {
+                detail: format!("process {} is gone", proc.pid),
+            }
         }
     }
 
-    async fn adopt(&self, _service: &str, slot: Slot, running: &RunningSlot) -> Option<RunningSlot> {
+    async fn adopt(
+        &self,
+        _service: &str,
+        slot: Slot,
+        running: &RunningSlot,
+    ) -> Option<RunningSlot> {
         let pid: u32 = running.handle.parse().ok()?;
         if !pid_alive(pid) {
             return None;
@@ -222,11 +261,9 @@ pub fn runtimes_from_config(
         .values()
         .map(|svc| {
             let rt: std::sync::Arc<dyn Runtime> = match &svc.runtime {
-                crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(ProcessRuntime::new(
-                    &svc.name,
-                    p.clone(),
-                    state_dir.join("logs"),
-                )),
+                crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(
+                    ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs")),
+                ),
             };
             (svc.name.clone(), rt)
         })
