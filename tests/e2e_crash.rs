@@ -17,12 +17,16 @@ use support::{running_slot_pids, slot_pid, wait_until, Harness};
 /// answers all come from it too.
 async fn proxy_serves(h: &Harness, version: &str) {
     let expected = format!("hello from {version}");
-    wait_until(30, &format!("the proxy to answer from {version}"), || async {
-        match h.get_proxy("/").await {
-            Ok((200, body)) if body.trim() == expected => Some(()),
-            _ => None,
-        }
-    })
+    wait_until(
+        30,
+        &format!("the proxy to answer from {version}"),
+        || async {
+            match h.get_proxy("/").await {
+                Ok((200, body)) if body.trim() == expected => Some(()),
+                _ => None,
+            }
+        },
+    )
     .await;
     for _ in 0..10 {
         let (status, body) = h.get_proxy("/").await.expect("the proxy answers");
@@ -37,8 +41,16 @@ async fn only_these_slot_processes_run(h: &Harness, expected: &[u32]) {
     let status = h.status().await;
     let reported = running_slot_pids(&status);
     let running = status.slots.iter().filter(|s| s.running).count();
-    assert_eq!(reported.len(), running, "two slots report the same pid: {status:?}");
-    assert_eq!(h.slot_processes(), reported, "processes on the machine vs the daemon's view: {status:?}");
+    assert_eq!(
+        reported.len(),
+        running,
+        "two slots report the same pid: {status:?}"
+    );
+    assert_eq!(
+        h.slot_processes(),
+        reported,
+        "processes on the machine vs the daemon's view: {status:?}"
+    );
     assert_eq!(reported, expected.iter().copied().collect(), "{status:?}");
 }
 
@@ -53,7 +65,11 @@ async fn deploy_v1(h: &Harness) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_during_the_watch_rolls_back_to_the_previous_release() {
-    let mut h = Harness::builder().watch("2s").without_latency_trigger().build().await;
+    let mut h = Harness::builder()
+        .watch("2s")
+        .without_latency_trigger()
+        .build()
+        .await;
     h.start().await;
     let blue_pid = deploy_v1(&h).await;
 
@@ -62,7 +78,11 @@ async fn a_crash_during_the_watch_rolls_back_to_the_previous_release() {
     h.stop_daemon(nix::sys::signal::Signal::SIGTERM).await;
     h.edit_config("duration = \"2s\"", "duration = \"60s\"");
     h.restart().await;
-    assert_eq!(slot_pid(&h.status().await, Slot::Blue), Some(blue_pid), "v1 was not adopted");
+    assert_eq!(
+        slot_pid(&h.status().await, Slot::Blue),
+        Some(blue_pid),
+        "v1 was not adopted"
+    );
 
     let id = h.deploy_no_wait("v2").await;
     h.wait_for_phase(id, "watch", 60).await;
@@ -81,19 +101,33 @@ async fn a_crash_during_the_watch_rolls_back_to_the_previous_release() {
     assert_eq!(status.live, Some(Slot::Blue));
     assert_eq!(status.live_version.as_deref(), Some("v1"));
     assert!(status.active_deployment.is_none(), "{status:?}");
-    assert_eq!(slot_pid(&status, Slot::Blue), Some(blue_pid), "v1 was restarted instead of adopted");
-    assert!(!h.slot_processes().contains(&green_pid), "v2's process still runs");
+    assert_eq!(
+        slot_pid(&status, Slot::Blue),
+        Some(blue_pid),
+        "v1 was restarted instead of adopted"
+    );
+    assert!(
+        !h.slot_processes().contains(&green_pid),
+        "v2's process still runs"
+    );
     only_these_slot_processes_run(&h, &[blue_pid]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_under_load_with_no_deployment_keeps_the_live_release_and_adopts_it() {
-    let mut h = Harness::builder().watch("2s").without_latency_trigger().build().await;
+    let mut h = Harness::builder()
+        .watch("2s")
+        .without_latency_trigger()
+        .build()
+        .await;
     h.start().await;
     let blue_pid = deploy_v1(&h).await;
 
     let load = Load::start(h.proxy, "/", 40, 4, Duration::from_secs(120));
-    wait_until(20, "the load to reach v1", || async { (load.stats().ok > 0).then_some(()) }).await;
+    wait_until(20, "the load to reach v1", || async {
+        (load.stats().ok > 0).then_some(())
+    })
+    .await;
 
     h.crash().await;
     h.restart().await;
@@ -104,13 +138,27 @@ async fn a_crash_under_load_with_no_deployment_keeps_the_live_release_and_adopts
     })
     .await;
     let total = load.stop().await;
-    assert_eq!(total.by_version.keys().collect::<Vec<_>>(), ["v1"], "{total:?}");
+    assert_eq!(
+        total.by_version.keys().collect::<Vec<_>>(),
+        ["v1"],
+        "{total:?}"
+    );
 
     proxy_serves(&h, "v1").await;
     let status = h.status().await;
     assert_eq!(status.live_version.as_deref(), Some("v1"));
-    assert_eq!(slot_pid(&status, Slot::Blue), Some(blue_pid), "v1 was restarted instead of adopted");
-    assert!(status.slots.iter().any(|s| s.record.slot == Slot::Blue && s.running), "{status:?}");
+    assert_eq!(
+        slot_pid(&status, Slot::Blue),
+        Some(blue_pid),
+        "v1 was restarted instead of adopted"
+    );
+    assert!(
+        status
+            .slots
+            .iter()
+            .any(|s| s.record.slot == Slot::Blue && s.running),
+        "{status:?}"
+    );
     only_these_slot_processes_run(&h, &[blue_pid]).await;
 }
 
@@ -134,7 +182,10 @@ async fn a_crash_while_waiting_for_health_marks_the_deployment_interrupted() {
     // Wait for a real health round against the started v2.
     wait_until(30, "a failed health round of v2", || async {
         let d = h.deployment(id).await.deployment;
-        d.checks.iter().any(|c| !c.ok && c.detail.contains("503")).then_some(())
+        d.checks
+            .iter()
+            .any(|c| !c.ok && c.detail.contains("503"))
+            .then_some(())
     })
     .await;
     let green_pid = slot_pid(&h.status().await, Slot::Green).expect("green has a pid");
@@ -152,6 +203,9 @@ async fn a_crash_while_waiting_for_health_marks_the_deployment_interrupted() {
     assert_eq!(status.live, Some(Slot::Blue));
     assert_eq!(status.live_version.as_deref(), Some("v1"));
     assert_eq!(slot_pid(&status, Slot::Blue), Some(blue_pid));
-    assert!(!h.slot_processes().contains(&green_pid), "v2's process still runs");
+    assert!(
+        !h.slot_processes().contains(&green_pid),
+        "v2's process still runs"
+    );
     only_these_slot_processes_run(&h, &[blue_pid]).await;
 }

@@ -118,6 +118,33 @@ fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// When process `pid` started (clock ticks since boot, `/proc/<pid>/stat` field 22).
+/// With the pid it identifies a process for good: a pid reused after a reboot or
+/// a wrap-around has another start time, while `exec` keeps both.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The runtime handle: `pid:start_time`.
+fn handle_of(pid: u32) -> String {
+    match start_time(pid) {
+        Some(t) => format!("{pid}:{t}"),
+        None => pid.to_string(),
+    }
+}
+
+/// Parses a handle and checks it still names the same living process.
+fn same_process(handle: &str) -> Option<u32> {
+    let (pid, started) = match handle.split_once(':') {
+        Some((p, t)) => (p.parse().ok()?, Some(t.parse::<u64>().ok()?)),
+        None => (handle.parse().ok()?, None),
+    };
+    let alive = pid_alive(pid) && started.is_none_or(|t| start_time(pid) == Some(t));
+    alive.then_some(pid)
+}
+
 /// Replaces `{version}`, `{port}`, `{slot}` and `{service}`.
 pub fn substitute(template: &str, spec: &SlotSpec, port: u16) -> String {
     template
@@ -237,10 +264,7 @@ impl Runtime for ProcessRuntime {
         slot: Slot,
         running: &RunningSlot,
     ) -> Option<RunningSlot> {
-        let pid: u32 = running.handle.parse().ok()?;
-        if !pid_alive(pid) {
-            return None;
-        }
+        let pid = same_process(&running.handle)?;
         *self.slots[slot.index()].lock().await = Some(Proc { pid, child: None });
         tracing::info!(service = %self.service, %slot, pid, "adopted running process");
         Some(running.clone())
@@ -268,4 +292,152 @@ pub fn runtimes_from_config(
             (svc.name.clone(), rt)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runtime(script: &str, grace: Duration, dir: &std::path::Path) -> ProcessRuntime {
+        let cfg = ProcessRuntimeConfig {
+            command: vec!["sh".into(), "-c".into(), script.into()],
+            env: [(
+                "GREETING".to_string(),
+                "hello {version} on {port}".to_string(),
+            )]
+            .into(),
+            workdir: None,
+            stop_signal: StopSignal::Term,
+            stop_grace: grace,
+            ports: None,
+        };
+        ProcessRuntime::new("web", cfg, dir.join("logs"))
+    }
+
+    fn spec(version: &str) -> SlotSpec {
+        SlotSpec {
+            service: "web".into(),
+            slot: Slot::Blue,
+            version: version.into(),
+        }
+    }
+
+    async fn wait_for_log(rt: &ProcessRuntime, needle: &str) -> Vec<String> {
+        for _ in 0..100 {
+            let tail = rt.log_tail("web", Slot::Blue, 5).await;
+            if tail.iter().any(|l| l.contains(needle)) {
+                return tail;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rt.log_tail("web", Slot::Blue, 5).await
+    }
+
+    #[tokio::test]
+    async fn a_started_process_gets_its_placeholders_and_logs_to_its_slot_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(
+            "echo \"$GREETING\"; exec sleep 30",
+            Duration::from_secs(5),
+            dir.path(),
+        );
+        let running = rt.start(&spec("v7")).await.unwrap();
+        let tail = wait_for_log(&rt, "hello").await;
+        assert_eq!(tail, vec![format!("hello v7 on {}", running.addr.port())]);
+        assert_eq!(
+            rt.status("web", Slot::Blue).await,
+            SlotStatus::Running { restarts: 0 }
+        );
+        rt.stop("web", Slot::Blue).await.unwrap();
+        assert_eq!(rt.status("web", Slot::Blue).await, SlotStatus::NotRunning);
+    }
+
+    #[tokio::test]
+    async fn a_process_that_exits_is_reported_with_its_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime("echo boom >&2; exit 3", Duration::from_secs(1), dir.path());
+        rt.start(&spec("v1")).await.unwrap();
+        let mut status = SlotStatus::NotRunning;
+        for _ in 0..100 {
+            status = rt.status("web", Slot::Blue).await;
+            if matches!(status, SlotStatus::Exited { .. }) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            status,
+            SlotStatus::Exited {
+                detail: "exit status: 3".into()
+            }
+        );
+        assert_eq!(
+            rt.log_tail("web", Slot::Blue, 10).await,
+            vec!["boom".to_string()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_process_that_ignores_the_stop_signal_is_killed_after_the_grace_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime(
+            "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+            Duration::from_millis(300),
+            dir.path(),
+        );
+        let running = rt.start(&spec("v1")).await.unwrap();
+        wait_for_log(&rt, "ready").await;
+        let pid = same_process(&running.handle).unwrap();
+        rt.stop("web", Slot::Blue).await.unwrap();
+        assert!(!pid_alive(pid), "the process survived its stop");
+    }
+
+    #[tokio::test]
+    async fn a_new_runtime_adopts_a_running_process_and_can_stop_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = runtime("exec sleep 30", Duration::from_secs(5), dir.path());
+        let running = first.start(&spec("v1")).await.unwrap();
+        // A restarted daemon: a fresh runtime that only knows what the store kept.
+        let second = runtime("exec sleep 30", Duration::from_secs(5), dir.path());
+        assert_eq!(
+            second.adopt("web", Slot::Blue, &running).await,
+            Some(running.clone())
+        );
+        assert_eq!(
+            second.status("web", Slot::Blue).await,
+            SlotStatus::Running { restarts: 0 }
+        );
+        second.stop("web", Slot::Blue).await.unwrap();
+        let pid: u32 = running.handle.split(':').next().unwrap().parse().unwrap();
+        // The first runtime still holds the Child; reap it so the pid is really gone.
+        assert!(matches!(
+            first.status("web", Slot::Blue).await,
+            SlotStatus::Exited { .. }
+        ));
+        assert!(!pid_alive(pid));
+    }
+
+    #[tokio::test]
+    async fn a_reused_pid_is_not_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = other.id().unwrap();
+        let rt = runtime("exec sleep 30", Duration::from_secs(1), dir.path());
+        // The store remembered this pid with another start time: a different process.
+        let stale = start_time(pid).unwrap() + 1;
+        let claimed = RunningSlot {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            handle: format!("{pid}:{stale}"),
+        };
+        assert_eq!(rt.adopt("web", Slot::Blue, &claimed).await, None);
+        let current = RunningSlot {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            handle: handle_of(pid),
+        };
+        assert!(rt.adopt("web", Slot::Blue, &current).await.is_some());
+        other.kill().await.unwrap();
+    }
 }
