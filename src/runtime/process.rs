@@ -223,7 +223,7 @@ impl Runtime for ProcessRuntime {
         });
         Ok(RunningSlot {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-            handle: pid.to_string(),
+            handle: handle_of(pid),
         })
     }
 
