@@ -257,7 +257,7 @@ async fn rollback_after_a_successful_deploy_brings_the_warm_previous_release_bac
         .as_array()
         .and_then(|s| s.iter().find(|s| s["slot"] == "blue"))
         .and_then(|s| s["handle"].as_str())
-        .and_then(|h| h.parse::<u32>().ok());
+        .and_then(support::pid_of_handle);
     assert_eq!(
         pid,
         Some(blue_pid),
@@ -331,4 +331,80 @@ async fn metrics_count_requests_by_service_and_slot_and_show_the_live_slot() {
             .unwrap_or_else(|| panic!("no cutover_live_slot for {slot} in:\n{text}"))
     };
     assert_eq!((live_of("blue"), live_of("green")), (1.0, 0.0));
+}
+
+#[tokio::test]
+async fn commands_without_a_daemon_exit_1_and_say_how_to_start_it() {
+    let h = Harness::builder().build().await;
+    let out = h.cli(&["status", "web"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    assert!(out.stderr.contains("cutover serve"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abort_during_wait_healthy_stops_the_new_release_and_keeps_traffic() {
+    let mut h = Harness::builder()
+        .behaviour("[v2]\nunhealthy = true\n")
+        .watch("2s")
+        .unhealthy_threshold(10_000)
+        .health_deadline("120s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    h.start().await;
+    let out = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(out.code, 0, "deploy v1:\n{out}");
+    let id = h.deploy_no_wait("v2").await;
+    h.wait_for_phase(id, "wait_healthy", 30).await;
+
+    let out = h.cli(&["abort", "web"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = h.wait_finished(id, 60).await;
+    assert_eq!(
+        d.outcome,
+        Some(cutover::store::DeploymentOutcome::Aborted),
+        "{d:?}"
+    );
+    let status = h.status().await;
+    assert_eq!(status.live_version.as_deref(), Some("v1"));
+    let green = status
+        .slots
+        .iter()
+        .find(|s| s.record.slot == Slot::Green)
+        .expect("green");
+    assert!(!green.running, "v2 still runs after the abort: {status:?}");
+    let (code, body) = h.get_proxy("/").await.expect("the proxy answers");
+    assert_eq!((code, body.trim()), (200, "hello from v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_during_the_watch_switches_back_at_once() {
+    let mut h = Harness::builder()
+        .watch("2s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    h.start().await;
+    let out = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(out.code, 0, "deploy v1:\n{out}");
+    // A long watch for v2 so the rollback surely lands in it.
+    h.stop_daemon(nix::sys::signal::Signal::SIGTERM).await;
+    h.edit_config("duration = \"2s\"", "duration = \"60s\"");
+    h.restart().await;
+    let id = h.deploy_no_wait("v2").await;
+    h.wait_for_phase(id, "watch", 60).await;
+
+    let out = h.cli(&["rollback", "web"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = h.wait_finished(id, 30).await;
+    assert_eq!(
+        d.outcome,
+        Some(cutover::store::DeploymentOutcome::RolledBack),
+        "{d:?}"
+    );
+    let status = h.status().await;
+    assert_eq!(status.live, Some(Slot::Blue));
+    assert_eq!(status.live_version.as_deref(), Some("v1"));
+    let (code, body) = h.get_proxy("/").await.expect("the proxy answers");
+    assert_eq!((code, body.trim()), (200, "hello from v1"));
 }

@@ -209,3 +209,61 @@ async fn a_crash_while_waiting_for_health_marks_the_deployment_interrupted() {
     );
     only_these_slot_processes_run(&h, &[blue_pid]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_mid_deployment_the_next_deployment_goes_through() {
+    let mut h = Harness::builder()
+        .behaviour("[v2]\nunhealthy = true\n")
+        .watch("2s")
+        .unhealthy_threshold(10_000)
+        .health_deadline("120s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    h.start().await;
+    deploy_v1(&h).await;
+    let id = h.deploy_no_wait("v2").await;
+    h.wait_for_phase(id, "wait_healthy", 30).await;
+    h.crash().await;
+    h.restart().await;
+
+    // The interrupted deployment holds no lock and left nothing in green's way.
+    let out = h.cli(&["deploy", "web", "v3"]).await;
+    assert_eq!(out.code, 0, "deploy v3 after the crash:\n{out}");
+    let status = h.status().await;
+    assert_eq!(status.live, Some(Slot::Green));
+    assert_eq!(status.live_version.as_deref(), Some("v3"));
+    proxy_serves(&h, "v3").await;
+    let blue = slot_pid(&status, Slot::Blue).expect("v1 is kept warm");
+    let green = slot_pid(&status, Slot::Green).expect("green has a pid");
+    only_these_slot_processes_run(&h, &[blue, green]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_release_that_died_with_the_daemon_is_started_again_at_boot() {
+    let mut h = Harness::builder()
+        .watch("2s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    h.start().await;
+    let blue_pid = deploy_v1(&h).await;
+
+    // As after a reboot: the daemon and the release are both gone.
+    h.crash().await;
+    let pid = nix::unistd::Pid::from_raw(blue_pid as i32);
+    nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL).expect("kill v1");
+    wait_until(10, "v1's process to be gone", || async {
+        (!h.slot_processes().contains(&blue_pid)).then_some(())
+    })
+    .await;
+    h.restart().await;
+
+    proxy_serves(&h, "v1").await;
+    let status = h.status().await;
+    assert_eq!(status.live, Some(Slot::Blue));
+    assert_eq!(status.live_version.as_deref(), Some("v1"));
+    let new_pid = slot_pid(&status, Slot::Blue).expect("blue has a pid");
+    assert_ne!(new_pid, blue_pid, "{status:?}");
+    only_these_slot_processes_run(&h, &[new_pid]).await;
+}

@@ -434,7 +434,7 @@ impl Harness {
         if let Ok(store) = cutover::store::Store::open(&self.state_dir().join("cutover.db")) {
             for svc in store.services().unwrap_or_default() {
                 for s in &svc.slots {
-                    if let Some(pid) = s.handle.as_deref().and_then(|h| h.parse::<u32>().ok()) {
+                    if let Some(pid) = s.handle.as_deref().and_then(pid_of_handle) {
                         if cmdline_of(pid)
                             .is_some_and(|c| c.contains(&*self.dir.path().to_string_lossy()))
                         {
@@ -542,12 +542,17 @@ pub fn running_slot_pids(status: &ServiceStatus) -> BTreeSet<u32> {
         .slots
         .iter()
         .filter(|s| s.running)
-        .filter_map(|s| s.record.handle.as_deref()?.parse().ok())
+        .filter_map(|s| pid_of_handle(s.record.handle.as_deref()?))
         .collect()
 }
 
 /// The pid (`handle`) of one slot, if the store has one.
 pub fn slot_pid(status: &ServiceStatus, slot: cutover::domain::Slot) -> Option<u32> {
     let view = status.slots.iter().find(|s| s.record.slot == slot)?;
-    view.record.handle.as_deref()?.parse().ok()
+    pid_of_handle(view.record.handle.as_deref()?)
+}
+
+/// The pid in a process runtime's handle (`pid:start_time`, or a bare pid).
+pub fn pid_of_handle(handle: &str) -> Option<u32> {
+    handle.split(':').next()?.parse().ok()
 }
