@@ -21,7 +21,8 @@ use crate::orchestrator::Controller;
 use crate::proxy::table::{Routes, StatsRegistry};
 use crate::proxy::{self, Proxy, ProxySettings};
 use crate::router::builtin::BuiltinRouter;
-use crate::runtime::process::runtimes_from_config;
+use crate::router::routers_from_config;
+use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
 #[derive(Debug, Clone, Default)]
@@ -50,10 +51,11 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let stats = Arc::new(StatsRegistry::new(names));
     let routes = Arc::new(Routes::new());
     let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()));
-    let runtimes = runtimes_from_config(&config, &state_dir);
+    let runtimes = runtimes_from_config(&config, &state_dir)?;
+    let routers = routers_from_config(&config, router)?;
     let settings = ProxySettings::from_config(&config.proxy);
     let config = Arc::new(config);
-    let controller = Controller::new(config.clone(), store.clone(), router, runtimes.clone());
+    let controller = Controller::new(config.clone(), store.clone(), routers, runtimes.clone());
     controller
         .boot()
         .await

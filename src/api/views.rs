@@ -58,10 +58,10 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
         ))
     })?;
     let rec = c.store().service(name)?;
-    let observed_live = c.router().observed_live(name).await.ok().flatten();
+    let observed_live = c.router(name).observed_live(name).await.ok().flatten();
     let mut slots = Vec::new();
     for s in rec.slots.iter() {
-        let stats = c.router().stats(name, s.slot).await.unwrap_or_default();
+        let stats = c.router(name).stats(name, s.slot).await.unwrap_or_default();
         slots.push(SlotView {
             record: s.clone(),
             running: c.slot_running(name, s.slot).await,

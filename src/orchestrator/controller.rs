@@ -96,7 +96,8 @@ struct Active {
 pub struct Controller {
     config: Arc<Config>,
     store: Arc<Store>,
-    router: Arc<dyn Router>,
+    /// Where each service's traffic is pointed.
+    routers: HashMap<String, Arc<dyn Router>>,
     runtimes: HashMap<String, Arc<dyn Runtime>>,
     active: Mutex<HashMap<String, Active>>,
     progress: Arc<Mutex<HashMap<String, Progress>>>,
@@ -106,13 +107,13 @@ impl Controller {
     pub fn new(
         config: Arc<Config>,
         store: Arc<Store>,
-        router: Arc<dyn Router>,
+        routers: HashMap<String, Arc<dyn Router>>,
         runtimes: HashMap<String, Arc<dyn Runtime>>,
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
             store,
-            router,
+            routers,
             runtimes,
             active: Mutex::new(HashMap::new()),
             progress: Arc::new(Mutex::new(HashMap::new())),
@@ -127,8 +128,14 @@ impl Controller {
         &self.store
     }
 
-    pub fn router(&self) -> &Arc<dyn Router> {
-        &self.router
+    /// The router of a configured service. Every configured service has one
+    /// (`routers_from_config` builds them all), so this panics only on a name that is
+    /// not in the config, which callers check first.
+    pub fn router(&self, service: &str) -> Arc<dyn Router> {
+        self.routers
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| panic!("no router for service `{service}`"))
     }
 
     pub(super) fn runtimes_get(&self, name: &str) -> Option<Arc<dyn Runtime>> {
@@ -319,7 +326,7 @@ impl Controller {
             version,
             store: self.store.clone(),
             runtime,
-            router: self.router.clone(),
+            router: self.router(&name),
             drain_timeout: self.config.proxy.drain_timeout,
             slots: rec.slots,
             progress: self.progress.clone(),

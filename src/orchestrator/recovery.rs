@@ -164,7 +164,7 @@ impl Controller {
                 .map(|addr| Target { slot, addr })
         };
         let live_t = live.and_then(target);
-        if let Err(e) = self.router().apply(name, live_t, None).await {
+        if let Err(e) = self.router(name).apply(name, live_t, None).await {
             tracing::error!(service = name, error = %e, "cannot install routing at boot");
         }
     }
@@ -194,7 +194,7 @@ impl Controller {
                 }
                 let runtime = self.runtime_of(&rec.name)?;
                 let _ = self
-                    .router()
+                    .router(&rec.name)
                     .drain(&rec.name, s.slot, self.config().proxy.drain_timeout)
                     .await;
                 if let Err(e) = runtime.stop(&rec.name, s.slot).await {

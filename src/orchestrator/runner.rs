@@ -53,6 +53,8 @@ pub struct Runner {
     /// The last route applied, persisted with the `Routed` step: (live, switched).
     pending_route: Option<(Option<Slot>, bool)>,
     start_in_flight: bool,
+    /// The target's restart count at the first watch sample (container runtimes).
+    restart_baseline: Option<u32>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -82,6 +84,7 @@ impl Runner {
             progress: p.progress,
             pending_route: None,
             start_in_flight: false,
+            restart_baseline: None,
         }
     }
 
@@ -229,10 +232,8 @@ impl Runner {
                             .stats(&self.service.name, target)
                             .await
                             .unwrap_or_default();
-                        let exited = match self.runtime.status(&self.service.name, target).await {
-                            SlotStatus::Exited { detail } => Some(detail),
-                            _ => None,
-                        };
+                        let status = self.runtime.status(&self.service.name, target).await;
+                        let exited = self.exit_or_restart(status);
                         queue.push_back(Input::Event(Event::Sample {
                             stats: Box::new(stats),
                             exited,
@@ -321,6 +322,20 @@ impl Runner {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(self.service.name.clone(), p);
+    }
+
+    /// Why the watched release should count as gone: it exited, or its runtime
+    /// restarted it since the watch began (a crash loop under a restart policy).
+    fn exit_or_restart(&mut self, status: SlotStatus) -> Option<String> {
+        match status {
+            SlotStatus::Exited { detail } => Some(detail),
+            SlotStatus::NotRunning => Some("not running".into()),
+            SlotStatus::Running { restarts } => {
+                let base = *self.restart_baseline.get_or_insert(restarts);
+                (restarts > base)
+                    .then(|| format!("restarted {} time(s) during the watch", restarts - base))
+            }
+        }
     }
 
     fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {

@@ -56,3 +56,17 @@ pub trait Router: Send + Sync {
     /// Cumulative request statistics of one slot, if this router can see them.
     async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot>;
 }
+
+/// Builds the router of every configured service; the only place that knows which
+/// router kind maps to which implementation. Services without an external router use
+/// the built-in proxy (`builtin`).
+pub fn routers_from_config(
+    config: &crate::config::Config,
+    builtin: std::sync::Arc<dyn Router>,
+) -> Result<std::collections::HashMap<String, std::sync::Arc<dyn Router>>, RouterError> {
+    Ok(config
+        .services
+        .keys()
+        .map(|name| (name.clone(), builtin.clone()))
+        .collect())
+}

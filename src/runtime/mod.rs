@@ -84,3 +84,21 @@ pub trait Runtime: Send + Sync {
     /// The last `lines` lines the slot's release wrote (stdout and stderr).
     async fn log_tail(&self, service: &str, slot: Slot, lines: usize) -> Vec<String>;
 }
+
+/// Builds the runtime of every configured service; the only place that knows which
+/// `runtime.kind` maps to which implementation.
+pub fn runtimes_from_config(
+    config: &crate::config::Config,
+    state_dir: &std::path::Path,
+) -> Result<std::collections::HashMap<String, std::sync::Arc<dyn Runtime>>, RuntimeError> {
+    let mut out = std::collections::HashMap::new();
+    for svc in config.services.values() {
+        let rt: std::sync::Arc<dyn Runtime> = match &svc.runtime {
+            crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(
+                process::ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs")),
+            ),
+        };
+        out.insert(svc.name.clone(), rt);
+    }
+    Ok(out)
+}

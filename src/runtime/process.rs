@@ -8,7 +8,6 @@
 //! - stdout and stderr go to `<state_dir>/logs/<service>-<slot>.log`, so a failed start
 //!   can be explained with the last lines the release wrote.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -273,25 +272,6 @@ impl Runtime for ProcessRuntime {
     async fn log_tail(&self, _service: &str, slot: Slot, lines: usize) -> Vec<String> {
         tail_lines(&self.log_path(slot), lines)
     }
-}
-
-/// Builds the runtime for each configured service.
-pub fn runtimes_from_config(
-    config: &crate::config::Config,
-    state_dir: &std::path::Path,
-) -> HashMap<String, std::sync::Arc<dyn Runtime>> {
-    config
-        .services
-        .values()
-        .map(|svc| {
-            let rt: std::sync::Arc<dyn Runtime> = match &svc.runtime {
-                crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(
-                    ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs")),
-                ),
-            };
-            (svc.name.clone(), rt)
-        })
-        .collect()
 }
 
 #[cfg(test)]
