@@ -30,6 +30,8 @@ pub enum RouterError {
     Rejected(String),
     #[error("the router is unreachable: {0}")]
     Unreachable(String),
+    #[error("the {router} router cannot {what}")]
+    Unsupported { router: &'static str, what: &'static str },
 }
 
 #[async_trait]
@@ -44,6 +46,24 @@ pub trait Router: Send + Sync {
         live: Option<Target>,
         preview: Option<Target>,
     ) -> Result<(), RouterError>;
+
+    /// Whether [`Router::apply_weighted`] works (canary steps need it).
+    fn supports_weights(&self) -> bool {
+        false
+    }
+
+    /// Splits the service's normal traffic: `canary_percent` (0..=100) of requests to
+    /// `canary`, the rest to `stable`. Returns once the split is in effect.
+    async fn apply_weighted(
+        &self,
+        service: &str,
+        stable: Target,
+        canary: Target,
+        canary_percent: u8,
+    ) -> Result<(), RouterError> {
+        let _ = (service, stable, canary, canary_percent);
+        Err(RouterError::Unsupported { router: self.kind(), what: "split traffic by weight" })
+    }
 
     /// The live slot the router actually routes to now.
     async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError>;
