@@ -265,6 +265,24 @@ async fn rollback_after_a_successful_deploy_brings_the_warm_previous_release_bac
     );
     let (code, body) = h.get_proxy("/").await.expect("the proxy answers");
     assert_eq!((code, body.trim()), (200, "hello from v1"));
+
+    // The release traffic left is kept warm too: rolling back again is instant.
+    let green_pid = support::pid_of_handle(
+        status["slots"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["slot"] == "green"))
+            .and_then(|s| s["handle"].as_str())
+            .expect("green still runs after the rollback"),
+    );
+    let out = h.cli(&["rollback", "web"]).await;
+    assert_eq!(out.code, 0, "second rollback:\n{out}");
+    let status = h.status().await;
+    assert_eq!(status.live_version.as_deref(), Some("v2"));
+    assert_eq!(
+        slot_pid(&status, Slot::Green),
+        green_pid,
+        "v2 was restarted, not reused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -258,7 +258,7 @@ impl Controller {
             health_deadline: cfg.health.deadline,
             run_smoke: false,
             watch: None,
-            warm_for: Duration::ZERO,
+            warm_for: cfg.warm_for,
         };
         self.launch(id, cfg, runtime, version, rec, plan);
         Ok(id)

@@ -510,16 +510,16 @@ impl Machine {
     }
 
     fn succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        // The release traffic left stays warm (deploy and rollback alike), so the next
+        // rollback is instant too.
         if let Some(from) = self.plan.from {
-            match self.plan.kind {
-                DeploymentKind::Deploy if !self.plan.warm_for.is_zero() => {
-                    fx.push(Effect::SlotState {
-                        slot: from,
-                        state: SlotState::Standby,
-                        until_after: Some(self.plan.warm_for),
-                    })
-                }
-                _ => {
+            match self.plan.warm_for.is_zero() {
+                false => fx.push(Effect::SlotState {
+                    slot: from,
+                    state: SlotState::Standby,
+                    until_after: Some(self.plan.warm_for),
+                }),
+                true => {
                     fx.push(Effect::SlotState {
                         slot: from,
                         state: SlotState::Stopped,

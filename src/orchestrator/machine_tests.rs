@@ -713,7 +713,7 @@ fn a_first_deploy_that_trips_a_trigger_keeps_serving_because_there_is_nothing_to
 }
 
 #[test]
-fn a_rollback_to_a_warm_standby_skips_the_start_and_stops_the_release_it_leaves() {
+fn a_rollback_to_a_warm_standby_skips_the_start_and_keeps_the_release_it_leaves_warm() {
     let plan = Plan {
         kind: DeploymentKind::Rollback,
         target: Slot::Blue,
@@ -721,7 +721,7 @@ fn a_rollback_to_a_warm_standby_skips_the_start_and_stops_the_release_it_leaves(
         target_running: true,
         run_smoke: false,
         watch: None,
-        warm_for: Duration::ZERO,
+        warm_for: Duration::from_secs(60),
         ..deploy_plan()
     };
     let mut m = Machine::new(plan);
@@ -737,7 +737,12 @@ fn a_rollback_to_a_warm_standby_skips_the_start_and_stops_the_release_it_leaves(
     }));
     let fx = m.step(30, Event::Routed);
     assert_eq!(finish_of(&fx).unwrap().0, DeploymentOutcome::Succeeded);
-    assert!(fx.contains(&Effect::Stop { slot: Slot::Green }));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Stop { .. })));
+    assert!(fx.contains(&Effect::SlotState {
+        slot: Slot::Green,
+        state: SlotState::Standby,
+        until_after: Some(Duration::from_secs(60)),
+    }));
 }
 
 #[test]
