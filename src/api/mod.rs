@@ -45,6 +45,7 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services", get(list_services))
         .route("/api/v1/services/{name}", get(get_service))
         .route("/api/v1/services/{name}/history", get(history))
+        .route("/api/v1/services/{name}/events", get(events))
         .route("/api/v1/services/{name}/deploy", post(deploy))
         .route("/api/v1/services/{name}/rollback", post(rollback))
         .route("/api/v1/services/{name}/abort", post(abort))
@@ -109,6 +110,16 @@ async fn history(
     known(&s, &name)?;
     let limit = q.limit.unwrap_or(20).clamp(1, 1000);
     Ok(Json(s.controller.store().history(&name, limit)?))
+}
+
+async fn events(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Vec<crate::store::EventRecord>>, ApiError> {
+    known(&s, &name)?;
+    let limit = q.limit.unwrap_or(50).clamp(1, 1000);
+    Ok(Json(s.controller.store().events(&name, limit)?))
 }
 
 async fn get_deployment(

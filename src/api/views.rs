@@ -24,7 +24,11 @@ pub struct SlotView {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    pub listen: String,
+    /// The built-in proxy's address for this service; `null` when an external load
+    /// balancer serves it.
+    pub listen: Option<String>,
+    /// `builtin`, `nginx`, `haproxy`, ...
+    pub router: String,
     /// The slot receiving normal traffic according to the store.
     pub live: Option<Slot>,
     pub live_version: Option<String>,
@@ -75,7 +79,8 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
     let last = history.iter().find(|d| d.outcome.is_some()).cloned();
     Ok(ServiceStatus {
         name: name.into(),
-        listen: cfg.listen.to_string(),
+        listen: cfg.listen.map(|a| a.to_string()),
+        router: c.router(name).kind().to_string(),
         live: rec.live,
         live_version: rec.live.and_then(|s| rec.slots[s.index()].version.clone()),
         observed_live,

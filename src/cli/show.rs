@@ -36,7 +36,11 @@ pub async fn status(
             (Some(slot), None) => slot.to_string(),
             _ => "none".into(),
         };
-        println!("{}  listen {}  live: {}", s.name, s.listen, live);
+        let via = match &s.listen {
+            Some(addr) => format!("listen {addr}"),
+            None => format!("via {}", s.router),
+        };
+        println!("{}  {via}  live: {}", s.name, live);
         if s.drift {
             println!(
                 "  ! drift: the router sends traffic to {} but the store says {}",
