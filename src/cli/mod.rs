@@ -98,7 +98,7 @@ pub enum Command {
         rate: u32,
     },
     /// The demo HTTP app (a stand-in service for the demo and the tests).
-    DemoApp(crate::demo::app::DemoAppArgs),
+    DemoApp(crate::demo::app::DemoAppCommand),
 }
 
 /// Entry point of the binary.
@@ -159,10 +159,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone();
     let cfg = || load_config(&path);
     Ok(match cli.command {
-        Command::DemoApp(args) => {
-            crate::demo::app::run(args).await?;
-            ExitCode::SUCCESS
-        }
+        Command::DemoApp(cmd) => cmd.run().await?,
         Command::Demo { rate } => crate::demo::story::run(rate).await?,
         Command::Validate => match cfg() {
             Ok(c) => {

@@ -10,7 +10,8 @@
 //! - `read.rs`: reads one table into one raw struct, collecting unknown keys and
 //!   rejected values without stopping.
 //! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
-//!   `service.rs` (addresses, runtime), `health.rs`, `smoke.rs`, `watch.rs`.
+//!   `service.rs` (addresses), `runtime.rs` (process, docker, compose), `health.rs`,
+//!   `smoke.rs`, `watch.rs`.
 //! - `values.rs`: durations, fractions, addresses, placeholders, TOML → JSON.
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
@@ -18,6 +19,8 @@ mod health;
 mod model;
 mod raw;
 mod read;
+mod router;
+mod runtime;
 mod service;
 mod smoke;
 mod validate;

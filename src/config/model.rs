@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use crate::domain::Slot;
 
+pub use super::router::{
+    AdminAddr, CaddyRouterConfig, HaproxyRouterConfig, NginxRouterConfig, RouterConfig,
+    TraefikRouterConfig,
+};
+pub use super::runtime::{ComposeRuntimeConfig, DockerReach, DockerRestart, DockerRuntimeConfig};
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -60,8 +66,9 @@ pub struct ProxyConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     pub name: String,
-    /// Public address of the built-in proxy for this service.
-    pub listen: SocketAddr,
+    /// Public address of the built-in proxy for this service; `None` when an external
+    /// router (nginx, HAProxy, Traefik, Caddy) serves the traffic instead.
+    pub listen: Option<SocketAddr>,
     /// Host header values routed to this service on `listen`. Empty = this service is
     /// the default for its listener (at most one default per listener).
     pub hosts: Vec<String>,
@@ -71,6 +78,8 @@ pub struct ServiceConfig {
     pub health: HealthConfig,
     pub smoke: SmokeConfig,
     pub watch: WatchConfig,
+    /// Where traffic is pointed. Default: the built-in proxy.
+    pub router: RouterConfig,
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,
@@ -79,6 +88,8 @@ pub struct ServiceConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuntimeConfig {
     Process(ProcessRuntimeConfig),
+    Docker(DockerRuntimeConfig),
+    Compose(ComposeRuntimeConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]

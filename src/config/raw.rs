@@ -59,9 +59,12 @@ pub struct RawService {
     pub health: Option<Sub<RawHealth>>,
     pub smoke: Option<Sub<RawSmoke>>,
     pub watch: Option<Sub<RawWatch>>,
+    /// `[services.<name>.router]`, read by kind in `router.rs`.
+    pub router: Option<Sub<super::router::RawRouter>>,
 }
 
-/// `[services.<name>.runtime]`; only `kind = "process"` exists today.
+/// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
+/// structs in `runtime.rs`, chosen by `kind` before the table is read.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {

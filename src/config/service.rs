@@ -1,15 +1,19 @@
-//! Rules for one `[services.<name>]` table: its addresses and its runtime. How a
-//! release of it is judged is in `health.rs`, `smoke.rs` and `watch.rs`.
+//! Rules for one `[services.<name>]` table: its addresses. Its runtime is read by
+//! `runtime.rs`; how a release of it is judged is in `health.rs`, `smoke.rs` and
+//! `watch.rs`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use super::model::{ProcessRuntimeConfig, RuntimeConfig, ServiceConfig, SlotPorts, StopSignal};
-use super::raw::{RawPorts, RawRuntime, RawService};
+use super::model::{ServiceConfig, SlotPorts};
+use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
-use super::validate::{addr, duration, int_range, is_env_name};
-use super::values::placeholders;
-use super::{health, smoke, watch};
+use super::runtime::runtime;
+use super::validate::{addr, duration};
+use super::{health, router, smoke, watch};
+
+/// Shared with command probes (`health.rs`); the rules live with the runtime's.
+pub(super) use super::runtime::argv_ok;
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -46,14 +50,20 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let Some(r) = read::<RawService>(sub.value(), &at, p) else {
         return draft;
     };
-    let listen = r
-        .required(
-            "listen",
-            r.raw.listen.as_deref(),
-            "an address like \"127.0.0.1:8080\"",
-            p,
-        )
-        .and_then(|s| addr(p, r.key("listen"), s));
+    let router = router::router(name, &at, r.raw.router.as_ref(), base, p);
+    let listen = match router.as_ref().filter(|rt| !rt.is_builtin()) {
+        // Cutover's proxy serves the service: it needs its public address.
+        None => r
+            .required(
+                "listen",
+                r.raw.listen.as_deref(),
+                "an address like \"127.0.0.1:8080\"",
+                p,
+            )
+            .and_then(|s| addr(p, r.key("listen"), s))
+            .map(Some),
+        Some(rt) => router::no_proxy_keys(&r, rt.kind(), p),
+    };
     let hosts = r.optional("hosts", r.raw.hosts.as_ref(), |hosts| {
         self::hosts(&r, hosts, p)
     });
@@ -71,7 +81,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
     let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
 
-    draft.listen = listen;
+    draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
     draft.preview_listen = preview_listen.flatten();
     draft.ports = ports;
@@ -88,6 +98,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             health: health?,
             smoke: smoke?,
             watch: watch?,
+            router: router?,
             warm_for: warm_for?,
         })
     })();
@@ -128,159 +139,4 @@ fn hosts(r: &Read<RawService>, hosts: &[String], p: &mut Problems) -> Option<Vec
         }
     }
     (p.count() == before).then_some(out)
-}
-
-/// The runtime and, separately, its fixed ports (for cross-service rules even when
-/// another part of the runtime is wrong).
-fn runtime(
-    service_at: &str,
-    sub: Option<&Sub<RawRuntime>>,
-    base: &Path,
-    p: &mut Problems,
-) -> (Option<RuntimeConfig>, Option<SlotPorts>) {
-    let at = join(service_at, "runtime");
-    let Some(sub) = sub else {
-        p.add(
-            &at,
-            format!(
-                "missing required table [{at}], expected kind = \"process\" and command = [...]"
-            ),
-        );
-        return (None, None);
-    };
-    // A runtime kind that does not exist yet: say that, not "unknown key `image`".
-    if let Some(toml::Value::String(kind)) = sub.value().get("kind") {
-        if kind != "process" {
-            p.add(join(&at, "kind"), format!(
-                "expected \"process\", got {kind:?} (docker, compose and kubernetes runtimes are not built yet)"
-            ));
-            return (None, None);
-        }
-    }
-    let Some(r) = read::<RawRuntime>(sub.value(), &at, p) else {
-        return (None, None);
-    };
-    let kind = r.required("kind", r.raw.kind.as_ref(), "\"process\"", p);
-    let command = r
-        .required(
-            "command",
-            r.raw.command.as_ref(),
-            "an argv like [\"./web\", \"--port\", \"{port}\"]",
-            p,
-        )
-        .and_then(|argv| argv_ok(p, &r.key("command"), argv).then(|| argv.clone()));
-    let env = r.optional("env", r.raw.env.as_ref(), |env| {
-        let before = p.count();
-        for (name, value) in env {
-            let key = join(&r.key("env"), name);
-            if !is_env_name(name) {
-                p.add(
-                    &key,
-                    format!("expected an environment variable name, got {name:?}"),
-                );
-            }
-            check_placeholders(p, &key, value);
-        }
-        (p.count() == before).then(|| env.clone())
-    });
-    let ports = r.optional("ports", r.raw.ports.as_ref(), |sub| {
-        ports(&r.key("ports"), sub, p)
-    });
-    let workdir = r.optional("workdir", r.raw.workdir.as_deref(), |w| {
-        if w.is_empty() {
-            p.add(r.key("workdir"), "expected a directory path, got \"\"");
-            return None;
-        }
-        Some(base.join(PathBuf::from(w)))
-    });
-    let stop_signal = r.optional("stop_signal", r.raw.stop_signal.as_deref(), |s| {
-        let parsed = StopSignal::parse(s);
-        if parsed.is_none() {
-            p.add(
-                r.key("stop_signal"),
-                format!("expected one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, got {s:?}"),
-            );
-        }
-        parsed
-    });
-    let stop_grace = duration(
-        &r,
-        "stop_grace",
-        r.raw.stop_grace,
-        ProcessRuntimeConfig::DEFAULT_STOP_GRACE,
-    );
-
-    // The app must learn its port somehow, unless both slots have fixed ones.
-    if let (Some(argv), Some(None)) = (r.raw.command.as_ref(), &ports) {
-        let env_values = r.raw.env.iter().flat_map(|e| e.values());
-        let mentions_port = argv
-            .iter()
-            .chain(env_values)
-            .any(|s| placeholders(s).contains(&"port"));
-        if !mentions_port && !argv.is_empty() {
-            p.add(r.key("command"), "neither `command` nor `env` contains `{port}`, so the app cannot know which port to listen on; add `{port}`, or set `ports = { blue = ..., green = ... }`");
-        }
-    }
-
-    let fixed = ports.flatten();
-    let config = (|| {
-        kind?;
-        Some(RuntimeConfig::Process(ProcessRuntimeConfig {
-            command: command?,
-            env: env?.unwrap_or_default(),
-            workdir: workdir?,
-            stop_signal: stop_signal?.unwrap_or_default(),
-            stop_grace: stop_grace?,
-            ports: ports?,
-        }))
-    })();
-    (config, fixed)
-}
-
-/// A command argv (runtime or probe): non-empty, a program name, known placeholders.
-pub(super) fn argv_ok(p: &mut Problems, key: &str, argv: &[String]) -> bool {
-    let before = p.count();
-    match argv.first() {
-        None => p.add(
-            key,
-            "expected a non-empty argv like [\"./web\", \"--port\", \"{port}\"], got []",
-        ),
-        Some(program) if program.trim().is_empty() => {
-            p.add(format!("{key}[0]"), "expected a program name, got \"\"")
-        }
-        Some(_) => {}
-    }
-    for (i, arg) in argv.iter().enumerate() {
-        check_placeholders(p, &format!("{key}[{i}]"), arg);
-    }
-    p.count() == before
-}
-
-fn check_placeholders(p: &mut Problems, key: &str, text: &str) {
-    for name in placeholders(text) {
-        if !ProcessRuntimeConfig::PLACEHOLDERS.contains(&name) {
-            p.add(key, format!(
-                "unknown placeholder `{{{name}}}`, expected one of: {{version}}, {{port}}, {{slot}}, {{service}}"
-            ));
-        }
-    }
-}
-
-fn ports(at: &str, sub: &Sub<RawPorts>, p: &mut Problems) -> Option<SlotPorts> {
-    let r = read::<RawPorts>(sub.value(), at, p)?;
-    let mut port = |field: &str, value: Option<i64>| {
-        r.required(field, value, "a port from 1 to 65535", p)
-            .and_then(|v| int_range(p, r.key(field), v, 1, 65535))
-            .map(|v| v as u16)
-    };
-    let (blue, green) = (port("blue", r.raw.blue), port("green", r.raw.green));
-    let (blue, green) = (blue?, green?);
-    if blue == green {
-        p.add(
-            r.key("green"),
-            format!("expected a port different from blue's, got {green} for both"),
-        );
-        return None;
-    }
-    Some(SlotPorts { blue, green })
 }

@@ -63,7 +63,9 @@ fn the_annotated_example_parses() {
     let config = parse_with_env(text, Some(Path::new("/srv/app/cutover.toml")), &no_env)
         .unwrap_or_else(|e| panic!("{e}"));
     let web = &config.services["web"];
-    let RuntimeConfig::Process(runtime) = &web.runtime;
+    let RuntimeConfig::Process(runtime) = &web.runtime else {
+        panic!("expected a process runtime")
+    };
     assert_eq!(
         runtime.command,
         [
@@ -132,7 +134,7 @@ fn a_minimal_config_gets_every_documented_default() {
             "web".to_string(),
             ServiceConfig {
                 name: "web".into(),
-                listen: "127.0.0.1:8080".parse().unwrap(),
+                listen: Some("127.0.0.1:8080".parse().unwrap()),
                 hosts: vec![],
                 preview_listen: None,
                 runtime: RuntimeConfig::Process(ProcessRuntimeConfig {
@@ -165,6 +167,7 @@ fn a_minimal_config_gets_every_documented_default() {
                     p95_latency: None,
                     health_failures: 3,
                 },
+                router: RouterConfig::Builtin,
                 warm_for: Duration::from_secs(300),
             },
         )]),
@@ -448,13 +451,13 @@ fn parse_reads_the_token_from_the_real_environment() {
 #[test]
 fn another_runtime_kind_is_refused_as_not_built_yet_without_other_noise() {
     let text = "[services.web]\nlisten = \"127.0.0.1:8080\"\n\
-                [services.web.runtime]\nkind = \"docker\"\nimage = \"web:1\"\n";
+                [services.web.runtime]\nkind = \"kubernetes\"\nimage = \"web:1\"\n";
     assert_eq!(
         problems(text),
         [Problem {
             key: "services.web.runtime.kind".into(),
-            message: "expected \"process\", got \"docker\" (docker, compose and kubernetes \
-                      runtimes are not built yet)"
+            message: "expected \"process\", \"docker\" or \"compose\", got \"kubernetes\" \
+                      (the kubernetes runtime is not built yet)"
                 .into(),
         }]
     );
@@ -474,6 +477,7 @@ fn the_port_must_reach_the_app_unless_slots_have_fixed_ports() {
     );
     let ports = match &parse_ok(&fixed).services["web"].runtime {
         RuntimeConfig::Process(p) => p.ports,
+        other => panic!("expected a process runtime, got {other:?}"),
     };
     assert_eq!(
         ports,
@@ -573,7 +577,9 @@ fn relative_paths_are_resolved_against_the_config_files_directory() {
     let config =
         parse_with_env(&text, Some(Path::new("/etc/cutover/cutover.toml")), &no_env).unwrap();
     assert_eq!(config.daemon.state_dir, PathBuf::from("/var/lib/cutover"));
-    let RuntimeConfig::Process(runtime) = &config.services["web"].runtime;
+    let RuntimeConfig::Process(runtime) = &config.services["web"].runtime else {
+        panic!("expected a process runtime")
+    };
     assert_eq!(runtime.workdir, Some(PathBuf::from("/etc/cutover/app")));
     let err = parse("[api]\nlisten = 1\n", Some(Path::new("conf/cutover.toml"))).unwrap_err();
     assert_eq!(err.file, PathBuf::from("conf/cutover.toml"));
@@ -586,6 +592,7 @@ fn stop_signals_are_accepted_without_sig_and_in_any_case() {
             parse_ok(&MINIMAL.replace("kind =", &format!("stop_signal = \"{s}\"\nkind =")));
         match &config.services["web"].runtime {
             RuntimeConfig::Process(p) => p.stop_signal,
+            other => panic!("expected a process runtime, got {other:?}"),
         }
     };
     assert_eq!(signal("int"), StopSignal::Int);

@@ -24,6 +24,75 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+/// `cutover demo-app --port ...` serves; `cutover demo-app healthcheck --url ...` probes
+/// a running instance (a `FROM scratch` image has no curl for its HEALTHCHECK).
+#[derive(clap::Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct DemoAppCommand {
+    #[command(subcommand)]
+    pub probe: Option<DemoAppProbe>,
+    #[command(flatten)]
+    pub serve: Option<DemoAppArgs>,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DemoAppProbe {
+    /// Exit 0 if GET <url> answers 2xx within the timeout, else print why and exit 1.
+    Healthcheck {
+        /// e.g. http://127.0.0.1:8080/health
+        #[arg(long)]
+        url: String,
+        /// Time allowed for the whole request.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+}
+
+impl DemoAppCommand {
+    pub async fn run(self) -> anyhow::Result<std::process::ExitCode> {
+        match (self.probe, self.serve) {
+            (Some(DemoAppProbe::Healthcheck { url, timeout }), _) => {
+                Ok(match healthcheck(&url, timeout).await {
+                    Ok(line) => {
+                        println!("{line}");
+                        std::process::ExitCode::SUCCESS
+                    }
+                    Err(why) => {
+                        println!("{why}");
+                        std::process::ExitCode::FAILURE
+                    }
+                })
+            }
+            (None, Some(args)) => run(args).await.map(|()| std::process::ExitCode::SUCCESS),
+            (None, None) => anyhow::bail!("demo-app needs --port (or the healthcheck command)"),
+        }
+    }
+}
+
+/// One GET of an `http://host:port/path` URL: `Ok` on a 2xx status.
+pub async fn healthcheck(url: &str, timeout: Duration) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("expected an http:// URL, got {url:?}"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr: std::net::SocketAddr = authority
+        .parse()
+        .map_err(|_| format!("expected http://<ip>:<port>/<path>, got {url:?}"))?;
+    let req = crate::checks::http::ProbeRequest::get(path);
+    let resp = crate::checks::http::send(addr, req, timeout)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let status = resp.status.as_u16();
+    if (200..300).contains(&status) {
+        Ok(format!("GET {url}: {status}"))
+    } else {
+        Err(format!("GET {url}: {status}"))
+    }
+}
+
 /// `cutover demo-app ...`
 #[derive(clap::Args, Debug, Clone)]
 pub struct DemoAppArgs {
@@ -370,6 +439,17 @@ mod tests {
             .unwrap();
         let body = String::from_utf8_lossy(&resp.body).into_owned();
         (resp.status.as_u16(), body)
+    }
+
+    #[tokio::test]
+    async fn the_healthcheck_command_passes_on_2xx_only() {
+        let addr = spawn_for_test(Behaviour::healthy("v1")).await;
+        let t = Duration::from_secs(5);
+        let ok = healthcheck(&format!("http://{addr}/health"), t).await;
+        assert_eq!(ok, Ok(format!("GET http://{addr}/health: 200")));
+        let missing = healthcheck(&format!("http://{addr}/nope"), t).await;
+        assert_eq!(missing, Err(format!("GET http://{addr}/nope: 404")));
+        assert!(healthcheck("https://x/", t).await.is_err());
     }
 
     #[tokio::test]

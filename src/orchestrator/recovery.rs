@@ -137,6 +137,7 @@ impl Controller {
             service: name.into(),
             slot,
             version: version.into(),
+            deployment: None,
         };
         match runtime.start(&spec).await {
             Ok(r) => {

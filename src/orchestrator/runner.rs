@@ -22,7 +22,7 @@ use crate::checks::{self, CheckResult, ProbeTarget};
 use crate::config::ServiceConfig;
 use crate::domain::{now_ms, Slot};
 use crate::router::{Router, Target};
-use crate::runtime::{RunningSlot, Runtime, SlotSpec, SlotStatus};
+use crate::runtime::{RunningSlot, Runtime, RuntimeHealth, SlotSpec, SlotStatus};
 use crate::store::{CheckRecord, SlotRecord, SlotState, Store, Transition};
 
 /// Messages into a running deployment.
@@ -360,6 +360,7 @@ impl Runner {
             service: self.service.name.clone(),
             slot,
             version: self.version.clone(),
+            deployment: Some(self.id),
         };
         let runtime = self.runtime.clone();
         let tx = tx.clone();
@@ -401,12 +402,20 @@ impl Runner {
                     .await;
                 return;
             }
-            let results = checks::health_round(&cfg, &target).await;
+            let mut results = checks::health_round(&cfg, &target).await;
+            // The runtime's own verdict (Docker's HEALTHCHECK) is one more check.
+            let verdict = runtime.health(&target.service, slot).await;
+            let judging = matches!(verdict, Some(RuntimeHealth::Starting(_)));
+            results.extend(verdict.map(|v| v.into_check(runtime.kind())));
             let ok = results.iter().all(|r| r.ok);
             // "Answered" = the release accepts connections at all; until it does, failures
             // only count against the deadline (a slow starter is not unhealthy).
             let answered = ok
-                || tokio::time::timeout(cfg.timeout, tokio::net::TcpStream::connect(target.addr))
+                || !judging
+                    && tokio::time::timeout(
+                        cfg.timeout,
+                        tokio::net::TcpStream::connect(target.addr),
+                    )
                     .await
                     .is_ok_and(|r| r.is_ok());
             let detail = summarize(&results);

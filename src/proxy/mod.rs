@@ -136,11 +136,14 @@ impl ListenerRoutes {
 /// `hosts` -> by_host, no hosts -> default) and each `preview_listen` (preview_only,
 /// default = that service).
 pub fn listeners_from_config(c: &crate::config::Config) -> Vec<(SocketAddr, ListenerRoutes)> {
-    group_listeners(c.services.values().map(|s| ListenSpec {
-        service: &s.name,
-        listen: s.listen,
-        hosts: &s.hosts,
-        preview_listen: s.preview_listen,
+    // Services behind an external router (nginx, HAProxy, ...) have no listener here.
+    group_listeners(c.services.values().filter_map(|s| {
+        Some(ListenSpec {
+            service: &s.name,
+            listen: s.listen.filter(|_| s.router.is_builtin())?,
+            hosts: &s.hosts,
+            preview_listen: s.preview_listen,
+        })
     }))
 }
 

@@ -1,11 +1,17 @@
-//! Routers: where a service's traffic is pointed (the built-in proxy today; nginx,
-//! HAProxy, Traefik, Caddy and Kubernetes plug in here later).
+//! Routers: where a service's traffic is pointed: the built-in proxy, or a load
+//! balancer the user already runs (nginx, HAProxy, Traefik, Caddy; see
+//! docs/routers.md). Kubernetes plugs in here later.
 //!
 //! The orchestrator only sees [`Router`]. A router must make a change take effect
 //! before `apply` returns, report what it actually routes to (so drift shows), and give
 //! per-slot request statistics when it can (the watch's rollback triggers read them).
 
 pub mod builtin;
+pub mod caddy;
+pub(crate) mod external;
+pub mod haproxy;
+pub mod nginx;
+pub mod traefik;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,7 +37,10 @@ pub enum RouterError {
     #[error("the router is unreachable: {0}")]
     Unreachable(String),
     #[error("the {router} router cannot {what}")]
-    Unsupported { router: &'static str, what: &'static str },
+    Unsupported {
+        router: &'static str,
+        what: &'static str,
+    },
 }
 
 #[async_trait]
@@ -62,7 +71,10 @@ pub trait Router: Send + Sync {
         canary_percent: u8,
     ) -> Result<(), RouterError> {
         let _ = (service, stable, canary, canary_percent);
-        Err(RouterError::Unsupported { router: self.kind(), what: "split traffic by weight" })
+        Err(RouterError::Unsupported {
+            router: self.kind(),
+            what: "split traffic by weight",
+        })
     }
 
     /// The live slot the router actually routes to now.
@@ -84,9 +96,20 @@ pub fn routers_from_config(
     config: &crate::config::Config,
     builtin: std::sync::Arc<dyn Router>,
 ) -> Result<std::collections::HashMap<String, std::sync::Arc<dyn Router>>, RouterError> {
+    use crate::config::RouterConfig;
+    use std::sync::Arc;
     Ok(config
         .services
-        .keys()
-        .map(|name| (name.clone(), builtin.clone()))
+        .iter()
+        .map(|(name, s)| {
+            let router: Arc<dyn Router> = match &s.router {
+                RouterConfig::Builtin => builtin.clone(),
+                RouterConfig::Nginx(c) => Arc::new(nginx::NginxRouter::new(name, c.clone())),
+                RouterConfig::Haproxy(c) => Arc::new(haproxy::HaproxyRouter::new(name, c.clone())),
+                RouterConfig::Traefik(c) => Arc::new(traefik::TraefikRouter::new(name, c.clone())),
+                RouterConfig::Caddy(c) => Arc::new(caddy::CaddyRouter::new(name, c.clone())),
+            };
+            (name.clone(), router)
+        })
         .collect())
 }

@@ -1,10 +1,12 @@
-//! Runtimes: where a slot's release runs (a local process today; Docker, Compose and
-//! Kubernetes plug in here later).
+//! Runtimes: where a slot's release runs: a local process, a Docker container, or a
+//! Docker Compose project (Kubernetes plugs in here later).
 //!
 //! The orchestrator only sees [`Runtime`]; a runtime knows how to start a release in a
 //! slot, stop it, say whether it still runs, and re-attach to it after the daemon
 //! restarts (the address and handle it returned are persisted by the store).
 
+pub mod compose;
+pub mod docker;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -20,6 +22,9 @@ pub struct SlotSpec {
     pub service: String,
     pub slot: Slot,
     pub version: String,
+    /// The deployment starting it (container runtimes label their containers with
+    /// it); `None` when a restarted daemon brings back the live release.
+    pub deployment: Option<i64>,
 }
 
 /// A started slot: where it answers, and the runtime's own handle for it (a pid, a
@@ -37,6 +42,34 @@ pub enum SlotStatus {
     Running { restarts: u32 },
     Exited { detail: String },
     NotRunning,
+}
+
+/// The runtime's own verdict on a slot's health (Docker's HEALTHCHECK state, a
+/// container restarting): one more check in every health round, next to Cutover's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeHealth {
+    /// Not judged yet (Docker's `starting`): the release counts as not answering, so
+    /// it is only held against the health deadline.
+    Starting(String),
+    Healthy(String),
+    Unhealthy(String),
+}
+
+impl RuntimeHealth {
+    /// The verdict as a check result named after the runtime (`docker health`).
+    pub fn into_check(self, kind: &str) -> crate::checks::CheckResult {
+        let (ok, detail) = match self {
+            RuntimeHealth::Starting(d) => (false, d),
+            RuntimeHealth::Healthy(d) => (true, d),
+            RuntimeHealth::Unhealthy(d) => (false, d),
+        };
+        crate::checks::CheckResult {
+            name: format!("{kind} health"),
+            ok,
+            detail,
+            duration: std::time::Duration::ZERO,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +116,12 @@ pub trait Runtime: Send + Sync {
 
     /// The last `lines` lines the slot's release wrote (stdout and stderr).
     async fn log_tail(&self, service: &str, slot: Slot, lines: usize) -> Vec<String>;
+
+    /// The runtime's own health verdict for the slot, if it has one (a container's
+    /// HEALTHCHECK). `None`: nothing to add to Cutover's checks.
+    async fn health(&self, _service: &str, _slot: Slot) -> Option<RuntimeHealth> {
+        None
+    }
 }
 
 /// Builds the runtime of every configured service; the only place that knows which
@@ -97,6 +136,12 @@ pub fn runtimes_from_config(
             crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(
                 process::ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs")),
             ),
+            crate::config::RuntimeConfig::Docker(d) => std::sync::Arc::new(
+                docker::DockerRuntime::new(&svc.name, d.clone(), state_dir.join("docker")),
+            ),
+            crate::config::RuntimeConfig::Compose(c) => {
+                std::sync::Arc::new(compose::ComposeRuntime::new(&svc.name, c.clone()))
+            }
         };
         out.insert(svc.name.clone(), rt);
     }

@@ -299,6 +299,7 @@ mod tests {
             service: "web".into(),
             slot: Slot::Blue,
             version: version.into(),
+            deployment: None,
         }
     }
 

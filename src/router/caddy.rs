@@ -1,0 +1,244 @@
+//! Caddy as a [`Router`], through its admin API. The user's config tags the service's
+//! `reverse_proxy` handler with `"@id": "cutover-<service>"`; Cutover changes only that
+//! handler's `upstreams` (`PATCH /id/<id>/upstreams`), reads them back from the running
+//! config, and returns.
+//!
+//! Why only that path: Caddy validates the change and keeps the old config when it is
+//! rejected (the answer's `error` becomes the deployment's reason). Every admin change
+//! is applied by Caddy as a new config whose servers replace the old ones gracefully;
+//! in-flight requests finish, but idle keep-alive client connections of the old servers
+//! are closed, which a client that just sent a request on one sees as a failed request.
+//! docs/routers.md gives the measured figures and the recommendation.
+//!
+//! A canary split uses Caddy's `weighted_round_robin` selection policy. Caddy reports
+//! in-flight requests per upstream (`/reverse_proxy/upstreams`), which the drain waits
+//! on; it has no per-upstream response counters, so the watch's error-rate and latency
+//! triggers see nothing (health checks and exits still roll back).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::Method;
+use serde_json::{json, Value};
+
+use super::external::call_json;
+use super::{Router, RouterError, Target};
+use crate::config::CaddyRouterConfig;
+use crate::domain::Slot;
+use crate::proxy::stats::StatsSnapshot;
+
+pub struct CaddyRouter {
+    service: String,
+    config: CaddyRouterConfig,
+    /// Where each slot was last routed to, to name the slot behind an upstream address.
+    addrs: Mutex<HashMap<Slot, SocketAddr>>,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl CaddyRouter {
+    pub fn new(service: &str, config: CaddyRouterConfig) -> Self {
+        CaddyRouter {
+            service: service.to_string(),
+            config,
+            addrs: Mutex::new(HashMap::new()),
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, RouterError> {
+        call_json(self.config.admin, method, path, body, self.config.timeout)
+            .await
+            .map_err(|e| match e {
+                RouterError::Rejected(m) => RouterError::Rejected(format!("caddy admin API: {m}")),
+                RouterError::Unreachable(m) => RouterError::Unreachable(format!(
+                    "caddy admin API: {m} (is Caddy running with its admin endpoint there?)"
+                )),
+                other => other,
+            })
+    }
+
+    fn handler_path(&self) -> String {
+        format!("/id/{}", self.config.id)
+    }
+
+    /// Points the handler at `servers` (weights only when more than one) and checks the
+    /// running config says so.
+    async fn change(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
+        let _guard = self.lock.lock().await;
+        {
+            let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
+            for (t, _) in servers {
+                addrs.insert(t.slot, t.addr);
+            }
+        }
+        let handler = self.admin(Method::GET, &self.handler_path(), None).await?;
+        if handler.get("handler").and_then(Value::as_str) != Some("reverse_proxy") {
+            return Err(RouterError::Rejected(format!(
+                "caddy: `@id` {:?} is not a reverse_proxy handler: {handler}",
+                self.config.id
+            )));
+        }
+        let upstreams: Vec<Value> = servers
+            .iter()
+            .map(|(t, _)| json!({ "dial": t.addr.to_string() }))
+            .collect();
+        let policy = &handler["load_balancing"]["selection_policy"];
+        let weighted = policy["policy"] == "weighted_round_robin";
+        let want_weights: Option<Vec<u32>> =
+            (servers.len() > 1).then(|| servers.iter().map(|(_, w)| *w).collect());
+        let same_upstreams = handler["upstreams"] == Value::Array(upstreams.clone());
+        let same_policy = match &want_weights {
+            Some(w) => weighted && policy["weights"] == json!(w),
+            None => !weighted,
+        };
+        if same_upstreams && same_policy {
+            return Ok(());
+        }
+        if same_policy {
+            // The smallest change: only the upstream list.
+            let path = format!("{}/upstreams", self.handler_path());
+            self.admin(Method::PATCH, &path, Some(&Value::Array(upstreams.clone())))
+                .await?;
+        } else {
+            let mut h = handler.clone();
+            h["upstreams"] = Value::Array(upstreams.clone());
+            match &want_weights {
+                Some(w) => {
+                    h["load_balancing"]["selection_policy"] =
+                        json!({ "policy": "weighted_round_robin", "weights": w })
+                }
+                None => {
+                    if let Some(lb) = h.get_mut("load_balancing").and_then(Value::as_object_mut) {
+                        lb.remove("selection_policy");
+                    }
+                }
+            }
+            self.admin(Method::PATCH, &self.handler_path(), Some(&h))
+                .await?;
+        }
+        let now = self
+            .admin(
+                Method::GET,
+                &format!("{}/upstreams", self.handler_path()),
+                None,
+            )
+            .await?;
+        if now != Value::Array(upstreams.clone()) {
+            return Err(RouterError::Rejected(format!(
+                "caddy: after the change the running upstreams are {now}, expected {}",
+                Value::Array(upstreams)
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_service(&self, service: &str) -> Result<(), RouterError> {
+        if service == self.service {
+            Ok(())
+        } else {
+            Err(RouterError::UnknownService(service.to_string()))
+        }
+    }
+
+    fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
+        self.addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&slot)
+            .copied()
+    }
+}
+
+#[async_trait]
+impl Router for CaddyRouter {
+    fn kind(&self) -> &'static str {
+        "caddy"
+    }
+
+    /// `live: None` leaves Caddy as it is; the preview slot is not routed through it.
+    async fn apply(
+        &self,
+        service: &str,
+        live: Option<Target>,
+        _preview: Option<Target>,
+    ) -> Result<(), RouterError> {
+        self.check_service(service)?;
+        let Some(live) = live else { return Ok(()) };
+        self.change(&[(live, 1)]).await
+    }
+
+    fn supports_weights(&self) -> bool {
+        true
+    }
+
+    async fn apply_weighted(
+        &self,
+        service: &str,
+        stable: Target,
+        canary: Target,
+        canary_percent: u8,
+    ) -> Result<(), RouterError> {
+        self.check_service(service)?;
+        let p = u32::from(canary_percent.min(100));
+        match p {
+            0 => self.change(&[(stable, 1)]).await,
+            100 => self.change(&[(canary, 1)]).await,
+            _ => self.change(&[(stable, 100 - p), (canary, p)]).await,
+        }
+    }
+
+    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
+        self.check_service(service)?;
+        let ups = self
+            .admin(
+                Method::GET,
+                &format!("{}/upstreams", self.handler_path()),
+                None,
+            )
+            .await?;
+        let first: Option<SocketAddr> = ups[0]["dial"].as_str().and_then(|d| d.parse().ok());
+        Ok(first.and_then(|a| Slot::ALL.into_iter().find(|s| self.addr_of(*s) == Some(a))))
+    }
+
+    /// Waits on Caddy's own in-flight count for the slot's address.
+    async fn drain(
+        &self,
+        service: &str,
+        slot: Slot,
+        timeout: Duration,
+    ) -> Result<u64, RouterError> {
+        self.check_service(service)?;
+        let Some(addr) = self.addr_of(slot) else {
+            return Ok(0);
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let all = self
+                .admin(Method::GET, "/reverse_proxy/upstreams", None)
+                .await?;
+            let n = all
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|u| u["address"].as_str() == Some(addr.to_string().as_str()))
+                .filter_map(|u| u["num_requests"].as_u64())
+                .sum::<u64>();
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stats(&self, _service: &str, _slot: Slot) -> Option<StatsSnapshot> {
+        None
+    }
+}

