@@ -8,7 +8,7 @@
 //! is applied by Caddy as a new config whose servers replace the old ones gracefully;
 //! in-flight requests finish, but idle keep-alive client connections of the old servers
 //! are closed, which a client that just sent a request on one sees as a failed request.
-//! docs/routers.md gives the measured figures and the recommendation.
+//! README.md, "External routers" gives the measured figures and the recommendation.
 //!
 //! A canary split uses Caddy's `weighted_round_robin` selection policy. Caddy reports
 //! in-flight requests per upstream (`/reverse_proxy/upstreams`), which the drain waits
