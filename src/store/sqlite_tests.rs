@@ -1,0 +1,673 @@
+//! Tests of `sqlite.rs`.
+use std::sync::{Arc, Barrier};
+
+use super::*;
+
+fn deploy(service: &str, version: &str, at: UnixMillis) -> NewDeployment {
+    NewDeployment {
+        service: service.to_string(),
+        kind: DeploymentKind::Deploy,
+        version: version.to_string(),
+        target_slot: Slot::Green,
+        from_slot: Some(Slot::Blue),
+        from_version: Some("v1".to_string()),
+        triggered_by: "test".to_string(),
+        at,
+    }
+}
+
+fn finish(id: i64, outcome: DeploymentOutcome, at: UnixMillis) -> Transition {
+    Transition {
+        deployment_id: id,
+        at,
+        finish: Some((outcome, format!("{outcome} for the test"))),
+        ..Transition::default()
+    }
+}
+
+fn running(slot: Slot, version: &str) -> SlotRecord {
+    SlotRecord {
+        slot,
+        state: SlotState::Live,
+        version: Some(version.to_string()),
+        addr: Some("127.0.0.1:4001".to_string()),
+        handle: Some("pid:4242".to_string()),
+        standby_until: None,
+        updated_at: 0,
+    }
+}
+
+fn row_count(store: &Store, table: &str) -> i64 {
+    store
+        .lock()
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+#[test]
+fn the_schema_version_is_set_and_reopening_the_file_keeps_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    let id = {
+        let store = Store::open(&path).unwrap();
+        store.ensure_services(&["web"]).unwrap();
+        store.begin_deployment(&deploy("web", "v2", 10)).unwrap()
+    };
+    let store = Store::open(&path).unwrap();
+    let conn = store.lock();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, schema::latest_version());
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    let fk: bool = conn
+        .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+        .unwrap();
+    assert!(fk);
+    drop(conn);
+    let active = store.active_deployment("web").unwrap().unwrap();
+    assert_eq!((active.id, active.version.as_str()), (id, "v2"));
+    assert_eq!(store.service("web").unwrap().slots[1].slot, Slot::Green);
+}
+
+#[test]
+fn a_store_written_by_a_newer_binary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("future.db");
+    let newer = schema::latest_version() + 1;
+    Connection::open(&path)
+        .unwrap()
+        .pragma_update(None, "user_version", newer)
+        .unwrap();
+    let err = Store::open(&path).err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, .. } if found == newer),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn an_unopenable_path_is_an_open_error_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("no-such-dir").join("cutover.db");
+    let err = Store::open(&path).err().unwrap();
+    match err {
+        StoreError::Open { path: shown, .. } => assert!(shown.contains("no-such-dir")),
+        other => panic!("expected Open, got {other:?}"),
+    }
+}
+
+#[test]
+fn ensure_services_creates_both_empty_slots_and_keeps_existing_rows() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_services(&["web", "api"]).unwrap();
+    store
+        .update_slot(
+            "web",
+            &running(Slot::Blue, "v1"),
+            Some(Some(Slot::Blue)),
+            None,
+            5,
+        )
+        .unwrap();
+    store.ensure_services(&["web", "worker"]).unwrap();
+
+    let names: Vec<String> = store
+        .services()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["api", "web", "worker"]);
+    let api = store.service("api").unwrap();
+    assert_eq!(api.live, None);
+    assert_eq!(
+        api.slots.each_ref().map(|s| (s.slot, s.state)),
+        [
+            (Slot::Blue, SlotState::Empty),
+            (Slot::Green, SlotState::Empty)
+        ]
+    );
+    let web = store.service("web").unwrap();
+    assert_eq!(web.live, Some(Slot::Blue));
+    assert_eq!(web.slots[0].version.as_deref(), Some("v1"));
+    let err = store.service("nope").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound(what) if what == "service `nope`"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn update_slot_writes_the_slot_the_live_slot_and_an_event_without_a_deployment() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_services(&["web"]).unwrap();
+    let standby = SlotRecord {
+        state: SlotState::Standby,
+        standby_until: Some(900),
+        ..running(Slot::Green, "v3")
+    };
+    store
+        .update_slot(
+            "web",
+            &standby,
+            Some(Some(Slot::Blue)),
+            Some(("adopted", "green v3")),
+            77,
+        )
+        .unwrap();
+    let web = store.service("web").unwrap();
+    assert_eq!(web.live, Some(Slot::Blue));
+    assert_eq!(
+        web.slots[1],
+        SlotRecord {
+            updated_at: 77,
+            ..standby
+        }
+    );
+    let events = store.events("web", 10).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (
+            events[0].kind.as_str(),
+            events[0].message.as_str(),
+            events[0].deployment_id,
+            events[0].at
+        ),
+        ("adopted", "green v3", None, 77)
+    );
+}
+
+#[test]
+fn begin_deployment_creates_the_service_the_lock_phase_and_a_started_event() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 100)).unwrap();
+    let d = store.deployment(id).unwrap();
+    assert_eq!(d.phase, "lock");
+    assert_eq!(d.outcome, None);
+    assert_eq!(
+        d.phases,
+        [PhaseRecord {
+            phase: "lock".into(),
+            started_at: 100,
+            ended_at: None,
+            result: None
+        }]
+    );
+    assert_eq!(store.service("web").unwrap().live, None);
+    let events = store.events("web", 10).unwrap();
+    assert_eq!(events[0].kind, "deploy_started");
+    assert_eq!(events[0].deployment_id, Some(id));
+    assert_eq!(
+        events[0].message,
+        "deploying v2 into green (replacing v1 in blue)"
+    );
+
+    store
+        .apply(&finish(id, DeploymentOutcome::Succeeded, 101))
+        .unwrap();
+    let back = NewDeployment {
+        kind: DeploymentKind::Rollback,
+        version: "v1".into(),
+        target_slot: Slot::Blue,
+        from_slot: Some(Slot::Green),
+        from_version: Some("v2".into()),
+        ..deploy("web", "v1", 102)
+    };
+    store.begin_deployment(&back).unwrap();
+    let events = store.events("web", 1).unwrap();
+    assert_eq!(events[0].kind, "rollback_started");
+    assert_eq!(
+        events[0].message,
+        "rolling back to v1 in blue (from v2 in green)"
+    );
+}
+
+#[test]
+fn a_second_deployment_of_a_service_is_refused_naming_the_first_while_another_service_can_begin() {
+    let store = Store::open_in_memory().unwrap();
+    let first = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    let err = store.begin_deployment(&deploy("web", "v3", 2)).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::DeploymentInProgress { service, id } if service == "web" && *id == first),
+        "{err:?}"
+    );
+    let other = store.begin_deployment(&deploy("api", "v9", 3)).unwrap();
+    assert_ne!(other, first);
+    assert_eq!(row_count(&store, "deployments"), 2);
+    let active: Vec<i64> = store
+        .active_deployments()
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(active, [first, other]);
+}
+
+#[test]
+fn after_a_deployment_finishes_a_new_one_can_begin() {
+    let store = Store::open_in_memory().unwrap();
+    let first = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    store
+        .apply(&finish(first, DeploymentOutcome::Failed, 2))
+        .unwrap();
+    assert_eq!(store.active_deployment("web").unwrap(), None);
+    let second = store.begin_deployment(&deploy("web", "v3", 3)).unwrap();
+    assert_eq!(store.active_deployment("web").unwrap().unwrap().id, second);
+}
+
+#[test]
+fn apply_writes_phases_slots_live_slot_switch_finish_and_event_together() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 100)).unwrap();
+    store
+        .apply(&Transition {
+            deployment_id: id,
+            at: 110,
+            enter_phase: Some("start".into()),
+            slots: vec![SlotRecord {
+                state: SlotState::Starting,
+                ..running(Slot::Green, "v2")
+            }],
+            ..Transition::default()
+        })
+        .unwrap();
+    store
+        .record_check(
+            id,
+            &CheckRecord {
+                phase: "wait_healthy".into(),
+                name: "http /health".into(),
+                ok: false,
+                detail: "503".into(),
+                duration_ms: 12,
+                at: 115,
+            },
+        )
+        .unwrap();
+    store
+        .record_check(
+            id,
+            &CheckRecord {
+                phase: "wait_healthy".into(),
+                name: "http /health".into(),
+                ok: true,
+                detail: "200".into(),
+                duration_ms: 3,
+                at: 118,
+            },
+        )
+        .unwrap();
+    let standby = SlotRecord {
+        state: SlotState::Standby,
+        standby_until: Some(5_000),
+        ..running(Slot::Blue, "v1")
+    };
+    store
+        .apply(&Transition {
+            deployment_id: id,
+            at: 120,
+            enter_phase: Some("switch".into()),
+            slots: vec![running(Slot::Green, "v2"), standby.clone()],
+            live: Some(Some(Slot::Green)),
+            switched_at: Some(120),
+            event: Some(("switched".into(), "traffic on green".into())),
+            ..Transition::default()
+        })
+        .unwrap();
+    store
+        .apply(&Transition {
+            phase_result: Some("watch passed".into()),
+            event: Some(("deploy_succeeded".into(), "v2 is live".into())),
+            ..finish(id, DeploymentOutcome::Succeeded, 130)
+        })
+        .unwrap();
+
+    let d = store.deployment(id).unwrap();
+    assert_eq!(d.phase, "switch");
+    assert_eq!(d.outcome, Some(DeploymentOutcome::Succeeded));
+    assert_eq!(d.reason.as_deref(), Some("succeeded for the test"));
+    assert_eq!((d.switched_at, d.finished_at), (Some(120), Some(130)));
+    let phases: Vec<_> = d
+        .phases
+        .iter()
+        .map(|p| {
+            (
+                p.phase.as_str(),
+                p.started_at,
+                p.ended_at,
+                p.result.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            ("lock", 100, Some(110), Some("ok")),
+            ("start", 110, Some(120), Some("ok")),
+            ("switch", 120, Some(130), Some("watch passed")),
+        ]
+    );
+    let checks: Vec<_> = d
+        .checks
+        .iter()
+        .map(|c| (c.ok, c.detail.as_str(), c.duration_ms))
+        .collect();
+    assert_eq!(checks, [(false, "503", 12), (true, "200", 3)]);
+
+    let web = store.service("web").unwrap();
+    assert_eq!(web.live, Some(Slot::Green));
+    assert_eq!(
+        web.slots,
+        [
+            SlotRecord {
+                updated_at: 120,
+                ..standby
+            },
+            SlotRecord {
+                updated_at: 120,
+                ..running(Slot::Green, "v2")
+            }
+        ]
+    );
+    let kinds: Vec<_> = store
+        .events("web", 10)
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.deployment_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("deploy_succeeded".to_string(), Some(id)),
+            ("switched".to_string(), Some(id)),
+            ("deploy_started".to_string(), Some(id)),
+        ]
+    );
+}
+
+#[test]
+fn entering_a_phase_and_finishing_at_once_closes_both_phases() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    store
+        .apply(&Transition {
+            enter_phase: Some("abort".into()),
+            phase_result: Some("aborted by alice".into()),
+            ..finish(id, DeploymentOutcome::Aborted, 2)
+        })
+        .unwrap();
+    let d = store.deployment(id).unwrap();
+    let results: Vec<_> = d
+        .phases
+        .iter()
+        .map(|p| (p.phase.as_str(), p.result.as_deref(), p.ended_at))
+        .collect();
+    assert_eq!(
+        results,
+        [
+            ("lock", Some("aborted by alice"), Some(2)),
+            ("abort", Some("aborted"), Some(2))
+        ]
+    );
+}
+
+#[test]
+fn apply_on_an_unknown_deployment_is_not_found_and_changes_nothing() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_services(&["web"]).unwrap();
+    let before = store.service("web").unwrap();
+    let err = store
+        .apply(&Transition {
+            slots: vec![running(Slot::Blue, "v1")],
+            live: Some(Some(Slot::Blue)),
+            event: Some(("x".into(), "y".into())),
+            ..finish(42, DeploymentOutcome::Succeeded, 5)
+        })
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NotFound(what) if what == "deployment #42"),
+        "{err:?}"
+    );
+    assert_eq!(store.service("web").unwrap(), before);
+    assert_eq!(row_count(&store, "events"), 0);
+    assert!(matches!(store.deployment(42), Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.record_check(
+            42,
+            &CheckRecord {
+                phase: "smoke".into(),
+                name: "n".into(),
+                ok: true,
+                detail: String::new(),
+                duration_ms: 0,
+                at: 0
+            }
+        ),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.append_event("web", Some(42), "k", "m", 0),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_transition_that_fails_at_its_last_statement_leaves_no_trace() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    let before = (store.deployment(id).unwrap(), store.service("web").unwrap());
+    // Make the event insert, the last statement of `apply`, fail.
+    store
+        .lock()
+        .execute_batch(
+            "CREATE TRIGGER no_events BEFORE INSERT ON events
+             BEGIN SELECT RAISE(ABORT, 'refused by test'); END;",
+        )
+        .unwrap();
+    let err = store
+        .apply(&Transition {
+            deployment_id: id,
+            at: 9,
+            enter_phase: Some("switch".into()),
+            slots: vec![running(Slot::Green, "v2")],
+            live: Some(Some(Slot::Green)),
+            switched_at: Some(9),
+            finish: Some((DeploymentOutcome::Succeeded, "done".into())),
+            event: Some(("switched".into(), "traffic on green".into())),
+            ..Transition::default()
+        })
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Sqlite(_)), "{err:?}");
+    assert_eq!(
+        (store.deployment(id).unwrap(), store.service("web").unwrap()),
+        before
+    );
+}
+
+#[test]
+fn a_finished_deployment_cannot_change_phase_or_finish_again() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    store
+        .apply(&finish(id, DeploymentOutcome::RolledBack, 2))
+        .unwrap();
+    let err = store
+        .apply(&finish(id, DeploymentOutcome::Succeeded, 3))
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::AlreadyFinished { id: i, outcome: DeploymentOutcome::RolledBack } if i == id),
+        "{err:?}"
+    );
+    let d = store.deployment(id).unwrap();
+    assert_eq!(
+        (d.outcome, d.finished_at),
+        (Some(DeploymentOutcome::RolledBack), Some(2))
+    );
+}
+
+#[test]
+fn history_is_newest_first_and_limited_to_the_service() {
+    let store = Store::open_in_memory().unwrap();
+    let mut ids = Vec::new();
+    for (n, version) in ["v1", "v2", "v3", "v4"].into_iter().enumerate() {
+        let id = store
+            .begin_deployment(&deploy("web", version, n as i64))
+            .unwrap();
+        store
+            .apply(&finish(id, DeploymentOutcome::Succeeded, n as i64))
+            .unwrap();
+        ids.push(id);
+        store
+            .begin_deployment(&deploy(&format!("other{n}"), version, 0))
+            .unwrap();
+    }
+    let versions: Vec<_> = store
+        .history("web", 3)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.id, d.version))
+        .collect();
+    assert_eq!(
+        versions,
+        [
+            (ids[3], "v4".to_string()),
+            (ids[2], "v3".to_string()),
+            (ids[1], "v2".to_string())
+        ]
+    );
+    assert_eq!(store.history("web", 100).unwrap().len(), 4);
+    assert!(store.history("web", 0).unwrap().is_empty());
+    assert_eq!(store.history("web", 1).unwrap()[0].phases.len(), 1);
+}
+
+#[test]
+fn events_are_newest_first_limited_and_per_service() {
+    let store = Store::open_in_memory().unwrap();
+    for n in 0..5 {
+        store
+            .append_event("web", None, "note", &format!("web {n}"), n)
+            .unwrap();
+        store
+            .append_event("api", None, "note", &format!("api {n}"), n)
+            .unwrap();
+    }
+    let messages: Vec<_> = store
+        .events("web", 2)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(messages, ["web 4", "web 3"]);
+}
+
+#[test]
+fn outcome_counts_group_finished_deployments_by_service_and_outcome() {
+    let store = Store::open_in_memory().unwrap();
+    let runs = [
+        ("web", Some(DeploymentOutcome::Succeeded)),
+        ("web", Some(DeploymentOutcome::Succeeded)),
+        ("web", Some(DeploymentOutcome::RolledBack)),
+        ("api", Some(DeploymentOutcome::Failed)),
+        ("api", None),
+    ];
+    for (n, (service, outcome)) in runs.into_iter().enumerate() {
+        let id = store
+            .begin_deployment(&deploy(service, "v", n as i64))
+            .unwrap();
+        if let Some(outcome) = outcome {
+            store.apply(&finish(id, outcome, n as i64)).unwrap();
+        }
+    }
+    let counts: Vec<_> = store
+        .outcome_counts()
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.service, c.outcome, c.count))
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("api".to_string(), DeploymentOutcome::Failed, 1),
+            ("web".to_string(), DeploymentOutcome::RolledBack, 1),
+            ("web".to_string(), DeploymentOutcome::Succeeded, 2),
+        ]
+    );
+}
+
+#[test]
+fn an_unknown_stored_name_is_a_read_error_not_a_panic() {
+    let store = Store::open_in_memory().unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    store
+        .lock()
+        .execute_batch(
+            "UPDATE slots SET state = 'exploded' WHERE slot = 'green';
+             UPDATE deployments SET outcome = 'meh';",
+        )
+        .unwrap();
+    assert!(matches!(store.service("web"), Err(StoreError::Sqlite(_))));
+    assert!(matches!(store.deployment(id), Err(StoreError::Sqlite(_))));
+    assert!(matches!(store.outcome_counts(), Err(StoreError::Sqlite(_))));
+}
+
+#[test]
+fn concurrent_begins_from_two_handles_on_one_file_yield_exactly_one_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    let stores = [Store::open(&path).unwrap(), Store::open(&path).unwrap()];
+    let barrier = Arc::new(Barrier::new(stores.len()));
+    let results: Vec<Result<i64, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(n, store)| {
+                let barrier = Arc::clone(&barrier);
+                scope.spawn(move || {
+                    barrier.wait();
+                    store.begin_deployment(&deploy("web", &format!("v{n}"), n as i64))
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let winners: Vec<i64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().copied())
+        .collect();
+    assert_eq!(winners.len(), 1, "{results:?}");
+    let loser = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(
+        matches!(loser, StoreError::DeploymentInProgress { id, .. } if *id == winners[0]),
+        "{loser:?}"
+    );
+    assert_eq!(stores[1].active_deployments().unwrap().len(), 1);
+}
+
+#[test]
+fn two_processes_opening_a_fresh_file_at_once_both_get_a_migrated_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fresh.db");
+    let barrier = Barrier::new(2);
+    let opened: Vec<Result<Store, StoreError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    Store::open(&path)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for store in opened {
+        let store = store.unwrap();
+        store.ensure_services(&["web"]).unwrap();
+        assert_eq!(store.services().unwrap().len(), 1);
+    }
+}
