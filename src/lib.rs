@@ -10,6 +10,8 @@
 //! - [`runtime`]: where a slot runs (`Runtime` trait; local processes).
 //! - [`router`]: where traffic is pointed (`Router` trait; the built-in proxy).
 //! - [`checks`]: health checks and smoke tests against one slot.
+//! - [`analysis`]: metric analysis for canary steps and the watch.
+//! - [`notify`]: webhook notifications of deployment events.
 //! - [`store`]: SQLite persistence: slots, deployments, phases, checks, events.
 //! - [`api`]: the daemon's HTTP API and Prometheus `/metrics`, plus the CLI's client.
 //! - [`cli`]: command-line parsing and commands (`serve`, `deploy`, `status`, ...).
@@ -17,6 +19,7 @@
 //!
 //! See ARCHITECTURE.md for the bird's-eye view and the invariants.
 
+pub mod analysis;
 pub mod api;
 pub mod checks;
 pub mod cli;
@@ -24,6 +27,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod domain;
+pub mod notify;
 pub mod orchestrator;
 pub mod proxy;
 pub mod router;

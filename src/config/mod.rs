@@ -16,6 +16,7 @@
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
 mod health;
+mod delivery;
 mod model;
 mod raw;
 mod read;
@@ -30,6 +31,7 @@ mod watch;
 #[cfg(test)]
 mod tests;
 
+pub use delivery::*;
 pub use model::*;
 
 use std::fmt;

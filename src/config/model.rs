@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
 use crate::domain::Slot;
 
 pub use super::router::{
@@ -27,6 +28,8 @@ pub struct Config {
     pub proxy: ProxyConfig,
     /// Services by name, in name order.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Webhooks that hear about deployments. Default: none.
+    pub notifications: NotificationsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,6 +83,12 @@ pub struct ServiceConfig {
     pub watch: WatchConfig,
     /// Where traffic is pointed. Default: the built-in proxy.
     pub router: RouterConfig,
+    /// Blue-green (default) or canary steps.
+    pub strategy: Strategy,
+    /// Shadow live traffic to the new slot before the switch. Default: off.
+    pub mirror: Option<MirrorConfig>,
+    /// Metric analysis for canary steps and the watch. Default: none.
+    pub analysis: Option<AnalysisConfig>,
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::delivery::Strategy;
 use super::model::{ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
@@ -100,6 +101,10 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             watch: watch?,
             router: router?,
             warm_for: warm_for?,
+            // Parsed by the progressive-delivery readers (strategy.rs, analysis.rs).
+            strategy: Strategy::BlueGreen,
+            mirror: None,
+            analysis: None,
         })
     })();
     draft

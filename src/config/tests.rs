@@ -114,6 +114,7 @@ fn a_minimal_config_gets_every_documented_default() {
     let config = parse_ok(MINIMAL);
     let cwd = std::env::current_dir().unwrap();
     let expected = Config {
+        notifications: NotificationsConfig::default(),
         path: None,
         daemon: DaemonConfig {
             state_dir: cwd.join(".cutover"),
@@ -169,6 +170,9 @@ fn a_minimal_config_gets_every_documented_default() {
                 },
                 router: RouterConfig::Builtin,
                 warm_for: Duration::from_secs(300),
+                strategy: Strategy::BlueGreen,
+                mirror: None,
+                analysis: None,
             },
         )]),
     };

@@ -69,6 +69,8 @@ pub(super) fn validate(
             api,
             proxy,
             services,
+            // Parsed by notify.rs (progressive delivery).
+            notifications: Default::default(),
         }),
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.

@@ -28,6 +28,33 @@ pub struct Target {
     pub addr: SocketAddr,
 }
 
+/// What to mirror where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSpec {
+    pub target: Target,
+    /// Share of live requests copied, 1..=100.
+    pub percent: u8,
+    /// Upper-case methods copied (safe methods unless configured otherwise).
+    pub methods: Vec<String>,
+}
+
+/// How mirrored requests compared with the live ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MirrorReport {
+    /// Copies sent to the mirror target.
+    pub mirrored: u64,
+    /// Copies whose mirror response and live response were both seen.
+    pub compared: u64,
+    /// Compared copies whose status class differed from the live response's.
+    pub mismatched: u64,
+    /// Copies that got no response (connect error, timeout).
+    pub failed: u64,
+    /// Copies not sent because too many were already in flight (never delays clients).
+    pub dropped: u64,
+    pub live_latency_sum_us: u64,
+    pub mirror_latency_sum_us: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     #[error("service `{0}` is not known to the router")]
@@ -75,6 +102,22 @@ pub trait Router: Send + Sync {
             router: self.kind(),
             what: "split traffic by weight",
         })
+    }
+
+    /// Copies a sample of the service's live requests to `spec.target` (its responses
+    /// are discarded and compared with the live ones), or stops mirroring (`None`).
+    async fn mirror(&self, service: &str, spec: Option<MirrorSpec>) -> Result<(), RouterError> {
+        let _ = service;
+        match spec {
+            None => Ok(()),
+            Some(_) => Err(RouterError::Unsupported { router: self.kind(), what: "mirror traffic" }),
+        }
+    }
+
+    /// How mirrored requests compared with the live ones since mirroring began.
+    async fn mirror_report(&self, service: &str) -> Option<MirrorReport> {
+        let _ = service;
+        None
     }
 
     /// The live slot the router actually routes to now.

@@ -211,7 +211,7 @@ pub struct CheckRecord {
     pub at: UnixMillis,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {
     pub id: i64,
     pub service: String,
@@ -232,6 +232,9 @@ pub struct DeploymentRecord {
     pub switched_at: Option<UnixMillis>,
     pub phases: Vec<PhaseRecord>,
     pub checks: Vec<CheckRecord>,
+    /// Analysis measurements (canary steps, watch), in order.
+    #[serde(default)]
+    pub measurements: Vec<MeasurementRecord>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,4 +306,18 @@ mod tests {
         assert!("".parse::<SlotState>().is_err());
         assert!("Deploy".parse::<DeploymentKind>().is_err());
     }
+}
+
+/// One measurement of one analysis metric.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasurementRecord {
+    /// Where it was taken: `step 2 (25%)`, `watch`.
+    pub phase: String,
+    pub metric: String,
+    /// The measured value, when the metric has one.
+    pub value: Option<f64>,
+    /// `pass`, `fail`, `inconclusive` or `error`.
+    pub verdict: String,
+    pub detail: String,
+    pub at: UnixMillis,
 }

@@ -686,6 +686,7 @@ fn deployment_from_row(row: &Row<'_>) -> rusqlite::Result<DeploymentRecord> {
         switched_at: row.get("switched_at")?,
         phases: Vec::new(),
         checks: Vec::new(),
+        measurements: Vec::new(),
     })
 }
 

