@@ -64,6 +64,9 @@ impl From<ControlError> for ApiError {
             ControlError::NotSwitchedYet { .. } => {
                 Self::new(StatusCode::CONFLICT, "not_switched_yet", msg)
             }
+            ControlError::NotInCanary { .. } => {
+                Self::new(StatusCode::CONFLICT, "not_in_canary", msg)
+            }
             ControlError::SlotNotRunning { .. } => {
                 Self::new(StatusCode::CONFLICT, "slot_not_running", msg)
             }

@@ -50,6 +50,9 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services/{name}/rollback", post(rollback))
         .route("/api/v1/services/{name}/abort", post(abort))
         .route("/api/v1/services/{name}/check", post(check))
+        .route("/api/v1/services/{name}/promote", post(promote))
+        .route("/api/v1/services/{name}/pause", post(pause))
+        .route("/api/v1/services/{name}/resume", post(resume))
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
@@ -240,6 +243,60 @@ async fn abort(
     known(&s, &name)?;
     let body: ActorBody = parse_json(&body, false)?;
     let id = s.controller.abort(&name, &actor(body.triggered_by)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PromoteBody {
+    #[serde(default)]
+    full: bool,
+    #[serde(default)]
+    triggered_by: Option<String>,
+}
+
+async fn promote(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: PromoteBody = parse_json(&body, false)?;
+    let id = s
+        .controller
+        .promote(&name, body.full, &actor(body.triggered_by))
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+async fn pause(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: ActorBody = parse_json(&body, false)?;
+    let id = s.controller.pause(&name, &actor(body.triggered_by)).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+}
+
+async fn resume(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let body: ActorBody = parse_json(&body, false)?;
+    let id = s
+        .controller
+        .resume(&name, &actor(body.triggered_by))
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
 }
 

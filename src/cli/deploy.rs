@@ -84,6 +84,28 @@ pub async fn abort(c: &ApiClient, service: &str) -> Result<ExitCode, ClientError
     Ok(ExitCode::SUCCESS)
 }
 
+/// `promote`, `pause` or `resume` of a canary in progress.
+pub async fn canary_action(
+    c: &ApiClient,
+    service: &str,
+    action: &str,
+    full: bool,
+) -> Result<ExitCode, ClientError> {
+    let mut body = json!({ "triggered_by": actor() });
+    if full {
+        body["full"] = json!(true);
+    }
+    let v: Value = c
+        .post(&format!("/api/v1/services/{service}/{action}"), body)
+        .await?;
+    let what = match (action, full) {
+        ("promote", true) => "promote to 100%",
+        (a, _) => a,
+    };
+    println!("{what} requested for deployment #{}", v["deployment_id"]);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
@@ -94,6 +116,8 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
     let tty = std::io::stdout().is_terminal() && !json;
     let mut printed_phases = 0;
     let mut printed_checks = 0;
+    let mut printed_measurements = 0;
+    let mut last_hold: Option<String> = None;
     let mut last_line: HashSet<(String, bool, String)> = HashSet::new();
     let mut last_watch_print = 0i64;
     loop {
@@ -118,6 +142,21 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                 }
             }
             printed_checks = d.checks.len();
+            for m in d.measurements.iter().skip(printed_measurements) {
+                let mark = match m.verdict.as_str() {
+                    "pass" => "✓",
+                    "fail" => "✗",
+                    _ => "?",
+                };
+                lines.push((
+                    m.at,
+                    format!(
+                        "  {mark} {} {}: {} ({})",
+                        m.phase, m.metric, m.detail, m.verdict
+                    ),
+                ));
+            }
+            printed_measurements = d.measurements.len();
             lines.sort_by_key(|(at, _)| *at);
             for (_, line) in lines {
                 if tty {
@@ -126,6 +165,11 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                 println!("{line}");
             }
             if let Some(p) = &view.progress {
+                let hold = p["canary"]["held"].as_str().map(str::to_string);
+                if hold.is_some() && hold != last_hold {
+                    println!("  ⏸ {}", hold.as_deref().unwrap_or_default());
+                }
+                last_hold = hold;
                 if let Some(ends) = p["watch_ends_at"].as_i64() {
                     let left = ((ends - now_ms()).max(0) as f64 / 1000.0).ceil();
                     let w = &p["window"];

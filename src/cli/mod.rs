@@ -79,8 +79,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Stop SERVICE's deployment in progress safely.
+    /// Stop SERVICE's deployment in progress safely (during canary steps: all traffic
+    /// back to the old slot).
     Abort { service: String },
+    /// Advance SERVICE's canary one step (or end its hold).
+    Promote {
+        service: String,
+        /// Straight to 100 %.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Hold SERVICE's canary at its current step.
+    Pause { service: String },
+    /// Let SERVICE's held canary go on.
+    Resume { service: String },
     /// Run SERVICE's health checks and smoke tests against one slot now.
     Check {
         service: String,
@@ -216,6 +228,18 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
         },
         Command::Abort { service } => match known(&service) {
             Ok(()) => deploy::abort(&client, &service).await,
+            Err(c) => return c,
+        },
+        Command::Promote { service, full } => match known(&service) {
+            Ok(()) => deploy::canary_action(&client, &service, "promote", full).await,
+            Err(c) => return c,
+        },
+        Command::Pause { service } => match known(&service) {
+            Ok(()) => deploy::canary_action(&client, &service, "pause", false).await,
+            Err(c) => return c,
+        },
+        Command::Resume { service } => match known(&service) {
+            Ok(()) => deploy::canary_action(&client, &service, "resume", false).await,
             Err(c) => return c,
         },
         Command::Status { service, json } => {

@@ -74,6 +74,33 @@ pub async fn status(
                 d.target_slot,
                 phase
             );
+            if let Some(c) = s
+                .progress
+                .as_ref()
+                .map(|p| &p["canary"])
+                .filter(|c| !c.is_null())
+            {
+                if let Some(step) = c["step"].as_u64() {
+                    println!(
+                        "  canary step {step}/{}: {}% of traffic on {}{}",
+                        c["steps"],
+                        c["weight"],
+                        d.target_slot,
+                        c["held"]
+                            .as_str()
+                            .map(|h| format!(" — held: {h}"))
+                            .unwrap_or_default()
+                    );
+                }
+                for m in c["analysis"].as_array().into_iter().flatten() {
+                    println!(
+                        "    {} {}: {}",
+                        m["verdict"].as_str().unwrap_or("?"),
+                        m["metric"].as_str().unwrap_or("?"),
+                        m["detail"].as_str().unwrap_or("")
+                    );
+                }
+            }
         }
         if let Some(d) = &s.last_deployment {
             println!(

@@ -16,8 +16,9 @@ use super::machine::{Event, Machine, Plan};
 use super::policy::WindowView;
 use super::runner::{Input, Runner, RunnerParts};
 use crate::checks::{self, CheckResult, ProbeTarget, SmokeReport};
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Config, ServiceConfig, Strategy};
 use crate::domain::{now_ms, Slot};
+use crate::notify::Notifier;
 use crate::router::Router;
 use crate::runtime::{Runtime, SlotStatus};
 use crate::store::{DeploymentKind, NewDeployment, ServiceRecord, SlotState, Store, StoreError};
@@ -32,6 +33,10 @@ pub struct Progress {
     /// The latest evaluation of the watch window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowView>,
+    /// Canary step, weight, hold and the latest analysis round (canary or analysis
+    /// configured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<super::machine::CanaryView>,
 }
 
 impl Serialize for WindowView {
@@ -58,6 +63,12 @@ pub enum ControlError {
     NothingToRollBack(String),
     #[error("deployment #{id} of `{service}` has not switched traffic yet; use `cutover abort {service}` to stop it")]
     NotSwitchedYet { service: String, id: i64 },
+    #[error("deployment #{id} of `{service}` is in phase {phase}, not in canary steps")]
+    NotInCanary {
+        service: String,
+        id: i64,
+        phase: String,
+    },
     #[error("slot {slot} of `{service}` is not running")]
     SlotNotRunning { service: String, slot: Slot },
     #[error(transparent)]
@@ -100,6 +111,7 @@ pub struct Controller {
     runtimes: HashMap<String, Arc<dyn Runtime>>,
     active: Mutex<HashMap<String, Active>>,
     progress: Arc<Mutex<HashMap<String, Progress>>>,
+    notifier: Arc<Notifier>,
 }
 
 impl Controller {
@@ -110,12 +122,13 @@ impl Controller {
         runtimes: HashMap<String, Arc<dyn Runtime>>,
     ) -> Arc<Self> {
         Arc::new(Self {
-            config,
             store,
             routers,
             runtimes,
             active: Mutex::new(HashMap::new()),
             progress: Arc::new(Mutex::new(HashMap::new())),
+            notifier: Notifier::new(&config.notifications),
+            config,
         })
     }
 
@@ -199,6 +212,12 @@ impl Controller {
             run_smoke: !cfg.smoke.steps.is_empty(),
             watch: Some(cfg.watch.clone()),
             warm_for: cfg.warm_for,
+            canary: match &cfg.strategy {
+                Strategy::BlueGreen => Vec::new(),
+                Strategy::Canary(c) => c.steps.clone(),
+            },
+            analysis: cfg.analysis.clone(),
+            mirror: cfg.mirror.clone(),
         };
         self.launch(id, cfg, runtime, version.into(), rec, plan);
         Ok(id)
@@ -258,6 +277,9 @@ impl Controller {
             run_smoke: false,
             watch: None,
             warm_for: cfg.warm_for,
+            canary: Vec::new(),
+            analysis: None,
+            mirror: None,
         };
         self.launch(id, cfg, runtime, version, rec, plan);
         Ok(id)
@@ -291,6 +313,50 @@ impl Controller {
             .ok_or_else(|| ControlError::NothingInProgress(service.into()))?;
         self.send(service, Event::Abort { by: by.into() }).await?;
         Ok(active.id)
+    }
+
+    /// Advances the canary in progress one step (`full`: to 100 %), or ends its hold.
+    pub async fn promote(&self, service: &str, full: bool, by: &str) -> Result<i64, ControlError> {
+        let id = self.active_canary(service)?;
+        self.send(
+            service,
+            Event::Promote {
+                full,
+                by: by.into(),
+            },
+        )
+        .await?;
+        Ok(id)
+    }
+
+    /// Holds the canary in progress at its current step.
+    pub async fn pause(&self, service: &str, by: &str) -> Result<i64, ControlError> {
+        let id = self.active_canary(service)?;
+        self.send(service, Event::Pause { by: by.into() }).await?;
+        Ok(id)
+    }
+
+    pub async fn resume(&self, service: &str, by: &str) -> Result<i64, ControlError> {
+        let id = self.active_canary(service)?;
+        self.send(service, Event::Resume { by: by.into() }).await?;
+        Ok(id)
+    }
+
+    /// The id of the service's deployment if it is in its canary steps.
+    fn active_canary(&self, service: &str) -> Result<i64, ControlError> {
+        self.service_cfg(service)?;
+        let p = self
+            .progress(service)
+            .ok_or_else(|| ControlError::NothingInProgress(service.into()))?;
+        if p.canary.as_ref().and_then(|c| c.step).is_some() {
+            Ok(p.deployment_id)
+        } else {
+            Err(ControlError::NotInCanary {
+                service: service.into(),
+                id: p.deployment_id,
+                phase: p.phase,
+            })
+        }
     }
 
     async fn send(&self, service: &str, event: Event) -> Result<(), ControlError> {
@@ -329,6 +395,7 @@ impl Controller {
             drain_timeout: self.config.proxy.drain_timeout,
             slots: rec.slots,
             progress: self.progress.clone(),
+            notifier: self.notifier.clone(),
         });
         let this = self.clone();
         tokio::spawn(async move {

@@ -6,7 +6,9 @@
 //! out effects and feeds their results back as events. This is what makes every
 //! rollback rule a table-driven unit test.
 //!
-//! Phases of a deploy: lock → start → wait_healthy → smoke → switch → watch → done.
+//! Phases of a deploy: lock → start → wait_healthy → smoke → [mirror] → [canary steps]
+//! → switch → watch → done. Mirroring and canary steps (with their analysis, pauses and
+//! `promote`) live in `machine/progressive.rs`.
 //! A rollback (traffic back to the previous release) is the same machine with
 //! `start` skipped when that release still runs, and no smoke or watch.
 //!
@@ -18,10 +20,16 @@
 
 use std::time::Duration;
 
+mod progressive;
+
+pub use progressive::CanaryView;
+
 use super::policy::{fmt_dur, Ms, WatchPolicy};
-use crate::config::WatchConfig;
+use crate::analysis::Measurement;
+use crate::config::{AnalysisConfig, CanaryStep, MirrorConfig, WatchConfig};
 use crate::domain::Slot;
 use crate::proxy::stats::StatsSnapshot;
+use crate::router::MirrorReport;
 use crate::store::{DeploymentKind, DeploymentOutcome, SlotState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +38,10 @@ pub enum Phase {
     Start,
     WaitHealthy,
     Smoke,
+    /// Live traffic copied to the new slot, responses compared.
+    Mirror,
+    /// Canary step `n` (0-based): part of the traffic on the new slot.
+    Canary(usize),
     Switch,
     Watch,
     /// Switching traffic back to the previous slot after a trigger, abort or rollback.
@@ -38,12 +50,22 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The name stored with the deployment: `canary_2` for the second step.
+    pub fn label(self) -> String {
+        match self {
+            Phase::Canary(n) => format!("canary_{}", n + 1),
+            other => other.as_str().to_string(),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Lock => "lock",
             Phase::Start => "start",
             Phase::WaitHealthy => "wait_healthy",
             Phase::Smoke => "smoke",
+            Phase::Mirror => "mirror",
+            Phase::Canary(_) => "canary",
             Phase::Switch => "switch",
             Phase::Watch => "watch",
             Phase::SwitchBack => "switch_back",
@@ -71,6 +93,12 @@ pub struct Plan {
     pub watch: Option<WatchConfig>,
     /// How long `from` stays running after success.
     pub warm_for: Duration,
+    /// Canary steps; empty = all traffic at once (blue-green).
+    pub canary: Vec<CanaryStep>,
+    /// Metric analysis for canary steps and the watch.
+    pub analysis: Option<AnalysisConfig>,
+    /// Shadow live traffic to the new slot before any of it moves.
+    pub mirror: Option<MirrorConfig>,
 }
 
 /// Results and wake-ups fed to the machine.
@@ -109,6 +137,22 @@ pub enum Event {
     Rollback {
         by: String,
     },
+    /// One round of analysis measurements (every metric once).
+    Measured(Vec<Measurement>),
+    /// How mirrored requests compared (`None`: the router could not say).
+    MirrorReport(Option<MirrorReport>),
+    /// Advance one canary step (`full`: straight to 100 %); also ends a pause.
+    Promote {
+        full: bool,
+        by: String,
+    },
+    /// Hold the current canary step.
+    Pause {
+        by: String,
+    },
+    Resume {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +168,9 @@ pub enum TimerKind {
     NextHealth,
     NextSample,
     WatchEnd,
+    NextMeasure,
+    StepPause,
+    MirrorEnd,
 }
 
 /// What the runner must do. Effects are executed in order.
@@ -170,6 +217,23 @@ pub enum Effect {
     },
     /// Persist: an event-log line.
     Log(String),
+    /// Send `canary_percent` % of normal traffic to the target, the rest to `from`;
+    /// answer `Routed`/`RouteFailed`.
+    Split {
+        canary_percent: u8,
+    },
+    /// Measure every analysis metric once; answer `Measured`.
+    Measure,
+    /// Start (`true`) or stop mirroring live traffic to the target; a failure to start
+    /// answers `RouteFailed`.
+    Mirror(bool),
+    /// Read how mirrored requests compared; answer `MirrorReport`.
+    CheckMirror,
+    /// Tell the webhooks (never waited on).
+    Notify {
+        event: &'static str,
+        message: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +252,8 @@ pub struct Machine {
     /// An abort arrived while a route change was in flight.
     pending_abort: Option<String>,
     outcome: Option<DeploymentOutcome>,
+    /// Canary and analysis progress (see `progressive.rs`).
+    progress: progressive::Progressive,
 }
 
 impl Machine {
@@ -205,6 +271,7 @@ impl Machine {
             back_reason: None,
             pending_abort: None,
             outcome: None,
+            progress: Default::default(),
         }
     }
 
@@ -242,6 +309,12 @@ impl Machine {
             }
             (Phase::Done, _) => {}
             (Phase::Lock, Event::Begin) => {
+                if self.plan.kind == DeploymentKind::Deploy {
+                    fx.push(Effect::Notify {
+                        event: "started",
+                        message: format!("deploying to {}", self.plan.target),
+                    });
+                }
                 if self.plan.target_running {
                     self.enter(now, Phase::WaitHealthy, None, &mut fx);
                     self.begin_health(&mut fx);
@@ -295,11 +368,19 @@ impl Machine {
             }
             (Phase::Smoke, Event::Smoke { passed, failure }) => {
                 if passed {
-                    self.switch(now, &mut fx);
+                    self.after_checks(now, &mut fx);
                 } else {
                     let why = failure.unwrap_or_else(|| "smoke tests failed".into());
                     self.fail_before_switch(now, format!("smoke tests failed: {why}"), &mut fx);
                 }
+            }
+            (Phase::Mirror, event) => self.on_mirror(now, event, &mut fx),
+            (Phase::Canary(_), event) => self.on_canary(now, event, &mut fx),
+            (Phase::Watch, Event::Measured(round)) => self.on_watch_round(now, round, &mut fx),
+            (Phase::Watch, Event::Timer(t))
+                if t.epoch == self.epoch && t.kind == TimerKind::NextMeasure =>
+            {
+                fx.push(Effect::Measure)
             }
             (Phase::Start | Phase::WaitHealthy | Phase::Smoke, Event::Abort { by }) => {
                 let why = format!("aborted by {by} before the switch");
@@ -329,7 +410,7 @@ impl Machine {
                 TimerKind::NextSample => fx.push(Effect::SampleStats),
                 TimerKind::NextHealth => fx.push(Effect::CheckHealth),
                 TimerKind::WatchEnd => self.succeed(now, &mut fx),
-                TimerKind::HealthDeadline => {}
+                _ => {}
             },
             (Phase::Watch, Event::Sample { stats, exited }) => {
                 let reason = match exited {
@@ -451,7 +532,7 @@ impl Machine {
                     self.enter(now, Phase::Smoke, None, fx);
                     fx.push(Effect::RunSmoke);
                 } else {
-                    self.switch(now, fx);
+                    self.after_checks(now, fx);
                 }
                 return;
             }
@@ -489,6 +570,10 @@ impl Machine {
             until_after: None,
         });
         fx.push(Effect::Log(format!("traffic switched to {target}")));
+        fx.push(Effect::Notify {
+            event: "switched",
+            message: format!("all traffic on {target}"),
+        });
         match self.plan.watch.as_ref().filter(|w| !w.duration.is_zero()) {
             Some(w) => {
                 let duration = w.duration;
@@ -504,6 +589,7 @@ impl Machine {
                 fx.push(self.schedule(TimerKind::WatchEnd, duration));
                 fx.push(Effect::SampleStats);
                 fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval));
+                self.begin_watch_analysis(fx);
             }
             None => self.succeed(now, fx),
         }
@@ -583,6 +669,9 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         let target = self.plan.target;
+        if self.phase == Phase::Mirror {
+            fx.push(Effect::Mirror(false));
+        }
         // Stop what this deployment started (a warm standby a rollback merely checked
         // stays as it was).
         if self.plan.kind == DeploymentKind::Deploy || !self.plan.target_running {
@@ -612,6 +701,16 @@ impl Machine {
         self.epoch += 1;
         self.phase_started = now;
         self.outcome = Some(outcome);
+        let event = match outcome {
+            DeploymentOutcome::Succeeded => "succeeded",
+            DeploymentOutcome::Failed | DeploymentOutcome::Interrupted => "failed",
+            DeploymentOutcome::RolledBack => "rolled_back",
+            DeploymentOutcome::Aborted => "aborted",
+        };
+        fx.push(Effect::Notify {
+            event,
+            message: why.clone(),
+        });
         fx.push(Effect::Finish {
             outcome,
             reason: why,

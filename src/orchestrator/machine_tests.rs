@@ -39,6 +39,9 @@ fn deploy_plan() -> Plan {
         run_smoke: true,
         watch: Some(watch_cfg()),
         warm_for: Duration::from_secs(300),
+        canary: Vec::new(),
+        analysis: None,
+        mirror: None,
     }
 }
 
@@ -151,6 +154,10 @@ fn a_healthy_release_goes_through_every_phase_and_keeps_the_old_slot_warm() {
     assert_eq!(
         fx,
         vec![
+            Effect::Notify {
+                event: "started",
+                message: "deploying to green".into(),
+            },
             Effect::Enter {
                 phase: Phase::Start,
                 result: None

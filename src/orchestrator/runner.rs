@@ -16,14 +16,19 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod progressive;
+
 use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
+use crate::analysis::Measurement;
 use crate::checks::{self, CheckResult, ProbeTarget};
 use crate::config::ServiceConfig;
 use crate::domain::{now_ms, Slot};
+use crate::notify::{Notifier, NotifyEvent};
+use crate::proxy::stats::StatsSnapshot;
 use crate::router::{Router, Target};
 use crate::runtime::{RunningSlot, Runtime, RuntimeHealth, SlotSpec, SlotStatus};
-use crate::store::{CheckRecord, SlotRecord, SlotState, Store, Transition};
+use crate::store::{CheckRecord, MeasurementRecord, SlotRecord, SlotState, Store, Transition};
 
 /// Messages into a running deployment.
 #[derive(Debug)]
@@ -31,6 +36,11 @@ pub enum Input {
     Event(Event),
     /// The target's release started here.
     Started(Result<RunningSlot, String>),
+    /// Analysis measurements to record (taken in `phase`), then `Event::Measured`.
+    Measured {
+        phase: String,
+        round: Vec<Measurement>,
+    },
     /// Check results to record, then the event they produced.
     Checked {
         phase: &'static str,
@@ -50,11 +60,17 @@ pub struct Runner {
     /// The service's slot rows as this runner last wrote them.
     pub slots: [SlotRecord; 2],
     pub progress: Arc<Mutex<std::collections::HashMap<String, Progress>>>,
-    /// The last route applied, persisted with the `Routed` step: (live, switched).
-    pending_route: Option<(Option<Slot>, bool)>,
+    /// The last route applied, persisted with the `Routed` step: (the store's new live
+    /// slot, if it changes; whether traffic moved to the target).
+    pending_route: Option<(Option<Option<Slot>>, bool)>,
     start_in_flight: bool,
     /// The target's restart count at the first watch sample (container runtimes).
     restart_baseline: Option<u32>,
+    pub notifier: Arc<Notifier>,
+    /// Traffic moved (fully or partly) to the target; `switched_at` is written once.
+    switched: bool,
+    /// Statistics at the previous measurement: (canary, stable, when).
+    measure_base: Option<(StatsSnapshot, Option<StatsSnapshot>, Instant)>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -68,6 +84,7 @@ pub struct RunnerParts {
     pub drain_timeout: Duration,
     pub slots: [SlotRecord; 2],
     pub progress: Arc<Mutex<std::collections::HashMap<String, Progress>>>,
+    pub notifier: Arc<Notifier>,
 }
 
 impl Runner {
@@ -85,6 +102,9 @@ impl Runner {
             pending_route: None,
             start_in_flight: false,
             restart_baseline: None,
+            notifier: p.notifier,
+            switched: false,
+            measure_base: None,
         }
     }
 
@@ -126,6 +146,21 @@ impl Runner {
                     self.start_in_flight = false;
                     Event::StartFailed(why)
                 }
+                Input::Measured { phase, round } => {
+                    for m in &round {
+                        let rec = MeasurementRecord {
+                            phase: phase.clone(),
+                            metric: m.metric.clone(),
+                            value: m.value,
+                            verdict: m.verdict.as_str().to_string(),
+                            detail: m.detail.clone(),
+                            at: now_ms(),
+                        };
+                        // MEASUREMENT-STORE: enabled once Store::record_measurement lands.
+                        let _ = &rec;
+                    }
+                    Event::Measured(round)
+                }
                 Input::Checked {
                     phase,
                     results,
@@ -152,8 +187,9 @@ impl Runner {
             let effects = machine.step(now, event);
             if routed {
                 if let Some((live, switched)) = self.pending_route.take() {
-                    transition.live = Some(live);
-                    if switched {
+                    transition.live = live;
+                    if switched && !self.switched {
+                        self.switched = true;
                         transition.switched_at = Some(transition.at);
                     }
                 }
@@ -164,7 +200,7 @@ impl Runner {
             for e in &effects {
                 match e {
                     Effect::Enter { phase, result } => {
-                        transition.enter_phase = Some(phase.as_str().to_string());
+                        transition.enter_phase = Some(phase.label());
                         transition.phase_result = result.clone();
                         if *phase == Phase::Watch {
                             let d = machine
@@ -219,11 +255,51 @@ impl Runner {
                         let result = self.route(live, preview).await;
                         queue.push_back(Input::Event(match result {
                             Ok(()) => {
-                                self.pending_route = Some((live, switched));
+                                self.pending_route = Some((Some(live), switched));
+                                if switched {
+                                    self.measure_base = self.snapshots(&machine).await;
+                                }
                                 Event::Routed
                             }
                             Err(e) => Event::RouteFailed(e),
                         }));
+                    }
+                    Effect::Split { canary_percent } => {
+                        let result = self.split(&machine, canary_percent).await;
+                        queue.push_back(Input::Event(match result {
+                            Ok(()) => {
+                                // Normal traffic stays on `from` as far as the store's
+                                // live slot goes; the deployment has switched partly.
+                                self.pending_route = Some((None, true));
+                                self.measure_base = self.snapshots(&machine).await;
+                                Event::Routed
+                            }
+                            Err(e) => Event::RouteFailed(e),
+                        }));
+                    }
+                    Effect::Measure => self.spawn_measure(&machine, &tx).await,
+                    Effect::Mirror(on) => {
+                        if let Err(e) = self.mirror(&machine, on).await {
+                            if on {
+                                queue.push_back(Input::Event(Event::RouteFailed(e)));
+                            } else {
+                                tracing::warn!(service = %self.service.name, error = %e, "cannot stop mirroring");
+                            }
+                        }
+                    }
+                    Effect::CheckMirror => {
+                        let report = self.router.mirror_report(&self.service.name).await;
+                        queue.push_back(Input::Event(Event::MirrorReport(report)));
+                    }
+                    Effect::Notify { event, message } => {
+                        self.notifier.send(NotifyEvent {
+                            event: event.to_string(),
+                            service: self.service.name.clone(),
+                            deployment_id: self.id,
+                            version: self.version.clone(),
+                            message,
+                            at: now_ms(),
+                        });
                     }
                     Effect::SampleStats => {
                         let target = machine.plan().target;
@@ -312,11 +388,13 @@ impl Runner {
     fn publish(&self, machine: &Machine, watch_ends_at: Option<i64>) {
         let p = Progress {
             deployment_id: self.id,
-            phase: machine.phase().as_str().to_string(),
+            phase: machine.phase().label(),
             watch_ends_at: (machine.phase() == Phase::Watch)
                 .then_some(watch_ends_at)
                 .flatten(),
             window: machine.watch_view().cloned(),
+            canary: (!machine.plan().canary.is_empty() || machine.plan().analysis.is_some())
+                .then(|| machine.canary_view()),
         };
         self.progress
             .lock()
