@@ -50,7 +50,19 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
     let stats = Arc::new(StatsRegistry::new(names));
     let routes = Arc::new(Routes::new());
-    let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()));
+    // Sticky sessions for canary splits unless a service turns them off.
+    let sticky = config
+        .services
+        .values()
+        .map(|svc| {
+            let on = match &svc.strategy {
+                crate::config::Strategy::Canary(c) => c.sticky,
+                crate::config::Strategy::BlueGreen => true,
+            };
+            (svc.name.clone(), on)
+        })
+        .collect();
+    let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()).with_sticky(sticky));
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
     let settings = ProxySettings::from_config(&config.proxy);

@@ -6,6 +6,19 @@
 //! consecutive errors, inconclusive) is a table-driven test; [`measure`] does the I/O
 //! for one metric (the built-in proxy's statistics, a Prometheus query, a command, a
 //! webhook).
+//!
+//! # Layout
+//! - `run.rs`: the tally behind [`AnalysisRun::record`] (pure).
+//! - `judge.rs`: a value against a metric's ranges → verdict and detail (pure).
+//! - `providers/`: `builtin` (proxy statistics), `prometheus`, `command`, `webhook`.
+//! - `http.rs`: a request to an `http://` URL (shared with `notify`).
+
+pub(crate) mod http;
+mod judge;
+mod providers;
+mod run;
+#[cfg(test)]
+mod run_tests;
 
 use std::time::Duration;
 
@@ -78,35 +91,69 @@ pub enum RunStatus {
 }
 
 /// Tallies rounds of measurements against the analysis knobs. Pure.
+///
+/// The rules, in the order they are checked after each round (see `run.rs`):
+/// 1. `Fail` measurements over the whole run > `failure_limit` → `Failed`;
+/// 2. a metric that errored in `consecutive_error_limit` consecutive rounds → `Failed`;
+/// 3. `Inconclusive` measurements (not counting "not enough data") ≥
+///    `inconclusive_limit` → `Inconclusive`;
+/// 4. for a step, after `count` rounds: a metric no round could judge (not enough data
+///    or errors only) →
+///    `Inconclusive`; otherwise `Passed`. A continuous run never passes.
+///
+/// Once a run has ended, it keeps answering its final status.
 #[derive(Debug, Clone)]
 pub struct AnalysisRun {
-    #[allow(dead_code)]
     cfg: AnalysisConfig,
     /// `true` for the watch: never "passes", only fails (runs until the watch ends).
-    #[allow(dead_code)]
     continuous: bool,
+    tally: run::Tally,
 }
 
 impl AnalysisRun {
     /// A run for one canary step: passes after `cfg.count` rounds.
     pub fn for_step(cfg: &AnalysisConfig) -> Self {
-        Self { cfg: cfg.clone(), continuous: false }
+        Self {
+            cfg: cfg.clone(),
+            continuous: false,
+            tally: run::Tally::default(),
+        }
     }
 
     /// A run for the watch: keeps going, fails when a limit is exceeded.
     pub fn continuous(cfg: &AnalysisConfig) -> Self {
-        Self { cfg: cfg.clone(), continuous: true }
+        Self {
+            cfg: cfg.clone(),
+            continuous: true,
+            tally: run::Tally::default(),
+        }
     }
 
     /// Records one round (every metric measured once) and says where the run stands.
     pub fn record(&mut self, round: &[Measurement]) -> RunStatus {
-        let _ = round;
-        todo!("analysis tally")
+        self.tally.record(&self.cfg, self.continuous, round)
+    }
+
+    /// Rounds recorded so far.
+    pub fn rounds(&self) -> u32 {
+        self.tally.rounds
+    }
+}
+
+/// Detail prefix of a measurement that had too few requests to judge (built-in
+/// signals below `min_requests`). Such a measurement is `Inconclusive`, but only ends a
+/// run when the run would otherwise pass on it (rule 4 above): a quiet minute must not
+/// pause a canary, and silence must not pass one.
+pub const NOT_ENOUGH_DATA: &str = "not enough data";
+
+impl Measurement {
+    /// Whether this measurement could not judge for lack of traffic.
+    pub fn is_not_enough_data(&self) -> bool {
+        self.verdict == Verdict::Inconclusive && self.detail.starts_with(NOT_ENOUGH_DATA)
     }
 }
 
 /// Measures one metric now. Never panics; an unreadable metric is `Verdict::Error`.
 pub async fn measure(metric: &MetricConfig, ctx: &MeasureContext) -> Measurement {
-    let _ = (metric, ctx);
-    todo!("analysis providers")
+    providers::measure(metric, ctx).await
 }

@@ -63,6 +63,16 @@ pub struct MirrorConfig {
     pub min_requests: u64,
 }
 
+impl MirrorConfig {
+    pub const DEFAULT_MAX_MISMATCH: f64 = 0.05;
+    pub const DEFAULT_MIN_REQUESTS: u64 = 20;
+
+    /// Safe methods only: copying a POST would write twice.
+    pub fn default_methods() -> Vec<String> {
+        ["GET", "HEAD", "OPTIONS"].map(String::from).to_vec()
+    }
+}
+
 /// Metric analysis, run at every canary step that asks for it and during the watch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalysisConfig {
@@ -79,6 +89,14 @@ pub struct AnalysisConfig {
     /// on, `abort` to stop). Default 1.
     pub inconclusive_limit: u32,
     pub metrics: Vec<MetricConfig>,
+}
+
+impl AnalysisConfig {
+    pub const DEFAULT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+    pub const DEFAULT_COUNT: u32 = 3;
+    pub const DEFAULT_FAILURE_LIMIT: u32 = 0;
+    pub const DEFAULT_CONSECUTIVE_ERROR_LIMIT: u32 = 4;
+    pub const DEFAULT_INCONCLUSIVE_LIMIT: u32 = 1;
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -100,10 +118,48 @@ pub struct Range {
     pub max: Option<f64>,
 }
 
+impl Range {
+    /// Whether `v` is inside (bounds included).
+    pub fn contains(&self, v: f64) -> bool {
+        self.min.is_none_or(|m| v >= m) && self.max.is_none_or(|m| v <= m)
+    }
+
+    /// `0.72 > max 0.5`, `0.01 < min 0.02`, or `0.3 in [0.1, 0.5]`: why `v` is (not)
+    /// inside, for people.
+    pub fn explain(&self, v: f64) -> String {
+        match (self.min, self.max) {
+            (Some(m), _) if v < m => format!("{} < min {}", num(v), num(m)),
+            (_, Some(m)) if v > m => format!("{} > max {}", num(v), num(m)),
+            (Some(lo), Some(hi)) => format!("{} within [{}, {}]", num(v), num(lo), num(hi)),
+            (Some(lo), None) => format!("{} >= min {}", num(v), num(lo)),
+            (None, Some(hi)) => format!("{} <= max {}", num(v), num(hi)),
+            (None, None) => num(v),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.min.is_none() && self.max.is_none()
+    }
+}
+
+/// A value for people: at most 4 decimals, no trailing zeros.
+pub fn num(v: f64) -> String {
+    let s = format!("{v:.4}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".into()
+    } else {
+        s.to_string()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricProvider {
     /// The built-in proxy's per-slot signals over the measurement interval.
-    Builtin { signal: BuiltinSignal, min_requests: u64 },
+    Builtin {
+        signal: BuiltinSignal,
+        min_requests: u64,
+    },
     /// An instant query against a Prometheus server's HTTP API; the first sample's value.
     /// `{service}`, `{slot}`, `{stable_slot}` and `{version}` are substituted in the query.
     Prometheus { address: String, query: String },
@@ -112,7 +168,13 @@ pub enum MetricProvider {
     Command { argv: Vec<String>, numeric: bool },
     /// An HTTP request; 2xx passes (a manual or external gate). `json_value` reads a
     /// number from the JSON response instead.
-    Webhook { url: String, method: String, headers: BTreeMap<String, String>, body: Option<String>, json_value: Option<String> },
+    Webhook {
+        url: String,
+        method: String,
+        headers: BTreeMap<String, String>,
+        body: Option<String>,
+        json_value: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +207,27 @@ pub struct WebhookConfig {
     pub attempts: u32,
     /// Time one attempt may take. Default 5s.
     pub timeout: Duration,
+}
+
+impl WebhookConfig {
+    pub const DEFAULT_ATTEMPTS: u32 = 5;
+    pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+    /// The event kinds a webhook may ask for.
+    pub const EVENTS: &'static [&'static str] = &[
+        "started",
+        "switched",
+        "step",
+        "promoted",
+        "rolled_back",
+        "failed",
+        "succeeded",
+        "aborted",
+    ];
+
+    /// Whether this webhook wants `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -12,22 +12,31 @@
 //! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
 //!   `service.rs` (addresses), `runtime.rs` (process, docker, compose), `health.rs`,
 //!   `smoke.rs`, `watch.rs`.
+//! - `delivery.rs`: the validated progressive-delivery types, read by `strategy.rs`
+//!   (strategy, mirror), `analysis.rs` + `metric_providers.rs` (metrics) and
+//!   `notify.rs` (webhooks).
 //! - `values.rs`: durations, fractions, addresses, placeholders, TOML → JSON.
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
-mod health;
+mod analysis;
 mod delivery;
+mod health;
+mod metric_providers;
 mod model;
+mod notify;
 mod raw;
 mod read;
 mod router;
 mod runtime;
 mod service;
 mod smoke;
+mod strategy;
 mod validate;
 mod values;
 mod watch;
 
+#[cfg(test)]
+mod delivery_tests;
 #[cfg(test)]
 mod tests;
 

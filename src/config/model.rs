@@ -55,6 +55,9 @@ pub struct ProxyConfig {
     /// Request header that sends a request to the idle (preview) slot. Default
     /// `x-cutover-preview` (any value routes to the preview slot).
     pub preview_header: String,
+    /// Cookie that sends a request to the idle (preview) slot, for browsers. Default
+    /// `cutover-preview` (any value routes to the preview slot).
+    pub preview_cookie: String,
     /// Time allowed to receive a request's headers. Default 10s.
     pub header_read_timeout: Duration,
     /// Largest request body accepted, in bytes; larger gets 413. Default 10 MiB.
@@ -280,6 +283,7 @@ impl Default for ProxyConfig {
     fn default() -> Self {
         ProxyConfig {
             preview_header: "x-cutover-preview".to_string(),
+            preview_cookie: "cutover-preview".to_string(),
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),

@@ -22,6 +22,8 @@ pub struct RawConfig {
     pub proxy: Option<Sub<RawProxy>>,
     /// `[services.<name>]`.
     pub services: Option<BTreeMap<String, Sub<RawService>>>,
+    /// `[notifications]`, read in `notify.rs`.
+    pub notifications: Option<Sub<super::notify::RawNotifications>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,6 +44,7 @@ pub struct RawApi {
 #[serde(deny_unknown_fields)]
 pub struct RawProxy {
     pub preview_header: Option<String>,
+    pub preview_cookie: Option<String>,
     pub header_read_timeout: Option<RawDuration>,
     pub max_body_bytes: Option<i64>,
     pub upstream_timeout: Option<RawDuration>,
@@ -61,6 +64,12 @@ pub struct RawService {
     pub watch: Option<Sub<RawWatch>>,
     /// `[services.<name>.router]`, read by kind in `router.rs`.
     pub router: Option<Sub<super::router::RawRouter>>,
+    /// `[services.<name>.strategy]`, read in `strategy.rs`.
+    pub strategy: Option<Sub<super::strategy::RawStrategy>>,
+    /// `[services.<name>.mirror]`, read in `strategy.rs`.
+    pub mirror: Option<Sub<super::strategy::RawMirror>>,
+    /// `[services.<name>.analysis]`, read in `analysis.rs`.
+    pub analysis: Option<Sub<super::analysis::RawAnalysis>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

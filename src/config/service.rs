@@ -5,13 +5,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::delivery::Strategy;
 use super::model::{ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::runtime::runtime;
 use super::validate::{addr, duration};
-use super::{health, router, smoke, watch};
+use super::{analysis, health, router, smoke, strategy, watch};
 
 /// Shared with command probes (`health.rs`); the rules live with the runtime's.
 pub(super) use super::runtime::argv_ok;
@@ -81,6 +80,15 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let health = health::health(&at, r.raw.health.as_ref(), p);
     let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
     let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
+    let analysis = analysis::analysis(&at, r.raw.analysis.as_ref(), p);
+    let has_analysis = r.raw.analysis.is_some() || r.rejected("analysis");
+    let strategy = strategy::strategy(&at, r.raw.strategy.as_ref(), has_analysis, p);
+    let mirror = strategy::mirror(
+        &at,
+        r.raw.mirror.as_ref(),
+        router.as_ref().map(|rt| rt.kind()),
+        p,
+    );
 
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
@@ -101,10 +109,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             watch: watch?,
             router: router?,
             warm_for: warm_for?,
-            // Parsed by the progressive-delivery readers (strategy.rs, analysis.rs).
-            strategy: Strategy::BlueGreen,
-            mirror: None,
-            analysis: None,
+            strategy: strategy?,
+            mirror: mirror?,
+            analysis: analysis?,
         })
     })();
     draft

@@ -126,6 +126,7 @@ fn a_minimal_config_gets_every_documented_default() {
         },
         proxy: ProxyConfig {
             preview_header: "x-cutover-preview".into(),
+            preview_cookie: "cutover-preview".into(),
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 10_485_760,
             upstream_timeout: Duration::from_secs(60),
@@ -264,7 +265,7 @@ fn an_unknown_key_is_named_with_a_hint_and_the_expected_keys() {
     assert_eq!(
         message_at(&text, "servics"),
         "unknown key `servics` (did you mean `services`?), expected one of: daemon, api, proxy, \
-         services"
+         services, notifications"
     );
 }
 
@@ -611,6 +612,16 @@ fn the_preview_header_must_be_a_header_name_and_is_stored_lower_case() {
     assert_eq!(config.proxy.preview_header, "x-preview");
     let text = minimal_with("[proxy]\npreview_header = \"x preview\"\n");
     assert_eq!(keys(&text), ["proxy.preview_header"]);
+}
+
+#[test]
+fn the_preview_cookie_must_be_a_cookie_name() {
+    let config = parse_ok(&minimal_with("[proxy]\npreview_cookie = \"Beta_1\"\n"));
+    assert_eq!(config.proxy.preview_cookie, "Beta_1");
+    for bad in ["", "beta preview", "beta=1", "beta;"] {
+        let text = minimal_with(&format!("[proxy]\npreview_cookie = {bad:?}\n"));
+        assert_eq!(keys(&text), ["proxy.preview_cookie"], "{bad:?}");
+    }
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub(super) fn validate(
     let api = read_opt(root.raw.api.as_ref(), "api", &mut p).and_then(|r| api(&r, env, &mut p));
     let proxy = read_opt(root.raw.proxy.as_ref(), "proxy", &mut p).and_then(|r| proxy(&r, &mut p));
 
+    let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
+
     let drafts: Vec<Draft> = root
         .raw
         .services
@@ -62,15 +64,14 @@ pub(super) fn validate(
         .into_iter()
         .map(|d| d.config.map(|c| (d.name, c)))
         .collect();
-    match (daemon, api, proxy, services) {
-        (Some(daemon), Some(api), Some(proxy), Some(services)) => Ok(Config {
+    match (daemon, api, proxy, services, notifications) {
+        (Some(daemon), Some(api), Some(proxy), Some(services), Some(notifications)) => Ok(Config {
             path: path.map(Path::to_path_buf),
             daemon,
             api,
             proxy,
             services,
-            // Parsed by notify.rs (progressive delivery).
-            notifications: Default::default(),
+            notifications,
         }),
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.
@@ -158,6 +159,23 @@ fn proxy(r: &Read<RawProxy>, p: &mut Problems) -> Option<ProxyConfig> {
                 }
             }
         });
+    let preview_cookie = r
+        .or(
+            "preview_cookie",
+            r.raw.preview_cookie.clone(),
+            d.preview_cookie,
+        )
+        .and_then(|c| {
+            if is_cookie_name(&c) {
+                Some(c)
+            } else {
+                p.add(
+                    r.key("preview_cookie"),
+                    format!("expected a cookie name like \"cutover-preview\", got {c:?}"),
+                );
+                None
+            }
+        });
     let header_read_timeout = duration(
         r,
         "header_read_timeout",
@@ -182,11 +200,20 @@ fn proxy(r: &Read<RawProxy>, p: &mut Problems) -> Option<ProxyConfig> {
     let drain_timeout = duration(r, "drain_timeout", r.raw.drain_timeout, d.drain_timeout);
     Some(ProxyConfig {
         preview_header: preview_header?,
+        preview_cookie: preview_cookie?,
         header_read_timeout: header_read_timeout?,
         max_body_bytes: max_body_bytes? as u64,
         upstream_timeout: upstream_timeout?,
         drain_timeout: drain_timeout?,
     })
+}
+
+/// An RFC 6265 cookie name (a token): visible ASCII without separators.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
 }
 
 /// Rules across services: listeners, hosts, preview listeners and fixed ports must not

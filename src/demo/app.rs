@@ -137,6 +137,10 @@ pub struct Behaviour {
     pub error_rate: f64,
     pub latency: Duration,
     pub unhealthy: bool,
+    /// After this many requests to `/`, switch to `degraded_error_rate` (a release that
+    /// goes bad under real traffic, e.g. half-way through a canary).
+    pub degrade_after_requests: Option<u64>,
+    pub degraded_error_rate: f64,
 }
 
 impl Behaviour {
@@ -147,6 +151,8 @@ impl Behaviour {
             error_rate: 0.0,
             latency: Duration::ZERO,
             unhealthy: false,
+            degrade_after_requests: None,
+            degraded_error_rate: 0.0,
         }
     }
 }
@@ -159,6 +165,8 @@ struct Override {
     error_rate: Option<f64>,
     latency_ms: Option<u64>,
     exit_on_start: Option<i32>,
+    degrade_after_requests: Option<u64>,
+    degraded_error_rate: Option<f64>,
 }
 
 /// The behaviour for `args`, with `file_text` (the behaviour file) applied, and the
@@ -172,6 +180,8 @@ pub fn resolve(
         error_rate: args.error_rate,
         latency: Duration::from_millis(args.latency_ms),
         unhealthy: args.unhealthy,
+        degrade_after_requests: None,
+        degraded_error_rate: 0.0,
     };
     let Some(text) = file_text else {
         return Ok((behaviour, None));
@@ -192,6 +202,15 @@ pub fn resolve(
     if let Some(unhealthy) = o.unhealthy {
         behaviour.unhealthy = unhealthy;
     }
+    if let Some(rate) = o.degraded_error_rate {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&rate),
+            "[{}] degraded_error_rate: {rate} is not between 0 and 1",
+            args.version
+        );
+        behaviour.degraded_error_rate = rate;
+    }
+    behaviour.degrade_after_requests = o.degrade_after_requests;
     Ok((behaviour, o.exit_on_start))
 }
 
@@ -263,6 +282,8 @@ struct AppState {
     behaviour: Behaviour,
     items: Mutex<BTreeMap<u64, String>>,
     next_id: AtomicU64,
+    /// Requests to `/` so far (for `degrade_after_requests`).
+    served: AtomicU64,
 }
 
 type Shared = Arc<AppState>;
@@ -273,6 +294,7 @@ pub fn app(behaviour: Behaviour) -> Router {
         behaviour,
         items: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
+        served: AtomicU64::new(0),
     });
     Router::new()
         .route("/", get(root))
@@ -301,7 +323,14 @@ async fn misbehave(State(state): State<Shared>, req: Request, next: Next) -> Res
     // Only the page users load fails: the items API (what the smoke tests use) keeps
     // working, so a bad release passes its smoke tests and is caught by live traffic.
     let user_facing = path == "/";
-    if user_facing && b.error_rate > 0.0 && fastrand::f64() < b.error_rate {
+    let mut rate = b.error_rate;
+    if user_facing {
+        let n = state.served.fetch_add(1, Ordering::Relaxed) + 1;
+        if b.degrade_after_requests.is_some_and(|after| n > after) {
+            rate = b.degraded_error_rate;
+        }
+    }
+    if user_facing && rate > 0.0 && fastrand::f64() < rate {
         return (StatusCode::INTERNAL_SERVER_ERROR, "injected failure\n").into_response();
     }
     next.run(req).await

@@ -193,3 +193,18 @@ fn bad_rates_and_unknown_keys_are_rejected() {
     assert!(resolve(&a, Some("[v1]\nerror_rate = 2.0\n")).is_err());
     assert!(resolve(&a, Some("[v1]\nunhealty = true\n")).is_err());
 }
+
+#[tokio::test]
+async fn a_release_degrades_after_the_configured_number_of_requests() {
+    let mut b = Behaviour::healthy("v5");
+    b.degrade_after_requests = Some(3);
+    b.degraded_error_rate = 1.0;
+    let addr = spawn_for_test(b).await;
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/").await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(addr, "/").await.0, 500);
+    }
+    assert_eq!(get(addr, "/health").await.0, 200, "health is never faulted");
+}

@@ -156,8 +156,9 @@ impl Runner {
                             detail: m.detail.clone(),
                             at: now_ms(),
                         };
-                        // MEASUREMENT-STORE: enabled once Store::record_measurement lands.
-                        let _ = &rec;
+                        if let Err(e) = self.store.record_measurement(self.id, &rec) {
+                            tracing::error!(error = %e, "cannot record a measurement");
+                        }
                     }
                     Event::Measured(round)
                 }

@@ -1,8 +1,10 @@
 //! Bodies on both sides of the proxy, and the one place a request gets recorded.
 //!
-//! Bodies stream frame by frame (nothing is buffered). Two wrappers do the bookkeeping:
+//! Bodies stream frame by frame (nothing is buffered, except the copy of a small body
+//! being mirrored). Two wrappers do the bookkeeping:
 //! - [`LimitedBody`] (client → upstream) counts bytes and fails the upload once it
-//!   passes `max_body_bytes`, for bodies whose size was not announced up front.
+//!   passes `max_body_bytes`, for bodies whose size was not announced up front; for a
+//!   mirrored request it also copies the body for the mirror ([`LimitedBody::tee`]).
 //! - [`ProxyBody`] (upstream → client) owns the request's [`Recorder`] and records the
 //!   request when the body ends, fails, or is dropped early, so latency runs from
 //!   receipt to the last byte and every request is recorded exactly once.
@@ -14,9 +16,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::oneshot;
 
 use super::stats::{Outcome, OwnedInFlight, SlotStats};
 
@@ -98,12 +101,15 @@ impl ClientBodyError {
     }
 }
 
-/// The client's request body on its way upstream, cut off past a byte limit.
+/// The client's request body on its way upstream, cut off past a byte limit, and
+/// optionally copied for a mirrored request ([`Tee`]).
 #[derive(Debug)]
 pub struct LimitedBody {
     inner: Incoming,
     remaining: u64,
     limit: u64,
+    /// Boxed: only mirrored requests have one, and the common case stays small.
+    tee: Option<Box<Tee>>,
 }
 
 impl LimitedBody {
@@ -112,8 +118,48 @@ impl LimitedBody {
             inner,
             remaining: limit,
             limit,
+            tee: None,
         }
     }
+
+    /// Copies the body, as it streams upstream, into a buffer of up to `cap` bytes that
+    /// the returned receiver gets once the body ended. The copy never slows the
+    /// upstream: a body that fails or grows past `cap` just drops the sender.
+    pub fn tee(&mut self, cap: usize) -> oneshot::Receiver<Bytes> {
+        let (tx, rx) = oneshot::channel();
+        self.tee = Some(Box::new(Tee {
+            buf: BytesMut::new(),
+            cap,
+            done: Some(tx),
+        }));
+        rx
+    }
+
+    fn tee_frame(&mut self, data: &Bytes) {
+        if let Some(tee) = &mut self.tee {
+            if tee.buf.len() + data.len() > tee.cap {
+                self.tee = None;
+            } else {
+                tee.buf.extend_from_slice(data);
+            }
+        }
+    }
+
+    fn tee_end(&mut self) {
+        if let Some(mut tee) = self.tee.take() {
+            if let Some(tx) = tee.done.take() {
+                let _ = tx.send(tee.buf.split().freeze());
+            }
+        }
+    }
+}
+
+/// The copy of a request body being made for a mirrored request.
+#[derive(Debug)]
+pub struct Tee {
+    buf: BytesMut,
+    cap: usize,
+    done: Option<oneshot::Sender<Bytes>>,
 }
 
 impl Body for LimitedBody {
@@ -135,11 +181,24 @@ impl Body for LimitedBody {
                         })));
                     }
                     this.remaining -= len;
+                    if this.tee.is_some() {
+                        this.tee_frame(data);
+                    }
+                }
+                // hyper stops polling once `is_end_stream` says so: the copy ends now.
+                if this.tee.is_some() && this.inner.is_end_stream() {
+                    this.tee_end();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(ClientBodyError::Read(e)))),
-            None => Poll::Ready(None),
+            Some(Err(e)) => {
+                this.tee = None;
+                Poll::Ready(Some(Err(ClientBodyError::Read(e))))
+            }
+            None => {
+                this.tee_end();
+                Poll::Ready(None)
+            }
         }
     }
 

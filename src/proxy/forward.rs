@@ -1,5 +1,11 @@
 //! One client request → one upstream, and what the client sees when that fails.
 //!
+//! Which upstream: the preview slot for the preview listener, the preview header or
+//! the preview cookie; otherwise the split's pick during a canary (sticky cookie, else
+//! weight), else the live slot. The proxy's own header and cookies are removed before
+//! forwarding. While mirroring, a sampled normal request is also copied (`mirror`);
+//! the copy never touches this request's response.
+//!
 //! The order matters: refuse what never needs an upstream (413 by `Content-Length`,
 //! 404, 503) before choosing one, so those are not recorded; from the moment an
 //! upstream is chosen a [`Recorder`] owns the request's bookkeeping and records it
@@ -15,16 +21,18 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{ClientBodyError, LimitedBody, ProxyBody, Recorder};
 use super::headers::{self, X_CUTOVER_SLOT};
+use super::mirror::{self, Mirror};
 use super::server::ListenerCtx;
-use super::stats::Outcome;
-use super::Proxy;
+use super::stats::{Outcome, SlotStats};
+use super::table::Upstream;
+use super::{cookies, Proxy};
 use crate::domain::Slot;
 
 impl Proxy {
@@ -41,37 +49,27 @@ impl Proxy {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
 
-        // Route: one snapshot load; keep only what we need, release the snapshot.
-        let preview = listener.routes.preview_only
-            || req.headers().contains_key(&self.settings.preview_header);
-        let (slot, addr, stats) = {
-            // An absolute-form target's host wins over `Host` (RFC 9112 §3.2.2).
-            let host = req
-                .uri()
-                .host()
-                .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
-            let Some(service) = listener.routes.service_for(host) else {
-                return local(StatusCode::NOT_FOUND, "no service for host\n");
-            };
-            let snapshot = self.routes.load();
-            let route = snapshot.service(service);
-            let upstream = if preview {
-                route.and_then(|r| r.preview.as_ref())
-            } else {
-                route.and_then(|r| r.live.as_ref())
-            };
-            match upstream {
-                Some(u) => (u.slot, u.addr, u.stats.clone()),
-                None if preview => {
-                    return local(StatusCode::SERVICE_UNAVAILABLE, "no preview slot\n")
-                }
-                None => return local(StatusCode::SERVICE_UNAVAILABLE, "no live slot\n"),
-            }
+        // An absolute-form target's host wins over `Host` (RFC 9112 §3.2.2).
+        let host = req
+            .uri()
+            .host()
+            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
+        let Some(service) = listener.routes.service_for(host) else {
+            return local(StatusCode::NOT_FOUND, "no service for host\n");
         };
+        let cookies = cookies::scan(req.headers(), &self.settings.preview_cookie, service);
+        let preview = listener.routes.preview_only
+            || cookies.preview
+            || req.headers().contains_key(&self.settings.preview_header);
+        let chosen = match self.choose(service, preview, cookies.sticky) {
+            Ok(chosen) => chosen,
+            Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
+        };
+        let (slot, addr) = (chosen.slot, chosen.addr);
         let Some(uri) = self.upstream_uri(addr, req.uri()) else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
-        let recorder = Recorder::start(&stats, received);
+        let recorder = Recorder::start(&chosen.stats, received);
 
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -79,13 +77,27 @@ impl Proxy {
         if preview {
             parts.headers.remove(&self.settings.preview_header);
         }
+        if cookies.ours {
+            cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
+        }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::add_forwarded(&mut parts.headers, client_ip);
         parts.uri = uri;
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let upstream_req = Request::from_parts(parts, LimitedBody::new(body, limit));
+        let mut body = LimitedBody::new(body, limit);
+        let mirrored = match &chosen.mirror {
+            Some(m) if !upgrade => mirror::start(
+                m,
+                &self.mirror_client,
+                &parts,
+                &mut body,
+                self.settings.upstream_timeout,
+            ),
+            _ => None,
+        };
+        let upstream_req = Request::from_parts(parts, body);
 
         let sent = tokio::time::timeout(
             self.settings.upstream_timeout,
@@ -94,16 +106,29 @@ impl Proxy {
         .await;
         let mut resp = match sent {
             Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => return failed(e, slot, recorder),
+            Ok(Err(e)) => {
+                let resp = failed(e, slot, recorder);
+                // A client failure (413/400) is not the upstream's answer: not compared.
+                if let Some(m) = mirrored.filter(|_| resp.status().is_server_error()) {
+                    m.answered(resp.status().as_u16(), received.elapsed());
+                }
+                return resp;
+            }
             Err(_elapsed) => {
                 tracing::debug!(%slot, %addr, "upstream sent no response headers in time");
                 recorder.finish(Outcome::UpstreamFailed);
+                if let Some(m) = mirrored {
+                    m.answered(504, received.elapsed());
+                }
                 return with_slot(
                     local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
                     slot,
                 );
             }
         };
+        if let Some(m) = mirrored {
+            m.answered(resp.status().as_u16(), received.elapsed());
+        }
 
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
@@ -132,7 +157,37 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.insert(X_CUTOVER_SLOT, slot_value(slot));
+        if let Some(cookie) = chosen.set_cookie {
+            parts.headers.append(SET_COOKIE, cookie);
+        }
         Response::from_parts(parts, ProxyBody::upstream(body, recorder, status.as_u16()))
+    }
+
+    /// Picks the upstream of one request from the current snapshot: the preview slot,
+    /// the split's pick (by sticky cookie, else by weight) or the live slot. Takes only
+    /// what the request needs and lets the snapshot go.
+    fn choose(
+        &self,
+        service: &str,
+        preview: bool,
+        sticky: Option<Slot>,
+    ) -> Result<Chosen, &'static str> {
+        let snapshot = self.routes.load();
+        let entry = snapshot.entry(service);
+        if preview {
+            let up = entry.and_then(|e| e.route.preview.as_ref());
+            return up.map(Chosen::plain).ok_or("no preview slot\n");
+        }
+        let entry = entry.ok_or("no live slot\n")?;
+        let (up, set_cookie) = match &entry.split {
+            Some(split) => split.pick(sticky),
+            None => (entry.route.live.as_ref().ok_or("no live slot\n")?, None),
+        };
+        Ok(Chosen {
+            set_cookie: set_cookie.cloned(),
+            mirror: entry.mirror.clone(),
+            ..Chosen::plain(up)
+        })
     }
 
     /// `http://<upstream>/<original path and query>`; the client sends it origin-form.
@@ -147,6 +202,29 @@ impl Proxy {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
         Uri::from_parts(parts).ok()
+    }
+}
+
+/// Where one request goes, and what comes with that.
+struct Chosen {
+    slot: Slot,
+    addr: std::net::SocketAddr,
+    stats: std::sync::Arc<SlotStats>,
+    /// The sticky cookie to set on the response (during a split).
+    set_cookie: Option<HeaderValue>,
+    /// The service's mirror, if mirroring (normal traffic only).
+    mirror: Option<std::sync::Arc<Mirror>>,
+}
+
+impl Chosen {
+    fn plain(up: &Upstream) -> Self {
+        Self {
+            slot: up.slot,
+            addr: up.addr,
+            stats: up.stats.clone(),
+            set_cookie: None,
+            mirror: None,
+        }
     }
 }
 

@@ -15,6 +15,9 @@
 //!   records every proxied request exactly once.
 //! - `upgrade`: WebSocket / HTTP upgrade tunnels.
 //! - [`stats`], [`table`]: per-slot counters and the swapped routing table.
+//! - [`split`]: weighted canary split and sticky cookies; `cookies`: reading and
+//!   stripping the proxy's own cookies (preview, sticky).
+//! - [`mirror`]: copying a sample of live requests to another slot, and the report.
 //!
 //! # Cost per request (the hot path)
 //! One `ArcSwap` load of the routing table (no lock), one hash lookup for the Host and
@@ -23,6 +26,10 @@
 //! work (pool checkout, its boxed future). Heap allocations made by the proxy itself:
 //! none in the common case; a joined `X-Forwarded-For` value when the client sent one,
 //! a lower-cased copy of a Host that has capitals. Bodies stream frame by frame.
+//! During a canary (a split is set) one more atomic `fetch_add` picks the slot, and a
+//! response may get a `Set-Cookie` (a reference-counted clone); a request carrying the
+//! proxy's own cookies pays for one rebuilt `Cookie` header. Mirrored requests (only
+//! while mirroring, only the sampled ones) allocate their copy off the client's path.
 //!
 //! # Invariants
 //! - Each proxied request is recorded exactly once in the `SlotStats` of the upstream
@@ -31,9 +38,12 @@
 //! - Nothing on the request path takes a lock.
 
 mod body;
+mod cookies;
 mod forward;
 mod headers;
+pub mod mirror;
 pub mod server;
+pub mod split;
 pub mod stats;
 pub mod table;
 mod upgrade;
@@ -55,12 +65,16 @@ pub use server::{serve, serve_with_grace, DEFAULT_SHUTDOWN_GRACE};
 /// The header sent when `proxy.preview_header` is not a valid header name (validation
 /// should have refused it already).
 pub const DEFAULT_PREVIEW_HEADER: &str = "x-cutover-preview";
+/// The default `proxy.preview_cookie`.
+pub const DEFAULT_PREVIEW_COOKIE: &str = "cutover-preview";
 
 /// How the proxy treats requests; from `[proxy]` in the config.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     /// A request carrying this header (any value) goes to the preview slot.
     pub preview_header: http::HeaderName,
+    /// A request carrying a cookie of this name (any value) goes to the preview slot.
+    pub preview_cookie: String,
     /// Time allowed to receive a request's headers; also how long an idle keep-alive
     /// connection stays open.
     pub header_read_timeout: Duration,
@@ -76,6 +90,7 @@ impl ProxySettings {
             .unwrap_or_else(|_| http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER));
         Self {
             preview_header,
+            preview_cookie: c.preview_cookie.clone(),
             header_read_timeout: c.header_read_timeout,
             max_body_bytes: c.max_body_bytes,
             upstream_timeout: c.upstream_timeout,
@@ -88,6 +103,7 @@ impl Default for ProxySettings {
     fn default() -> Self {
         Self {
             preview_header: http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER),
+            preview_cookie: DEFAULT_PREVIEW_COOKIE.to_string(),
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
@@ -198,6 +214,8 @@ pub struct Proxy {
     routes: Arc<table::Routes>,
     settings: ProxySettings,
     client: Client<HttpConnector, body::LimitedBody>,
+    /// Mirrored copies go through their own pool, so they never take a live connection.
+    mirror_client: mirror::MirrorClient,
     /// `host:port` authorities of upstreams seen so far, so building an upstream URI
     /// does not format and allocate one per request. Tiny (a few slots), scanned.
     authorities: ArcSwap<Vec<(SocketAddr, Authority)>>,
@@ -222,11 +240,17 @@ impl Proxy {
             // we close idle connections before they do and rarely reuse a dying one.
             .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(1024)
+            .build(connector.clone());
+        let mirror_client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(mirror::MAX_IN_FLIGHT)
             .build(connector);
         Arc::new(Proxy {
             routes,
             settings,
             client,
+            mirror_client,
             authorities: ArcSwap::default(),
         })
     }
@@ -323,6 +347,7 @@ mod tests {
     fn settings_take_the_config_values_and_lower_case_the_preview_header() {
         let mut c = crate::config::ProxyConfig {
             preview_header: "X-Preview".into(),
+            preview_cookie: "preview".into(),
             header_read_timeout: Duration::from_secs(3),
             max_body_bytes: 42,
             upstream_timeout: Duration::from_secs(4),
@@ -330,6 +355,7 @@ mod tests {
         };
         let s = ProxySettings::from_config(&c);
         assert_eq!(s.preview_header.as_str(), "x-preview");
+        assert_eq!(s.preview_cookie, "preview");
         assert_eq!(s.header_read_timeout, Duration::from_secs(3));
         assert_eq!(s.max_body_bytes, 42);
         assert_eq!(s.upstream_timeout, Duration::from_secs(4));

@@ -4,6 +4,12 @@
 //! atomic load and never takes a lock; a switch builds a new snapshot and swaps it in.
 //! Requests already forwarded keep their upstream connection, so a switch never cuts
 //! an in-flight request (the drain then waits for the old slot's in-flight count).
+//!
+//! Progressive delivery adds two optional parts next to a service's [`ServiceRoute`]
+//! (kept as it was, so a plain blue-green switch looks exactly as before): a weighted
+//! [`Split`] of the normal traffic (canary steps) and a [`Mirror`] that copies a
+//! sample of it. Both live in the same snapshot, so a request sees one consistent
+//! picture with one atomic load; their per-request state is atomics inside them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use super::mirror::Mirror;
+use super::split::Split;
 use super::stats::SlotStats;
 use crate::domain::Slot;
 
@@ -31,14 +39,30 @@ pub struct ServiceRoute {
     pub preview: Option<Upstream>,
 }
 
+/// Everything the proxy knows about one service's traffic.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceEntry {
+    pub route: ServiceRoute,
+    /// When set, normal traffic is split by weight instead of all going to
+    /// `route.live` (which is then the split's stable upstream).
+    pub split: Option<Arc<Split>>,
+    /// When set, a sample of normal traffic is copied to the mirror target.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
 /// An immutable snapshot of every service's route.
 #[derive(Debug, Default)]
 pub struct RoutingSnapshot {
-    services: HashMap<String, ServiceRoute>,
+    services: HashMap<String, ServiceEntry>,
 }
 
 impl RoutingSnapshot {
     pub fn service(&self, name: &str) -> Option<&ServiceRoute> {
+        self.services.get(name).map(|e| &e.route)
+    }
+
+    /// The service's route with its split and mirror, if any.
+    pub fn entry(&self, name: &str) -> Option<&ServiceEntry> {
         self.services.get(name)
     }
 }
@@ -70,15 +94,49 @@ impl Routes {
             .unwrap_or_default()
     }
 
+    /// A copy of one service's route, split and mirror.
+    pub fn entry(&self, service: &str) -> ServiceEntry {
+        self.current
+            .load()
+            .entry(service)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Replaces one service's route and returns the one it replaced, so the caller can
-    /// drain the upstream that stopped receiving traffic.
+    /// drain the upstream that stopped receiving traffic. Ends any weighted split (all
+    /// normal traffic to `route.live`); mirroring goes on.
     pub fn set(&self, service: &str, route: ServiceRoute) -> ServiceRoute {
+        self.update(service, |e| {
+            e.split = None;
+            std::mem::replace(&mut e.route, route)
+        })
+    }
+
+    /// Splits the service's normal traffic as `split` says (its stable upstream becomes
+    /// `route.live`; the preview route stays). Returns the route it replaced.
+    pub fn set_split(&self, service: &str, split: Split) -> ServiceRoute {
+        self.update(service, |e| {
+            let previous = e.route.clone();
+            e.route.live = Some(split.stable.clone());
+            e.split = Some(Arc::new(split));
+            previous
+        })
+    }
+
+    /// Starts (`Some`) or stops (`None`) mirroring the service's normal traffic.
+    pub fn set_mirror(&self, service: &str, mirror: Option<Arc<Mirror>>) {
+        self.update(service, |e| e.mirror = mirror);
+    }
+
+    /// Read-copy-update of one service's entry under the writer lock.
+    fn update<T>(&self, service: &str, change: impl FnOnce(&mut ServiceEntry) -> T) -> T {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.current.load_full();
         let mut services = old.services.clone();
-        let previous = services.insert(service.to_string(), route);
+        let out = change(services.entry(service.to_string()).or_default());
         self.current.store(Arc::new(RoutingSnapshot { services }));
-        previous.unwrap_or_default()
+        out
     }
 }
 
@@ -156,5 +214,48 @@ mod tests {
         );
         assert_eq!(old.live.unwrap().slot, Slot::Blue);
         assert_eq!(routes.get("web").live.unwrap().slot, Slot::Green);
+    }
+
+    #[test]
+    fn a_plain_set_ends_the_split_but_not_the_mirror() {
+        use crate::router::{MirrorSpec, Target};
+        let routes = Routes::new();
+        let up = |slot, port| Upstream {
+            slot,
+            addr: ([127, 0, 0, 1], port).into(),
+            stats: Arc::new(SlotStats::default()),
+        };
+        let preview = ServiceRoute {
+            live: None,
+            preview: Some(up(Slot::Green, 2)),
+        };
+        routes.set("web", preview);
+        let spec = MirrorSpec {
+            target: Target {
+                slot: Slot::Green,
+                addr: ([127, 0, 0, 1], 2).into(),
+            },
+            percent: 5,
+            methods: vec!["GET".into()],
+        };
+        routes.set_mirror("web", Some(Arc::new(Mirror::new(&spec).unwrap())));
+        let split = Split::new("web", up(Slot::Blue, 1), up(Slot::Green, 2), 10, true);
+        routes.set_split("web", split);
+        let e = routes.entry("web");
+        assert_eq!(
+            e.route.live.unwrap().slot,
+            Slot::Blue,
+            "live is the stable slot"
+        );
+        assert_eq!(e.route.preview.unwrap().slot, Slot::Green, "preview stays");
+        assert_eq!(e.split.unwrap().percent, 10);
+        assert!(e.mirror.is_some());
+
+        routes.set("web", ServiceRoute::default());
+        let e = routes.entry("web");
+        assert!(e.split.is_none());
+        assert!(e.mirror.is_some());
+        routes.set_mirror("web", None);
+        assert!(routes.entry("web").mirror.is_none());
     }
 }

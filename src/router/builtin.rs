@@ -1,24 +1,68 @@
 //! The built-in proxy as a [`Router`]: a switch is one atomic swap of the routing
 //! snapshot, so it takes effect for the very next request and never cuts one in flight.
+//!
+//! It does everything progressive delivery asks of a router: exact weighted splits
+//! with sticky cookies (`proxy::split`), preview by header and cookie, and mirroring
+//! with a comparison report (`proxy::mirror`). Each is a new snapshot swapped in; the
+//! request path stays lock-free. The mutexes here guard control-plane bookkeeping only.
+//!
+//! Stickiness is per service and on by default ([`BuiltinRouter::new`]); turn it off
+//! with [`BuiltinRouter::with_sticky`] or [`BuiltinRouter::set_sticky`]. The setting is
+//! read when a split is applied, so a change shows from the next `apply_weighted`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Router, RouterError, Target};
+use super::{MirrorReport, MirrorSpec, Router, RouterError, Target};
 use crate::domain::Slot;
+use crate::proxy::mirror::Mirror;
+use crate::proxy::split::Split;
 use crate::proxy::stats::StatsSnapshot;
 use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry, Upstream};
 
 pub struct BuiltinRouter {
     routes: Arc<Routes>,
     stats: Arc<StatsRegistry>,
+    /// Services whose stickiness was turned off (or on) explicitly; default on.
+    sticky: Mutex<HashMap<String, bool>>,
+    /// The latest mirror of each service, kept after it stops so its report stays
+    /// readable until the next one begins.
+    mirrors: Mutex<HashMap<String, Arc<Mirror>>>,
 }
 
 impl BuiltinRouter {
+    /// A router over the proxy's table; every service sticky.
     pub fn new(routes: Arc<Routes>, stats: Arc<StatsRegistry>) -> Self {
-        Self { routes, stats }
+        Self {
+            routes,
+            stats,
+            sticky: Mutex::default(),
+            mirrors: Mutex::default(),
+        }
+    }
+
+    /// Sets stickiness per service (services not listed stay sticky).
+    pub fn with_sticky(self, sticky: HashMap<String, bool>) -> Self {
+        *lock(&self.sticky) = sticky;
+        self
+    }
+
+    /// Turns stickiness on or off for one service, from its next weighted split.
+    pub fn set_sticky(&self, service: &str, on: bool) {
+        lock(&self.sticky).insert(service.to_string(), on);
+    }
+
+    fn is_sticky(&self, service: &str) -> bool {
+        lock(&self.sticky).get(service).copied().unwrap_or(true)
+    }
+
+    /// The service's current split as (stable, canary, canary percent), if any.
+    pub fn weights(&self, service: &str) -> Option<(Slot, Slot, u8)> {
+        let split = self.routes.entry(service).split?;
+        Some((split.stable.slot, split.canary.slot, split.percent))
     }
 
     fn upstream(
@@ -26,16 +70,20 @@ impl BuiltinRouter {
         service: &str,
         target: Option<Target>,
     ) -> Result<Option<Upstream>, RouterError> {
-        let Some(t) = target else { return Ok(None) };
+        target.map(|t| self.upstream_of(service, t)).transpose()
+    }
+
+    /// The target with the counters its requests are recorded in.
+    fn upstream_of(&self, service: &str, t: Target) -> Result<Upstream, RouterError> {
         let stats = self
             .stats
             .get(service, t.slot)
             .ok_or_else(|| RouterError::UnknownService(service.to_string()))?;
-        Ok(Some(Upstream {
+        Ok(Upstream {
             slot: t.slot,
             addr: t.addr,
             stats,
-        }))
+        })
     }
 }
 
@@ -57,6 +105,58 @@ impl Router for BuiltinRouter {
         };
         self.routes.set(service, route);
         Ok(())
+    }
+
+    fn supports_weights(&self) -> bool {
+        true
+    }
+
+    async fn apply_weighted(
+        &self,
+        service: &str,
+        stable: Target,
+        canary: Target,
+        canary_percent: u8,
+    ) -> Result<(), RouterError> {
+        if canary_percent > 100 {
+            return Err(RouterError::Rejected(format!(
+                "canary weight must be 0..=100, got {canary_percent}"
+            )));
+        }
+        if stable.slot == canary.slot {
+            return Err(RouterError::Rejected(format!(
+                "stable and canary are both the {} slot",
+                stable.slot
+            )));
+        }
+        let split = Split::new(
+            service,
+            self.upstream_of(service, stable)?,
+            self.upstream_of(service, canary)?,
+            canary_percent,
+            self.is_sticky(service),
+        );
+        self.routes.set_split(service, split);
+        Ok(())
+    }
+
+    async fn mirror(&self, service: &str, spec: Option<MirrorSpec>) -> Result<(), RouterError> {
+        if self.stats.get(service, Slot::Blue).is_none() {
+            return Err(RouterError::UnknownService(service.to_string()));
+        }
+        let Some(spec) = spec else {
+            self.routes.set_mirror(service, None);
+            return Ok(());
+        };
+        let mirror =
+            Arc::new(Mirror::new(&spec).map_err(|e| RouterError::Rejected(e.to_string()))?);
+        lock(&self.mirrors).insert(service.to_string(), mirror.clone());
+        self.routes.set_mirror(service, Some(mirror));
+        Ok(())
+    }
+
+    async fn mirror_report(&self, service: &str) -> Option<MirrorReport> {
+        lock(&self.mirrors).get(service).map(|m| m.report())
     }
 
     async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
@@ -86,4 +186,8 @@ impl Router for BuiltinRouter {
     async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
         self.stats.get(service, slot).map(|s| s.snapshot())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -88,6 +88,20 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_service ON events(service, id);
 "#,
+    // 2: analysis measurements (canary steps, watch).
+    r#"
+CREATE TABLE measurements (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    deployment_id  INTEGER NOT NULL REFERENCES deployments(id),
+    phase          TEXT NOT NULL,
+    metric         TEXT NOT NULL,
+    value          REAL NULL,
+    verdict        TEXT NOT NULL,
+    detail         TEXT NOT NULL,
+    at             INTEGER NOT NULL
+);
+CREATE INDEX measurements_by_deployment ON measurements(deployment_id, id);
+"#,
 ];
 
 /// The schema version this binary writes.
@@ -135,12 +149,12 @@ mod tests {
         let tables: i64 = conn
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN
-                 ('services', 'slots', 'deployments', 'phases', 'checks', 'events')",
+                 ('services', 'slots', 'deployments', 'phases', 'checks', 'events', 'measurements')",
                 [],
                 |row| row.get(0),
             )
             .unwrap();
-        assert_eq!(tables, 6);
+        assert_eq!(tables, 7);
     }
 
     #[test]

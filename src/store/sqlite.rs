@@ -280,7 +280,34 @@ impl Store {
         })
     }
 
-    /// One deployment with its phases and checks; `NotFound` for an unknown id.
+    /// Appends one analysis measurement to a deployment; `NotFound` for an unknown id.
+    /// A NaN or infinite value is stored as no value (SQLite has no NaN).
+    pub fn record_measurement(
+        &self,
+        deployment_id: i64,
+        m: &MeasurementRecord,
+    ) -> Result<(), StoreError> {
+        self.write(|tx| {
+            deployment_service(tx, deployment_id)?;
+            tx.execute(
+                "INSERT INTO measurements (deployment_id, phase, metric, value, verdict, detail, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    deployment_id,
+                    m.phase,
+                    m.metric,
+                    m.value.filter(|v| v.is_finite()),
+                    m.verdict,
+                    m.detail,
+                    m.at,
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// One deployment with its phases, checks and measurements; `NotFound` for an
+    /// unknown id.
     pub fn deployment(&self, id: i64) -> Result<DeploymentRecord, StoreError> {
         self.read(|c| {
             query_deployments(c, "WHERE id = ?1", params![id])?
@@ -618,7 +645,7 @@ fn load_service(c: &Connection, name: &str) -> Result<Option<ServiceRecord>, Sto
 }
 
 /// Deployments matching `filter` (a `WHERE ... [ORDER BY ...] [LIMIT ...]` tail), each
-/// with its phases in order and its checks in insertion order.
+/// with its phases in order and its checks and measurements in insertion order.
 fn query_deployments(
     c: &Connection,
     filter: &str,
@@ -641,7 +668,23 @@ fn query_deployments(
         "SELECT phase, name, ok, detail, duration_ms, at FROM checks
          WHERE deployment_id = ?1 ORDER BY id",
     )?;
+    let mut measurements = c.prepare(
+        "SELECT phase, metric, value, verdict, detail, at FROM measurements
+         WHERE deployment_id = ?1 ORDER BY id",
+    )?;
     for d in &mut deployments {
+        d.measurements = measurements
+            .query_map([d.id], |row| {
+                Ok(MeasurementRecord {
+                    phase: row.get("phase")?,
+                    metric: row.get("metric")?,
+                    value: row.get("value")?,
+                    verdict: row.get("verdict")?,
+                    detail: row.get("detail")?,
+                    at: row.get("at")?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         d.phases = phases
             .query_map([d.id], |row| {
                 Ok(PhaseRecord {

@@ -671,3 +671,76 @@ fn two_processes_opening_a_fresh_file_at_once_both_get_a_migrated_store() {
         assert_eq!(store.services().unwrap().len(), 1);
     }
 }
+
+fn measurement(
+    phase: &str,
+    metric: &str,
+    value: Option<f64>,
+    verdict: &str,
+    at: UnixMillis,
+) -> MeasurementRecord {
+    MeasurementRecord {
+        phase: phase.to_string(),
+        metric: metric.to_string(),
+        value,
+        verdict: verdict.to_string(),
+        detail: format!("{metric} {verdict}"),
+        at,
+    }
+}
+
+#[test]
+fn measurements_are_stored_with_the_deployment_and_loaded_in_order() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_services(&["web"]).unwrap();
+    let id = store.begin_deployment(&deploy("web", "v2", 10)).unwrap();
+    let recorded = vec![
+        measurement("step 1 (10%)", "error-rate", Some(0.01), "pass", 20),
+        measurement("step 1 (10%)", "gate", None, "fail", 21),
+        measurement("watch", "p95", Some(f64::NAN), "error", 30),
+    ];
+    for m in &recorded {
+        store.record_measurement(id, m).unwrap();
+    }
+    let loaded = store.deployment(id).unwrap().measurements;
+    assert_eq!(loaded[..2], recorded[..2]);
+    assert_eq!(loaded[2].value, None, "a NaN is stored as no value");
+    assert_eq!(loaded[2].metric, "p95");
+    let in_history = &store.history("web", 10).unwrap()[0];
+    assert_eq!(in_history.measurements.len(), 3);
+    assert!(matches!(
+        store.record_measurement(id + 100, &recorded[0]),
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[test]
+fn a_version_1_database_is_migrated_on_open_and_keeps_its_deployments() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::schema::MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO services (name, live_slot, updated_at) VALUES ('web', 'blue', 1);
+             INSERT INTO deployments (service, kind, version, target_slot, phase, outcome,
+                 triggered_by, started_at, finished_at)
+             VALUES ('web', 'deploy', 'v1', 'blue', 'done', 'succeeded', 'test', 1, 2);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let version: i64 = store
+        .lock()
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let old = &store.history("web", 10).unwrap()[0];
+    assert_eq!(old.version, "v1");
+    assert!(old.measurements.is_empty());
+    store
+        .record_measurement(old.id, &measurement("watch", "p95", Some(0.2), "pass", 3))
+        .unwrap();
+    assert_eq!(store.deployment(old.id).unwrap().measurements.len(), 1);
+}
