@@ -41,10 +41,12 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let token = api_token(&config, &state_dir)?;
 
     // Bind everything first: a busy port is reported before any state is touched.
-    let mut proxy_listeners = Vec::new();
-    for (addr, routes) in proxy::listeners_from_config(&config) {
-        proxy_listeners.push((bind(addr, "proxy").await?, routes));
-    }
+    let proxy_listeners = proxy::listeners_from_config(&config);
+    let workers = proxy::workers::default_workers();
+    let bound = proxy::workers::bind(&proxy_listeners, workers).with_context(|| {
+        let addrs: Vec<String> = proxy_listeners.iter().map(|(a, _)| a.to_string()).collect();
+        format!("cannot listen on {} for the proxy", addrs.join(", "))
+    })?;
     let api_listener = bind(config.api.listen, "API").await?;
 
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
@@ -74,6 +76,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         .context("cannot restore state from the store")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_rx_for_workers = stop_rx.clone();
     let shutdown = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -81,17 +84,13 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
-    let proxy = Proxy::new(routes, settings);
-    let mut tasks = Vec::new();
-    for (listener, lr) in proxy_listeners {
-        tasks.push(tokio::spawn(proxy::serve_with_grace(
-            proxy.clone(),
-            listener,
-            lr,
-            shutdown(),
-            config.proxy.drain_timeout,
-        )));
-    }
+    // One proxy per worker thread: each has its own upstream connection pool.
+    let proxy_workers = proxy::workers::Workers::start(
+        bound,
+        || Proxy::new(routes.clone(), settings.clone()),
+        stop_rx_for_workers,
+        config.proxy.drain_timeout,
+    )?;
     let state = ApiState {
         controller: controller.clone(),
         token: Arc::new(token),
@@ -117,9 +116,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     reaper.abort();
     let _ = stop_tx.send(true);
-    for t in tasks {
-        let _ = t.await;
-    }
+    let _ = tokio::task::spawn_blocking(move || proxy_workers.join()).await;
     let _ = api_task.await;
     if opts.stop_on_exit {
         for (name, rt) in &runtimes {

@@ -47,6 +47,7 @@ pub mod split;
 pub mod stats;
 pub mod table;
 mod upgrade;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -110,7 +110,10 @@ pub trait Router: Send + Sync {
         let _ = service;
         match spec {
             None => Ok(()),
-            Some(_) => Err(RouterError::Unsupported { router: self.kind(), what: "mirror traffic" }),
+            Some(_) => Err(RouterError::Unsupported {
+                router: self.kind(),
+                what: "mirror traffic",
+            }),
         }
     }
 
