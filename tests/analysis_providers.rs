@@ -70,13 +70,14 @@ async fn gate(status: Arc<AtomicU16>) -> (String, Arc<std::sync::Mutex<String>>)
 }
 
 #[tokio::test]
-async fn a_webhook_gate_answering_503_fails_and_200_passes() {
+async fn a_webhook_gate_answering_503_stays_closed_and_200_passes() {
     let status = Arc::new(AtomicU16::new(503));
     let (url, seen) = gate(status.clone()).await;
     let m = metric(webhook(url.clone(), None), Range::default());
 
     let held = measure(&m, &ctx()).await;
-    assert_eq!(held.verdict, Verdict::Fail, "{held:?}");
+    assert_eq!(held.verdict, Verdict::Inconclusive, "{held:?}");
+    assert!(held.is_gate_closed(), "{held:?}");
     assert!(
         held.detail.ends_with("answered 503 Service Unavailable"),
         "{}",

@@ -167,3 +167,52 @@ async fn a_step_held_until_promoted_waits_for_cutover_promote() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_gate_answering_non_2xx_holds_the_step_until_it_answers_2xx() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    use std::sync::Arc;
+
+    // The external gate (a CI job, a person's approval): 503 until it is opened.
+    let gate = Arc::new(AtomicU16::new(503));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gate_addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().route(
+        "/approve",
+        axum::routing::post({
+            let gate = gate.clone();
+            move || async move {
+                axum::http::StatusCode::from_u16(gate.load(Ordering::SeqCst)).unwrap()
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let strategy = format!(
+        "[services.web.strategy]\nkind = \"canary\"\nsteps = [ {{ weight = 20, analyze = true }} ]\n\n\
+         [services.web.analysis]\ninterval = \"300ms\"\ncount = 1\n\n\
+         [[services.web.analysis.metrics]]\nname = \"approval\"\n\
+         webhook = {{ url = \"http://{gate_addr}/approve\", method = \"POST\" }}\n\n[services.web.watch]"
+    );
+    let h = canary_daemon("", &strategy).await;
+    let id = h.deploy_no_wait("v2").await;
+    wait_until(30, "the canary reaches its first step", || async {
+        let s = h.cli(&["status", "web", "--json"]).await.json();
+        (s["progress"]["canary"]["step"] == 1).then_some(())
+    })
+    .await;
+    // Several rounds with the gate closed: the step holds, nothing fails.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let view = h.deployment(id).await;
+    assert_eq!(view.deployment.outcome, None, "{view:?}");
+    let closed = view.deployment.measurements.iter().filter(|m| m.detail.starts_with("gate closed")).count();
+    assert!(closed >= 3, "the gate is asked every interval: {:?}", view.deployment.measurements);
+    let status = h.cli(&["status", "web", "--json"]).await.json();
+    assert_eq!(status["progress"]["canary"]["step"], 1, "{status:#}");
+
+    gate.store(200, Ordering::SeqCst);
+    let d = h.wait_finished(id, 60).await;
+    assert_eq!(d.outcome, Some(DeploymentOutcome::Succeeded), "{d:?}");
+    assert!(d.measurements.iter().any(|m| m.metric == "approval" && m.verdict == "pass"), "{:?}", d.measurements);
+    server.abort();
+}

@@ -146,7 +146,16 @@ impl AnalysisRun {
 /// pause a canary, and silence must not pass one.
 pub const NOT_ENOUGH_DATA: &str = "not enough data";
 
+/// Detail prefix of a webhook gate that answered non-2xx: the step waits (the gate is
+/// asked again every interval) instead of failing.
+pub const GATE_CLOSED: &str = "gate closed";
+
 impl Measurement {
+    /// Whether this is a closed webhook gate (hold the step, ask again).
+    pub fn is_gate_closed(&self) -> bool {
+        self.verdict == Verdict::Inconclusive && self.detail.starts_with(GATE_CLOSED)
+    }
+
     /// Whether this measurement could not judge for lack of traffic.
     pub fn is_not_enough_data(&self) -> bool {
         self.verdict == Verdict::Inconclusive && self.detail.starts_with(NOT_ENOUGH_DATA)

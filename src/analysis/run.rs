@@ -18,6 +18,8 @@ pub(super) struct Tally {
     /// last round that could not ("not enough data", or an error).
     judged: BTreeMap<String, bool>,
     last_unjudged: BTreeMap<String, String>,
+    /// Per webhook gate: whether its latest answer kept it closed.
+    gate_closed: BTreeMap<String, bool>,
     /// Set once the run has ended; answered from then on.
     ended: Option<RunStatus>,
 }
@@ -54,6 +56,11 @@ impl Tally {
             } else {
                 *errors = 0;
             }
+            if m.is_gate_closed() {
+                self.gate_closed.insert(m.metric.clone(), true);
+                continue;
+            }
+            self.gate_closed.remove(&m.metric);
             let judged = self.judged.entry(m.metric.clone()).or_default();
             match m.verdict {
                 Verdict::Pass => *judged = true,
@@ -82,7 +89,8 @@ impl Tally {
             RunStatus::Failed(reason)
         } else if let Some(reason) = inconclusive {
             RunStatus::Inconclusive(reason)
-        } else if !continuous && n >= cfg.count {
+        } else if !continuous && n >= cfg.count && self.gate_closed.is_empty() {
+            // A closed gate holds the step past `count`: it is asked again each round.
             match self.never_judged() {
                 Some((metric, detail)) => RunStatus::Inconclusive(format!(
                     "metric `{metric}`: no round could judge it in {n} rounds (last: {detail})"

@@ -55,6 +55,11 @@ fn m(code: &str) -> Measurement {
             None,
             format!("{NOT_ENOUGH_DATA}: 3 requests < min_requests 20"),
         ),
+        "G" => (
+            Verdict::Inconclusive,
+            None,
+            format!("{GATE_CLOSED}: POST http://ci/approve answered 503 Service Unavailable"),
+        ),
         other => panic!("unknown code {other}"),
     };
     Measurement {
@@ -176,4 +181,16 @@ fn a_continuous_run_never_passes_but_fails_and_pauses() {
         run.record(&[m("I")]),
         inconclusive("metric `p95`: 0.6 > max 0.5 (inconclusive range) (round 1)")
     );
+}
+
+#[test]
+fn a_closed_webhook_gate_holds_the_step_past_its_count_until_it_opens() {
+    let c = cfg(2, 0, 4, 1);
+    let mut run = AnalysisRun::for_step(&c);
+    // The gate stays closed for four rounds: never a failure, never inconclusive, held.
+    for _ in 0..4 {
+        assert_eq!(run.record(&[m("P"), m("gate:G")]), RunStatus::Running);
+    }
+    // It opens: the step passes at once (count is long reached).
+    assert_eq!(run.record(&[m("P"), m("gate:P")]), RunStatus::Passed);
 }

@@ -1,5 +1,6 @@
 //! An HTTP webhook as a gate (like Flagger's confirm-promotion): 2xx passes, any other
-//! status fails, which holds (or fails) the step; a webhook that cannot be reached is
+//! status keeps the gate closed, which holds the step (the gate is asked again every
+//! interval, and the step goes on once it answers 2xx); a webhook that cannot be reached is
 //! an `Error`, so a flapping CI server does not fail a release on its own
 //! (`consecutive_error_limit`). With `json_value`, a number read from the JSON answer is
 //! judged against the ranges instead.
@@ -10,7 +11,7 @@ use bytes::Bytes;
 
 use super::super::http::request;
 use super::super::judge::{judge, Baseline};
-use super::super::{MeasureContext, Measurement, Verdict};
+use super::super::{MeasureContext, Measurement, Verdict, GATE_CLOSED};
 use super::{call_timeout, error, substitute, verdict};
 use crate::checks::json_path;
 use crate::config::MetricConfig;
@@ -40,8 +41,8 @@ pub(super) async fn measure(
     if !resp.status.is_success() {
         return verdict(
             metric,
-            Verdict::Fail,
-            format!("{} {url} answered {status}", gate.method),
+            Verdict::Inconclusive,
+            format!("{GATE_CLOSED}: {} {url} answered {status}", gate.method),
         );
     }
     let Some(path) = gate.json_value else {
