@@ -177,15 +177,16 @@ async fn a_webhook_gate_answering_non_2xx_holds_the_step_until_it_answers_2xx() 
     let gate = Arc::new(AtomicU16::new(503));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gate_addr = listener.local_addr().unwrap();
-    let app = axum::Router::new().route(
-        "/approve",
-        axum::routing::post({
-            let gate = gate.clone();
-            move || async move {
-                axum::http::StatusCode::from_u16(gate.load(Ordering::SeqCst)).unwrap()
-            }
-        }),
-    );
+    let app =
+        axum::Router::new().route(
+            "/approve",
+            axum::routing::post({
+                let gate = gate.clone();
+                move || async move {
+                    axum::http::StatusCode::from_u16(gate.load(Ordering::SeqCst)).unwrap()
+                }
+            }),
+        );
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let strategy = format!(
@@ -205,14 +206,29 @@ async fn a_webhook_gate_answering_non_2xx_holds_the_step_until_it_answers_2xx() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     let view = h.deployment(id).await;
     assert_eq!(view.deployment.outcome, None, "{view:?}");
-    let closed = view.deployment.measurements.iter().filter(|m| m.detail.starts_with("gate closed")).count();
-    assert!(closed >= 3, "the gate is asked every interval: {:?}", view.deployment.measurements);
+    let closed = view
+        .deployment
+        .measurements
+        .iter()
+        .filter(|m| m.detail.starts_with("gate closed"))
+        .count();
+    assert!(
+        closed >= 3,
+        "the gate is asked every interval: {:?}",
+        view.deployment.measurements
+    );
     let status = h.cli(&["status", "web", "--json"]).await.json();
     assert_eq!(status["progress"]["canary"]["step"], 1, "{status:#}");
 
     gate.store(200, Ordering::SeqCst);
     let d = h.wait_finished(id, 60).await;
     assert_eq!(d.outcome, Some(DeploymentOutcome::Succeeded), "{d:?}");
-    assert!(d.measurements.iter().any(|m| m.metric == "approval" && m.verdict == "pass"), "{:?}", d.measurements);
+    assert!(
+        d.measurements
+            .iter()
+            .any(|m| m.metric == "approval" && m.verdict == "pass"),
+        "{:?}",
+        d.measurements
+    );
     server.abort();
 }
