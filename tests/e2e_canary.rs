@@ -3,6 +3,8 @@
 //! release degrades at 50 % and is rolled back with the failing metric named, and one
 //! held at a step until `cutover promote`.
 
+#[path = "support/prometheus.rs"]
+mod prometheus;
 mod support;
 
 use std::time::Duration;
@@ -231,4 +233,58 @@ async fn a_webhook_gate_answering_non_2xx_holds_the_step_until_it_answers_2xx() 
         d.measurements
     );
     server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_scraping_the_daemon_drives_the_canary_analysis() {
+    // The analysis asks a real Prometheus server, which scrapes the daemon's own
+    // /metrics, how many 5xx the canary slot answered: v2 none, v3 about 30 %.
+    let port = prometheus::free_port();
+    let strategy = format!(
+        "[services.web.strategy]\nkind = \"canary\"\nsteps = [ {{ weight = 30, analyze = true }} ]\n\n\
+         [services.web.analysis]\ninterval = \"2s\"\ncount = 3\n\n\
+         [[services.web.analysis.metrics]]\nname = \"canary-5xx\"\n\
+         prometheus = {{ address = \"http://127.0.0.1:{port}\", query = 'sum(cutover_request_errors_total{{service=\"web\",slot=\"{{slot}}\"}})' }}\n\
+         max = 0\n\n[services.web.watch]"
+    );
+    let h = canary_daemon("[v3]\nerror_rate = 0.3\n", &strategy).await;
+    let prom = prometheus::Prometheus::start_on(port, h.api);
+    let prom_addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_until(60, "Prometheus has scraped the daemon", || async {
+        match support::http_get(prom_addr, "/api/v1/query?query=cutover_live_slot").await {
+            Ok((200, body)) if body.contains("\"value\"") => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+
+    let load = Load::start(h.proxy, "/", 100, 8, Duration::from_secs(120));
+    let out = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(
+        out.code,
+        0,
+        "v2 passes its Prometheus analysis:\n{out}\n{}",
+        prom.log()
+    );
+    let out = h.cli(&["deploy", "web", "v3"]).await;
+    load.stop().await;
+    assert_eq!(out.code, 1, "v3 fails its Prometheus analysis:\n{out}");
+
+    let history = h.cli(&["history", "web", "--json"]).await.json();
+    let (v3, v2) = (&history[0], &history[1]);
+    assert_eq!(v2["outcome"], "succeeded", "{v2:#}");
+    let passes = v2["measurements"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["metric"] == "canary-5xx" && m["verdict"] == "pass")
+        .count();
+    assert_eq!(passes, 3, "{v2:#}");
+    assert_eq!(v3["outcome"], "rolled_back", "{v3:#}");
+    let reason = v3["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("canary step 1 (30%)") && reason.contains("canary-5xx"),
+        "{reason}"
+    );
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v2"));
 }
