@@ -214,36 +214,7 @@ async fn deploy(
         .controller
         .deploy(&name, &body.version, &actor(body.triggered_by))
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
-}
-
-async fn rollback(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    authorize(&s, &headers)?;
-    known(&s, &name)?;
-    let body: ActorBody = parse_json(&body, false)?;
-    let id = s
-        .controller
-        .rollback(&name, &actor(body.triggered_by))
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
-}
-
-async fn abort(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    authorize(&s, &headers)?;
-    known(&s, &name)?;
-    let body: ActorBody = parse_json(&body, false)?;
-    let id = s.controller.abort(&name, &actor(body.triggered_by)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+    Ok(accepted(id))
 }
 
 #[derive(Deserialize, Default)]
@@ -255,20 +226,57 @@ struct PromoteBody {
     triggered_by: Option<String>,
 }
 
+/// A mutating call on a service: authorised, for a configured service, with an
+/// optional JSON body naming who asked. Returns the service name and the body.
+fn operation<B: serde::de::DeserializeOwned + Default>(
+    s: &ApiState,
+    name: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<B, ApiError> {
+    authorize(s, headers)?;
+    known(s, name)?;
+    parse_json(body, false)
+}
+
+/// 202 with the deployment the operation applies to.
+fn accepted(id: i64) -> impl IntoResponse {
+    (StatusCode::ACCEPTED, Json(json!({ "deployment_id": id })))
+}
+
+async fn rollback(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let b: ActorBody = operation(&s, &name, &headers, &body)?;
+    Ok(accepted(
+        s.controller.rollback(&name, &actor(b.triggered_by)).await?,
+    ))
+}
+
+async fn abort(
+    State(s): State<ApiState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    let b: ActorBody = operation(&s, &name, &headers, &body)?;
+    Ok(accepted(
+        s.controller.abort(&name, &actor(b.triggered_by)).await?,
+    ))
+}
+
 async fn promote(
     State(s): State<ApiState>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&s, &headers)?;
-    known(&s, &name)?;
-    let body: PromoteBody = parse_json(&body, false)?;
-    let id = s
-        .controller
-        .promote(&name, body.full, &actor(body.triggered_by))
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+    let b: PromoteBody = operation(&s, &name, &headers, &body)?;
+    let by = actor(b.triggered_by);
+    Ok(accepted(s.controller.promote(&name, b.full, &by).await?))
 }
 
 async fn pause(
@@ -277,11 +285,10 @@ async fn pause(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&s, &headers)?;
-    known(&s, &name)?;
-    let body: ActorBody = parse_json(&body, false)?;
-    let id = s.controller.pause(&name, &actor(body.triggered_by)).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+    let b: ActorBody = operation(&s, &name, &headers, &body)?;
+    Ok(accepted(
+        s.controller.pause(&name, &actor(b.triggered_by)).await?,
+    ))
 }
 
 async fn resume(
@@ -290,14 +297,10 @@ async fn resume(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    authorize(&s, &headers)?;
-    known(&s, &name)?;
-    let body: ActorBody = parse_json(&body, false)?;
-    let id = s
-        .controller
-        .resume(&name, &actor(body.triggered_by))
-        .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "deployment_id": id }))))
+    let b: ActorBody = operation(&s, &name, &headers, &body)?;
+    Ok(accepted(
+        s.controller.resume(&name, &actor(b.triggered_by)).await?,
+    ))
 }
 
 #[derive(Deserialize)]
