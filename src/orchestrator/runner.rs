@@ -9,26 +9,26 @@
 //! `abort` or `rollback` is handled while they are in flight.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod effects;
 mod progressive;
 
 use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
 use crate::analysis::Measurement;
-use crate::checks::{self, CheckResult, ProbeTarget};
+use crate::checks::CheckResult;
 use crate::config::ServiceConfig;
 use crate::domain::{now_ms, Slot};
 use crate::notify::{Notifier, NotifyEvent};
 use crate::proxy::stats::StatsSnapshot;
-use crate::router::{Router, Target};
-use crate::runtime::{RunningSlot, Runtime, RuntimeHealth, SlotSpec, SlotStatus};
-use crate::store::{CheckRecord, MeasurementRecord, SlotRecord, SlotState, Store, Transition};
+use crate::router::Router;
+use crate::runtime::{RunningSlot, Runtime};
+use crate::store::{CheckRecord, MeasurementRecord, SlotRecord, Store, Transition};
 
 /// Messages into a running deployment.
 #[derive(Debug)]
@@ -376,236 +376,5 @@ impl Runner {
                 }
             }
         }
-    }
-}
-
-impl Runner {
-    fn persist(&self, t: &Transition) {
-        if let Err(e) = self.store.apply(t) {
-            tracing::error!(service = %self.service.name, id = self.id, error = %e, "cannot persist a transition");
-        }
-    }
-
-    fn publish(&self, machine: &Machine, watch_ends_at: Option<i64>) {
-        let p = Progress {
-            deployment_id: self.id,
-            phase: machine.phase().label(),
-            watch_ends_at: (machine.phase() == Phase::Watch)
-                .then_some(watch_ends_at)
-                .flatten(),
-            window: machine.watch_view().cloned(),
-            canary: (!machine.plan().canary.is_empty() || machine.plan().analysis.is_some())
-                .then(|| machine.canary_view()),
-        };
-        self.progress
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(self.service.name.clone(), p);
-    }
-
-    /// Why the watched release should count as gone: it exited, or its runtime
-    /// restarted it since the watch began (a crash loop under a restart policy).
-    fn exit_or_restart(&mut self, status: SlotStatus) -> Option<String> {
-        match status {
-            SlotStatus::Exited { detail } => Some(detail),
-            SlotStatus::NotRunning => Some("not running".into()),
-            SlotStatus::Running { restarts } => {
-                let base = *self.restart_baseline.get_or_insert(restarts);
-                (restarts > base)
-                    .then(|| format!("restarted {} time(s) during the watch", restarts - base))
-            }
-        }
-    }
-
-    fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
-        self.slots[slot.index()]
-            .addr
-            .as_deref()
-            .and_then(|a| a.parse().ok())
-    }
-
-    fn probe_target(&self, slot: Slot) -> Option<ProbeTarget> {
-        Some(ProbeTarget {
-            addr: self.addr_of(slot)?,
-            service: self.service.name.clone(),
-            slot,
-            version: self.slots[slot.index()].version.clone().unwrap_or_default(),
-        })
-    }
-
-    fn spawn_start(&mut self, slot: Slot, tx: &mpsc::Sender<Input>) {
-        self.start_in_flight = true;
-        let spec = SlotSpec {
-            service: self.service.name.clone(),
-            slot,
-            version: self.version.clone(),
-            deployment: Some(self.id),
-        };
-        let runtime = self.runtime.clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let result = match runtime.start(&spec).await {
-                Ok(r) => Ok(r),
-                Err(e) => {
-                    let tail = runtime.log_tail(&spec.service, slot, 10).await;
-                    Err(with_tail(e.to_string(), &tail))
-                }
-            };
-            let _ = tx.send(Input::Started(result)).await;
-        });
-    }
-
-    fn spawn_health(&self, slot: Slot, phase: Phase, tx: &mpsc::Sender<Input>) {
-        let tx = tx.clone();
-        let Some(target) = self.probe_target(slot) else {
-            let event = Event::HealthRound {
-                ok: false,
-                answered: false,
-                detail: format!("{slot} has no address"),
-            };
-            tokio::spawn(async move { tx.send(Input::Event(event)).await });
-            return;
-        };
-        let runtime = self.runtime.clone();
-        let cfg = self.service.health.clone();
-        let label = if phase == Phase::Watch {
-            "watch"
-        } else {
-            "wait_healthy"
-        };
-        tokio::spawn(async move {
-            if let SlotStatus::Exited { detail } = runtime.status(&target.service, slot).await {
-                let tail = runtime.log_tail(&target.service, slot, 10).await;
-                let _ = tx
-                    .send(Input::Event(Event::Exited(with_tail(detail, &tail))))
-                    .await;
-                return;
-            }
-            let mut results = checks::health_round(&cfg, &target).await;
-            // The runtime's own verdict (Docker's HEALTHCHECK) is one more check.
-            let verdict = runtime.health(&target.service, slot).await;
-            let judging = matches!(verdict, Some(RuntimeHealth::Starting(_)));
-            results.extend(verdict.map(|v| v.into_check(runtime.kind())));
-            let ok = results.iter().all(|r| r.ok);
-            // "Answered" = the release accepts connections at all; until it does, failures
-            // only count against the deadline (a slow starter is not unhealthy).
-            let answered = ok
-                || !judging
-                    && tokio::time::timeout(
-                        cfg.timeout,
-                        tokio::net::TcpStream::connect(target.addr),
-                    )
-                    .await
-                    .is_ok_and(|r| r.is_ok());
-            let detail = summarize(&results);
-            let event = Event::HealthRound {
-                ok,
-                answered,
-                detail,
-            };
-            let _ = tx
-                .send(Input::Checked {
-                    phase: label,
-                    results,
-                    event,
-                })
-                .await;
-        });
-    }
-
-    fn spawn_smoke(&self, slot: Slot, tx: &mpsc::Sender<Input>) {
-        let tx = tx.clone();
-        let Some(target) = self.probe_target(slot) else {
-            let event = Event::Smoke {
-                passed: false,
-                failure: Some(format!("{slot} has no address")),
-            };
-            tokio::spawn(async move { tx.send(Input::Event(event)).await });
-            return;
-        };
-        let cfg = self.service.smoke.clone();
-        tokio::spawn(async move {
-            let report = checks::smoke(&cfg, &target).await;
-            let event = Event::Smoke {
-                passed: report.passed,
-                failure: report.failure.clone(),
-            };
-            let _ = tx
-                .send(Input::Checked {
-                    phase: "smoke",
-                    results: report.results,
-                    event,
-                })
-                .await;
-        });
-    }
-
-    async fn route(&self, live: Option<Slot>, preview: Option<Slot>) -> Result<(), String> {
-        let target = |slot: Option<Slot>| -> Result<Option<Target>, String> {
-            match slot {
-                None => Ok(None),
-                Some(slot) => match self.addr_of(slot) {
-                    Some(addr) => Ok(Some(Target { slot, addr })),
-                    None => Err(format!("{slot} has no running release to route to")),
-                },
-            }
-        };
-        let live = target(live)?;
-        // A preview slot without an address (stopped) is simply not previewed.
-        let preview = target(preview).ok().flatten();
-        self.router
-            .apply(&self.service.name, live, preview)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn stop(&mut self, slot: Slot) {
-        let name = self.service.name.clone();
-        match self.router.drain(&name, slot, self.drain_timeout).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::warn!(service = %name, %slot, in_flight = n, "drain timeout; stopping anyway")
-            }
-            Err(e) => tracing::warn!(service = %name, %slot, error = %e, "cannot drain"),
-        }
-        if let Err(e) = self.runtime.stop(&name, slot).await {
-            tracing::error!(service = %name, %slot, error = %e, "cannot stop");
-        }
-        let rec = &mut self.slots[slot.index()];
-        rec.addr = None;
-        rec.handle = None;
-        if !matches!(rec.state, SlotState::Failed) {
-            rec.state = SlotState::Stopped;
-        }
-        let t = Transition {
-            deployment_id: self.id,
-            at: now_ms(),
-            slots: vec![rec.clone()],
-            ..Default::default()
-        };
-        self.persist(&t);
-    }
-}
-
-/// One line for a round: every failure's detail, or "ok".
-fn summarize(results: &[CheckResult]) -> String {
-    let failed: Vec<String> = results
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| format!("{}: {}", r.name, r.detail))
-        .collect();
-    if failed.is_empty() {
-        "ok".into()
-    } else {
-        failed.join("; ")
-    }
-}
-
-/// Appends the release's last log lines to a failure reason.
-fn with_tail(reason: String, tail: &[String]) -> String {
-    if tail.is_empty() {
-        reason
-    } else {
-        format!("{reason}; last log lines: {}", tail.join(" | "))
     }
 }
