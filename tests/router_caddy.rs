@@ -132,3 +132,46 @@ async fn a_rollback_points_caddy_back_at_the_previous_release() {
     assert_eq!(routers::answered_by(lb.public).await, "v1");
     assert_eq!(h.status().await.observed_live, Some(Slot::Blue));
 }
+
+/// The recommended path when Caddy must stay in front and no request may fail: its
+/// `reverse_proxy` dials Cutover's built-in proxy (set once), and Cutover switches
+/// behind it, so Caddy's config never changes during a deployment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_in_front_of_the_built_in_proxy_switches_with_zero_failed_requests() {
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    let lb = routers::start_caddy_to(h.dir(), &h.proxy.to_string()).await;
+    h.start().await;
+
+    let during = routers::v1_to_v2_under_load(&h, lb.public, "caddy → built-in proxy").await;
+    assert_eq!(during.failed(), 0, "v1 → v2 behind Caddy: {during:?}");
+
+    let load = cutover::demo::load::Load::start(
+        lb.public,
+        "/",
+        routers::RATE,
+        routers::CONNECTIONS,
+        std::time::Duration::from_secs(300),
+    );
+    for i in 0..10 {
+        let out = h.cli(&["rollback", "web"]).await;
+        assert_eq!(out.code, 0, "rollback {i}:\n{out}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let seen = load.stop().await;
+    println!(
+        "caddy → built-in proxy: 10 switches under {} keep-alive connections at {} req/s: {} requests, {} failed",
+        routers::CONNECTIONS,
+        routers::RATE,
+        seen.sent,
+        seen.failed()
+    );
+    assert_eq!(seen.failed(), 0, "{seen:?}");
+    assert!(
+        seen.by_version.contains_key("v1") && seen.by_version.contains_key("v2"),
+        "{seen:?}"
+    );
+}

