@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::{json, Value};
 
-use super::external::call_json;
+use super::external::{call_json, split_weights};
 use super::{Router, RouterError, Target};
 use crate::config::CaddyRouterConfig;
 use crate::domain::Slot;
@@ -187,12 +187,8 @@ impl Router for CaddyRouter {
         canary_percent: u8,
     ) -> Result<(), RouterError> {
         self.check_service(service)?;
-        let p = u32::from(canary_percent.min(100));
-        match p {
-            0 => self.change(&[(stable, 1)]).await,
-            100 => self.change(&[(canary, 1)]).await,
-            _ => self.change(&[(stable, 100 - p), (canary, p)]).await,
-        }
+        self.change(&split_weights(stable, canary, canary_percent, 1))
+            .await
     }
 
     async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {

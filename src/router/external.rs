@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 
-use super::RouterError;
+use super::{RouterError, Target};
 use crate::checks::http::{send, ProbeRequest, Response};
 use crate::proxy::stats::{BUCKETS, LATENCY_BOUNDS_US};
 
@@ -177,6 +177,22 @@ pub(crate) async fn fixed_grace(grace: Duration, timeout: Duration) -> u64 {
     0
 }
 
+/// The servers and weights of a canary split: `percent` % to `canary`, the rest to
+/// `stable`; at 0 or 100 only one server, with `full` as its weight.
+pub(super) fn split_weights(
+    stable: Target,
+    canary: Target,
+    percent: u8,
+    full: u32,
+) -> Vec<(Target, u32)> {
+    let p = u32::from(percent.min(100));
+    match p {
+        0 => vec![(stable, full)],
+        100 => vec![(canary, full)],
+        _ => vec![(stable, 100 - p), (canary, p)],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +218,34 @@ mod tests {
         assert_eq!(read_or_empty(&path).unwrap(), "two");
         assert_eq!(read_or_empty(&dir.path().join("nope")).unwrap(), "");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::domain::Slot;
+
+    #[test]
+    fn a_split_gives_each_slot_its_share_and_the_ends_one_server_at_full_weight() {
+        let blue = Target {
+            slot: Slot::Blue,
+            addr: "127.0.0.1:1".parse().unwrap(),
+        };
+        let green = Target {
+            slot: Slot::Green,
+            addr: "127.0.0.1:2".parse().unwrap(),
+        };
+        assert_eq!(split_weights(blue, green, 0, 7), vec![(blue, 7)]);
+        assert_eq!(split_weights(blue, green, 100, 7), vec![(green, 7)]);
+        assert_eq!(
+            split_weights(blue, green, 25, 7),
+            vec![(blue, 75), (green, 25)]
+        );
+        assert_eq!(
+            split_weights(blue, green, 200, 7),
+            vec![(green, 7)],
+            "clamped to 100"
+        );
     }
 }

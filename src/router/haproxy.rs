@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::state::{parse_servers_state, parse_stat, ServerState};
-use super::external::bucket_of_secs;
+use super::external::{bucket_of_secs, split_weights};
 use super::{Router, RouterError, Target};
 use crate::config::HaproxyRouterConfig;
 use crate::domain::Slot;
@@ -262,12 +262,7 @@ impl Router for HaproxyRouter {
         canary_percent: u8,
     ) -> Result<(), RouterError> {
         self.check_service(service)?;
-        let p = u32::from(canary_percent.min(100));
-        let want: Vec<(Target, u32)> = match p {
-            0 => vec![(stable, self.config.weight)],
-            100 => vec![(canary, self.config.weight)],
-            _ => vec![(stable, 100 - p), (canary, p)],
-        };
+        let want = split_weights(stable, canary, canary_percent, self.config.weight);
         self.change(&want).await
     }
 

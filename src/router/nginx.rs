@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::external::{fixed_grace, read_or_empty, run, with_suffix, write_atomic};
+use super::external::{fixed_grace, read_or_empty, run, split_weights, with_suffix, write_atomic};
 use super::{Router, RouterError, Target};
 use crate::checks::http::{send, ProbeRequest};
 use crate::config::NginxRouterConfig;
@@ -241,12 +241,7 @@ impl Router for NginxRouter {
         canary_percent: u8,
     ) -> Result<(), RouterError> {
         self.check_service(service)?;
-        let p = u32::from(canary_percent.min(100));
-        let servers: Vec<(Target, u32)> = match p {
-            0 => vec![(stable, 1)],
-            100 => vec![(canary, 1)],
-            _ => vec![(stable, 100 - p), (canary, p)],
-        };
+        let servers = split_weights(stable, canary, canary_percent, 1);
         let expect: Vec<SocketAddr> = servers.iter().map(|(t, _)| t.addr).collect();
         self.install(&self.render(&servers), &expect).await
     }

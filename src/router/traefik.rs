@@ -25,7 +25,9 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::Value;
 
-use super::external::{call_json, fixed_grace, read_or_empty, with_suffix, write_atomic};
+use super::external::{
+    call_json, fixed_grace, read_or_empty, split_weights, with_suffix, write_atomic,
+};
 use super::{Router, RouterError, Target};
 use crate::config::TraefikRouterConfig;
 use crate::domain::Slot;
@@ -218,12 +220,8 @@ impl Router for TraefikRouter {
         canary_percent: u8,
     ) -> Result<(), RouterError> {
         self.check_service(service)?;
-        let p = u32::from(canary_percent.min(100));
-        match p {
-            0 => self.install(&[(stable, 100)]).await,
-            100 => self.install(&[(canary, 100)]).await,
-            _ => self.install(&[(stable, 100 - p), (canary, p)]).await,
-        }
+        self.install(&split_weights(stable, canary, canary_percent, 100))
+            .await
     }
 
     async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
