@@ -146,29 +146,9 @@ async fn caddy_in_front_of_the_built_in_proxy_switches_with_zero_failed_requests
     let lb = routers::start_caddy_to(h.dir(), &h.proxy.to_string()).await;
     h.start().await;
 
-    let during = routers::v1_to_v2_under_load(&h, lb.public, "caddy → built-in proxy").await;
+    let (during, seen) =
+        routers::deploy_and_ten_switches_behind(&h, lb.public, "caddy → built-in proxy").await;
     assert_eq!(during.failed(), 0, "v1 → v2 behind Caddy: {during:?}");
-
-    let load = cutover::demo::load::Load::start(
-        lb.public,
-        "/",
-        routers::RATE,
-        routers::CONNECTIONS,
-        std::time::Duration::from_secs(300),
-    );
-    for i in 0..10 {
-        let out = h.cli(&["rollback", "web"]).await;
-        assert_eq!(out.code, 0, "rollback {i}:\n{out}");
-    }
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let seen = load.stop().await;
-    println!(
-        "caddy → built-in proxy: 10 switches under {} keep-alive connections at {} req/s: {} requests, {} failed",
-        routers::CONNECTIONS,
-        routers::RATE,
-        seen.sent,
-        seen.failed()
-    );
     assert_eq!(seen.failed(), 0, "{seen:?}");
     assert!(
         seen.by_version.contains_key("v1") && seen.by_version.contains_key("v2"),

@@ -464,3 +464,31 @@ pub async fn answered_by(public: SocketAddr) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// The front-of-Cutover scenario: v1 → v2 with `public` (nginx or Caddy proxying to
+/// Cutover's built-in proxy) under live load, then ten rollbacks (switches between the
+/// two warm releases) under load. Returns what the load saw in each part, printed.
+pub async fn deploy_and_ten_switches_behind(
+    h: &crate::support::Harness,
+    public: SocketAddr,
+    label: &str,
+) -> (
+    cutover::demo::load::LoadStats,
+    cutover::demo::load::LoadStats,
+) {
+    let during = v1_to_v2_under_load(h, public, label).await;
+    let load =
+        cutover::demo::load::Load::start(public, "/", RATE, CONNECTIONS, Duration::from_secs(300));
+    for i in 0..10 {
+        let out = h.cli(&["rollback", "web"]).await;
+        assert_eq!(out.code, 0, "rollback {i} behind {label}:\n{out}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let switches = load.stop().await;
+    println!(
+        "{label}: 10 switches under {CONNECTIONS} keep-alive connections at {RATE} req/s: {} requests, {} failed",
+        switches.sent,
+        switches.failed()
+    );
+    (during, switches)
+}
