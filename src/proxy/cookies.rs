@@ -26,9 +26,22 @@ pub struct Scan {
 /// Looks for the preview cookie `preview_name` and the sticky cookies; the one of
 /// `service` gives [`Scan::sticky`].
 pub fn scan(headers: &HeaderMap, preview_name: &str, service: &str) -> Scan {
+    scan_values(
+        headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes),
+        preview_name,
+        service,
+    )
+}
+
+/// [`scan`] over raw `Cookie` header values (the fast path has no `HeaderMap`).
+pub fn scan_values<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    preview_name: &str,
+    service: &str,
+) -> Scan {
     let mut out = Scan::default();
-    for value in headers.get_all(COOKIE) {
-        for (name, val) in pairs(value.as_bytes()) {
+    for value in values {
+        for (name, val) in pairs(value) {
             if name == preview_name.as_bytes() {
                 out.preview = true;
                 out.ours = true;
@@ -47,8 +60,29 @@ pub fn scan(headers: &HeaderMap, preview_name: &str, service: &str) -> Scan {
 /// into one `Cookie` header (or none if nothing is left).
 pub fn strip(headers: &mut HeaderMap, preview_name: &str) {
     let mut kept: Vec<u8> = Vec::new();
-    for value in headers.get_all(COOKIE) {
-        for pair in value.as_bytes().split(|&b| b == b';') {
+    kept_cookies(
+        headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes),
+        preview_name,
+        &mut kept,
+    );
+    headers.remove(COOKIE);
+    if !kept.is_empty() {
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+            headers.insert(COOKIE, v);
+        }
+    }
+}
+
+/// Appends to `kept` every cookie pair of `values` that is not the proxy's, joined by
+/// `"; "` (nothing when none is left).
+pub fn kept_cookies<'a>(
+    values: impl IntoIterator<Item = &'a [u8]>,
+    preview_name: &str,
+    kept: &mut Vec<u8>,
+) {
+    let start = kept.len();
+    for value in values {
+        for pair in value.split(|&b| b == b';') {
             let pair = pair.trim_ascii();
             let name = pair
                 .split(|&b| b == b'=')
@@ -61,16 +95,10 @@ pub fn strip(headers: &mut HeaderMap, preview_name: &str) {
             {
                 continue;
             }
-            if !kept.is_empty() {
+            if kept.len() > start {
                 kept.extend_from_slice(b"; ");
             }
             kept.extend_from_slice(pair);
-        }
-    }
-    headers.remove(COOKIE);
-    if !kept.is_empty() {
-        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
-            headers.insert(COOKIE, v);
         }
     }
 }

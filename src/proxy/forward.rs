@@ -166,7 +166,7 @@ impl Proxy {
     /// Picks the upstream of one request from the current snapshot: the preview slot,
     /// the split's pick (by sticky cookie, else by weight) or the live slot. Takes only
     /// what the request needs and lets the snapshot go.
-    fn choose(
+    pub(super) fn choose(
         &self,
         service: &str,
         preview: bool,
@@ -206,14 +206,14 @@ impl Proxy {
 }
 
 /// Where one request goes, and what comes with that.
-struct Chosen {
-    slot: Slot,
-    addr: std::net::SocketAddr,
-    stats: std::sync::Arc<SlotStats>,
+pub(super) struct Chosen {
+    pub(super) slot: Slot,
+    pub(super) addr: std::net::SocketAddr,
+    pub(super) stats: std::sync::Arc<SlotStats>,
     /// The sticky cookie to set on the response (during a split).
-    set_cookie: Option<HeaderValue>,
+    pub(super) set_cookie: Option<HeaderValue>,
     /// The service's mirror, if mirroring (normal traffic only).
-    mirror: Option<std::sync::Arc<Mirror>>,
+    pub(super) mirror: Option<std::sync::Arc<Mirror>>,
 }
 
 impl Chosen {

@@ -7,9 +7,12 @@
 //! the table; requests already forwarded finish where they started.
 //!
 //! # Layout
-//! - [`server`]: accept loop, per-connection hyper HTTP/1.1, graceful shutdown.
-//! - `forward`: one request → one upstream, and the mapping of failures to 4xx/5xx
-//!   and to an [`stats::Outcome`].
+//! - [`server`]: accept loop, per-connection serving, graceful shutdown.
+//! - `h1`: the fast path, a hand-written HTTP/1.1 forwarder for the common request
+//!   (connection-affine upstream connections, heads rewritten, bodies passed through);
+//!   it hands anything unusual, with the bytes already read, to the general path.
+//! - `forward`: the general path (hyper server + hyper-util client): one request →
+//!   one upstream, and the mapping of failures to 4xx/5xx and to an [`stats::Outcome`].
 //! - `headers`: hop-by-hop removal, `X-Forwarded-*`, `x-cutover-slot`.
 //! - `body`: streaming bodies, the request-size limit, and the [`body::Recorder`] that
 //!   records every proxied request exactly once.
@@ -40,6 +43,7 @@
 mod body;
 mod cookies;
 mod forward;
+mod h1;
 mod headers;
 pub mod mirror;
 pub mod server;
@@ -83,6 +87,10 @@ pub struct ProxySettings {
     pub max_body_bytes: u64,
     /// Time to wait for an upstream's response headers (connect included); then 504.
     pub upstream_timeout: Duration,
+    /// Serve common requests on the hand-written HTTP/1.1 fast path (`h1`); `false`
+    /// sends everything through the general (hyper) path. On unless
+    /// `CUTOVER_PROXY_FAST_PATH=0`.
+    pub fast_path: bool,
 }
 
 impl ProxySettings {
@@ -95,8 +103,17 @@ impl ProxySettings {
             header_read_timeout: c.header_read_timeout,
             max_body_bytes: c.max_body_bytes,
             upstream_timeout: c.upstream_timeout,
+            fast_path: fast_path_from_env(),
         }
     }
+}
+
+/// `CUTOVER_PROXY_FAST_PATH=0` (or `off`, `false`) turns the fast path off.
+fn fast_path_from_env() -> bool {
+    !matches!(
+        std::env::var("CUTOVER_PROXY_FAST_PATH").as_deref(),
+        Ok("0" | "off" | "false")
+    )
 }
 
 impl Default for ProxySettings {
@@ -108,6 +125,7 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
+            fast_path: fast_path_from_env(),
         }
     }
 }

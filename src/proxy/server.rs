@@ -1,9 +1,10 @@
 //! The accept loop, per-connection serving and graceful shutdown of one listener.
 //!
 //! Shape (after mini-redis): [`serve`] takes an already bound listener, so tests bind
-//! `127.0.0.1:0`, and a `shutdown` future. Each accepted socket gets one task running a
-//! hyper HTTP/1.1 connection (keep-alive, header read timeout, upgrades) whose service
-//! is [`Proxy::handle`](super::Proxy). A broken client only ever ends its own task.
+//! `127.0.0.1:0`, and a `shutdown` future. Each accepted socket gets one task: first
+//! the fast path (`h1`), then, if it hands the connection over, a hyper HTTP/1.1
+//! connection (keep-alive, header read timeout, upgrades) whose service is
+//! [`Proxy::handle`](super::Proxy). A broken client only ever ends its own task.
 //!
 //! Shutdown is two-staged, broadcast through a `watch` channel:
 //! 1. *Draining*: the listener is closed; every connection finishes the request it is
@@ -128,6 +129,14 @@ async fn serve_connection(
     // Computed once per connection; each request clones it (a reference count).
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let (stream, pre) = if proxy.settings().fast_path {
+        match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes()).await {
+            super::h1::End::Closed => return,
+            super::h1::End::General(stream, pre) => (stream, pre),
+        }
+    } else {
+        (stream, bytes::Bytes::new())
+    };
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
     let service = service_fn(move |req| {
@@ -138,7 +147,7 @@ async fn serve_connection(
     });
     let conn = ctx
         .http
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(super::h1::Rewind::new(stream, pre)), service)
         .with_upgrades();
     tokio::pin!(conn);
 

@@ -1,0 +1,242 @@
+//! The fast path's plumbing: one timer per connection, the connection-affine upstream
+//! connections, and the hand-over of a connection to the general (hyper) path.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+/// One timer for a connection's successive deadlines (waiting for a request head,
+/// waiting for the upstream's response head).
+///
+/// Why not a fresh `timeout` per wait: re-arming a timer takes the runtime's timer
+/// lock on every request. Here the timer is re-armed only when it fires before the
+/// current deadline (or a deadline moves earlier than it), so on a busy keep-alive
+/// connection it is touched about once per timeout period, not once per request.
+pub struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    until: Instant,
+}
+
+impl Deadline {
+    pub fn new(until: Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(until)),
+            until,
+        }
+    }
+
+    /// The current wait ends at `until`.
+    pub fn set(&mut self, until: Instant) {
+        self.until = until;
+        if self.sleep.deadline() > until {
+            self.sleep.as_mut().reset(until);
+        }
+    }
+
+    /// Resolves once the current deadline has passed.
+    pub async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= self.until {
+                return;
+            }
+            let until = self.until;
+            self.sleep.as_mut().reset(until);
+        }
+    }
+}
+
+/// Upstream connections owned by one client connection: at most one per upstream
+/// address, at most two (a canary split alternates between the two slots).
+///
+/// Why per client connection and not a shared pool: a request never waits for or
+/// contends on a pool, and the connection lives on the same thread and task as its
+/// client. After a switch the old slot's connection is simply not asked for again and
+/// closes when the client connection does, or when evicted.
+#[derive(Default)]
+pub struct Upstreams {
+    conns: [Option<(SocketAddr, TcpStream)>; 2],
+}
+
+impl Upstreams {
+    /// An idle connection to `addr` that still looks open, removed from the set.
+    pub fn take(&mut self, addr: SocketAddr) -> Option<TcpStream> {
+        let slot = self
+            .conns
+            .iter_mut()
+            .find(|c| c.as_ref().is_some_and(|(a, _)| *a == addr))?;
+        let (_, stream) = slot.take()?;
+        still_open(&stream).then_some(stream)
+    }
+
+    /// Keeps `stream` for the next request to `addr`; when both places are taken, the
+    /// older connection is closed.
+    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream) {
+        if let Some(free) = self.conns.iter_mut().find(|c| c.is_none()) {
+            *free = Some((addr, stream));
+            return;
+        }
+        // Both taken: the older goes, the newest is kept last.
+        self.conns[0] = self.conns[1].take();
+        self.conns[1] = Some((addr, stream));
+    }
+}
+
+/// Whether an idle upstream connection can be reused: nothing may be readable on it
+/// (an idle connection that is readable was closed by the upstream or sent garbage).
+/// Costs no system call unless the runtime already saw it become readable.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Connects to an upstream with `TCP_NODELAY`.
+pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A client connection handed to the general path: the bytes the fast path already
+/// read (the head it did not take, and anything after it) come first.
+pub struct Rewind {
+    pre: Bytes,
+    inner: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(inner: TcpStream, pre: Bytes) -> Self {
+        Self { pre, inner }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre[..n]);
+            self.pre.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut ups = Upstreams::default();
+        let client = connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        ups.put(addr, client);
+        // Open and idle: reused.
+        let client = ups.take(addr).expect("an open idle connection is reused");
+        ups.put(addr, client);
+        drop(server);
+        // Let the runtime see the FIN.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(ups.take(addr).is_none(), "a closed connection is dropped");
+        assert!(ups.take(addr).is_none(), "and forgotten");
+    }
+
+    #[tokio::test]
+    async fn two_addresses_are_kept_and_a_third_evicts_one() {
+        let mut listeners = Vec::new();
+        let mut ups = Upstreams::default();
+        for _ in 0..3 {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            ups.put(addr, connect(addr).await.unwrap());
+            listeners.push((l, addr));
+        }
+        let kept = listeners
+            .iter()
+            .filter(|(_, a)| ups.take(*a).map(|s| ups.put(*a, s)).is_some())
+            .count();
+        assert_eq!(kept, 2);
+        assert!(ups.take(listeners[2].1).is_some(), "the newest is kept");
+    }
+
+    #[tokio::test]
+    async fn rewind_replays_the_bytes_read_before_the_hand_over() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut peer = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        peer.write_all(b" world").await.unwrap();
+        drop(peer);
+        let mut rewind = Rewind::new(server, Bytes::from_static(b"hello"));
+        let mut all = String::new();
+        rewind.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_fires_no_earlier_than_the_latest_time_it_was_set_to() {
+        let start = Instant::now();
+        let mut d = Deadline::new(start + Duration::from_millis(50));
+        d.set(start + Duration::from_millis(200));
+        d.expired().await;
+        assert!(Instant::now() - start >= Duration::from_millis(200));
+        // Set again after it fired: waits again.
+        let now = Instant::now();
+        d.set(now + Duration::from_millis(50));
+        d.expired().await;
+        assert!(Instant::now() - now >= Duration::from_millis(50));
+    }
+}

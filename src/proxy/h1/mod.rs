@@ -1,0 +1,483 @@
+//! The fast path: a hand-written HTTP/1.1 forwarder for the common request.
+//!
+//! Why it exists: the benchmark (BENCHMARKS.md) showed the general path (hyper server
+//! → hyper-util pooled client → hyper) spending its time in per-request machinery that
+//! a proxy does not need: a `Request` with a parsed `HeaderMap` built and re-encoded on
+//! each side, a pool checkout, a channel hop to the client connection's own task, a
+//! boxed future and a timer per request. Here one task per client connection reads a
+//! head, writes the rewritten head to an upstream connection that this client
+//! connection owns (connection-affine: no pool, no lock, no second task), and passes
+//! the response through with its framing checked but its body untouched. Small
+//! responses leave in one write.
+//!
+//! What it takes: see `request` (HTTP/1.1, origin-form, a `Content-Length` body up to
+//! [`FAST_BODY_MAX`], no upgrade, no `Expect`, no `Transfer-Encoding`); requests to a
+//! service that is mirroring; anything routed to a local answer (404, 503). Everything
+//! else is handed, with the bytes already read, to the general path for the rest of
+//! the connection ([`End::General`], [`Rewind`]), which answers exactly as before.
+//! Both paths choose the upstream the same way ([`Proxy::choose`]) and record each
+//! request exactly once through the same [`Recorder`].
+//!
+//! Failure mapping is the general path's: connect refused, reset, EOF or garbage
+//! before a response head → 502 and `UpstreamFailed`; no response head within
+//! `upstream_timeout` → 504 and `UpstreamFailed`; a client that vanishes →
+//! `ClientFailed`. A reused upstream connection that turns out closed before answering
+//! a `GET`/`HEAD`/`OPTIONS` without body is retried once on a new connection.
+//! `CUTOVER_PROXY_FAST_PATH=0` turns the fast path off (everything takes the general
+//! path), for comparison and as a safety valve.
+
+mod chunked;
+mod io;
+mod request;
+mod response;
+
+use std::time::Instant as StdInstant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+pub(crate) use io::Rewind;
+
+use super::body::Recorder;
+use super::forward::Chosen;
+use super::server::{ConnState, ListenerCtx};
+use super::stats::Outcome;
+use super::{cookies, Proxy};
+use chunked::ChunkedEnd;
+use io::{Deadline, Upstreams};
+use request::Parse;
+use response::{Additions, Framing, RespHead, RespParse};
+
+/// Largest request body the fast path forwards; larger bodies take the general path,
+/// which streams both directions at once (an upstream may answer before reading it).
+pub const FAST_BODY_MAX: u64 = 64 * 1024;
+/// Bytes read at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// A request or response head larger than this is not the fast path's business.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// How the fast path left a client connection.
+pub(crate) enum End {
+    Closed,
+    /// The general path takes over; `Bytes` were read from the client and not used.
+    General(TcpStream, Bytes),
+}
+
+/// A request the fast path is forwarding: where to, and what is left to do.
+struct Plan {
+    chosen: Chosen,
+    received: StdInstant,
+    /// Body bytes still to read from the client (the rest is already in `out`).
+    body_left: u64,
+    head_request: bool,
+    retryable: bool,
+    /// The client connection ends after this response.
+    close: bool,
+    had_body: bool,
+}
+
+/// Why a request got no upstream response head.
+enum Fail {
+    Connect,
+    /// Write/read error, EOF or an unusable response.
+    Upstream,
+    /// A reused connection failed before any response byte: maybe closed while idle.
+    Stale,
+    /// The client went away mid-request.
+    Client,
+}
+
+/// Why a response could not be passed on completely.
+enum Broke {
+    Upstream,
+    Client,
+}
+
+/// A client connection's buffers and upstream connections.
+struct Conn {
+    client: TcpStream,
+    /// Bytes from the client not yet used.
+    cbuf: BytesMut,
+    /// Bytes from the upstream not yet passed on.
+    ubuf: BytesMut,
+    /// The head (and first body bytes) about to be written, either way.
+    out: Vec<u8>,
+    upstreams: Upstreams,
+}
+
+/// Serves `client` on the fast path until it closes or needs the general path.
+pub(crate) async fn serve(
+    proxy: &Proxy,
+    ctx: &ListenerCtx,
+    client: TcpStream,
+    client_ip: &[u8],
+) -> End {
+    let settings = proxy.settings();
+    let mut conn = Conn {
+        client,
+        cbuf: BytesMut::with_capacity(READ_CHUNK),
+        ubuf: BytesMut::new(),
+        out: Vec::with_capacity(1024),
+        upstreams: Upstreams::default(),
+    };
+    let mut deadline = Deadline::new(Instant::now() + settings.header_read_timeout);
+    let (mut draining_rx, mut stopped_rx) = (ctx.state.clone(), ctx.state.clone());
+    let draining = async move {
+        let _ = draining_rx.wait_for(|s| *s != ConnState::Serving).await;
+    };
+    let stopped = async move {
+        let _ = stopped_rx.wait_for(|s| *s == ConnState::Stopped).await;
+    };
+    tokio::pin!(draining, stopped);
+    let mut drain_seen = false;
+
+    loop {
+        deadline.set(Instant::now() + settings.header_read_timeout);
+        let plan = loop {
+            if !conn.cbuf.is_empty() {
+                match conn.plan(proxy, ctx, client_ip) {
+                    Step::Partial if conn.cbuf.len() < MAX_HEAD => {}
+                    Step::Forward(plan) => break plan,
+                    Step::Partial | Step::General => {
+                        return End::General(conn.client, conn.cbuf.freeze());
+                    }
+                }
+            }
+            if drain_seen {
+                return End::Closed;
+            }
+            conn.cbuf.reserve(READ_CHUNK);
+            tokio::select! {
+                biased;
+                () = &mut draining, if !drain_seen => drain_seen = true,
+                read = conn.client.read_buf(&mut conn.cbuf) => match read {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => {}
+                },
+                () = deadline.expired() => return End::Closed,
+            }
+        };
+
+        deadline.set(Instant::from_std(plan.received) + settings.upstream_timeout);
+        let recorder = Recorder::start(&plan.chosen.stats, plan.received);
+        let keep_alive = tokio::select! {
+            biased;
+            () = &mut stopped => return End::Closed,
+            keep = conn.forward(plan, recorder, &mut deadline) => keep,
+        };
+        if !keep_alive {
+            return End::Closed;
+        }
+    }
+}
+
+/// What to do with the bytes received so far.
+enum Step {
+    Partial,
+    Forward(Plan),
+    General,
+}
+
+impl Conn {
+    /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
+    /// and the body bytes already received to `out` and consumes them from `cbuf`.
+    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8]) -> Step {
+        let settings = proxy.settings();
+        let preview_header = settings.preview_header.as_str();
+        let max_body = settings.max_body_bytes.min(FAST_BODY_MAX);
+        let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let head = match request::parse(&self.cbuf, &mut headers, preview_header, max_body) {
+            Parse::Partial => return Step::Partial,
+            Parse::General => return Step::General,
+            Parse::Fast(head) => head,
+        };
+        let received = StdInstant::now();
+        let Some(service) = ctx.routes.service_for(Some(head.host)) else {
+            return Step::General;
+        };
+        let cookies = cookies::scan_values(head.cookies(), &settings.preview_cookie, service);
+        let preview = ctx.routes.preview_only || cookies.preview || head.preview_header;
+        let chosen = match proxy.choose(service, preview, cookies.sticky) {
+            Ok(c) if c.mirror.is_none() => c,
+            _ => return Step::General,
+        };
+        self.out.clear();
+        let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
+        head.write_upstream(&mut self.out, client_ip, preview_header, strip);
+        let closing = *ctx.state.borrow() != ConnState::Serving;
+        let (head_len, body_len) = (head.len, head.body_len);
+        let plan = Plan {
+            chosen,
+            received,
+            body_left: body_len,
+            head_request: head.is_head(),
+            retryable: head.retryable(),
+            close: head.close || closing,
+            had_body: body_len > 0,
+        };
+        self.cbuf.advance(head_len);
+        let mut plan = plan;
+        let prefix = self
+            .cbuf
+            .len()
+            .min(usize::try_from(body_len).unwrap_or(usize::MAX));
+        self.out.extend_from_slice(&self.cbuf[..prefix]);
+        self.cbuf.advance(prefix);
+        plan.body_left -= prefix as u64;
+        Step::Forward(plan)
+    }
+
+    /// Forwards one planned request and passes the response on. Records it. Whether
+    /// the client connection stays open.
+    async fn forward(&mut self, plan: Plan, recorder: Recorder, deadline: &mut Deadline) -> bool {
+        let (slot, addr) = (plan.chosen.slot, plan.chosen.addr);
+        let got = tokio::select! {
+            biased;
+            got = self.exchange_head(&plan) => got,
+            () = deadline.expired() => Err((Fail::Upstream, true)),
+        };
+        let (upstream, head) = match got {
+            Ok(ok) => ok,
+            Err((Fail::Client, _)) => {
+                recorder.finish(Outcome::ClientFailed);
+                return false;
+            }
+            Err((fail, timed_out)) => {
+                recorder.finish(Outcome::UpstreamFailed);
+                let (status, msg) = match (timed_out, fail) {
+                    (true, _) => (504, "upstream timed out\n"),
+                    (false, Fail::Connect) => (502, "upstream unreachable\n"),
+                    _ => (502, "upstream failed\n"),
+                };
+                tracing::debug!(%slot, %addr, status, "upstream request failed");
+                // Unread body bytes would be taken for the next request: close.
+                let close = plan.close || plan.had_body;
+                self.out.clear();
+                response::local(&mut self.out, status, slot.as_str(), msg, close);
+                return self.client.write_all(&self.out).await.is_ok() && !close;
+            }
+        };
+        match self.relay_body(upstream, &head, addr).await {
+            Ok(()) => {
+                recorder.finish(Outcome::Status(head.status));
+                !head.close_client
+            }
+            Err(Broke::Upstream) => {
+                tracing::debug!(%slot, %addr, "upstream broke off a response");
+                recorder.finish(Outcome::UpstreamFailed);
+                false
+            }
+            Err(Broke::Client) => {
+                recorder.finish(Outcome::ClientFailed);
+                false
+            }
+        }
+    }
+
+    /// Sends the request (retrying once on a fresh connection if a reused one turns
+    /// out closed) and reads the response head. On success, `out` holds the client's
+    /// head and `ubuf` the bytes after the upstream's head. The error says whether the
+    /// deadline passed (always `false` here; the caller's timer decides that).
+    async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), (Fail, bool)> {
+        let addr = plan.chosen.addr;
+        let (mut upstream, mut reused) = match self.upstreams.take(addr) {
+            Some(s) => (s, true),
+            None => (connect(addr).await?, false),
+        };
+        loop {
+            match self.try_exchange(&mut upstream, plan).await {
+                Ok(head) => return Ok((upstream, head)),
+                Err(Fail::Stale) if reused && plan.retryable => {
+                    tracing::debug!(%addr, "reused upstream connection was closed; retrying");
+                    upstream = connect(addr).await?;
+                    reused = false;
+                }
+                Err(Fail::Stale) => return Err((Fail::Upstream, false)),
+                Err(fail) => return Err((fail, false)),
+            }
+        }
+    }
+
+    async fn try_exchange(
+        &mut self,
+        upstream: &mut TcpStream,
+        plan: &Plan,
+    ) -> Result<RespHead, Fail> {
+        if upstream.write_all(&self.out).await.is_err() {
+            return Err(Fail::Stale);
+        }
+        let mut left = plan.body_left;
+        while left > 0 {
+            self.cbuf.reserve(READ_CHUNK);
+            match self.client.read_buf(&mut self.cbuf).await {
+                Ok(0) | Err(_) => return Err(Fail::Client),
+                Ok(_) => {}
+            }
+            let take = self
+                .cbuf
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            if upstream.write_all(&self.cbuf[..take]).await.is_err() {
+                return Err(Fail::Upstream);
+            }
+            self.cbuf.advance(take);
+            left -= take as u64;
+        }
+
+        self.ubuf.clear();
+        let add = Additions {
+            slot: plan.chosen.slot.as_str(),
+            set_cookie: plan.chosen.set_cookie.as_ref().map(|v| v.as_bytes()),
+            close: plan.close,
+        };
+        loop {
+            self.ubuf.reserve(READ_CHUNK);
+            match upstream.read_buf(&mut self.ubuf).await {
+                Ok(0) | Err(_) if self.ubuf.is_empty() && plan.body_left == 0 => {
+                    return Err(Fail::Stale)
+                }
+                Ok(0) | Err(_) => return Err(Fail::Upstream),
+                Ok(_) => {}
+            }
+            loop {
+                self.out.clear();
+                match response::parse(&self.ubuf, plan.head_request, add, &mut self.out) {
+                    RespParse::Final(head) => {
+                        self.ubuf.advance(head.len);
+                        return Ok(head);
+                    }
+                    RespParse::Informational { len } => {
+                        self.ubuf.advance(len);
+                        if self.client.write_all(&self.out).await.is_err() {
+                            return Err(Fail::Client);
+                        }
+                        if self.ubuf.is_empty() {
+                            break;
+                        }
+                    }
+                    RespParse::Partial if self.ubuf.len() < MAX_HEAD => break,
+                    RespParse::Partial | RespParse::Bad => return Err(Fail::Upstream),
+                }
+            }
+        }
+    }
+
+    /// Passes the response body on (`out` holds the client's head, `ubuf` what was
+    /// read past the upstream's head), then keeps the upstream connection if it can
+    /// carry another request.
+    async fn relay_body(
+        &mut self,
+        mut upstream: TcpStream,
+        head: &RespHead,
+        addr: std::net::SocketAddr,
+    ) -> Result<(), Broke> {
+        let clean = match head.framing {
+            Framing::Empty => {
+                self.write_out().await?;
+                self.ubuf.is_empty()
+            }
+            Framing::Length(total) => {
+                let mut left = total;
+                let take = self.take_into_out(left);
+                left -= take as u64;
+                self.write_out().await?;
+                while left > 0 {
+                    self.read_upstream(&mut upstream).await?;
+                    let take = self
+                        .ubuf
+                        .len()
+                        .min(usize::try_from(left).unwrap_or(usize::MAX));
+                    self.write_ubuf(take).await?;
+                    left -= take as u64;
+                }
+                self.ubuf.is_empty()
+            }
+            Framing::Chunked => {
+                let mut end = ChunkedEnd::default();
+                let mut first = true;
+                loop {
+                    let done = end.feed(&self.ubuf).map_err(|_| Broke::Upstream)?;
+                    let take = done.unwrap_or(self.ubuf.len());
+                    if first {
+                        self.take_into_out(take as u64);
+                        self.write_out().await?;
+                        first = false;
+                    } else {
+                        self.write_ubuf(take).await?;
+                    }
+                    if done.is_some() {
+                        break;
+                    }
+                    self.read_upstream(&mut upstream).await?;
+                }
+                self.ubuf.is_empty()
+            }
+            Framing::UntilClose => {
+                let n = self.ubuf.len();
+                self.take_into_out(n as u64);
+                self.write_out().await?;
+                loop {
+                    self.ubuf.clear();
+                    self.ubuf.reserve(READ_CHUNK);
+                    match upstream.read_buf(&mut self.ubuf).await {
+                        Ok(0) => break,
+                        Ok(n) => self.write_ubuf(n).await?,
+                        Err(_) => return Err(Broke::Upstream),
+                    }
+                }
+                false
+            }
+        };
+        if clean && head.reusable {
+            self.upstreams.put(addr, upstream);
+        }
+        Ok(())
+    }
+
+    /// Moves up to `max` bytes from the front of `ubuf` to the end of `out`.
+    fn take_into_out(&mut self, max: u64) -> usize {
+        let take = self
+            .ubuf
+            .len()
+            .min(usize::try_from(max).unwrap_or(usize::MAX));
+        self.out.extend_from_slice(&self.ubuf[..take]);
+        self.ubuf.advance(take);
+        take
+    }
+
+    async fn write_out(&mut self) -> Result<(), Broke> {
+        self.client
+            .write_all(&self.out)
+            .await
+            .map_err(|_| Broke::Client)
+    }
+
+    /// Writes the first `n` bytes of `ubuf` to the client and consumes them.
+    async fn write_ubuf(&mut self, n: usize) -> Result<(), Broke> {
+        self.client
+            .write_all(&self.ubuf[..n])
+            .await
+            .map_err(|_| Broke::Client)?;
+        self.ubuf.advance(n);
+        Ok(())
+    }
+
+    /// Reads more of the body into `ubuf` (which the caller has drained); EOF or an
+    /// error mid-body is the upstream's failure.
+    async fn read_upstream(&mut self, upstream: &mut TcpStream) -> Result<(), Broke> {
+        self.ubuf.reserve(READ_CHUNK);
+        match upstream.read_buf(&mut self.ubuf).await {
+            Ok(0) | Err(_) => Err(Broke::Upstream),
+            Ok(_) => Ok(()),
+        }
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, (Fail, bool)> {
+    io::connect(addr).await.map_err(|e| {
+        tracing::debug!(%addr, error = %e, "upstream connect failed");
+        (Fail::Connect, false)
+    })
+}

@@ -1,0 +1,426 @@
+//! Response heads on the fast path: how the body is framed, whether the upstream
+//! connection can be used again, and the head the client gets.
+//!
+//! Framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else
+//! `Transfer-Encoding` (chunked last: passed through as is; anything else: until
+//! close), else `Content-Length`, else until the upstream closes. A response the
+//! proxy cannot frame with certainty (conflicting lengths, an unasked `101`,
+//! unparsable) is the upstream's failure: 502.
+//!
+//! The client's head is written anew: hop-by-hop headers out (`Connection` and what
+//! it names, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Proxy-*`), `Transfer-Encoding`
+//! kept (the body is passed through in the same coding), `x-cutover-slot` set, the
+//! sticky `Set-Cookie` added during a split, `connection: close` when the client
+//! connection ends after this response.
+
+/// Most headers a response may have.
+pub const MAX_HEADERS: usize = 100;
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection (the client connection closes too).
+    UntilClose,
+}
+
+/// A parsed response head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespHead {
+    pub status: u16,
+    /// Length of the head in the buffer.
+    pub len: usize,
+    pub framing: Framing,
+    /// The upstream connection may carry another request after this response.
+    pub reusable: bool,
+    /// The client connection closes after this response.
+    pub close_client: bool,
+}
+
+/// The outcome of looking at the upstream's bytes so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RespParse {
+    Partial,
+    /// A 1xx other than 101: `out` holds it for the client; a final response follows.
+    Informational {
+        len: usize,
+    },
+    Final(RespHead),
+    /// Not a response the proxy can pass on.
+    Bad,
+}
+
+/// What the proxy adds to the client's head.
+#[derive(Debug, Clone, Copy)]
+pub struct Additions<'a> {
+    pub slot: &'a str,
+    pub set_cookie: Option<&'a [u8]>,
+    /// The client asked to close, or the proxy is draining.
+    pub close: bool,
+}
+
+/// Parses the response at the start of `buf` and, once complete, appends the head
+/// the client gets to `out`.
+pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u8>) -> RespParse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return RespParse::Partial,
+        Err(_) => return RespParse::Bad,
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return RespParse::Bad;
+    };
+    let reason = resp.reason.unwrap_or("");
+    let headers: &[httparse::Header<'_>] = resp.headers;
+    if status == 101 {
+        return RespParse::Bad;
+    }
+    if (100..200).contains(&status) {
+        status_line(out, status, reason);
+        for h in headers.iter().filter(|h| !hop_by_hop(h.name, headers)) {
+            header(out, h.name.as_bytes(), h.value);
+        }
+        out.extend_from_slice(b"\r\n");
+        return RespParse::Informational { len };
+    }
+
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut reusable = version == 1;
+    // Only a `Connection` header naming other headers makes them hop-by-hop.
+    let mut names_others = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let Some(n) = content_length(h.value) else {
+                return RespParse::Bad;
+            };
+            if length.is_some_and(|l| l != n) {
+                return RespParse::Bad;
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    names_others = true;
+                }
+            }
+        }
+    }
+    let no_body = head_request || status == 204 || status == 304;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::UntilClose,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::UntilClose,
+    };
+    if chunked.is_some() && length.is_some() {
+        // Both: the length is ignored (RFC 9112 §6.3), but such a sender is suspect.
+        reusable = false;
+    }
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    let close_client = add.close || framing == Framing::UntilClose;
+
+    let named_by: &[httparse::Header<'_>] = if names_others { headers } else { &[] };
+    status_line(out, status, reason);
+    for h in headers {
+        let name = h.name;
+        let passed_length = chunked.is_some() && name.eq_ignore_ascii_case("content-length");
+        if passed_length || name.eq_ignore_ascii_case("x-cutover-slot") {
+            continue;
+        }
+        if !name.eq_ignore_ascii_case("transfer-encoding") && hop_by_hop(name, named_by) {
+            continue;
+        }
+        header(out, name.as_bytes(), h.value);
+    }
+    header(out, b"x-cutover-slot", add.slot.as_bytes());
+    if let Some(cookie) = add.set_cookie {
+        header(out, b"set-cookie", cookie);
+    }
+    if close_client {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    RespParse::Final(RespHead {
+        status,
+        len,
+        framing,
+        reusable,
+        close_client,
+    })
+}
+
+/// A response the proxy writes itself (502, 504).
+pub fn local(out: &mut Vec<u8>, status: u16, slot: &str, body: &str, close: bool) {
+    status_line(out, status, "");
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    header(out, b"x-cutover-slot", slot.as_bytes());
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(status).as_slice());
+    out.push(b' ');
+    let reason = if reason.is_empty() {
+        http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("")
+    } else {
+        reason
+    };
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A status code (100..=999, as httparse guarantees) as three digits.
+fn itoa3(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
+}
+
+/// Hop-by-hop for a response: the fixed list plus whatever a `Connection` header among
+/// `named_by` names.
+fn hop_by_hop(name: &str, named_by: &[httparse::Header<'_>]) -> bool {
+    const FIXED: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authenticate",
+        "proxy-authorization",
+    ];
+    if FIXED.iter().any(|f| name.eq_ignore_ascii_case(f)) {
+        return true;
+    }
+    named_by
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| tokens(h.value))
+        .any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+}
+
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+fn content_length(value: &[u8]) -> Option<u64> {
+    let digits = value.trim_ascii();
+    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAIN: Additions<'static> = Additions {
+        slot: "blue",
+        set_cookie: None,
+        close: false,
+    };
+
+    fn parsed(raw: &str, head_request: bool, add: Additions<'_>) -> (RespParse, String) {
+        let mut out = Vec::new();
+        let p = parse(raw.as_bytes(), head_request, add, &mut out);
+        (p, String::from_utf8(out).unwrap())
+    }
+
+    fn framing(raw: &str, head_request: bool) -> (Framing, bool) {
+        match parsed(raw, head_request, PLAIN).0 {
+            RespParse::Final(h) => (h.framing, h.reusable),
+            other => panic!("{raw:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bodies_are_framed_as_rfc_9112_says() {
+        let cases = [
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                false,
+                Framing::Length(5),
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                true,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 204 No Content\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                false,
+                Framing::Empty,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                false,
+                Framing::Chunked,
+                true,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 3\r\n\r\n",
+                false,
+                Framing::Chunked,
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                false,
+                Framing::UntilClose,
+                false,
+            ),
+            ("HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose, false),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n",
+                false,
+                Framing::Length(2),
+                false,
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\n",
+                false,
+                Framing::Length(2),
+                false,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nContent-Length: 7\r\n\r\n",
+                false,
+                Framing::Length(7),
+                true,
+            ),
+        ];
+        for (raw, head, want, reusable) in cases {
+            assert_eq!(framing(raw, head), (want, reusable), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_head_loses_hop_by_hop_headers_and_gains_the_slot() {
+        let raw =
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: keep-alive, X-Hop\r\n\
+                   X-Hop: 1\r\nKeep-Alive: timeout=5\r\nx-cutover-slot: forged\r\n\
+                   Content-Length: 2\r\n\r\nok";
+        let add = Additions {
+            slot: "green",
+            set_cookie: Some(b"cutover-slot-web=green; Path=/"),
+            close: false,
+        };
+        let (p, out) = parsed(raw, false, add);
+        assert_eq!(
+            p,
+            RespParse::Final(RespHead {
+                status: 200,
+                len: raw.len() - 2,
+                framing: Framing::Length(2),
+                reusable: true,
+                close_client: false,
+            })
+        );
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+             x-cutover-slot: green\r\nset-cookie: cutover-slot-web=green; Path=/\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn chunked_keeps_its_header_and_close_delimited_closes_the_client() {
+        let (_, out) = parsed(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+            PLAIN,
+        );
+        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+        let (p, out) = parsed("HTTP/1.1 200 OK\r\n\r\n", false, PLAIN);
+        assert!(matches!(p, RespParse::Final(h) if h.close_client));
+        assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
+        let (_, out) = parsed("HTTP/1.1 503 \r\nContent-Length: 0\r\n\r\n", false, PLAIN);
+        assert!(
+            out.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn informational_responses_are_passed_on_and_101_or_garbage_is_bad() {
+        let (p, out) = parsed(
+            "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200",
+            false,
+            PLAIN,
+        );
+        assert_eq!(p, RespParse::Informational { len: 44 });
+        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n");
+        let bad = [
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "SSH-2.0-OpenSSH\r\n\r\n",
+        ];
+        for raw in bad {
+            assert_eq!(parsed(raw, false, PLAIN).0, RespParse::Bad, "{raw:?}");
+        }
+        assert_eq!(
+            parsed("HTTP/1.1 200 OK\r\nA: b\r\n", false, PLAIN).0,
+            RespParse::Partial
+        );
+    }
+
+    #[test]
+    fn local_responses_are_complete_and_say_which_slot() {
+        let mut out = Vec::new();
+        local(&mut out, 502, "blue", "upstream failed\n", true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n\
+             x-cutover-slot: blue\r\ncontent-length: 16\r\nconnection: close\r\n\r\n\
+             upstream failed\n"
+        );
+    }
+}
