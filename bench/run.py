@@ -110,6 +110,8 @@ def main():
             "rollback_watch": setup.RB_WATCH,
             "cutover_workers": a.cutover_workers or "tokio default (one per CPU)",
             "backend": "nginx `return 200 \"<slot>\"`, worker_processes 1, blue 127.0.0.1:18101, green :18102",
+            "cutover-general": "the same binary with CUTOVER_PROXY_FAST_PATH=0 (every request on the general "
+                               "hyper path), its own identical backend pair on :18171/:18172",
         },
     }
     try:
@@ -121,6 +123,8 @@ def main():
         for v in ("v1", "v2"):
             dep = switch.deploy("web", v)
             assert dep["outcome"] == "succeeded", dep
+        dep = switch.deploy("web", "v1", port=setup.GENERAL["api"])
+        assert dep["outcome"] == "succeeded", dep
         back = switch.api("POST", "/api/v1/services/web/rollback", {"triggered_by": "bench"})
         switch.wait_deployment(back["deployment_id"])
         rb_first = switch.api("POST", "/api/v1/services/rb/deploy", {"version": "v1", "triggered_by": "bench"})
@@ -128,12 +132,17 @@ def main():
             for s in switch.api("GET", f"/api/v1/services/{svc}")["slots"]:
                 if s.get("handle"):
                     ps.adopt(f"{svc}-{s['slot']}", int(s["handle"].split(":")[0]))
+        for s in switch.api("GET", "/api/v1/services/web", port=setup.GENERAL["api"])["slots"]:
+            if s.get("handle"):
+                ps.adopt(f"general-{s['slot']}", int(s["handle"].split(":")[0]))
         measure.load.probe_until(setup.PORTS["cutover"], "blue")
+        measure.load.probe_until(setup.GENERAL["listen"], "blue")
 
         targets = [measure.Target("direct", setup.PORTS["direct"])]
-        for name in ("cutover", "nginx", "haproxy", "traefik", "caddy"):
+        for name in ("cutover", "cutover-general", "nginx", "haproxy", "traefik", "caddy"):
             p, kids = started[name]
-            targets.append(measure.Target(name, setup.PORTS[name], p.pid, kids))
+            port = setup.GENERAL["listen"] if name == "cutover-general" else setup.PORTS[name]
+            targets.append(measure.Target(name, port, p.pid, kids))
         log(f"throughput: {a.rounds} rounds × {a.duration}s, wrk -t{a.threads} -c{a.conns}")
         res["saturation"] = measure.saturation(targets, a.rounds, a.duration, a.threads, a.conns, log)
         log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")

@@ -27,9 +27,13 @@ AUX = {"blue": 18103, "green": 18104}  # /aux/ (slow, WebSocket) behind each slo
 RB_PORTS = {"blue": 18105, "green": 18106}  # demo-app slots of service `rb`
 RB_LISTEN = 18150
 API = 18190
+# A second Cutover daemon with the fast path off (CUTOVER_PROXY_FAST_PATH=0): the
+# general hyper path, measured beside the fast one in the same run; own slot pair.
+GENERAL = {"listen": 18170, "blue": 18171, "green": 18172, "api": 18192}
 CADDY_ADMIN = 18141
 TOKEN = "bench-token"
-ALL_PORTS = [*PORTS.values(), GREEN, *AUX.values(), *RB_PORTS.values(), RB_LISTEN, API, CADDY_ADMIN]
+ALL_PORTS = [*PORTS.values(), GREEN, *AUX.values(), *RB_PORTS.values(), RB_LISTEN, API, CADDY_ADMIN,
+             *GENERAL.values()]
 
 TOOLS = ["wrk", "h2load", "nginx", "haproxy", "traefik", "caddy"]
 
@@ -59,11 +63,12 @@ def _upgrade_map():
     return "map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
 
 
-def backend_conf(d, slot, port):
+def backend_conf(d, slot, port, name=None):
     """nginx `return 200 "<slot>"` on `port`; /aux/ goes to that slot's aux server."""
+    name = name or f"backend-{slot}"
     return f"""worker_processes 1;
-pid {d}/backend-{slot}.pid;
-error_log {d}/backend-{slot}-error.log warn;
+pid {d}/{name}.pid;
+error_log {d}/{name}-error.log warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
@@ -224,6 +229,33 @@ health_failures = 0
 """
 
 
+def cutover_general_toml(d):
+    """The same service `web` for the fast-path-off daemon: its own ports and state."""
+    return f"""[daemon]
+state_dir = "{d}/cutover-general-state"
+
+[api]
+listen = "127.0.0.1:{GENERAL['api']}"
+token = "{TOKEN}"
+
+[services.web]
+listen = "127.0.0.1:{GENERAL['listen']}"
+
+[services.web.runtime]
+kind = "process"
+command = ["nginx", "-p", "{d}/", "-e", "{d}/general-{{slot}}-error.log", "-c", "{d}/general-{{slot}}.conf", "-g", "daemon off;"]
+ports = {{ blue = {GENERAL['blue']}, green = {GENERAL['green']} }}
+stop_grace = "3s"
+
+[services.web.health]
+interval = "20ms"
+healthy_threshold = 1
+
+[services.web.watch]
+duration = "0s"
+"""
+
+
 RB_WATCH = {"interval_ms": 100, "window": "1s", "error_rate": {"max": "5%", "for": "0s", "min_requests": 20}}
 
 
@@ -238,6 +270,9 @@ def write_configs(d, cutover_bin):
         "traefik-dynamic.yml": traefik_dynamic(),
         "Caddyfile": caddyfile(),
         "cutover.toml": cutover_toml(d, cutover_bin),
+        "cutover-general.toml": cutover_general_toml(d),
+        "general-blue.conf": backend_conf(d, "blue", GENERAL["blue"], "general-blue"),
+        "general-green.conf": backend_conf(d, "green", GENERAL["green"], "general-green"),
         "behaviour.toml": "[bad]\nerror_rate = 1.0\n",
     }
     for name, text in files.items():
@@ -252,6 +287,8 @@ def start_proxies(ps, d, cutover_bin, cutover_workers=None):
     started = {}
     cenv = dict(env, TOKIO_WORKER_THREADS=str(cutover_workers)) if cutover_workers else env
     started["cutover"] = (ps.start("cutover", [cutover_bin, "-c", f"{d}/cutover.toml", "serve", "--stop-on-exit"], cwd=d, env=cenv), False)
+    genv = dict(cenv, CUTOVER_PROXY_FAST_PATH="0")
+    started["cutover-general"] = (ps.start("cutover-general", [cutover_bin, "-c", f"{d}/cutover-general.toml", "serve", "--stop-on-exit"], cwd=d, env=genv), False)
     started["nginx"] = (ps.start("nginx-proxy", ["nginx", "-p", f"{d}/", "-e", f"{d}/nginx-proxy-error.log", "-c", f"{d}/nginx-proxy.conf", "-g", "daemon off;"]), True)
     started["haproxy"] = (ps.start("haproxy", ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]), False)
     started["traefik"] = (ps.start("traefik", [
@@ -261,6 +298,7 @@ def start_proxies(ps, d, cutover_bin, cutover_workers=None):
     ], env=env), False)
     started["caddy"] = (ps.start("caddy", ["caddy", "run", "--config", f"{d}/Caddyfile", "--adapter", "caddyfile"], env=env), False)
     procs.wait_port(API, proc=started["cutover"][0])
+    procs.wait_port(GENERAL["api"], proc=started["cutover-general"][0])
     for name in ("nginx", "haproxy", "traefik", "caddy"):
         procs.wait_port(PORTS[name], proc=started[name][0])
     return started

@@ -21,9 +21,9 @@ import urllib.request
 from . import load, setup
 
 
-def api(method, path, body=None, timeout=10):
+def api(method, path, body=None, timeout=10, port=None):
     req = urllib.request.Request(
-        f"http://127.0.0.1:{setup.API}{path}", method=method,
+        f"http://127.0.0.1:{port or setup.API}{path}", method=method,
         data=None if body is None else json.dumps(body).encode(),
         headers={"Authorization": f"Bearer {setup.TOKEN}", "Content-Type": "application/json"},
     )
@@ -31,19 +31,19 @@ def api(method, path, body=None, timeout=10):
         return json.loads(r.read() or b"null")
 
 
-def wait_deployment(dep_id, timeout=60):
+def wait_deployment(dep_id, timeout=60, port=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        d = api("GET", f"/api/v1/deployments/{dep_id}")["deployment"]
+        d = api("GET", f"/api/v1/deployments/{dep_id}", port=port)["deployment"]
         if d["outcome"] is not None:
             return d
         time.sleep(0.01)
     raise RuntimeError(f"deployment #{dep_id} did not finish within {timeout}s")
 
 
-def deploy(service, version, timeout=60):
-    dep = api("POST", f"/api/v1/services/{service}/deploy", {"version": version, "triggered_by": "bench"})
-    return wait_deployment(dep["deployment_id"], timeout)
+def deploy(service, version, timeout=60, port=None):
+    dep = api("POST", f"/api/v1/services/{service}/deploy", {"version": version, "triggered_by": "bench"}, port=port)
+    return wait_deployment(dep["deployment_id"], timeout, port=port)
 
 
 class CutoverSwitch:
