@@ -94,7 +94,11 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let state = ApiState {
         controller: controller.clone(),
         token: Arc::new(token),
-        registry: Arc::new(api::metrics::registry(stats, store)),
+        registry: Arc::new(api::metrics::registry(
+            stats,
+            store,
+            controller.switch_times(),
+        )),
     };
     let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn({

@@ -24,7 +24,11 @@ use prometheus::{free_port, Prometheus};
 async fn serve_metrics(stats: Arc<StatsRegistry>) -> SocketAddr {
     let store = Arc::new(Store::open_in_memory().unwrap());
     store.ensure_services(&["web"]).unwrap();
-    let registry = Arc::new(cutover::api::metrics::registry(stats, store));
+    let registry = Arc::new(cutover::api::metrics::registry(
+        stats,
+        store,
+        Arc::default(),
+    ));
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

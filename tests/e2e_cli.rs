@@ -349,6 +349,29 @@ async fn metrics_count_requests_by_service_and_slot_and_show_the_live_slot() {
             .unwrap_or_else(|| panic!("no cutover_live_slot for {slot} in:\n{text}"))
     };
     assert_eq!((live_of("blue"), live_of("green")), (1.0, 0.0));
+
+    // The v1 deploy switched traffic once; its in-process duration is a histogram.
+    let count = samples(&text, "cutover_switch_duration_seconds_count");
+    assert_eq!(count, [("service=\"web\"", 1.0)], "{text}");
+    let inf = samples(&text, "cutover_switch_duration_seconds_bucket")
+        .into_iter()
+        .find(|(l, _)| l.contains("le=\"+Inf\""))
+        .map(|(_, v)| v);
+    assert_eq!(inf, Some(1.0), "{text}");
+
+    // Request latency buckets are cumulative: non-decreasing, +Inf equal to the count.
+    let blue: Vec<f64> = samples(&text, "cutover_request_duration_seconds_bucket")
+        .into_iter()
+        .filter(|(l, _)| l.contains("slot=\"blue\""))
+        .map(|(_, v)| v)
+        .collect();
+    let count = samples(&text, "cutover_request_duration_seconds_count")
+        .into_iter()
+        .find(|(l, _)| l.contains("slot=\"blue\""))
+        .map(|(_, v)| v);
+    assert!(blue.windows(2).all(|w| w[0] <= w[1]), "{blue:?}");
+    assert_eq!(blue.last().copied(), count, "{text}");
+    assert!(count.is_some_and(|c| c >= 25.0), "{text}");
 }
 
 #[tokio::test]

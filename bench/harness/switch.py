@@ -46,6 +46,40 @@ def deploy(service, version, timeout=60, port=None):
     return wait_deployment(dep["deployment_id"], timeout, port=port)
 
 
+def switch_histogram(service="web"):
+    """Cutover's own `cutover_switch_duration_seconds` histogram for `service` from
+    /metrics: {"count", "sum_s", "buckets": {le_seconds: cumulative count}}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{setup.API}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out = {"count": 0, "sum_s": 0.0, "buckets": {}}
+    name = "cutover_switch_duration_seconds"
+    for line in text.splitlines():
+        if not line.startswith(name) or f'service="{service}"' not in line:
+            continue
+        series, value = line.rsplit(" ", 1)
+        if series.startswith(name + "_count"):
+            out["count"] = int(float(value))
+        elif series.startswith(name + "_sum"):
+            out["sum_s"] = float(value)
+        elif series.startswith(name + "_bucket"):
+            le = series.split('le="', 1)[1].split('"', 1)[0]
+            out["buckets"][float("inf") if le == "+Inf" else float(le)] = int(float(value))
+    return out
+
+
+def histogram_delta(before, after):
+    """The switches made between two scrapes: count, mean, and per bound how many."""
+    n = after["count"] - before["count"]
+    buckets = {le: c - before["buckets"].get(le, 0) for le, c in after["buckets"].items()}
+    return {
+        "count": n,
+        "mean_us": (after["sum_s"] - before["sum_s"]) / n * 1e6 if n else None,
+        "under_1ms": buckets.get(0.001),
+        # The smallest bucket bound holding every switch: an upper bound on the max.
+        "max_bound_us": min((le for le, c in buckets.items() if c == n), default=None) * 1e6 if n else None,
+    }
+
+
 class CutoverSwitch:
     name = "cutover"
 
@@ -53,6 +87,7 @@ class CutoverSwitch:
         self.api_ms = []
         self.switch_phase_ms = []
         self.live = api("GET", "/api/v1/services/web")["live"]
+        self.histogram_before = switch_histogram()
 
     def switch(self):
         t0 = time.perf_counter()
@@ -158,6 +193,7 @@ def switches_under_load(port, switcher, n, gap_s, threads, conns):
         out["switch_phase_ms_max"] = max(ph) if ph else None
         out["switch_phase_under_1ms"] = sum(1 for x in ph if x == 0)
         out["switch_phase_records"] = len(ph)
+        out["in_process"] = histogram_delta(switcher.histogram_before, switch_histogram())
         switcher.api_ms.clear()
         switcher.switch_phase_ms.clear()
     return out

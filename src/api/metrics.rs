@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::orchestrator::switch_times::{self, SwitchTimes};
 use crate::proxy::stats::LATENCY_BOUNDS_US;
 use crate::proxy::table::StatsRegistry;
 use crate::store::Store;
@@ -19,6 +20,7 @@ use crate::store::Store;
 pub struct CutoverCollector {
     stats: Arc<StatsRegistry>,
     store: Arc<Store>,
+    switch_times: Arc<SwitchTimes>,
 }
 
 impl std::fmt::Debug for CutoverCollector {
@@ -91,21 +93,32 @@ impl Collector for CutoverCollector {
             MetricType::Histogram,
         )?;
         for (svc, slot, snap) in &snaps {
-            let mut cumulative = 0;
-            let mut buckets = Vec::with_capacity(LATENCY_BOUNDS_US.len() + 1);
-            for (i, n) in snap.latency_buckets.iter().enumerate() {
-                cumulative += n;
-                let bound = LATENCY_BOUNDS_US
-                    .get(i)
-                    .map(|us| *us as f64 / 1e6)
-                    .unwrap_or(f64::INFINITY);
-                buckets.push((bound, cumulative));
-            }
+            let buckets = buckets(&snap.latency_buckets, &LATENCY_BOUNDS_US);
+            let count = snap.latency_buckets.iter().sum();
             let labels = [("service", *svc), ("slot", *slot)];
             e.encode_family(&labels)?
                 .encode_histogram::<Vec<(String, String)>>(
                     snap.latency_sum_us as f64 / 1e6,
-                    cumulative,
+                    count,
+                    &buckets,
+                    None,
+                )?;
+        }
+
+        let mut e = enc.encode_descriptor(
+            "cutover_switch_duration_seconds",
+            "Time from the decision to switch traffic to the new route being in effect \
+             (the phase persisted, then the router applied).",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (svc, h) in self.switch_times.snapshot() {
+            let buckets = buckets(&h.buckets, &switch_times::BOUNDS_US);
+            let labels = [("service", svc.as_str())];
+            e.encode_family(&labels)?
+                .encode_histogram::<Vec<(String, String)>>(
+                    h.sum_us as f64 / 1e6,
+                    h.count,
                     &buckets,
                     None,
                 )?;
@@ -145,10 +158,31 @@ impl Collector for CutoverCollector {
     }
 }
 
+/// Per-bucket counts (not cumulative: the encoder sums them) with their upper bounds
+/// in seconds; the last bucket is +Inf, which `prometheus-client` spells `f64::MAX`.
+fn buckets(counts: &[u64], bounds_us: &[u64]) -> Vec<(f64, u64)> {
+    counts
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let bound = bounds_us.get(i).map_or(f64::MAX, |us| *us as f64 / 1e6);
+            (bound, *n)
+        })
+        .collect()
+}
+
 /// A registry holding Cutover's collector.
-pub fn registry(stats: Arc<StatsRegistry>, store: Arc<Store>) -> Registry {
+pub fn registry(
+    stats: Arc<StatsRegistry>,
+    store: Arc<Store>,
+    switch_times: Arc<SwitchTimes>,
+) -> Registry {
     let mut r = Registry::default();
-    r.register_collector(Box::new(CutoverCollector { stats, store }));
+    r.register_collector(Box::new(CutoverCollector {
+        stats,
+        store,
+        switch_times,
+    }));
     r
 }
 

@@ -5,6 +5,7 @@
 //! standby slots whose warm period is over. It holds no deployment state of its own
 //! beyond the channel to each running deployment: the store is the source of truth.
 
+use super::switch_times::SwitchTimes;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -112,6 +113,7 @@ pub struct Controller {
     active: Mutex<HashMap<String, Active>>,
     progress: Arc<Mutex<HashMap<String, Progress>>>,
     notifier: Arc<Notifier>,
+    switch_times: Arc<SwitchTimes>,
 }
 
 impl Controller {
@@ -128,8 +130,14 @@ impl Controller {
             active: Mutex::new(HashMap::new()),
             progress: Arc::new(Mutex::new(HashMap::new())),
             notifier: Notifier::new(&config.notifications),
+            switch_times: Arc::default(),
             config,
         })
+    }
+
+    /// How long each service's switches took inside the process (for `/metrics`).
+    pub fn switch_times(&self) -> Arc<SwitchTimes> {
+        self.switch_times.clone()
     }
 
     pub fn config(&self) -> &Config {
@@ -396,6 +404,7 @@ impl Controller {
             slots: rec.slots,
             progress: self.progress.clone(),
             notifier: self.notifier.clone(),
+            switch_times: self.switch_times.clone(),
         });
         let this = self.clone();
         tokio::spawn(async move {

@@ -3,6 +3,7 @@
 //! - `machine.rs`: the pure deployment state machine (phases, events, effects).
 //! - `policy.rs`: the rollback policy over per-slot statistics (pure).
 //! - `runner.rs`: carries out one deployment's effects (the only place with I/O).
+//! - `switch_times.rs`: how long each switch took inside the process (for `/metrics`).
 //! - `controller.rs`: entry points for the API (deploy, rollback, abort, check), boot
 //!   reconciliation after a restart, and the standby reaper.
 
@@ -11,5 +12,6 @@ pub mod machine;
 pub mod policy;
 mod recovery;
 pub mod runner;
+pub mod switch_times;
 
 pub use controller::{ControlError, Controller, Progress};

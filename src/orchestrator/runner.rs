@@ -20,6 +20,7 @@ mod progressive;
 
 use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
+use super::switch_times::SwitchTimes;
 use crate::analysis::Measurement;
 use crate::checks::CheckResult;
 use crate::config::ServiceConfig;
@@ -71,6 +72,7 @@ pub struct Runner {
     switched: bool,
     /// Statistics at the previous measurement: (canary, stable, when).
     measure_base: Option<(StatsSnapshot, Option<StatsSnapshot>, Instant)>,
+    switch_times: Arc<SwitchTimes>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -85,6 +87,7 @@ pub struct RunnerParts {
     pub slots: [SlotRecord; 2],
     pub progress: Arc<Mutex<std::collections::HashMap<String, Progress>>>,
     pub notifier: Arc<Notifier>,
+    pub switch_times: Arc<SwitchTimes>,
 }
 
 impl Runner {
@@ -103,6 +106,7 @@ impl Runner {
             start_in_flight: false,
             restart_baseline: None,
             notifier: p.notifier,
+            switch_times: p.switch_times,
             switched: false,
             measure_base: None,
         }
@@ -186,6 +190,8 @@ impl Runner {
             let routed = matches!(event, Event::Routed);
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
+            // The decision to move traffic: the switch's clock starts here.
+            let decided = Instant::now();
             if routed {
                 if let Some((live, switched)) = self.pending_route.take() {
                     transition.live = live;
@@ -258,6 +264,8 @@ impl Runner {
                             Ok(()) => {
                                 self.pending_route = Some((Some(live), switched));
                                 if switched {
+                                    self.switch_times
+                                        .record(&self.service.name, decided.elapsed());
                                     self.measure_base = self.snapshots(&machine).await;
                                 }
                                 Event::Routed
