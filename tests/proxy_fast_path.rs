@@ -606,3 +606,64 @@ async fn the_fast_and_general_paths_forward_the_same_headers_both_ways() {
     })
     .await;
 }
+
+// ---------------------------------------------------------------- hostile input
+
+#[tokio::test]
+async fn mangled_requests_never_take_the_proxy_down_or_reach_the_backend_as_garbage() {
+    within(60, async {
+        let app = Backend::start(|req| async move {
+            // Whatever reaches the backend went through a parser on the way: it must
+            // be a well-formed request (hyper would refuse anything else).
+            backend::reply(200, format!("{} {}", req.method(), req.uri().path()))
+        })
+        .await;
+        let proxy = proxy_to(app.addr, true).await;
+        let seeds: [&[u8]; 4] = [
+            GET,
+            b"POST /form HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nCookie: a=1; cutover-preview=x\r\n\r\nhello",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, close\r\nX-Forwarded-For: 1.1.1.1\r\n\r\n",
+            b"PUT /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        ];
+        let mut rng = fastrand::Rng::with_seed(6);
+        let mut statuses: HashMap<String, usize> = HashMap::new();
+        let specials = b"\r\n:; ,\0\x7f\xff0123456789abcdefHTTP/1.1chunkedContent-Length";
+        for i in 0..400 {
+            let mut bytes = seeds[i % seeds.len()].to_vec();
+            for _ in 0..rng.usize(1..6) {
+                let at = rng.usize(0..bytes.len());
+                match rng.u8(0..4) {
+                    0 => bytes[at] = specials[rng.usize(0..specials.len())],
+                    1 => bytes.insert(at, specials[rng.usize(0..specials.len())]),
+                    2 => {
+                        bytes.remove(at);
+                    }
+                    _ => {
+                        let end = rng.usize(at..bytes.len());
+                        let dup = bytes[at..end].to_vec();
+                        bytes.splice(at..at, dup);
+                    }
+                }
+            }
+            let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+            let _ = c.write_all(&bytes).await;
+            let _ = c.shutdown().await;
+            // Whatever the answer, the proxy must end the exchange (answer or close)
+            // without help; the test's own timeout catches a hang.
+            let mut sink = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(15), c.read_to_end(&mut sink)).await;
+            let status = String::from_utf8_lossy(sink.get(9..12).unwrap_or(b"---")).into_owned();
+            *statuses.entry(status).or_default() += 1;
+        }
+        // The mutations must exercise both outcomes: forwarded and refused.
+        assert!(statuses.get("200").is_some_and(|n| *n > 20), "{statuses:?}");
+        assert!(statuses.get("400").is_some_and(|n| *n > 20), "{statuses:?}");
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(GET).await.unwrap();
+        let r = read_response(&mut c, &mut Vec::new()).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"GET /"[..]));
+        let s = proxy.stats.snapshot();
+        assert_eq!(s.upstream_failed, 0, "no mangled request made the backend fail: {s:?}");
+    })
+    .await;
+}
