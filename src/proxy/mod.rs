@@ -1,7 +1,7 @@
 //! DATA PLANE: the built-in reverse proxy.
 //!
-//! One [`Proxy`] (routing table, settings, one pooled upstream client) serves any
-//! number of listeners through [`serve`]. A listener maps a request to a service
+//! One [`Proxy`] (routing table, settings, the general path's pooled upstream
+//! client) serves any number of listeners through [`serve`]. A listener maps a request to a service
 //! ([`ListenerRoutes`]: Host, default, or "always preview"); the routing table
 //! ([`table::Routes`]) maps the service to the slot's address right now. A switch swaps
 //! the table; requests already forwarded finish where they started.
@@ -23,16 +23,19 @@
 //! - [`mirror`]: copying a sample of live requests to another slot, and the report.
 //!
 //! # Cost per request (the hot path)
-//! One `ArcSwap` load of the routing table (no lock), one hash lookup for the Host and
-//! one for the service, an `Arc` clone of the chosen slot's counters, header edits in
-//! place, an upstream URI built from a cached authority, and the upstream client's own
-//! work (pool checkout, its boxed future). Heap allocations made by the proxy itself:
-//! none in the common case; a joined `X-Forwarded-For` value when the client sent one,
-//! a lower-cased copy of a Host that has capitals. Bodies stream frame by frame.
+//! On the fast path (`h1`), for the common request: one read of the client's head and
+//! one write of the rewritten head to an upstream connection this client connection
+//! already holds, one read of the response and one write to the client (head and a
+//! small body together); one `ArcSwap` load of the routing table, one hash lookup for
+//! the Host and one for the service, an `Arc` clone of the chosen slot's counters. No
+//! heap allocation per request once the connection's buffers exist, no lock, no
+//! second task, no timer re-armed per request. The general path (hyper server and
+//! hyper-util pooled client) adds a parsed `HeaderMap` per side, a pool checkout, a
+//! hop to the client connection's task, a boxed future and a timer per request.
 //! During a canary (a split is set) one more atomic `fetch_add` picks the slot, and a
-//! response may get a `Set-Cookie` (a reference-counted clone); a request carrying the
-//! proxy's own cookies pays for one rebuilt `Cookie` header. Mirrored requests (only
-//! while mirroring, only the sampled ones) allocate their copy off the client's path.
+//! response may get a `Set-Cookie`; a request carrying the proxy's own cookies pays for
+//! one rebuilt `Cookie` header. Mirrored requests (only while mirroring) take the
+//! general path and allocate their copy off the client's path.
 //!
 //! # Invariants
 //! - Each proxied request is recorded exactly once in the `SlotStats` of the upstream
