@@ -30,6 +30,7 @@ mod chunked;
 mod io;
 mod request;
 mod response;
+mod wire;
 
 use std::time::Instant as StdInstant;
 

@@ -14,6 +14,7 @@
 //! head. Header names keep the client's spelling.
 
 use super::super::cookies;
+use super::wire::{content_length, header};
 
 /// Most headers a request may have and still take the fast path.
 pub const MAX_HEADERS: usize = 64;
@@ -163,15 +164,6 @@ pub fn parse<'h, 'b>(
     Parse::Fast(head)
 }
 
-/// A `Content-Length` value: ASCII digits only (optional surrounding whitespace).
-fn content_length(value: &[u8]) -> Option<u64> {
-    let digits = value.trim_ascii();
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
 impl Head<'_, '_> {
     /// The `Cookie` header values.
     pub fn cookies(&self) -> impl Iterator<Item = &[u8]> {
@@ -249,13 +241,6 @@ impl Head<'_, '_> {
         }
         out.extend_from_slice(b"\r\n");
     }
-}
-
-fn header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]
