@@ -10,6 +10,7 @@
 //! Every state-machine transition is written in one transaction ([`Store::apply`]).
 
 mod records;
+mod rows;
 mod schema;
 mod sqlite;
 
