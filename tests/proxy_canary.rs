@@ -9,9 +9,10 @@
 
 #[path = "support/backend.rs"]
 mod backend;
+#[path = "support/proxy_harness.rs"]
+mod harness;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,6 +24,7 @@ use cutover::proxy::table::{Routes, StatsRegistry};
 use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
 use cutover::router::builtin::BuiltinRouter;
 use cutover::router::{MirrorReport, MirrorSpec, Router, Target};
+use harness::{within, SERVICE};
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -32,16 +34,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
-const SERVICE: &str = "web";
-
 // ---------------------------------------------------------------- harness
-
-/// Fails the test instead of hanging it.
-async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .expect("test did not finish in time")
-}
 
 /// A proxy serving `web` through a `BuiltinRouter`, with a blue and a green backend.
 struct Setup {

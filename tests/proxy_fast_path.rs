@@ -7,6 +7,8 @@
 
 #[path = "support/backend.rs"]
 mod backend;
+#[path = "support/proxy_harness.rs"]
+mod harness;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,20 +18,13 @@ use std::time::Duration;
 
 use backend::Backend;
 use cutover::domain::Slot;
-use cutover::proxy::stats::{SlotStats, StatsSnapshot};
+use cutover::proxy::stats::SlotStats;
 use cutover::proxy::table::{Routes, ServiceRoute, Upstream};
 use cutover::proxy::{serve, ListenerRoutes, Proxy, ProxySettings};
+use harness::{settled, within, SERVICE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
-
-const SERVICE: &str = "web";
-
-async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .expect("test did not finish in time")
-}
 
 /// A proxy on 127.0.0.1:0 whose live slot (blue) is `backend`.
 struct TestProxy {
@@ -210,16 +205,6 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
             buf.extend_from_slice(&chunk[..n]);
             Some(n)
         }
-    }
-}
-
-async fn settled(stats: &SlotStats, requests: u64) -> StatsSnapshot {
-    loop {
-        let snap = stats.snapshot();
-        if snap.requests >= requests && snap.in_flight == 0 {
-            return snap;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
