@@ -652,3 +652,57 @@ async fn mangled_requests_never_take_the_proxy_down_or_reach_the_backend_as_garb
     })
     .await;
 }
+
+// ---------------------------------------------------------------- after a switch
+
+#[tokio::test]
+async fn the_old_slots_idle_upstream_connection_is_closed_once_idle_too_long() {
+    within(30, async {
+        // Blue reports when the proxy closes its connection.
+        let (closed_tx, mut closed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let blue_addr = scripted(move |mut s| {
+            let closed = closed_tx.clone();
+            async move {
+                while read_request(&mut s).await.is_some() {
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nblue")
+                        .await
+                        .unwrap();
+                }
+                let _ = closed.send(());
+            }
+        })
+        .await;
+        let green = Backend::text("green").await;
+        let blue = harness::upstream(Slot::Blue, blue_addr);
+        let (proxy, routes) = harness::TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut buf = Vec::new();
+        c.write_all(GET).await.unwrap();
+        assert_eq!(read_response(&mut c, &mut buf).await.body, b"blue");
+
+        routes.set(
+            SERVICE,
+            harness::live(&harness::upstream(Slot::Green, green.addr)),
+        );
+        c.write_all(GET).await.unwrap();
+        assert_eq!(read_response(&mut c, &mut buf).await.body, b"green");
+        assert!(
+            closed_rx.try_recv().is_err(),
+            "kept while young (reusable if traffic returns)"
+        );
+
+        // Past the idle limit, the next request through this client connection lets
+        // the old slot's connection go.
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        c.write_all(GET).await.unwrap();
+        assert_eq!(read_response(&mut c, &mut buf).await.body, b"green");
+        // Closed by that request itself, not by the client connection's idle timeout
+        // (10 s) later on.
+        let closed = tokio::time::timeout(Duration::from_secs(3), closed_rx.recv()).await;
+        assert!(
+            matches!(closed, Ok(Some(()))),
+            "blue's connection was not closed"
+        );
+    })
+    .await;
+}

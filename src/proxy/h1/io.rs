@@ -5,6 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant as StdInstant};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -52,39 +53,66 @@ impl Deadline {
     }
 }
 
+/// How long an upstream connection may sit idle and still be reused. Shorter than the
+/// 5 s keep-alive of common app servers (Node, uvicorn), so the proxy lets go first
+/// and rarely reuses a connection the app is closing; and it bounds how long an idle
+/// connection to a slot that no longer gets traffic (after a switch) stays open, so a
+/// release that waits for its connections to close on `SIGTERM` is not held up.
+pub const IDLE_MAX: Duration = Duration::from_secs(4);
+
 /// Upstream connections owned by one client connection: at most one per upstream
 /// address, at most two (a canary split alternates between the two slots).
 ///
 /// Why per client connection and not a shared pool: a request never waits for or
 /// contends on a pool, and the connection lives on the same thread and task as its
-/// client. After a switch the old slot's connection is simply not asked for again and
-/// closes when the client connection does, or when evicted.
+/// client. After a switch the old slot's connection is no longer asked for; it is
+/// closed at the next request after [`IDLE_MAX`], when evicted, or with the client
+/// connection (which closes after `header_read_timeout` of idleness).
 #[derive(Default)]
 pub struct Upstreams {
-    conns: [Option<(SocketAddr, TcpStream)>; 2],
+    conns: [Option<IdleConn>; 2],
+}
+
+struct IdleConn {
+    addr: SocketAddr,
+    stream: TcpStream,
+    since: StdInstant,
 }
 
 impl Upstreams {
     /// An idle connection to `addr` that still looks open, removed from the set.
-    pub fn take(&mut self, addr: SocketAddr) -> Option<TcpStream> {
+    /// Connections idle for longer than [`IDLE_MAX`] at `now` are closed first.
+    pub fn take(&mut self, addr: SocketAddr, now: StdInstant) -> Option<TcpStream> {
+        for c in &mut self.conns {
+            if c.as_ref()
+                .is_some_and(|i| now.saturating_duration_since(i.since) > IDLE_MAX)
+            {
+                *c = None;
+            }
+        }
         let slot = self
             .conns
             .iter_mut()
-            .find(|c| c.as_ref().is_some_and(|(a, _)| *a == addr))?;
-        let (_, stream) = slot.take()?;
-        still_open(&stream).then_some(stream)
+            .find(|c| c.as_ref().is_some_and(|i| i.addr == addr))?;
+        let idle = slot.take()?;
+        still_open(&idle.stream).then_some(idle.stream)
     }
 
-    /// Keeps `stream` for the next request to `addr`; when both places are taken, the
-    /// older connection is closed.
-    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream) {
+    /// Keeps `stream` for the next request to `addr`, idle from `now`; when both places
+    /// are taken, the older connection is closed.
+    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream, now: StdInstant) {
+        let idle = IdleConn {
+            addr,
+            stream,
+            since: now,
+        };
         if let Some(free) = self.conns.iter_mut().find(|c| c.is_none()) {
-            *free = Some((addr, stream));
+            *free = Some(idle);
             return;
         }
         // Both taken: the older goes, the newest is kept last.
         self.conns[0] = self.conns[1].take();
-        self.conns[1] = Some((addr, stream));
+        self.conns[1] = Some(idle);
     }
 }
 
@@ -172,7 +200,6 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -183,15 +210,20 @@ mod tests {
         let mut ups = Upstreams::default();
         let client = connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        ups.put(addr, client);
+        ups.put(addr, client, StdInstant::now());
         // Open and idle: reused.
-        let client = ups.take(addr).expect("an open idle connection is reused");
-        ups.put(addr, client);
+        let client = ups
+            .take(addr, StdInstant::now())
+            .expect("an open idle connection is reused");
+        ups.put(addr, client, StdInstant::now());
         drop(server);
         // Let the runtime see the FIN.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(ups.take(addr).is_none(), "a closed connection is dropped");
-        assert!(ups.take(addr).is_none(), "and forgotten");
+        assert!(
+            ups.take(addr, StdInstant::now()).is_none(),
+            "a closed connection is dropped"
+        );
+        assert!(ups.take(addr, StdInstant::now()).is_none(), "and forgotten");
     }
 
     #[tokio::test]
@@ -201,15 +233,39 @@ mod tests {
         for _ in 0..3 {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = l.local_addr().unwrap();
-            ups.put(addr, connect(addr).await.unwrap());
+            ups.put(addr, connect(addr).await.unwrap(), StdInstant::now());
             listeners.push((l, addr));
         }
         let kept = listeners
             .iter()
-            .filter(|(_, a)| ups.take(*a).map(|s| ups.put(*a, s)).is_some())
+            .filter(|(_, a)| {
+                ups.take(*a, StdInstant::now())
+                    .map(|s| ups.put(*a, s, StdInstant::now()))
+                    .is_some()
+            })
             .count();
         assert_eq!(kept, 2);
-        assert!(ups.take(listeners[2].1).is_some(), "the newest is kept");
+        assert!(
+            ups.take(listeners[2].1, StdInstant::now()).is_some(),
+            "the newest is kept"
+        );
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_limit_are_closed_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (a, b) = (
+            listener.local_addr().unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        );
+        let mut ups = Upstreams::default();
+        let t0 = StdInstant::now();
+        ups.put(a, connect(a).await.unwrap(), t0);
+        ups.put(b, connect(a).await.unwrap(), t0 + Duration::from_secs(3));
+        // At t0 + 4.5 s the first is too old, the second is not.
+        let later = t0 + IDLE_MAX + Duration::from_millis(500);
+        assert!(ups.take(a, later).is_none(), "idle for 4.5 s: closed");
+        assert!(ups.take(b, later).is_some(), "idle for 1.5 s: reused");
     }
 
     #[tokio::test]

@@ -283,7 +283,7 @@ impl Conn {
     /// deadline passed (always `false` here; the caller's timer decides that).
     async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), (Fail, bool)> {
         let addr = plan.chosen.addr;
-        let (mut upstream, mut reused) = match self.upstreams.take(addr) {
+        let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
             Some(s) => (s, true),
             None => (connect(addr).await?, false),
         };
@@ -432,7 +432,7 @@ impl Conn {
             }
         };
         if clean && head.reusable {
-            self.upstreams.put(addr, upstream);
+            self.upstreams.put(addr, upstream, StdInstant::now());
         }
         Ok(())
     }
