@@ -175,3 +175,17 @@ async fn haproxys_own_statistics_roll_back_an_erroring_release() {
     );
     assert_eq!(routers::answered_by(lb.public).await, "v1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_step_splits_haproxys_traffic_by_weight_and_promote_moves_it_all() {
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .edit("[services.web.watch]", routers::HELD_CANARY)
+        .build()
+        .await;
+    let lb = routers::start_haproxy(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml(&lb.admin));
+    h.start().await;
+    routers::canary_step_through(&h, lb.public, "haproxy").await;
+}

@@ -158,3 +158,17 @@ async fn nginx_in_front_of_the_built_in_proxy_switches_with_zero_failed_requests
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_step_splits_nginxs_traffic_by_weight_and_promote_moves_it_all() {
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .edit("[services.web.watch]", routers::HELD_CANARY)
+        .build()
+        .await;
+    let lb = routers::start_nginx(h.dir()).await;
+    routers::use_router(&h, &lb.router_toml());
+    h.start().await;
+    routers::canary_step_through(&h, lb.public, "nginx").await;
+}

@@ -492,3 +492,70 @@ pub async fn deploy_and_ten_switches_behind(
     );
     (during, switches)
 }
+
+/// A canary strategy with one step, 25 % to the new release, held until promoted.
+pub const HELD_CANARY: &str = "[services.web.strategy]\nkind = \"canary\"\n\
+    steps = [ { weight = 25, pause = \"until-promoted\", analyze = false } ]\n\n\
+    [services.web.watch]";
+
+/// The canary scenario through a real load balancer (the harness was built with
+/// [`HELD_CANARY`] and the router in place, daemon started): v1 live, v2 deployed and
+/// held at 25 %; 400 requests on fresh connections through `public` must split about
+/// 3:1; after `promote`, everything reaches v2. Returns v2's share at the step.
+pub async fn canary_step_through(
+    h: &crate::support::Harness,
+    public: SocketAddr,
+    router: &str,
+) -> f64 {
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "deploy v1 through {router}:\n{v1}");
+    let id = h.deploy_no_wait("v2").await;
+    crate::support::wait_until(60, "the canary to reach its step", || async {
+        let s = h.cli(&["status", "web", "--json"]).await.json();
+        (s["progress"]["canary"]["step"] == 1).then_some(())
+    })
+    .await;
+    // Traefik's routing takes up the new weights a moment after its API reports them
+    // (README, "Traefik"): count once the canary has answered at least once.
+    let mut before_first = 0u32;
+    while answered_by(public).await != "v2" {
+        before_first += 1;
+        assert!(before_first < 5_000, "v2 never answered through {router}");
+    }
+    println!("{router}: {before_first} requests answered before the first by v2");
+    let mut by_version: std::collections::BTreeMap<String, u32> = Default::default();
+    for _ in 0..400 {
+        *by_version.entry(answered_by(public).await).or_default() += 1;
+    }
+    let v2 = f64::from(by_version.get("v2").copied().unwrap_or(0)) / 400.0;
+    println!("{router}: at the 25 % canary step, 400 requests answered by {by_version:?}");
+    assert_eq!(
+        by_version
+            .keys()
+            .filter(|k| *k != "v1" && *k != "v2")
+            .count(),
+        0,
+        "every request answered by v1 or v2 through {router}: {by_version:?}"
+    );
+    assert!(
+        (0.15..=0.35).contains(&v2),
+        "v2's share through {router} at a 25 % step: {v2} ({by_version:?})"
+    );
+
+    let out = h.cli(&["promote", "web"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = h.wait_finished(id, 60).await;
+    assert_eq!(
+        d.outcome,
+        Some(cutover::store::DeploymentOutcome::Succeeded),
+        "{d:?}"
+    );
+    for _ in 0..20 {
+        assert_eq!(
+            answered_by(public).await,
+            "v2",
+            "after the promotion, through {router}"
+        );
+    }
+    v2
+}
