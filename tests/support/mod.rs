@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::LazyLock;
@@ -66,11 +66,9 @@ where
     .await
 }
 
-/// A free port on 127.0.0.1 (bound, then released for the daemon to take).
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
-}
+mod ports;
+/// A free port on 127.0.0.1, outside the ephemeral range (see `ports.rs`).
+pub use ports::free_addr;
 
 /// What a CLI run printed and how it exited.
 #[derive(Debug, Clone)]

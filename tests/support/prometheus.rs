@@ -21,12 +21,15 @@ fn prometheus_binary() -> PathBuf {
     panic!("this test needs the `prometheus` binary (Debian package `prometheus`; .ci/run installs it), found none on PATH");
 }
 
+// Also loaded by `support/mod.rs` in the test files that have both; this file is
+// used without `support` too (tests/analysis_prometheus.rs), so it brings its own.
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
+
+/// A free loopback port, outside the ephemeral range (`support/ports.rs`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::free_addr().port()
 }
 
 /// A Prometheus process with its own config and storage; killed on drop.

@@ -14,10 +14,9 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// A free loopback port (bound, then released).
+/// A free loopback port, outside the ephemeral range (`support/ports.rs`).
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr")
+    crate::support::free_addr()
 }
 
 /// Fails loudly when `program` is not installed.
