@@ -164,9 +164,12 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
     })
 }
 
-/// A response the proxy writes itself (502, 504).
+/// A response the proxy writes itself (502, 504), dated like every response hyper
+/// writes on the general path.
 pub fn local(out: &mut Vec<u8>, status: u16, slot: &str, body: &str, close: bool) {
     status_line(out, status, "");
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    header(out, b"date", date.as_bytes());
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
     header(out, b"x-cutover-slot", slot.as_bytes());
     out.extend_from_slice(b"content-length: ");
@@ -400,14 +403,25 @@ mod tests {
     }
 
     #[test]
-    fn local_responses_are_complete_and_say_which_slot() {
+    fn local_responses_are_complete_dated_and_say_which_slot() {
         let mut out = Vec::new();
         local(&mut out, 502, "blue", "upstream failed\n", true);
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("HTTP/1.1 502 Bad Gateway"));
+        let rest: Vec<&str> = lines.collect();
+        let date = rest[0].strip_prefix("date: ").expect("a date header first");
+        assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
         assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n\
-             x-cutover-slot: blue\r\ncontent-length: 16\r\nconnection: close\r\n\r\n\
-             upstream failed\n"
+            &rest[1..],
+            [
+                "content-type: text/plain; charset=utf-8",
+                "x-cutover-slot: blue",
+                "content-length: 16",
+                "connection: close",
+            ]
         );
+        assert_eq!(body, "upstream failed\n");
     }
 }
