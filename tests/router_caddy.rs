@@ -158,12 +158,7 @@ async fn caddy_in_front_of_the_built_in_proxy_switches_with_zero_failed_requests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_step_splits_caddys_traffic_by_weight_and_promote_moves_it_all() {
-    let mut h = Harness::builder()
-        .watch("1s")
-        .without_latency_trigger()
-        .edit("[services.web.watch]", routers::HELD_CANARY)
-        .build()
-        .await;
+    let mut h = routers::held_canary_harness().await;
     let lb = routers::start_caddy(h.dir()).await;
     routers::use_router(&h, &lb.router_toml(lb.admin));
     h.start().await;

@@ -161,12 +161,7 @@ async fn nginx_in_front_of_the_built_in_proxy_switches_with_zero_failed_requests
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_step_splits_nginxs_traffic_by_weight_and_promote_moves_it_all() {
-    let mut h = Harness::builder()
-        .watch("1s")
-        .without_latency_trigger()
-        .edit("[services.web.watch]", routers::HELD_CANARY)
-        .build()
-        .await;
+    let mut h = routers::held_canary_harness().await;
     let lb = routers::start_nginx(h.dir()).await;
     routers::use_router(&h, &lb.router_toml());
     h.start().await;

@@ -126,35 +126,12 @@ async fn traefiks_own_metrics_roll_back_an_erroring_release() {
     let lb = routers::start_traefik(h.dir()).await;
     routers::use_router(&h, &lb.router_toml(lb.api));
     h.start().await;
-    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
-    let load = cutover::demo::load::Load::start(
-        lb.public,
-        "/",
-        100,
-        8,
-        std::time::Duration::from_secs(120),
-    );
-    let v2 = h.cli(&["deploy", "web", "v2"]).await;
-    load.stop().await;
-    assert_eq!(
-        v2.code, 1,
-        "v2 answers 30% 500s and must be rolled back:\n{v2}"
-    );
-    assert!(
-        v2.stdout.contains("rolled_back") && v2.stdout.contains("error rate"),
-        "{v2}"
-    );
-    assert_eq!(routers::answered_by(lb.public).await, "v1");
+    routers::erroring_v2_rolled_back_by_router_statistics(&h, lb.public).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_step_splits_traefiks_traffic_by_weight_and_promote_moves_it_all() {
-    let mut h = Harness::builder()
-        .watch("1s")
-        .without_latency_trigger()
-        .edit("[services.web.watch]", routers::HELD_CANARY)
-        .build()
-        .await;
+    let mut h = routers::held_canary_harness().await;
     let lb = routers::start_traefik(h.dir()).await;
     routers::use_router(&h, &lb.router_toml(lb.api));
     h.start().await;

@@ -85,7 +85,6 @@ class CutoverSwitch:
 
     def __init__(self):
         self.api_ms = []
-        self.switch_phase_ms = []
         self.live = api("GET", "/api/v1/services/web")["live"]
         self.histogram_before = switch_histogram()
 
@@ -100,9 +99,6 @@ class CutoverSwitch:
         d = wait_deployment(self.pending, 30)
         if d["outcome"] != "succeeded":
             raise RuntimeError(f"rollback #{self.pending} ended {d['outcome']}: {d['reason']}")
-        for p in d["phases"]:
-            if p["phase"] == "switch" and p.get("ended_at") is not None:
-                self.switch_phase_ms.append(p["ended_at"] - p["started_at"])
 
 
 class NginxSwitch:
@@ -189,13 +185,8 @@ def switches_under_load(port, switcher, n, gap_s, threads, conns):
     if isinstance(switcher, CutoverSwitch):
         out["api_call_ms_p50"] = statistics.median(switcher.api_ms)
         out["api_call_ms_max"] = max(switcher.api_ms)
-        ph = switcher.switch_phase_ms
-        out["switch_phase_ms_max"] = max(ph) if ph else None
-        out["switch_phase_under_1ms"] = sum(1 for x in ph if x == 0)
-        out["switch_phase_records"] = len(ph)
         out["in_process"] = histogram_delta(switcher.histogram_before, switch_histogram())
         switcher.api_ms.clear()
-        switcher.switch_phase_ms.clear()
     return out
 
 

@@ -14,10 +14,7 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// A free loopback port, outside the ephemeral range (`support/ports.rs`).
-pub fn free_addr() -> SocketAddr {
-    crate::support::free_addr()
-}
+pub use crate::support::free_addr;
 
 /// Fails loudly when `program` is not installed.
 pub fn require(program: &str, install: &str) -> PathBuf {
@@ -497,8 +494,19 @@ pub const HELD_CANARY: &str = "[services.web.strategy]\nkind = \"canary\"\n\
     steps = [ { weight = 25, pause = \"until-promoted\", analyze = false } ]\n\n\
     [services.web.watch]";
 
-/// The canary scenario through a real load balancer (the harness was built with
-/// [`HELD_CANARY`] and the router in place, daemon started): v1 live, v2 deployed and
+/// A harness whose `web` service holds a canary at 25 % ([`HELD_CANARY`]); the caller
+/// puts its router in place and starts the daemon.
+pub async fn held_canary_harness() -> crate::support::Harness {
+    crate::support::Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .edit("[services.web.watch]", HELD_CANARY)
+        .build()
+        .await
+}
+
+/// The canary scenario through a real load balancer (the harness from
+/// [`held_canary_harness`], the router in place, daemon started): v1 live, v2 deployed and
 /// held at 25 %; 400 requests on fresh connections through `public` must split about
 /// 3:1; after `promote`, everything reaches v2. Returns v2's share at the step.
 pub async fn canary_step_through(
@@ -557,4 +565,26 @@ pub async fn canary_step_through(
         );
     }
     v2
+}
+
+/// The router's own statistics feed the watch: with v1 live, v2 (30 % 500s, from the
+/// harness's behaviour file) is deployed under load through `public` and must be
+/// rolled back on its error rate, leaving v1 answering.
+pub async fn erroring_v2_rolled_back_by_router_statistics(
+    h: &crate::support::Harness,
+    public: SocketAddr,
+) {
+    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
+    let load = cutover::demo::load::Load::start(public, "/", 100, 8, Duration::from_secs(120));
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    load.stop().await;
+    assert_eq!(
+        v2.code, 1,
+        "v2 answers 30% 500s and must be rolled back:\n{v2}"
+    );
+    assert!(
+        v2.stdout.contains("rolled_back") && v2.stdout.contains("error rate"),
+        "{v2}"
+    );
+    assert_eq!(answered_by(public).await, "v1");
 }

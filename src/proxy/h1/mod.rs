@@ -88,6 +88,8 @@ enum Fail {
     Stale,
     /// The client went away mid-request.
     Client,
+    /// No response head within `upstream_timeout`.
+    Timeout,
 }
 
 /// Why a response could not be passed on completely.
@@ -209,24 +211,23 @@ impl Conn {
         head.write_upstream(&mut self.out, client_ip, preview_header, strip);
         let closing = *ctx.state.borrow() != ConnState::Serving;
         let (head_len, body_len) = (head.len, head.body_len);
-        let plan = Plan {
-            chosen,
-            received,
-            body_left: body_len,
-            head_request: head.is_head(),
-            retryable: head.retryable(),
-            close: head.close || closing,
-            had_body: body_len > 0,
-        };
+        let (head_request, retryable, close) = (head.is_head(), head.retryable(), head.close);
         self.cbuf.advance(head_len);
-        let mut plan = plan;
         let prefix = self
             .cbuf
             .len()
             .min(usize::try_from(body_len).unwrap_or(usize::MAX));
         self.out.extend_from_slice(&self.cbuf[..prefix]);
         self.cbuf.advance(prefix);
-        plan.body_left -= prefix as u64;
+        let plan = Plan {
+            chosen,
+            received,
+            body_left: body_len - prefix as u64,
+            head_request,
+            retryable,
+            close: close || closing,
+            had_body: body_len > 0,
+        };
         Step::Forward(plan)
     }
 
@@ -237,19 +238,19 @@ impl Conn {
         let got = tokio::select! {
             biased;
             got = self.exchange_head(&plan) => got,
-            () = deadline.expired() => Err((Fail::Upstream, true)),
+            () = deadline.expired() => Err(Fail::Timeout),
         };
         let (upstream, head) = match got {
             Ok(ok) => ok,
-            Err((Fail::Client, _)) => {
+            Err(Fail::Client) => {
                 recorder.finish(Outcome::ClientFailed);
                 return false;
             }
-            Err((fail, timed_out)) => {
+            Err(fail) => {
                 recorder.finish(Outcome::UpstreamFailed);
-                let (status, msg) = match (timed_out, fail) {
-                    (true, _) => (504, "upstream timed out\n"),
-                    (false, Fail::Connect) => (502, "upstream unreachable\n"),
+                let (status, msg) = match fail {
+                    Fail::Timeout => (504, "upstream timed out\n"),
+                    Fail::Connect => (502, "upstream unreachable\n"),
                     _ => (502, "upstream failed\n"),
                 };
                 tracing::debug!(%slot, %addr, status, "upstream request failed");
@@ -279,9 +280,9 @@ impl Conn {
 
     /// Sends the request (retrying once on a fresh connection if a reused one turns
     /// out closed) and reads the response head. On success, `out` holds the client's
-    /// head and `ubuf` the bytes after the upstream's head. The error says whether the
-    /// deadline passed (always `false` here; the caller's timer decides that).
-    async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), (Fail, bool)> {
+    /// head and `ubuf` the bytes after the upstream's head. The caller's timer bounds
+    /// it (`Fail::Timeout`).
+    async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), Fail> {
         let addr = plan.chosen.addr;
         let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
             Some(s) => (s, true),
@@ -295,8 +296,8 @@ impl Conn {
                     upstream = connect(addr).await?;
                     reused = false;
                 }
-                Err(Fail::Stale) => return Err((Fail::Upstream, false)),
-                Err(fail) => return Err((fail, false)),
+                Err(Fail::Stale) => return Err(Fail::Upstream),
+                Err(fail) => return Err(fail),
             }
         }
     }
@@ -476,9 +477,9 @@ impl Conn {
     }
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, (Fail, bool)> {
+async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, Fail> {
     io::connect(addr).await.map_err(|e| {
         tracing::debug!(%addr, error = %e, "upstream connect failed");
-        (Fail::Connect, false)
+        Fail::Connect
     })
 }
