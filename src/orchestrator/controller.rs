@@ -299,16 +299,9 @@ impl Controller {
     fn previous_release(&self, service: &str, rec: &ServiceRecord) -> Result<String, ControlError> {
         let none = || ControlError::NothingToRollBack(service.into());
         let live = rec.live.ok_or_else(none)?;
-        let live_version = rec.slots[live.index()].version.clone();
-        let history = self.store.history(service, 200)?;
-        history
-            .iter()
-            .find(|d| {
-                d.outcome == Some(crate::store::DeploymentOutcome::Succeeded)
-                    && d.target_slot == live
-                    && Some(&d.version) == live_version.as_ref()
-            })
-            .and_then(|d| d.from_version.clone())
+        let live_version = rec.slots[live.index()].version.as_deref().ok_or_else(none)?;
+        self.store
+            .previous_release(service, live, live_version)?
             .ok_or_else(none)
     }
 

@@ -2,7 +2,9 @@
 //! state machine. The only part of the control plane that does I/O or reads the clock.
 //!
 //! Each state-machine step's persistence effects (phase entered, slot states, event
-//! line) are written in one store transaction *before* its actions run; the final
+//! line) are written in one store transaction *before* its actions run, with one
+//! exception: a route change is applied first, since moving traffic is what must not
+//! wait (the live slot itself is persisted by the `Routed` step after it); the final
 //! outcome is written *after* them, so the store's one-deployment-per-service lock is
 //! held until the old or failed slot has been drained and stopped.
 //! Slow actions (start, checks, timers) run as tasks that answer through a channel, so an
@@ -202,7 +204,27 @@ impl Runner {
                 }
             }
 
-            // Persistence first, in one transaction.
+            // A route change takes effect before the step's transaction: it is the moment
+            // traffic moves (for a rollback, the whole point), so nothing waits in front
+            // of it. The store cannot end up disagreeing with the router: the live slot
+            // is written only by the `Routed` step that follows, and after a crash boot
+            // re-applies the stored route.
+            let mut routed_early = None;
+            if let Some(&Effect::Route {
+                live,
+                preview,
+                switched,
+            }) = effects.iter().find(|e| matches!(e, Effect::Route { .. }))
+            {
+                let result = self.route(live, preview).await;
+                if result.is_ok() && switched {
+                    self.switch_times
+                        .record(&self.service.name, decided.elapsed());
+                }
+                routed_early = Some(result);
+            }
+
+            // Then persistence, in one transaction.
             let mut finish = None;
             for e in &effects {
                 match e {
@@ -259,13 +281,14 @@ impl Runner {
                         preview,
                         switched,
                     } => {
-                        let result = self.route(live, preview).await;
+                        let result = match routed_early.take() {
+                            Some(done) => done,
+                            None => self.route(live, preview).await,
+                        };
                         queue.push_back(Input::Event(match result {
                             Ok(()) => {
                                 self.pending_route = Some((Some(live), switched));
                                 if switched {
-                                    self.switch_times
-                                        .record(&self.service.name, decided.elapsed());
                                     self.measure_base = self.snapshots(&machine).await;
                                 }
                                 Event::Routed

@@ -1,9 +1,9 @@
 //! How long a switch takes inside the process, per service: from the moment the state
 //! machine decides to move traffic (the step that yields the route change) to the
-//! moment the router reports the new route in effect. In between: the step's store
-//! transaction (the phase is persisted before it takes effect) and the router's apply
-//! (for the built-in proxy, one atomic swap of the routing snapshot; for nginx, a
-//! config swap, `nginx -t` and a reload).
+//! moment the router reports the new route in effect. In between: only the router's
+//! apply (for the built-in proxy, one atomic swap of the routing snapshot; for nginx, a
+//! config swap, `nginx -t` and a reload); the step's store transaction comes after it
+//! (see `runner`).
 //!
 //! Why measure it here: outside the process a switch is only seen through an API call
 //! and a probe request, whose own latency hides the switch. Exposed on `/metrics` as the

@@ -142,7 +142,7 @@ pub(super) fn load_service(
         return Ok(None);
     };
     let mut slots = Slot::ALL.map(SlotRecord::empty);
-    let mut stmt = c.prepare(
+    let mut stmt = c.prepare_cached(
         "SELECT slot, state, version, addr, handle, standby_until, updated_at
          FROM slots WHERE service = ?1",
     )?;
@@ -182,18 +182,18 @@ pub(super) fn query_deployments(
          FROM deployments {filter}"
     );
     let mut deployments = c
-        .prepare(&sql)?
+        .prepare_cached(&sql)?
         .query_map(params, deployment_from_row)?
         .collect::<Result<Vec<_>, _>>()?;
-    let mut phases = c.prepare(
+    let mut phases = c.prepare_cached(
         "SELECT phase, started_at, ended_at, result FROM phases
          WHERE deployment_id = ?1 ORDER BY seq",
     )?;
-    let mut checks = c.prepare(
+    let mut checks = c.prepare_cached(
         "SELECT phase, name, ok, detail, duration_ms, at FROM checks
          WHERE deployment_id = ?1 ORDER BY id",
     )?;
-    let mut measurements = c.prepare(
+    let mut measurements = c.prepare_cached(
         "SELECT phase, metric, value, verdict, detail, at FROM measurements
          WHERE deployment_id = ?1 ORDER BY id",
     )?;

@@ -101,7 +101,7 @@ impl Store {
     pub fn services(&self) -> Result<Vec<ServiceRecord>, StoreError> {
         self.read(|c| {
             let names = c
-                .prepare("SELECT name FROM services ORDER BY name")?
+                .prepare_cached("SELECT name FROM services ORDER BY name")?
                 .query_map([], |row| row.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut out = Vec::with_capacity(names.len());
@@ -332,6 +332,34 @@ impl Store {
         self.read(|c| query_deployments(c, "WHERE outcome IS NULL ORDER BY id", params![]))
     }
 
+    /// The release that was live before `live_version` became live in `live_slot`: the
+    /// `from_version` of the newest succeeded deployment that put it there. `None`
+    /// when there is no such deployment (or it came from nothing).
+    ///
+    /// One indexed query: the rollback API asks this on every call, and loading the
+    /// history (with every deployment's phases, checks and measurements) grew with it.
+    pub fn previous_release(
+        &self,
+        service: &str,
+        live_slot: Slot,
+        live_version: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            let found = c
+                .prepare_cached(
+                    "SELECT from_version FROM deployments
+                     WHERE service = ?1 AND outcome = ?2 AND target_slot = ?3 AND version = ?4
+                     ORDER BY id DESC LIMIT 1",
+                )?
+                .query_row(
+                    params![service, DeploymentOutcome::Succeeded, live_slot, live_version],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?;
+            Ok(found.flatten())
+        })
+    }
+
     /// Newest first.
     pub fn history(
         &self,
@@ -368,7 +396,7 @@ impl Store {
     pub fn events(&self, service: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         self.read(|c| {
             let events = c
-                .prepare(
+                .prepare_cached(
                     "SELECT id, at, service, deployment_id, kind, message FROM events
                      WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
                 )?
@@ -391,7 +419,7 @@ impl Store {
     pub fn outcome_counts(&self) -> Result<Vec<OutcomeCount>, StoreError> {
         self.read(|c| {
             let counts = c
-                .prepare(
+                .prepare_cached(
                     "SELECT service, outcome, count(*) FROM deployments
                      WHERE outcome IS NOT NULL
                      GROUP BY service, outcome ORDER BY service, outcome",
