@@ -299,7 +299,10 @@ impl Controller {
     fn previous_release(&self, service: &str, rec: &ServiceRecord) -> Result<String, ControlError> {
         let none = || ControlError::NothingToRollBack(service.into());
         let live = rec.live.ok_or_else(none)?;
-        let live_version = rec.slots[live.index()].version.as_deref().ok_or_else(none)?;
+        let live_version = rec.slots[live.index()]
+            .version
+            .as_deref()
+            .ok_or_else(none)?;
         self.store
             .previous_release(service, live, live_version)?
             .ok_or_else(none)

@@ -8,12 +8,14 @@
 //! worker. What the threads share is lock-free: the routing snapshot (`ArcSwap`), the
 //! per-slot counters (atomics), the split counters.
 //!
-//! When there is exactly one worker per CPU the process may run on, worker `i` is
-//! pinned to the `i`-th of those CPUs (nginx's `worker_cpu_affinity auto`): on the
-//! two-core benchmark machine this lowered the p99 latency in every one of four
-//! alternating pinned/unpinned runs (3.1-4.2 ms against 4.0-4.8 ms). With fewer
-//! workers than CPUs (a CPU quota, `CUTOVER_PROXY_WORKERS`) nothing is pinned, so the
-//! kernel stays free to place them. `CUTOVER_PROXY_PIN=0` turns pinning off.
+//! Workers are not pinned to CPUs by default. On the benchmark machine (two cores
+//! shared by the load generator, the proxy and the backend) pinned workers left CPU
+//! time idle whenever a worker's own CPU was busy with another process while the other
+//! CPU had nothing to run: alternating runs gave 44.2k req/s pinned against 46.9k
+//! unpinned, with 1.8 % against 0.8 % of CPU time idle (BENCHMARKS.md). On a machine
+//! where the proxy has its cores to itself, `CUTOVER_PROXY_PIN=1` pins worker `i` to
+//! the `i`-th allowed CPU when there is exactly one worker per allowed CPU (nginx's
+//! `worker_cpu_affinity auto`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,12 +41,13 @@ pub fn default_workers() -> usize {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// The CPU each worker is pinned to: one per allowed CPU when there are exactly as many
-/// workers as CPUs this process may run on and pinning is not turned off; else none.
+/// The CPU each worker is pinned to: one per allowed CPU when pinning is turned on
+/// (`CUTOVER_PROXY_PIN=1`) and there are exactly as many workers as CPUs this process
+/// may run on; else none.
 fn pinning(workers: usize) -> Vec<Option<usize>> {
-    let off = matches!(
+    let on = matches!(
         std::env::var("CUTOVER_PROXY_PIN").as_deref(),
-        Ok("0" | "off" | "false")
+        Ok("1" | "on" | "true")
     );
     let allowed: Vec<usize> = match nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)) {
         Ok(set) => (0..nix::sched::CpuSet::count())
@@ -52,11 +55,11 @@ fn pinning(workers: usize) -> Vec<Option<usize>> {
             .collect(),
         Err(_) => Vec::new(),
     };
-    plan_pinning(workers, allowed, off)
+    plan_pinning(workers, allowed, on)
 }
 
-fn plan_pinning(workers: usize, allowed: Vec<usize>, off: bool) -> Vec<Option<usize>> {
-    if off || allowed.len() != workers || workers < 2 {
+fn plan_pinning(workers: usize, allowed: Vec<usize>, on: bool) -> Vec<Option<usize>> {
+    if !on || allowed.len() != workers || workers < 2 {
         return vec![None; workers];
     }
     allowed.into_iter().map(Some).collect()
@@ -178,25 +181,25 @@ mod tests {
     use super::plan_pinning;
 
     #[test]
-    fn workers_are_pinned_only_when_there_is_exactly_one_per_allowed_cpu() {
-        assert_eq!(plan_pinning(2, vec![2, 5], false), [Some(2), Some(5)]);
+    fn workers_are_pinned_only_when_asked_and_exactly_one_per_allowed_cpu() {
+        assert_eq!(plan_pinning(2, vec![2, 5], true), [Some(2), Some(5)]);
         assert_eq!(
-            plan_pinning(2, vec![2, 5], true),
+            plan_pinning(2, vec![2, 5], false),
             [None, None],
-            "turned off"
+            "not asked for: the default"
         );
         assert_eq!(
-            plan_pinning(1, vec![0, 1], false),
+            plan_pinning(1, vec![0, 1], true),
             [None],
             "fewer workers than CPUs"
         );
         assert_eq!(
-            plan_pinning(3, vec![0, 1], false),
+            plan_pinning(3, vec![0, 1], true),
             [None; 3],
             "more workers than CPUs"
         );
         assert_eq!(
-            plan_pinning(1, vec![0], false),
+            plan_pinning(1, vec![0], true),
             [None],
             "one CPU: nothing to place"
         );

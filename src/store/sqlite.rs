@@ -352,7 +352,12 @@ impl Store {
                      ORDER BY id DESC LIMIT 1",
                 )?
                 .query_row(
-                    params![service, DeploymentOutcome::Succeeded, live_slot, live_version],
+                    params![
+                        service,
+                        DeploymentOutcome::Succeeded,
+                        live_slot,
+                        live_version
+                    ],
                     |row| row.get::<_, Option<String>>(0),
                 )
                 .optional()?;
