@@ -45,12 +45,13 @@ def verdicts(res):
         if ip and ip["count"]:
             add("switch-to-effect < 1 ms inside the process", ip["under_1ms"] == ip["count"],
                 f"{ip['under_1ms']} of {ip['count']} switches took ≤ 1 ms from the decision to the new route "
-                f"in effect (phase persisted, then the routing table swapped), mean {_f(ip['mean_us'], 0)} µs, "
+                f"in effect (the routing table swapped; the step is persisted after it), mean {_f(ip['mean_us'], 0)} µs, "
                 f"all ≤ {_f(ip['max_bound_us'], 0)} µs (Cutover's `cutover_switch_duration_seconds` histogram)")
         else:
             add("switch-to-effect < 1 ms inside the process", None, "no switch histogram in /metrics")
         add("whole switch API call < 5 ms", s["api_call_ms_p50"] < 5 and s["api_call_ms_max"] < 5,
-            f"POST rollback answered in p50 {_f(s['api_call_ms_p50'], 2)} ms, max {_f(s['api_call_ms_max'], 2)} ms; "
+            f"POST rollback answered in p50 {_f(s['api_call_ms_p50'], 2)} ms, p99 {_f(s.get('api_call_ms_p99'), 2)} ms, "
+            f"max {_f(s['api_call_ms_max'], 2)} ms (raw-socket client, connect to last byte, under the load); "
             f"command to first response from the new slot: p50 {_f(s['effect_ms_p50'], 2)} ms, p99 {_f(s['effect_ms_p99'], 2)} ms")
     if rb:
         limit = res["config"]["rollback_watch"]["interval_ms"] + 100

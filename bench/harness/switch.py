@@ -204,6 +204,7 @@ def switches_under_load(port, switcher, n, gap_s, threads, conns):
     }
     if isinstance(switcher, CutoverSwitch):
         out["api_call_ms_p50"] = statistics.median(switcher.api_ms)
+        out["api_call_ms_p99"] = _pctl(switcher.api_ms, 0.99)
         out["api_call_ms_max"] = max(switcher.api_ms)
         out["in_process"] = histogram_delta(switcher.histogram_before, switch_histogram())
         switcher.api_ms.clear()
