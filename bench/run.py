@@ -148,6 +148,9 @@ def main():
         log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")
         res["fixed_rate_cpu"] = measure.fixed_rate_cpu(targets[1:], a.fixed_rounds, a.fixed_duration, a.fixed_rate, 50, log)
 
+        log("switch API call without load: 20 rollbacks between warm releases")
+        res["switch_api_idle"] = switch.api_calls_without_load(20)
+        log(f"  {res['switch_api_idle']}")
         switchers = {
             "cutover": switch.CutoverSwitch(),
             "nginx": switch.NginxSwitch(d, started["nginx"][0].pid),

@@ -49,9 +49,12 @@ def verdicts(res):
                 f"all ≤ {_f(ip['max_bound_us'], 0)} µs (Cutover's `cutover_switch_duration_seconds` histogram)")
         else:
             add("switch-to-effect < 1 ms inside the process", None, "no switch histogram in /metrics")
-        add("whole switch API call < 5 ms", s["api_call_ms_p50"] < 5 and s["api_call_ms_max"] < 5,
-            f"POST rollback answered in p50 {_f(s['api_call_ms_p50'], 2)} ms, p99 {_f(s.get('api_call_ms_p99'), 2)} ms, "
-            f"max {_f(s['api_call_ms_max'], 2)} ms (raw-socket client, connect to last byte, under the load); "
+        idle = res.get("switch_api_idle")
+        idle_text = (f"without load: p50 {_f(idle['p50_ms'], 2)} ms, max {_f(idle['max_ms'], 2)} ms over {idle['calls']} calls; "
+                     if idle else "")
+        add("whole switch API call < 5 ms (judged under the load)", s["api_call_ms_p50"] < 5 and s["api_call_ms_max"] < 5,
+            f"POST rollback answered under the load in p50 {_f(s['api_call_ms_p50'], 2)} ms, p99 {_f(s.get('api_call_ms_p99'), 2)} ms, "
+            f"max {_f(s['api_call_ms_max'], 2)} ms (raw-socket client, connect to last byte); {idle_text}"
             f"command to first response from the new slot: p50 {_f(s['effect_ms_p50'], 2)} ms, p99 {_f(s['effect_ms_p99'], 2)} ms")
     if rb:
         limit = res["config"]["rollback_watch"]["interval_ms"] + 100

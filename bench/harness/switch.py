@@ -98,6 +98,23 @@ def histogram_delta(before, after):
     }
 
 
+def api_calls_without_load(n):
+    """`n` switches (rollbacks between two warm releases) with no load running, one after
+    the other: how long the API call itself takes when the machine is not saturated.
+    `n` is even, so traffic ends on the slot it started on."""
+    ms = []
+    for _ in range(n + n % 2):
+        t, status, answer = post_timed("/api/v1/services/web/rollback", {"triggered_by": "bench"})
+        if status != 202:
+            raise RuntimeError(f"rollback answered {status}: {answer}")
+        ms.append(t)
+        d = wait_deployment(answer["deployment_id"], 30)
+        if d["outcome"] != "succeeded":
+            raise RuntimeError(f"rollback #{d['id']} ended {d['outcome']}: {d['reason']}")
+        time.sleep(0.05)
+    return {"calls": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pctl(ms, 0.99), "max_ms": max(ms)}
+
+
 class CutoverSwitch:
     name = "cutover"
 
