@@ -1,14 +1,17 @@
 """Throughput, latency, memory and CPU per request, in alternating rounds.
 
-Each round runs every target once, in an order rotated per round, so slow drifts of a
-shared machine hit every target alike; medians over rounds are reported. Memory is
+Each round runs every target once, in an order shuffled per round (seeded), so slow
+drifts of a shared machine and the after-effects of one target's run hit every
+target alike; medians over rounds are reported. Memory is
 VmRSS summed over the proxy's processes (nginx: master + workers), idle after a
 warm-up and the peak sampled every 0.25 s under load. CPU per request is the change
 of utime+stime over a run divided by the requests it served.
 """
 
+import random
 import statistics
 import threading
+import time
 
 from . import load, procs, setup
 
@@ -41,6 +44,14 @@ class RssSampler:
         return self.peak
 
 
+def round_order(targets, r):
+    """The order of round `r`: a permutation seeded by the round, so a run can be
+    repeated. Not a rotation: rotating keeps every target behind the same neighbour in
+    every round, and a run after the direct one (the backend alone at twice the rate)
+    measured lower than the same daemon run elsewhere in the order."""
+    return random.Random(1000 + r).sample(targets, len(targets))
+
+
 def _med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
@@ -52,7 +63,7 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
         load.run_wrk(t.url, threads, conns, 1)
     idle = {t.name: procs.rss_kib(t.pids()) for t in targets if t.pid}
     for r in range(rounds):
-        order = targets[r % len(targets):] + targets[: r % len(targets)]
+        order = round_order(targets, r)
         for t in order:
             cpu0 = procs.cpu_seconds(t.pids())
             sampler = RssSampler(t) if t.pid else None
@@ -63,6 +74,8 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
             per[t.name].append(res)
             log(f"  round {r + 1}/{rounds} {t.name:8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
                 f"p99 {res['p99_ms']:.2f} ms  errors {res['non2xx'] + res['socket_errors']}")
+            if not t.pid:
+                time.sleep(2)  # after the backend alone at full rate, let the machine settle
     out = {}
     for t in targets:
         runs = per[t.name]
@@ -82,7 +95,7 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
 def fixed_rate_cpu(targets, rounds, duration_s, rate, clients, log):
     per = {t.name: [] for t in targets}
     for r in range(rounds):
-        order = targets[r % len(targets):] + targets[: r % len(targets)]
+        order = round_order(targets, r)
         for t in order:
             cpu0 = procs.cpu_seconds(t.pids())
             res = load.run_h2load(t.url, rate, clients, duration_s)
