@@ -27,7 +27,7 @@ def verdicts(res):
 
     ratio = c["rps"] / sat[best]["rps"]
     add("throughput ≥ 1.1× the faster of nginx/HAProxy", ratio >= 1.1,
-        f"Cutover {_f(c['rps'], 0)} req/s vs {best} {_f(sat[best]['rps'], 0)} = {ratio:.2f}×")
+        f"Cutover {_f(c['rps'], 0)} req/s vs {best} {_f(sat[best]['rps'], 0)} = {ratio:.3f}×")
     worst = min(sat["nginx"]["p99_ms"], sat["haproxy"]["p99_ms"])
     add("p99 no worse than nginx's and HAProxy's", c["p99_ms"] <= worst,
         f"Cutover {_f(c['p99_ms'], 2)} ms vs nginx {_f(sat['nginx']['p99_ms'], 2)} ms, HAProxy {_f(sat['haproxy']['p99_ms'], 2)} ms")
