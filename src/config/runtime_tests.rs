@@ -205,7 +205,7 @@ runtime = { kind = "compose", file = "b.yaml", entry = "web", ports = { blue = 9
 
 #[test]
 fn memory_sizes_are_powers_of_1024_and_at_least_dockers_minimum() {
-    use super::parse_bytes;
+    use super::docker::parse_bytes;
     assert_eq!(parse_bytes("1g"), Ok(1 << 30));
     assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
     assert_eq!(parse_bytes("64MB"), Ok(64 << 20));

@@ -1,0 +1,120 @@
+//! `[services.<name>.router]`: the default builtin proxy, each kind's defaults and keys,
+//! and the messages of their rules.
+
+use super::*;
+use crate::config::parse;
+
+fn service(router: &str, listen: bool) -> String {
+    let listen = if listen {
+        "listen = \"127.0.0.1:8080\"\n"
+    } else {
+        ""
+    };
+    format!("[services.web]\n{listen}\n[services.web.runtime]\nkind = \"process\"\ncommand = [\"./web\", \"{{port}}\"]\n\n{router}")
+}
+
+fn problems(text: &str) -> Vec<String> {
+    parse(text, None)
+        .unwrap_err()
+        .problems
+        .into_iter()
+        .map(|p| format!("{}: {}", p.key, p.message))
+        .collect()
+}
+
+#[test]
+fn no_router_table_means_the_builtin_proxy_which_needs_listen() {
+    let c = parse(&service("", true), None).unwrap();
+    assert_eq!(c.services["web"].router, RouterConfig::Builtin);
+    let p = problems(&service("", false));
+    assert!(
+        p[0].starts_with("services.web.listen: missing required key"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_nginx_router_gets_its_defaults_and_needs_no_listen() {
+    let text = service("[services.web.router]\nkind = \"nginx\"\ninclude = \"/etc/nginx/cutover/web.conf\"\nverify_listen = \"127.0.0.1:8099\"\n", false);
+    let c = parse(&text, None).unwrap();
+    let RouterConfig::Nginx(n) = &c.services["web"].router else {
+        panic!()
+    };
+    assert_eq!(n.upstream, "web");
+    assert_eq!(n.reload_command, ["nginx", "-s", "reload"]);
+    assert_eq!((n.keepalive, n.timeout), (16, Duration::from_secs(10)));
+    assert_eq!(c.services["web"].listen, None);
+}
+
+#[test]
+fn each_kind_reports_keys_of_another_kind_and_proxy_keys_as_mistakes() {
+    let text = service("[services.web.router]\nkind = \"haproxy\"\nadmin = \"/run/haproxy/admin.sock\"\ninclude = \"x\"\nweight = 300\n", false);
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("services.web.router.include: unknown key `include`")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m == "services.web.router.weight: expected an integer from 1 to 256, got 300"),
+        "{p:?}"
+    );
+    let text = service(
+        "[services.web.router]\nkind = \"haproxy\"\nadmin = \"/run/haproxy/admin.sock\"\n",
+        true,
+    );
+    let p = problems(&text);
+    assert!(
+        p.iter()
+            .any(|m| m
+                .starts_with("services.web.listen: `listen` configures Cutover's built-in proxy")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn an_unknown_kind_and_missing_required_keys_are_reported() {
+    let p = problems(&service("[services.web.router]\nkind = \"envoy\"\n", false));
+    assert!(
+        p.iter()
+            .any(|m| m.contains("router.kind: expected one of \"builtin\", \"nginx\"")),
+        "{p:?}"
+    );
+    let p = problems(&service(
+        "[services.web.router]\nkind = \"traefik\"\n",
+        false,
+    ));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("services.web.router.file: missing required key")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("services.web.router.api: missing required key")),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn haproxy_admin_is_a_unix_socket_or_a_tcp_address() {
+    let text = service("[services.web.router]\nkind = \"haproxy\"\nadmin = \"127.0.0.1:9999\"\nservers = { blue = \"b\", green = \"g\" }\n", false);
+    let RouterConfig::Haproxy(h) = parse(&text, None).unwrap().services["web"].router.clone()
+    else {
+        panic!()
+    };
+    assert_eq!(h.admin, AdminAddr::Tcp("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(
+        (h.blue_server.as_str(), h.green_server.as_str()),
+        ("b", "g")
+    );
+    let text = service("[services.web.router]\nkind = \"caddy\"\n", false);
+    let RouterConfig::Caddy(c) = parse(&text, None).unwrap().services["web"].router.clone() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.admin.to_string().as_str(), c.id.as_str()),
+        ("127.0.0.1:2019", "cutover-web")
+    );
+}

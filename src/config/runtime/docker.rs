@@ -1,0 +1,339 @@
+//! Rules for `[services.<name>.runtime]` with `kind = "docker"`: one container per slot.
+//!
+//! Validated here down to what the Docker runtime needs at start (an image reference
+//! with known placeholders, volume syntax, memory sizes, restart policies), so a
+//! mistake is a config error, not a failed deployment. A key that belongs to another
+//! kind is reported as unknown for *this* kind instead of being silently ignored.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{argv_ok, check_placeholders, env_ok, ports, stop_signal};
+use crate::config::model::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts, StopSignal};
+use crate::config::raw::RawPorts;
+use crate::config::read::{read, Problems, Sub};
+use crate::config::validate::{duration, int_range};
+use crate::config::values::{placeholders, RawDuration};
+
+/// `kind = "docker"`: one container per slot, through the Docker Engine API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DockerRuntimeConfig {
+    /// Image reference; `{version}`, `{slot}` and `{service}` are substituted, e.g.
+    /// `registry.example.com/shop:{version}`.
+    pub image: String,
+    /// The port the app listens on inside the container (also passed as `PORT`).
+    pub port: u16,
+    /// Replaces the image's CMD (the entrypoint stays); placeholders allowed.
+    pub command: Option<Vec<String>>,
+    /// Extra environment; values may contain `{version}`, `{port}` (the container
+    /// port), `{slot}`, `{service}`. Wins over `env_files`.
+    pub env: BTreeMap<String, String>,
+    /// `KEY=VALUE` files read at each start (resolved against the config file's
+    /// directory), in order; later files win.
+    pub env_files: Vec<PathBuf>,
+    /// `source:target[:ro]`; a source starting with `/`, `./` or `../` is a bind mount
+    /// (relative ones resolved against the config file's directory), else a named
+    /// volume.
+    pub volumes: Vec<String>,
+    /// A user-defined network to attach the container to (it must exist).
+    pub network: Option<String>,
+    /// How Cutover reaches the container. Default [`DockerReach::Loopback`].
+    pub reach: DockerReach,
+    /// Fixed loopback host port per slot; a free one is picked at start when absent.
+    pub ports: Option<SlotPorts>,
+    /// Memory limit in bytes.
+    pub memory: Option<u64>,
+    /// CPU limit in CPUs (e.g. 1.5).
+    pub cpus: Option<f64>,
+    /// Docker restart policy. Default `on-failure`.
+    pub restart: DockerRestart,
+    /// Signal sent to stop a container. Default SIGTERM.
+    pub stop_signal: StopSignal,
+    /// Time between the stop signal and SIGKILL. Default 10s.
+    pub stop_grace: Duration,
+    /// How many releases before the current ones keep their image for a fast
+    /// rollback; older images this runtime deployed are removed. Default 3.
+    pub keep_releases: u32,
+}
+
+/// Where Cutover connects to a container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DockerReach {
+    /// The container port is published on `127.0.0.1:<slot port>`.
+    #[default]
+    Loopback,
+    /// Nothing is published; Cutover connects to the container's address on
+    /// `network` (the daemon must be able to route there, e.g. it runs on that
+    /// network itself).
+    Network,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DockerRestart {
+    No,
+    /// Restart when the process exits non-zero, at most `max_retries` times if given.
+    #[default]
+    OnFailure,
+    OnFailureMax(u32),
+    Always,
+    UnlessStopped,
+}
+
+impl DockerRuntimeConfig {
+    /// Default for [`DockerRuntimeConfig::keep_releases`].
+    pub const DEFAULT_KEEP_RELEASES: u32 = 3;
+}
+
+/// `[services.<name>.runtime]` with `kind = "docker"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDockerRuntime {
+    /// Already used to choose this struct; listed so it is a known key.
+    #[allow(dead_code)]
+    pub kind: Option<String>,
+    pub image: Option<String>,
+    pub port: Option<i64>,
+    pub command: Option<Vec<String>>,
+    pub env: Option<BTreeMap<String, String>>,
+    pub env_files: Option<Vec<String>>,
+    pub volumes: Option<Vec<String>>,
+    pub network: Option<String>,
+    pub reach: Option<String>,
+    pub ports: Option<Sub<RawPorts>>,
+    pub memory: Option<String>,
+    pub cpus: Option<f64>,
+    pub restart: Option<String>,
+    pub stop_signal: Option<String>,
+    pub stop_grace: Option<RawDuration>,
+    pub keep_releases: Option<i64>,
+}
+
+pub(super) fn docker(
+    at: &str,
+    value: &toml::Value,
+    base: &Path,
+    p: &mut Problems,
+) -> (Option<RuntimeConfig>, Option<SlotPorts>) {
+    let Some(r) = read::<RawDockerRuntime>(value, at, p) else {
+        return (None, None);
+    };
+    let image = r
+        .required(
+            "image",
+            r.raw.image.as_deref(),
+            "an image reference like \"shop:{version}\"",
+            p,
+        )
+        .and_then(|image| {
+            let before = p.count();
+            if image.trim().is_empty() || image.contains(char::is_whitespace) {
+                p.add(
+                    r.key("image"),
+                    format!("expected an image reference like \"shop:{{version}}\", got {image:?}"),
+                );
+            }
+            check_placeholders(p, &r.key("image"), image);
+            if placeholders(image).contains(&"port") {
+                p.add(
+                    r.key("image"),
+                    "`{port}` cannot be part of an image reference",
+                );
+            }
+            (p.count() == before).then(|| image.to_string())
+        });
+    let port = r
+        .required(
+            "port",
+            r.raw.port,
+            "the port the app listens on inside the container, from 1 to 65535",
+            p,
+        )
+        .and_then(|v| int_range(p, r.key("port"), v, 1, 65535))
+        .map(|v| v as u16);
+    let command = r.optional("command", r.raw.command.as_ref(), |argv| {
+        argv_ok(p, &r.key("command"), argv).then(|| argv.clone())
+    });
+    let env = r.optional("env", r.raw.env.as_ref(), |env| env_ok(&r, env, p));
+    let env_files = r.optional("env_files", r.raw.env_files.as_ref(), |files| {
+        let before = p.count();
+        for (i, f) in files.iter().enumerate() {
+            if f.trim().is_empty() {
+                p.add(
+                    format!("{}[{i}]", r.key("env_files")),
+                    "expected a file path, got \"\"",
+                );
+            }
+        }
+        (p.count() == before).then(|| files.iter().map(|f| base.join(f)).collect::<Vec<_>>())
+    });
+    let volumes = r.optional("volumes", r.raw.volumes.as_ref(), |vols| {
+        let before = p.count();
+        let out: Vec<String> = vols
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| {
+                volume(v, base)
+                    .map_err(|m| p.add(format!("{}[{i}]", r.key("volumes")), m))
+                    .ok()
+            })
+            .collect();
+        (p.count() == before).then_some(out)
+    });
+    let network = r.optional("network", r.raw.network.as_deref(), |n| {
+        if n.trim().is_empty() {
+            p.add(r.key("network"), "expected a network name, got \"\"");
+            return None;
+        }
+        Some(n.to_string())
+    });
+    let reach = r.optional("reach", r.raw.reach.as_deref(), |s| match s {
+        "loopback" => Some(DockerReach::Loopback),
+        "network" => Some(DockerReach::Network),
+        other => {
+            p.add(
+                r.key("reach"),
+                format!("expected \"loopback\" or \"network\", got {other:?}"),
+            );
+            None
+        }
+    });
+    if reach == Some(Some(DockerReach::Network)) && r.raw.network.is_none() {
+        p.add(
+            r.key("reach"),
+            "reach = \"network\" needs `network`, the user-defined network Cutover connects through",
+        );
+    }
+    let ports = r.optional("ports", r.raw.ports.as_ref(), |sub| {
+        ports(&r.key("ports"), sub, p)
+    });
+    if reach == Some(Some(DockerReach::Network)) && r.raw.ports.is_some() {
+        p.add(
+            r.key("ports"),
+            "host ports are not used with reach = \"network\" (nothing is published)",
+        );
+    }
+    let memory = r.optional("memory", r.raw.memory.as_deref(), |m| {
+        parse_bytes(m).map_err(|e| p.add(r.key("memory"), e)).ok()
+    });
+    let cpus = r.optional("cpus", r.raw.cpus, |c| {
+        if c > 0.0 && c <= 1024.0 {
+            Some(c)
+        } else {
+            p.add(
+                r.key("cpus"),
+                format!("expected a number of CPUs above 0 like 1.5, got {c}"),
+            );
+            None
+        }
+    });
+    let restart = r.optional("restart", r.raw.restart.as_deref(), |s| {
+        parse_restart(s)
+            .map_err(|e| p.add(r.key("restart"), e))
+            .ok()
+    });
+    let stop_signal = stop_signal(&r, r.raw.stop_signal.as_deref(), p);
+    let stop_grace = duration(
+        &r,
+        "stop_grace",
+        r.raw.stop_grace,
+        ProcessRuntimeConfig::DEFAULT_STOP_GRACE,
+    );
+    let keep_releases = r.optional("keep_releases", r.raw.keep_releases, |n| {
+        int_range(p, r.key("keep_releases"), n, 0, 1000).map(|n| n as u32)
+    });
+
+    let fixed = ports.flatten();
+    let config = (|| {
+        Some(RuntimeConfig::Docker(DockerRuntimeConfig {
+            image: image?,
+            port: port?,
+            command: command?,
+            env: env?.unwrap_or_default(),
+            env_files: env_files?.unwrap_or_default(),
+            volumes: volumes?.unwrap_or_default(),
+            network: network?,
+            reach: reach?.unwrap_or_default(),
+            ports: ports?,
+            memory: memory?,
+            cpus: cpus?,
+            restart: restart?.unwrap_or_default(),
+            stop_signal: stop_signal?.unwrap_or_default(),
+            stop_grace: stop_grace?,
+            keep_releases: keep_releases?.unwrap_or(DockerRuntimeConfig::DEFAULT_KEEP_RELEASES),
+        }))
+    })();
+    (config, fixed)
+}
+
+/// `source:target[:ro|:rw]`, with a relative bind source made absolute.
+fn volume(text: &str, base: &Path) -> Result<String, String> {
+    let expected = "expected \"source:/path/in/container\" or \"source:/path:ro\"";
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, mode) = match parts.as_slice() {
+        [s, t] => (*s, *t, None),
+        [s, t, m] => (*s, *t, Some(*m)),
+        _ => return Err(format!("{expected}, got {text:?}")),
+    };
+    if source.is_empty() || !target.starts_with('/') {
+        return Err(format!("{expected}, got {text:?}"));
+    }
+    if let Some(m) = mode {
+        if m != "ro" && m != "rw" {
+            return Err(format!(
+                "expected the mode `ro` or `rw`, got {m:?} in {text:?}"
+            ));
+        }
+    }
+    let source = if source.starts_with("./") || source.starts_with("../") || source == "." {
+        base.join(source).to_string_lossy().into_owned()
+    } else {
+        source.to_string()
+    };
+    Ok(match mode {
+        Some(m) => format!("{source}:{target}:{m}"),
+        None => format!("{source}:{target}"),
+    })
+}
+
+/// `"512m"`, `"1g"`, `"1.5g"`, `"65536"` (bytes; k/m/g are powers of 1024).
+pub fn parse_bytes(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (num, mult) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(n) if n > 0.0 && (n * mult as f64) >= 6.0 * 1024.0 * 1024.0 => {
+            Ok((n * mult as f64) as u64)
+        }
+        Ok(_) => Err(format!(
+            "expected a memory size of at least 6m (Docker's minimum), got {text:?}"
+        )),
+        Err(_) => Err(format!(
+            "expected a memory size like \"512m\" or \"1g\", got {text:?}"
+        )),
+    }
+}
+
+fn parse_restart(text: &str) -> Result<DockerRestart, String> {
+    Ok(match text {
+        "no" => DockerRestart::No,
+        "always" => DockerRestart::Always,
+        "unless-stopped" => DockerRestart::UnlessStopped,
+        "on-failure" => DockerRestart::OnFailure,
+        other => match other.strip_prefix("on-failure:").map(str::parse::<u32>) {
+            Some(Ok(n)) if n > 0 => DockerRestart::OnFailureMax(n),
+            _ => {
+                return Err(format!(
+                "expected \"no\", \"on-failure\", \"on-failure:<max retries>\", \"always\" or \"unless-stopped\", got {other:?}"
+            ))
+            }
+        },
+    })
+}
