@@ -744,3 +744,57 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_deployments() {
         .unwrap();
     assert_eq!(store.deployment(old.id).unwrap().measurements.len(), 1);
 }
+
+#[test]
+fn previous_release_is_where_the_newest_succeeded_deployment_into_the_live_slot_came_from() {
+    let store = Store::open_in_memory().unwrap();
+    let run = |version: &str, target: Slot, from: Option<&str>, outcome, at| {
+        let new = NewDeployment {
+            target_slot: target,
+            from_slot: Some(target.other()),
+            from_version: from.map(str::to_string),
+            ..deploy("web", version, at)
+        };
+        let id = store.begin_deployment(&new).unwrap();
+        store.apply(&finish(id, outcome, at)).unwrap();
+    };
+    // v1 → blue, v2 → green, a failed v2 → green, then v1 → blue again from v2.
+    run("v1", Slot::Blue, None, DeploymentOutcome::Succeeded, 1);
+    run(
+        "v2",
+        Slot::Green,
+        Some("v1"),
+        DeploymentOutcome::Succeeded,
+        2,
+    );
+    assert_eq!(
+        store.previous_release("web", Slot::Green, "v2").unwrap(),
+        Some("v1".to_string())
+    );
+    run("v2", Slot::Green, Some("v9"), DeploymentOutcome::Failed, 3);
+    assert_eq!(
+        store.previous_release("web", Slot::Green, "v2").unwrap(),
+        Some("v1".to_string()),
+        "a failed deployment of the same release into the same slot does not count"
+    );
+    run(
+        "v1",
+        Slot::Blue,
+        Some("v2"),
+        DeploymentOutcome::Succeeded,
+        4,
+    );
+    assert_eq!(
+        store.previous_release("web", Slot::Blue, "v1").unwrap(),
+        Some("v2".to_string()),
+        "the newest deployment that made blue/v1 live, not the first"
+    );
+    assert_eq!(
+        store.previous_release("web", Slot::Green, "v9").unwrap(),
+        None
+    );
+    assert_eq!(
+        store.previous_release("other", Slot::Blue, "v1").unwrap(),
+        None
+    );
+}
