@@ -5,8 +5,8 @@
 //!   a hang-up aimed at the daemon's terminal does not reach the live service, a stop
 //!   reaches the whole tree, and where the kernel groups CPU time by session
 //!   (autogroup, the default on most distributions outside systemd services) the
-//!   release does not share the proxy's CPU share: measured in the benchmark, a
-//!   release in the daemon's session left 5-8 % of both CPUs idle under load;
+//!   release gets a CPU share of its own instead of sharing the daemon's (and so the
+//!   proxy's);
 //! - processes outlive the daemon: a restarted daemon adopts them by pid (persisted in
 //!   the store) instead of starting duplicates;
 //! - stdout and stderr go to `<state_dir>/logs/<service>-<slot>.log`, so a failed start
