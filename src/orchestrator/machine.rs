@@ -8,11 +8,12 @@
 //!
 //! Phases of a deploy: lock → start → wait_healthy → smoke → [mirror] → [canary steps]
 //! → switch → watch → done. Mirroring and canary steps (with their analysis, pauses and
-//! `promote`) live in `machine/progressive.rs`.
+//! `promote`) live in `machine/progressive.rs`; the handlers around the switch (health
+//! gate, switch, watch outcome, switch back, finish) in `machine/lifecycle.rs`.
 //! A rollback (traffic back to the previous release) is the same machine with
 //! `start` skipped when that release still runs, and no smoke or watch.
 //!
-//! Safety rules encoded here:
+//! Safety rules encoded here (mostly in `machine/lifecycle.rs`):
 //! - nothing before `switch` ever changes the live route;
 //! - a failure before the switch stops the new slot and leaves traffic untouched;
 //! - a trigger during the watch switches back to the previous slot at once;
