@@ -74,7 +74,7 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
             per[t.name].append(res)
             log(f"  round {r + 1}/{rounds} {t.name:8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
                 f"p99 {res['p99_ms']:.2f} ms  errors {res['non2xx'] + res['socket_errors']}")
-            if not t.pid:
+            if t.name == "direct":
                 time.sleep(2)  # after the backend alone at full rate, let the machine settle
     out = {}
     for t in targets:

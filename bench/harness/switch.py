@@ -98,19 +98,29 @@ def histogram_delta(before, after):
     }
 
 
+def rollback_timed():
+    """`POST .../web/rollback`, timed by `post_timed`; returns (milliseconds, deployment id)."""
+    ms, status, answer = post_timed("/api/v1/services/web/rollback", {"triggered_by": "bench"})
+    if status != 202:
+        raise RuntimeError(f"rollback answered {status}: {answer}")
+    return ms, answer["deployment_id"]
+
+
+def wait_succeeded(dep_id):
+    d = wait_deployment(dep_id, 30)
+    if d["outcome"] != "succeeded":
+        raise RuntimeError(f"rollback #{dep_id} ended {d['outcome']}: {d['reason']}")
+
+
 def api_calls_without_load(n):
     """`n` switches (rollbacks between two warm releases) with no load running, one after
     the other: how long the API call itself takes when the machine is not saturated.
-    `n` is even, so traffic ends on the slot it started on."""
+    `n` is rounded up to even, so traffic ends on the slot it started on."""
     ms = []
     for _ in range(n + n % 2):
-        t, status, answer = post_timed("/api/v1/services/web/rollback", {"triggered_by": "bench"})
-        if status != 202:
-            raise RuntimeError(f"rollback answered {status}: {answer}")
+        t, dep_id = rollback_timed()
         ms.append(t)
-        d = wait_deployment(answer["deployment_id"], 30)
-        if d["outcome"] != "succeeded":
-            raise RuntimeError(f"rollback #{d['id']} ended {d['outcome']}: {d['reason']}")
+        wait_succeeded(dep_id)
         time.sleep(0.05)
     return {"calls": len(ms), "p50_ms": statistics.median(ms), "p99_ms": _pctl(ms, 0.99), "max_ms": max(ms)}
 
@@ -124,18 +134,13 @@ class CutoverSwitch:
         self.histogram_before = switch_histogram()
 
     def switch(self):
-        ms, status, answer = post_timed("/api/v1/services/web/rollback", {"triggered_by": "bench"})
-        if status != 202:
-            raise RuntimeError(f"rollback answered {status}: {answer}")
-        self.pending = answer["deployment_id"]
+        ms, self.pending = rollback_timed()
         self.api_ms.append(ms)
         self.live = "green" if self.live == "blue" else "blue"
         return self.live
 
     def settle(self):
-        d = wait_deployment(self.pending, 30)
-        if d["outcome"] != "succeeded":
-            raise RuntimeError(f"rollback #{self.pending} ended {d['outcome']}: {d['reason']}")
+        wait_succeeded(self.pending)
 
 
 class NginxSwitch:

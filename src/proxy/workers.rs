@@ -11,8 +11,9 @@
 //! Workers are not pinned to CPUs by default. On the benchmark machine (two cores
 //! shared by the load generator, the proxy and the backend) pinned workers left CPU
 //! time idle whenever a worker's own CPU was busy with another process while the other
-//! CPU had nothing to run: alternating runs gave 44.2k req/s pinned against 46.9k
-//! unpinned, with 1.8 % against 0.8 % of CPU time idle (BENCHMARKS.md). On a machine
+//! CPU had nothing to run: one set of alternating runs gave 44.2k req/s pinned against
+//! 46.9k unpinned, with 1.8 % against 0.8 % of CPU time idle; other sets flipped the
+//! order, within that machine's ±15 % noise (BENCHMARKS.md). On a machine
 //! where the proxy has its cores to itself, `CUTOVER_PROXY_PIN=1` pins worker `i` to
 //! the `i`-th allowed CPU when there is exactly one worker per allowed CPU (nginx's
 //! `worker_cpu_affinity auto`).
