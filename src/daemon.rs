@@ -77,6 +77,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_rx_for_workers = stop_rx.clone();
+    let stop_rx_for_api = stop_rx.clone();
     let shutdown = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -99,6 +100,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             store,
             controller.switch_times(),
         )),
+        stop: stop_rx_for_api,
     };
     let api_addr = api_listener.local_addr()?;
     let api_task = tokio::spawn({

@@ -7,6 +7,7 @@
 
 pub mod client;
 mod error;
+mod events;
 pub mod metrics;
 mod views;
 
@@ -32,6 +33,9 @@ pub struct ApiState {
     pub controller: Arc<Controller>,
     pub token: Arc<String>,
     pub registry: Arc<Registry>,
+    /// Becomes `true` when the daemon shuts down: long-lived responses (the event
+    /// feed) end then, so a graceful shutdown does not wait on them.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The API as an axum router (testable without a socket).
@@ -47,13 +51,11 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services/{name}/history", get(history))
         .route("/api/v1/services/{name}/events", get(events))
         .route("/api/v1/services/{name}/deploy", post(deploy))
-        .route("/api/v1/services/{name}/rollback", post(rollback))
-        .route("/api/v1/services/{name}/abort", post(abort))
         .route("/api/v1/services/{name}/check", post(check))
-        .route("/api/v1/services/{name}/promote", post(promote))
-        .route("/api/v1/services/{name}/pause", post(pause))
-        .route("/api/v1/services/{name}/resume", post(resume))
+        // rollback, abort, promote, pause, resume
+        .route("/api/v1/services/{name}/{action}", post(act))
         .route("/api/v1/deployments/{id}", get(get_deployment))
+        .route("/api/v1/events", get(events::feed))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
         })
@@ -144,7 +146,7 @@ async fn get_deployment(
     }))
 }
 
-fn known(s: &ApiState, name: &str) -> Result<(), ApiError> {
+pub(super) fn known(s: &ApiState, name: &str) -> Result<(), ApiError> {
     if s.controller.config().services.contains_key(name) {
         Ok(())
     } else {
@@ -156,13 +158,6 @@ fn known(s: &ApiState, name: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct DeployBody {
     version: String,
-    #[serde(default)]
-    triggered_by: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct ActorBody {
     #[serde(default)]
     triggered_by: Option<String>,
 }
@@ -217,90 +212,74 @@ async fn deploy(
     Ok(accepted(id))
 }
 
+/// 202 with the deployment the operation applies to.
+fn accepted(id: i64) -> impl IntoResponse {
+    (StatusCode::ACCEPTED, Json(json!({ "deployment_id": id })))
+}
+
+/// An operation on a service's deployment in progress (or, for `rollback`, on its
+/// live release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Rollback,
+    Abort,
+    Promote,
+    Pause,
+    Resume,
+}
+
+impl Action {
+    fn parse(s: &str) -> Option<Action> {
+        Some(match s {
+            "rollback" => Action::Rollback,
+            "abort" => Action::Abort,
+            "promote" => Action::Promote,
+            "pause" => Action::Pause,
+            "resume" => Action::Resume,
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct PromoteBody {
+struct ActionBody {
+    /// `promote` only: straight to 100 %.
     #[serde(default)]
     full: bool,
     #[serde(default)]
     triggered_by: Option<String>,
 }
 
-/// A mutating call on a service: authorised, for a configured service, with an
-/// optional JSON body naming who asked. Returns the service name and the body.
-fn operation<B: serde::de::DeserializeOwned + Default>(
-    s: &ApiState,
-    name: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<B, ApiError> {
-    authorize(s, headers)?;
-    known(s, name)?;
-    parse_json(body, false)
-}
-
-/// 202 with the deployment the operation applies to.
-fn accepted(id: i64) -> impl IntoResponse {
-    (StatusCode::ACCEPTED, Json(json!({ "deployment_id": id })))
-}
-
-async fn rollback(
+/// `POST /api/v1/services/{name}/{rollback|abort|promote|pause|resume}`: authorised,
+/// for a configured service, with an optional JSON body naming who asked; answers 202
+/// with the deployment the operation applies to.
+async fn act(
     State(s): State<ApiState>,
-    Path(name): Path<String>,
+    Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let b: ActorBody = operation(&s, &name, &headers, &body)?;
-    Ok(accepted(
-        s.controller.rollback(&name, &actor(b.triggered_by)).await?,
-    ))
-}
-
-async fn abort(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let b: ActorBody = operation(&s, &name, &headers, &body)?;
-    Ok(accepted(
-        s.controller.abort(&name, &actor(b.triggered_by)).await?,
-    ))
-}
-
-async fn promote(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let b: PromoteBody = operation(&s, &name, &headers, &body)?;
+    let action = Action::parse(&action)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route"))?;
+    authorize(&s, &headers)?;
+    known(&s, &name)?;
+    let b: ActionBody = parse_json(&body, false)?;
+    if b.full && action != Action::Promote {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: `full` applies to promote only",
+        ));
+    }
     let by = actor(b.triggered_by);
-    Ok(accepted(s.controller.promote(&name, b.full, &by).await?))
-}
-
-async fn pause(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let b: ActorBody = operation(&s, &name, &headers, &body)?;
-    Ok(accepted(
-        s.controller.pause(&name, &actor(b.triggered_by)).await?,
-    ))
-}
-
-async fn resume(
-    State(s): State<ApiState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
-) -> Result<impl IntoResponse, ApiError> {
-    let b: ActorBody = operation(&s, &name, &headers, &body)?;
-    Ok(accepted(
-        s.controller.resume(&name, &actor(b.triggered_by)).await?,
-    ))
+    let c = &s.controller;
+    let id = match action {
+        Action::Rollback => c.rollback(&name, &by).await?,
+        Action::Abort => c.abort(&name, &by).await?,
+        Action::Promote => c.promote(&name, b.full, &by).await?,
+        Action::Pause => c.pause(&name, &by).await?,
+        Action::Resume => c.resume(&name, &by).await?,
+    };
+    Ok(accepted(id))
 }
 
 #[derive(Deserialize)]

@@ -20,9 +20,8 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use super::load::{Load, LoadStats};
-use crate::api::client::ApiClient;
+use crate::api::client::{follow, ApiClient};
 use crate::api::DeploymentView;
-use crate::cli::deploy::follow;
 use crate::store::DeploymentOutcome;
 
 /// Runs the story; `rate` is the load in requests per second.

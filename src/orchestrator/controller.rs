@@ -144,7 +144,7 @@ impl Controller {
         &self.config
     }
 
-    pub fn store(&self) -> &Store {
+    pub fn store(&self) -> &Arc<Store> {
         &self.store
     }
 

@@ -190,6 +190,7 @@ impl Runner {
                 }
             };
             let routed = matches!(event, Event::Routed);
+            let sampled = matches!(event, Event::Sample { .. });
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
             // The decision to move traffic: the switch's clock starts here.
@@ -267,6 +268,9 @@ impl Runner {
                 self.persist(&transition);
             }
             self.publish(&machine, watch_ends_at);
+            if sampled && machine.phase() == Phase::Watch {
+                self.record_watch_sample(&machine, watch_ends_at);
+            }
 
             // Then the actions, in order.
             for e in effects {

@@ -9,11 +9,13 @@
 //! crash cannot produce two.
 //! Every state-machine transition is written in one transaction ([`Store::apply`]).
 
+mod feed;
 mod records;
 mod rows;
 mod schema;
 mod sqlite;
 
+pub use feed::{EventFilter, CAPACITY as FEED_CAPACITY};
 pub use records::*;
 pub use sqlite::Store;
 

@@ -237,7 +237,15 @@ pub struct DeploymentRecord {
     pub measurements: Vec<MeasurementRecord>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One line of the event log, and one message of the live feed (`GET /api/v1/events`).
+///
+/// `kind` says what happened: `deploy_started`/`rollback_started`, `phase` (a phase was
+/// entered; `data.phase`), `check` (`data` is a [`CheckRecord`]), `measurement` (`data`
+/// is a [`MeasurementRecord`]), `watch` (a watch sample: `data.requests`,
+/// `data.error_rate`, `data.p95_ms`, `data.left_ms`), `deployment` (a step's log line),
+/// `deployment_<outcome>` (the last event of a deployment), and slot events outside
+/// deployments (`boot`, `standby_stopped`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     pub id: i64,
     pub at: UnixMillis,
@@ -245,6 +253,16 @@ pub struct EventRecord {
     pub deployment_id: Option<i64>,
     pub kind: String,
     pub message: String,
+    /// The structured payload, for kinds that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+}
+
+impl EventRecord {
+    /// The event that ends a deployment (`deployment_succeeded`, `deployment_failed`, ...).
+    pub fn is_final(&self) -> bool {
+        self.kind.starts_with("deployment_") && self.deployment_id.is_some()
+    }
 }
 
 /// Everything one state-machine step changes, written in one transaction.

@@ -73,20 +73,48 @@ pub(super) fn set_live(
     Ok(())
 }
 
+/// Appends one event row. The feed publishes it once the transaction commits
+/// (see `store/feed.rs`).
 pub(super) fn insert_event(
     c: &Connection,
     service: &str,
     deployment_id: Option<i64>,
     kind: &str,
     message: &str,
+    data: Option<&serde_json::Value>,
     at: UnixMillis,
 ) -> Result<(), StoreError> {
-    c.execute(
-        "INSERT INTO events (at, service, deployment_id, kind, message)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![at, service, deployment_id, kind, message],
-    )?;
+    c.prepare_cached(
+        "INSERT INTO events (at, service, deployment_id, kind, message, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        at,
+        service,
+        deployment_id,
+        kind,
+        message,
+        data.map(|d| d.to_string())
+    ])?;
     Ok(())
+}
+
+/// The columns of an event row, in the order [`event_from_row`] reads them.
+pub(super) const EVENT_COLUMNS: &str = "id, at, service, deployment_id, kind, message, data";
+
+pub(super) fn event_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    let data: Option<String> = row.get(6)?;
+    Ok(EventRecord {
+        id: row.get(0)?,
+        at: row.get(1)?,
+        service: row.get(2)?,
+        deployment_id: row.get(3)?,
+        kind: row.get(4)?,
+        message: row.get(5)?,
+        // Written by this module from a `serde_json::Value`; unreadable text is dropped
+        // rather than failing the whole read.
+        data: data.and_then(|d| serde_json::from_str(&d).ok()),
+    })
 }
 
 pub(super) fn deployment_service(c: &Connection, id: i64) -> Result<String, StoreError> {

@@ -102,6 +102,12 @@ CREATE TABLE measurements (
 );
 CREATE INDEX measurements_by_deployment ON measurements(deployment_id, id);
 "#,
+    // 3: the live event feed: a structured payload beside each event's message (check
+    // results, measurements, watch samples), and a lookup by deployment for followers.
+    r#"
+ALTER TABLE events ADD COLUMN data TEXT NULL;
+CREATE INDEX events_by_deployment ON events(deployment_id, id);
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
+use super::feed::{events_where, last_event_id, EventFilter, Feed};
 use super::rows::*;
 use super::*;
 use crate::domain::{now_ms, Slot, UnixMillis};
@@ -32,6 +33,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct Store {
     conn: Mutex<rusqlite::Connection>,
+    feed: Feed,
 }
 
 impl Store {
@@ -74,8 +76,13 @@ impl Store {
             Err(StoreError::Sqlite(source)) => return Err(open_err(source)),
             Err(other) => return Err(other),
         }
+        let feed = Feed::new(last_event_id(&conn).map_err(|e| match e {
+            StoreError::Sqlite(source) => open_err(source),
+            other => other,
+        })?);
         Ok(Store {
             conn: Mutex::new(conn),
+            feed,
         })
     }
 
@@ -132,7 +139,7 @@ impl Store {
                 set_live(tx, service, live, at)?;
             }
             if let Some((kind, message)) = event {
-                insert_event(tx, service, None, kind, message, at)?;
+                insert_event(tx, service, None, kind, message, None, at)?;
             }
             Ok(())
         })
@@ -184,12 +191,21 @@ impl Store {
                 DeploymentKind::Deploy => "deploy_started",
                 DeploymentKind::Rollback => "rollback_started",
             };
+            let data = serde_json::json!({
+                "kind": new.kind,
+                "version": new.version,
+                "target_slot": new.target_slot,
+                "from_slot": new.from_slot,
+                "from_version": new.from_version,
+                "triggered_by": new.triggered_by,
+            });
             insert_event(
                 tx,
                 &new.service,
                 Some(id),
                 kind,
                 &started_message(new),
+                Some(&data),
                 new.at,
             )?;
             Ok(id)
@@ -220,12 +236,15 @@ impl Store {
                 }
             }
             if let Some(phase) = &t.enter_phase {
-                close_open_phase(tx, id, t.at, t.phase_result.as_deref().unwrap_or("ok"))?;
+                let left = t.phase_result.as_deref().unwrap_or("ok");
+                close_open_phase(tx, id, t.at, left)?;
                 open_phase(tx, id, phase, t.at)?;
                 tx.execute(
                     "UPDATE deployments SET phase = ?2 WHERE id = ?1",
                     params![id, phase],
                 )?;
+                let data = serde_json::json!({ "phase": phase, "previous_result": left });
+                insert_event(tx, &service, Some(id), "phase", phase, Some(&data), t.at)?;
             }
             for slot in &t.slots {
                 upsert_slot(tx, &service, slot, t.at)?;
@@ -252,16 +271,32 @@ impl Store {
                 )?;
             }
             if let Some((kind, message)) = &t.event {
-                insert_event(tx, &service, Some(id), kind, message, t.at)?;
+                insert_event(tx, &service, Some(id), kind, message, None, t.at)?;
             }
             Ok(())
         })
     }
 
-    /// Appends one check result to a deployment; `NotFound` for an unknown id.
+    /// Appends one check result to a deployment, and a `check` event carrying it;
+    /// `NotFound` for an unknown id.
     pub fn record_check(&self, deployment_id: i64, check: &CheckRecord) -> Result<(), StoreError> {
         self.write(|tx| {
-            deployment_service(tx, deployment_id)?;
+            let service = deployment_service(tx, deployment_id)?;
+            let mark = if check.ok { "ok" } else { "failed" };
+            let message = format!(
+                "{} {} {mark}: {} ({} ms)",
+                check.phase, check.name, check.detail, check.duration_ms
+            );
+            let data = serde_json::to_value(check).ok();
+            insert_event(
+                tx,
+                &service,
+                Some(deployment_id),
+                "check",
+                &message,
+                data.as_ref(),
+                check.at,
+            )?;
             tx.execute(
                 "INSERT INTO checks (deployment_id, phase, name, ok, detail, duration_ms, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -287,7 +322,19 @@ impl Store {
         m: &MeasurementRecord,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
-            deployment_service(tx, deployment_id)?;
+            let service = deployment_service(tx, deployment_id)?;
+            let message = format!("{} {}: {} ({})", m.phase, m.metric, m.detail, m.verdict);
+            // serde_json turns a NaN or infinite value into `null`.
+            let data = serde_json::to_value(m).ok();
+            insert_event(
+                tx,
+                &service,
+                Some(deployment_id),
+                "measurement",
+                &message,
+                data.as_ref(),
+                m.at,
+            )?;
             tx.execute(
                 "INSERT INTO measurements (deployment_id, phase, metric, value, verdict, detail, at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -380,44 +427,71 @@ impl Store {
         })
     }
 
-    /// Appends an event; `NotFound` if `deployment_id` names no deployment.
+    /// Appends an event (with an optional structured payload); `NotFound` if
+    /// `deployment_id` names no deployment.
     pub fn append_event(
         &self,
         service: &str,
         deployment_id: Option<i64>,
         kind: &str,
         message: &str,
+        data: Option<&serde_json::Value>,
         at: UnixMillis,
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             if let Some(id) = deployment_id {
                 deployment_service(tx, id)?;
             }
-            insert_event(tx, service, deployment_id, kind, message, at)
+            insert_event(tx, service, deployment_id, kind, message, data, at)
         })
     }
 
     /// Newest first.
     pub fn events(&self, service: &str, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         self.read(|c| {
-            let events = c
-                .prepare_cached(
-                    "SELECT id, at, service, deployment_id, kind, message FROM events
-                     WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
-                )?
-                .query_map(params![service, sql_limit(limit)], |row| {
-                    Ok(EventRecord {
-                        id: row.get("id")?,
-                        at: row.get("at")?,
-                        service: row.get("service")?,
-                        deployment_id: row.get("deployment_id")?,
-                        kind: row.get("kind")?,
-                        message: row.get("message")?,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(events)
+            events_where(
+                c,
+                "WHERE service = ?1 ORDER BY id DESC LIMIT ?2",
+                params![service, sql_limit(limit)],
+            )
         })
+    }
+
+    /// Up to `limit` events with an id above `after` that `filter` keeps, oldest first:
+    /// what a follower that saw `after` has not seen yet.
+    pub fn events_after(
+        &self,
+        filter: &EventFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            events_where(
+                c,
+                "WHERE id > ?1 AND (?2 IS NULL OR service = ?2)
+                   AND (?3 IS NULL OR deployment_id = ?3)
+                 ORDER BY id LIMIT ?4",
+                params![
+                    after,
+                    filter.service,
+                    filter.deployment_id,
+                    sql_limit(limit)
+                ],
+            )
+        })
+    }
+
+    /// The newest event's id (0 when there is none): where a follower that wants only
+    /// what happens from now on starts.
+    pub fn last_event_id(&self) -> Result<i64, StoreError> {
+        self.read(last_event_id)
+    }
+
+    /// Events as they are committed, in id order, each once (see `store/feed.rs`).
+    /// Subscribe *before* reading the backlog with [`Store::events_after`], then skip
+    /// ids already seen: nothing falls between the two.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<EventRecord>> {
+        self.feed.subscribe()
     }
 
     /// Finished deployments per (service, outcome), ordered by service then outcome name.
@@ -457,6 +531,12 @@ impl Store {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&tx)?;
         tx.commit()?;
+        // Still under the lock, so the feed sends events in id order. The write itself
+        // succeeded: a failure to read it back for the feed is logged, not returned
+        // (followers catch up from the store).
+        if let Err(e) = self.feed.publish_committed(&conn) {
+            tracing::warn!(error = %e, "cannot publish new events to the live feed");
+        }
         Ok(out)
     }
 

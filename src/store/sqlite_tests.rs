@@ -386,6 +386,10 @@ fn apply_writes_phases_slots_live_slot_switch_finish_and_event_together() {
         [
             ("deploy_succeeded".to_string(), Some(id)),
             ("switched".to_string(), Some(id)),
+            ("phase".to_string(), Some(id)),
+            ("check".to_string(), Some(id)),
+            ("check".to_string(), Some(id)),
+            ("phase".to_string(), Some(id)),
             ("deploy_started".to_string(), Some(id)),
         ]
     );
@@ -452,7 +456,7 @@ fn apply_on_an_unknown_deployment_is_not_found_and_changes_nothing() {
         Err(StoreError::NotFound(_))
     ));
     assert!(matches!(
-        store.append_event("web", Some(42), "k", "m", 0),
+        store.append_event("web", Some(42), "k", "m", None, 0),
         Err(StoreError::NotFound(_))
     ));
 }
@@ -551,10 +555,10 @@ fn events_are_newest_first_limited_and_per_service() {
     let store = Store::open_in_memory().unwrap();
     for n in 0..5 {
         store
-            .append_event("web", None, "note", &format!("web {n}"), n)
+            .append_event("web", None, "note", &format!("web {n}"), None, n)
             .unwrap();
         store
-            .append_event("api", None, "note", &format!("api {n}"), n)
+            .append_event("api", None, "note", &format!("api {n}"), None, n)
             .unwrap();
     }
     let messages: Vec<_> = store
@@ -735,7 +739,7 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_deployments() {
         .lock()
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, super::schema::latest_version());
     let old = &store.history("web", 10).unwrap()[0];
     assert_eq!(old.version, "v1");
     assert!(old.measurements.is_empty());
@@ -797,4 +801,129 @@ fn previous_release_is_where_the_newest_succeeded_deployment_into_the_live_slot_
         store.previous_release("other", Slot::Blue, "v1").unwrap(),
         None
     );
+}
+
+/// Everything the receiver holds now.
+fn drain(rx: &mut tokio::sync::broadcast::Receiver<Arc<EventRecord>>) -> Vec<EventRecord> {
+    let mut out = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        out.push(EventRecord::clone(&e));
+    }
+    out
+}
+
+#[test]
+fn the_feed_sends_every_committed_event_once_in_id_order_as_stored() {
+    let store = Store::open_in_memory().unwrap();
+    let mut rx = store.subscribe();
+    let id = store.begin_deployment(&deploy("web", "v2", 10)).unwrap();
+    store
+        .apply(&Transition {
+            deployment_id: id,
+            at: 11,
+            enter_phase: Some("wait_healthy".into()),
+            event: Some(("deployment".into(), "a log line".into())),
+            ..Transition::default()
+        })
+        .unwrap();
+    let check = CheckRecord {
+        phase: "wait_healthy".into(),
+        name: "http /health".into(),
+        ok: true,
+        detail: "200".into(),
+        duration_ms: 3,
+        at: 12,
+    };
+    store.record_check(id, &check).unwrap();
+    let data = serde_json::json!({ "requests": 7 });
+    store
+        .append_event("web", Some(id), "watch", "7 requests", Some(&data), 13)
+        .unwrap();
+
+    let sent = drain(&mut rx);
+    let kinds: Vec<&str> = sent.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["deploy_started", "phase", "deployment", "check", "watch"]
+    );
+    assert!(sent.windows(2).all(|w| w[0].id < w[1].id), "{sent:?}");
+    assert_eq!(sent[1].message, "wait_healthy");
+    assert_eq!(sent[3].data, Some(serde_json::to_value(&check).unwrap()));
+    assert_eq!(sent[4].data, Some(data));
+    // The feed is the log: the same rows, field for field.
+    assert_eq!(
+        store.events_after(&EventFilter::default(), 0, 100).unwrap(),
+        sent
+    );
+    assert_eq!(store.last_event_id().unwrap(), sent[4].id);
+    // Writes without events send nothing more.
+    store.ensure_services(&["api"]).unwrap();
+    assert!(drain(&mut rx).is_empty());
+}
+
+#[test]
+fn a_failed_write_sends_nothing_to_the_feed() {
+    let store = Store::open_in_memory().unwrap();
+    let mut rx = store.subscribe();
+    assert!(store
+        .append_event("web", Some(42), "note", "m", None, 0)
+        .is_err());
+    assert!(drain(&mut rx).is_empty());
+    store
+        .append_event("web", None, "note", "m", None, 0)
+        .unwrap();
+    assert_eq!(drain(&mut rx).len(), 1);
+}
+
+#[test]
+fn a_reopened_store_feeds_only_events_written_after_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    Store::open(&path)
+        .unwrap()
+        .append_event("web", None, "note", "old", None, 0)
+        .unwrap();
+    let store = Store::open(&path).unwrap();
+    let mut rx = store.subscribe();
+    store
+        .append_event("web", None, "note", "new", None, 1)
+        .unwrap();
+    let sent = drain(&mut rx);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].message, "new");
+}
+
+#[test]
+fn events_after_keeps_the_filtered_events_after_an_id_oldest_first() {
+    let store = Store::open_in_memory().unwrap();
+    let web = store.begin_deployment(&deploy("web", "v2", 1)).unwrap();
+    let api = store.begin_deployment(&deploy("api", "v2", 2)).unwrap();
+    for n in 0..3 {
+        store
+            .append_event("web", Some(web), "note", &format!("web {n}"), None, n)
+            .unwrap();
+        store
+            .append_event("api", Some(api), "note", &format!("api {n}"), None, n)
+            .unwrap();
+        store
+            .append_event("web", None, "note", &format!("web slot {n}"), None, n)
+            .unwrap();
+    }
+    let by_deployment = EventFilter {
+        deployment_id: Some(web),
+        ..EventFilter::default()
+    };
+    let all = store.events_after(&by_deployment, 0, 100).unwrap();
+    assert_eq!(all.len(), 4, "deploy_started and three notes: {all:?}");
+    assert!(all.iter().all(|e| by_deployment.matches(e)));
+    let after = store.events_after(&by_deployment, all[1].id, 100).unwrap();
+    assert_eq!(after, all[2..]);
+    assert_eq!(store.events_after(&by_deployment, 0, 2).unwrap(), all[..2]);
+    let by_service = EventFilter {
+        service: Some("web".into()),
+        ..EventFilter::default()
+    };
+    let web_events = store.events_after(&by_service, 0, 100).unwrap();
+    assert_eq!(web_events.len(), 7);
+    assert!(web_events.iter().all(|e| e.service == "web"));
 }

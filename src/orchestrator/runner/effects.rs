@@ -21,6 +21,37 @@ impl Runner {
         }
     }
 
+    /// Records the watch window as the latest sample left it, as a `watch` event of the
+    /// live feed (what `cutover deploy` prints while it waits).
+    pub(super) fn record_watch_sample(&self, machine: &Machine, watch_ends_at: Option<i64>) {
+        let Some(w) = machine.watch_view() else {
+            return;
+        };
+        let at = now_ms();
+        let p95_ms = w.p95.map(|d| d.as_millis() as u64);
+        let left_ms = watch_ends_at.map(|end| (end - at).max(0));
+        let message = format!(
+            "{} requests · {:.1}% errors · p95 {}",
+            w.requests,
+            w.error_rate * 100.0,
+            p95_ms.map_or_else(|| "-".to_string(), |ms| format!("≤{ms}ms")),
+        );
+        let data = serde_json::json!({
+            "requests": w.requests,
+            "errors": w.errors,
+            "error_rate": w.error_rate,
+            "p95_ms": p95_ms,
+            "left_ms": left_ms,
+        });
+        let name = &self.service.name;
+        if let Err(e) =
+            self.store
+                .append_event(name, Some(self.id), "watch", &message, Some(&data), at)
+        {
+            tracing::error!(service = %name, id = self.id, error = %e, "cannot record a watch sample");
+        }
+    }
+
     pub(super) fn publish(&self, machine: &Machine, watch_ends_at: Option<i64>) {
         let p = Progress {
             deployment_id: self.id,
