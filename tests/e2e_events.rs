@@ -206,7 +206,7 @@ async fn cutover_deploy_prints_steps_in_the_order_they_happened_and_the_watch_co
     assert!(
         out.stdout
             .trim_end()
-            .ends_with(&format!("watched for 6s with no trigger")),
+            .ends_with("watched for 6s with no trigger"),
         "the last line is the outcome:\n{out}"
     );
 }
