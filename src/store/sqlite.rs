@@ -214,8 +214,8 @@ impl Store {
 
     /// Writes one state-machine step in one transaction (see [`Transition`]).
     ///
-    /// Order inside the transaction: phase change, slots, live slot, `switched_at`,
-    /// finish, event. When both `enter_phase` and `finish` are set, `phase_result` closes
+    /// Order inside the transaction: event, phase change (with its `phase` event),
+    /// slots, live slot, `switched_at`, finish. When both `enter_phase` and `finish` are set, `phase_result` closes
     /// the phase being left and the entered phase is closed with the outcome's name.
     /// `NotFound` for an unknown deployment; `AlreadyFinished` for a phase change or a
     /// finish on a deployment that has an outcome. Any error leaves nothing written.
@@ -234,6 +234,11 @@ impl Store {
                 if t.enter_phase.is_some() || t.finish.is_some() {
                     return Err(StoreError::AlreadyFinished { id, outcome });
                 }
+            }
+            // The step's log line first: it says what led to the phase entered (traffic
+            // switched → watch; a trigger → switch_back), and followers print in id order.
+            if let Some((kind, message)) = &t.event {
+                insert_event(tx, &service, Some(id), kind, message, None, t.at)?;
             }
             if let Some(phase) = &t.enter_phase {
                 let left = t.phase_result.as_deref().unwrap_or("ok");
@@ -269,9 +274,6 @@ impl Store {
                      WHERE id = ?1",
                     params![id, outcome, reason, t.at],
                 )?;
-            }
-            if let Some((kind, message)) = &t.event {
-                insert_event(tx, &service, Some(id), kind, message, None, t.at)?;
             }
             Ok(())
         })

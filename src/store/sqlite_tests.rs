@@ -385,8 +385,8 @@ fn apply_writes_phases_slots_live_slot_switch_finish_and_event_together() {
         kinds,
         [
             ("deploy_succeeded".to_string(), Some(id)),
-            ("switched".to_string(), Some(id)),
             ("phase".to_string(), Some(id)),
+            ("switched".to_string(), Some(id)),
             ("check".to_string(), Some(id)),
             ("check".to_string(), Some(id)),
             ("phase".to_string(), Some(id)),
@@ -844,10 +844,10 @@ fn the_feed_sends_every_committed_event_once_in_id_order_as_stored() {
     let kinds: Vec<&str> = sent.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
-        ["deploy_started", "phase", "deployment", "check", "watch"]
+        ["deploy_started", "deployment", "phase", "check", "watch"]
     );
     assert!(sent.windows(2).all(|w| w[0].id < w[1].id), "{sent:?}");
-    assert_eq!(sent[1].message, "wait_healthy");
+    assert_eq!(sent[2].message, "wait_healthy");
     assert_eq!(sent[3].data, Some(serde_json::to_value(&check).unwrap()));
     assert_eq!(sent[4].data, Some(data));
     // The feed is the log: the same rows, field for field.
