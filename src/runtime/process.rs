@@ -13,6 +13,7 @@
 //!   can be explained with the last lines the release wrote.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -207,7 +208,13 @@ impl Runtime for ProcessRuntime {
             )
         })?;
         let log_path = self.log_path(slot);
-        let log = std::fs::File::create(&log_path)
+        // The release's output may hold secrets: readable by the daemon's user only.
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&log_path)
             .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
         let log2 = log.try_clone().map_err(|e| self.err(slot, e.to_string()))?;
 

@@ -37,14 +37,35 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store file and migrates it to this binary's schema.
+    /// Opens (creating if needed, readable by its owner only) the store file and
+    /// migrates it to this binary's schema.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
-        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        let conn = open_private(path).map_err(|source| StoreError::Open {
             path: shown.clone(),
             source,
         })?;
         Self::init(conn, shown)
+    }
+
+    /// Writes the whole store to a new file at `path` and carries on there: for a store
+    /// whose file was removed while the daemon ran (the open connection still reads and
+    /// writes the unlinked file, which a restart would not find). `path` must not exist
+    /// or be empty.
+    pub fn relocate(&self, path: &Path) -> Result<(), StoreError> {
+        let shown = path.display().to_string();
+        let open_err = |source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        };
+        let mut conn = self.lock();
+        // An empty file of ours first, so the copy is private too.
+        drop(open_private(path).map_err(open_err)?);
+        conn.execute("VACUUM INTO ?1", [&shown])?;
+        let fresh = open_private(path).map_err(open_err)?;
+        configure(&fresh, &shown).map_err(open_err)?;
+        *conn = fresh;
+        Ok(())
     }
 
     /// A private in-memory store (tests, `--ephemeral` runs).
@@ -62,15 +83,7 @@ impl Store {
             path: path.clone(),
             source,
         };
-        conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-        let mode = enable_wal(&conn).map_err(open_err)?;
-        if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
-            tracing::warn!(%path, %mode, "the store could not switch to WAL journaling");
-        }
-        conn.pragma_update(None, "foreign_keys", true)
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(open_err)?;
+        configure(&conn, &path).map_err(open_err)?;
         match schema::migrate(&mut conn) {
             Ok(()) => {}
             Err(StoreError::Sqlite(source)) => return Err(open_err(source)),
@@ -553,6 +566,38 @@ impl Store {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Opens (creating) a database file with mode 0600 when it is new. SQLite gives its
+/// `-wal` and `-shm` files the database file's permissions.
+fn open_private(path: &Path) -> rusqlite::Result<Connection> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !path.exists() {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| {
+                rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                    Some(e.to_string()),
+                )
+            })?;
+    }
+    Connection::open(path)
+}
+
+/// The connection settings every store connection has.
+fn configure(conn: &Connection, path: &str) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode = enable_wal(conn)?;
+    if !mode.eq_ignore_ascii_case("wal") && path != ":memory:" {
+        tracing::warn!(%path, %mode, "the store could not switch to WAL journaling");
+    }
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
 }
 
 /// Switches to WAL and returns the resulting journal mode (`memory` for in-memory stores).

@@ -927,3 +927,42 @@ fn events_after_keeps_the_filtered_events_after_an_id_oldest_first() {
     assert_eq!(web_events.len(), 7);
     assert!(web_events.iter().all(|e| e.service == "web"));
 }
+
+#[test]
+fn the_store_file_is_private_and_a_removed_one_is_written_back_whole() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    let store = Store::open(&path).unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let id = store.begin_deployment(&deploy("web", "v2", 10)).unwrap();
+
+    // The file goes away under the open store (its directory removed).
+    std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(dir.path().join("cutover.db-wal"));
+    let _ = std::fs::remove_file(dir.path().join("cutover.db-shm"));
+    store.relocate(&path).unwrap();
+    store
+        .record_check(
+            id,
+            &CheckRecord {
+                phase: "wait_healthy".into(),
+                name: "http".into(),
+                ok: true,
+                detail: "200".into(),
+                duration_ms: 1,
+                at: 11,
+            },
+        )
+        .unwrap();
+    drop(store);
+
+    // A restart finds everything: what was written before and after.
+    let reopened = Store::open(&path).unwrap();
+    let d = reopened.deployment(id).unwrap();
+    assert_eq!(d.version, "v2");
+    assert_eq!(d.checks.len(), 1);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

@@ -2,8 +2,10 @@
 //! together, reconciles state from the store, then serves until SIGINT/SIGTERM.
 //!
 //! Order matters for crash safety: listeners are bound first (a busy port fails fast,
-//! before anything is touched), routing is restored from the store (`boot`) before the
-//! proxy accepts a single request, and the proxy keeps serving while deployments run.
+//! before anything is created), then the state directory's lock is taken (one daemon
+//! per state directory, `state_lock.rs`), routing is restored from the store (`boot`)
+//! before the proxy accepts a single request, and the proxy keeps serving while
+//! deployments run.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,6 +27,10 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod state_lock;
+
+pub use state_lock::{LockError, StateLock, LOCK_FILE};
+
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
     /// Stop every slot's release when the daemon exits (by default they keep running
@@ -34,20 +40,31 @@ pub struct ServeOptions {
 
 /// Runs the daemon until a shutdown signal.
 pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
-    let state_dir = config.daemon.state_dir.clone();
-    std::fs::create_dir_all(&state_dir)
-        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let store = Arc::new(Store::open(&state_dir.join("cutover.db"))?);
-    let token = api_token(&config, &state_dir)?;
-
-    // Bind everything first: a busy port is reported before any state is touched.
+    match state_lock::raise_open_file_limit() {
+        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    // Bind everything first: a busy port is reported before anything is created.
     let proxy_listeners = proxy::listeners_from_config(&config);
-    let workers = proxy::workers::default_workers();
-    let bound = proxy::workers::bind(&proxy_listeners, workers).with_context(|| {
+    let addrs = || {
         let addrs: Vec<String> = proxy_listeners.iter().map(|(a, _)| a.to_string()).collect();
         format!("cannot listen on {} for the proxy", addrs.join(", "))
-    })?;
+    };
+    // The proxy's sockets share their port (SO_REUSEPORT, one per worker), which would
+    // let them join another process's listeners on the same port: check it is free.
+    for (addr, _) in &proxy_listeners {
+        drop(std::net::TcpListener::bind(addr).with_context(addrs)?);
+    }
+    let workers = proxy::workers::default_workers();
+    let bound = proxy::workers::bind(&proxy_listeners, workers).with_context(addrs)?;
     let api_listener = bind(config.api.listen, "API").await?;
+
+    // One daemon per state directory (see `state_lock.rs`).
+    let state_dir = config.daemon.state_dir.clone();
+    let lock = StateLock::acquire(&state_dir)?;
+    let db_path = state_dir.join("cutover.db");
+    let store = Arc::new(Store::open(&db_path)?);
+    let token = api_token(&config, &state_dir)?;
 
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
     let stats = Arc::new(StatsRegistry::new(names));
@@ -97,7 +114,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         token: Arc::new(token),
         registry: Arc::new(api::metrics::registry(
             stats,
-            store,
+            store.clone(),
             controller.switch_times(),
         )),
         stop: stop_rx_for_api,
@@ -112,6 +129,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     });
     let reaper = tokio::spawn(controller.clone().reap_standby(Duration::from_secs(1)));
+    let guard = tokio::spawn(guard_state_dir(lock, store.clone(), config.clone()));
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
     eprintln!(
         "cutover: serving {} service(s); API on http://{api_addr}",
@@ -121,6 +139,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     wait_for_signal().await;
     tracing::info!("shutting down");
     reaper.abort();
+    guard.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || proxy_workers.join()).await;
     let _ = api_task.await;
@@ -132,6 +151,53 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Watches the state directory: if it is removed (or its lock file replaced) while
+/// the daemon runs, says so loudly, recreates it, takes its lock again and writes the
+/// store (still open, on the removed file) back, so that a restart still finds the live
+/// release and adopts the running ones instead of orphaning them.
+async fn guard_state_dir(mut lock: StateLock, store: Arc<Store>, config: Arc<Config>) {
+    let dir = config.daemon.state_dir.clone();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        if lock.still_in_place() {
+            continue;
+        }
+        let shown = dir.display();
+        tracing::error!(state_dir = %shown, "the state directory was removed while the daemon runs; writing its state back");
+        eprintln!("cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
+        let restored = StateLock::acquire(&dir)
+            .map_err(anyhow::Error::from)
+            .and_then(|new_lock| {
+                lock = new_lock;
+                store.relocate(&dir.join("cutover.db"))?;
+                api_token(&config, &dir)?;
+                Ok(())
+            });
+        match restored {
+            Ok(()) => {
+                let msg = format!(
+                    "the state directory {shown} was removed; the daemon wrote its state back"
+                );
+                for name in config.services.keys() {
+                    let _ = store.append_event(
+                        name,
+                        None,
+                        "state_restored",
+                        &msg,
+                        None,
+                        crate::domain::now_ms(),
+                    );
+                }
+                tracing::warn!(state_dir = %shown, "state written back");
+            }
+            Err(e) => {
+                tracing::error!(state_dir = %shown, error = %format!("{e:#}"), "cannot write the state back; retrying");
+            }
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
