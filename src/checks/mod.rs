@@ -103,7 +103,7 @@ pub fn human_duration(d: Duration) -> String {
         format!("{}s", d.as_secs())
     } else if d >= Duration::from_secs(1) {
         format!("{:.1}s", d.as_secs_f64())
-    } else if d.subsec_nanos() % 1_000_000 == 0 || d >= Duration::from_millis(10) {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) || d >= Duration::from_millis(10) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:.1}ms", d.as_secs_f64() * 1000.0)

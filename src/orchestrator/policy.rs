@@ -139,7 +139,7 @@ pub fn fmt_dur(d: Duration) -> String {
         format!("{ms}ms")
     } else if ms < 120_000 {
         let s = ms as f64 / 1000.0;
-        if ms % 1000 == 0 {
+        if ms.is_multiple_of(1000) {
             format!("{}s", ms / 1000)
         } else {
             format!("{s:.1}s")
