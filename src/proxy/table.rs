@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn a_plain_set_ends_the_split_but_not_the_mirror() {
-        use crate::router::{MirrorSpec, Target};
+        use crate::domain::routing::{MirrorSpec, Target};
         let routes = Routes::new();
         let up = |slot, port| Upstream {
             slot,

@@ -16,11 +16,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{MirrorReport, MirrorSpec, Router, RouterError, Target};
+use super::{Router, RouterError};
+use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 use crate::proxy::mirror::Mirror;
 use crate::proxy::split::Split;
-use crate::proxy::stats::StatsSnapshot;
 use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry, Upstream};
 
 pub struct BuiltinRouter {

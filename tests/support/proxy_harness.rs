@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cutover::domain::stats::StatsSnapshot;
 use cutover::domain::Slot;
-use cutover::proxy::stats::{SlotStats, StatsSnapshot};
+use cutover::proxy::stats::SlotStats;
 use cutover::proxy::table::{Routes, ServiceRoute, Upstream};
 use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
 use http::{HeaderMap, Request};
