@@ -22,7 +22,8 @@ use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 use crate::proxy::mirror::Mirror;
 use crate::proxy::split::Split;
-use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry, Upstream};
+use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry};
+use crate::proxy::upstream::Upstream;
 
 pub struct BuiltinRouter {
     routes: Arc<Routes>,
