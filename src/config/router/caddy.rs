@@ -6,21 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{name, timeout};
+use crate::config::kinds::CaddyRouterConfig;
 use crate::config::read::{Problems, Read};
-use crate::config::validate::addr;
+use crate::config::rules::{addr, name, timeout};
 use crate::config::values::RawDuration;
-
-/// Caddy: the admin API, on the `reverse_proxy` handler tagged `"@id"`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CaddyRouterConfig {
-    /// Caddy's admin endpoint. Default `127.0.0.1:2019`.
-    pub admin: SocketAddr,
-    /// The `@id` of the `reverse_proxy` handler. Default `cutover-<service>`.
-    pub id: String,
-    /// Time one admin call (and the check of the running config) may take. Default 10s.
-    pub timeout: Duration,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,49 +1,15 @@
 //! `kind = "haproxy"`: the runtime API's admin socket (unix path or loopback TCP),
 //! the backend and its two slot servers, and the live server's weight.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{name, timeout};
+use crate::config::kinds::{AdminAddr, HaproxyRouterConfig};
 use crate::config::read::{read, Problems, Read, Sub};
-use crate::config::validate::int_range;
+use crate::config::rules::{int_range, name, timeout};
 use crate::config::values::{parse_socket_addr, RawDuration};
-
-/// Where an admin endpoint listens.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AdminAddr {
-    Unix(PathBuf),
-    Tcp(SocketAddr),
-}
-
-impl std::fmt::Display for AdminAddr {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            AdminAddr::Unix(p) => write!(f, "unix:{}", p.display()),
-            AdminAddr::Tcp(a) => write!(f, "{a}"),
-        }
-    }
-}
-
-/// HAProxy: the runtime API (`set server`, `set weight`, `show servers state`,
-/// `show stat`) on a backend with one server per slot.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HaproxyRouterConfig {
-    /// The stats socket with `level admin`: a unix socket path or `127.0.0.1:PORT`.
-    pub admin: AdminAddr,
-    /// Backend holding the two slot servers. Default: the service name.
-    pub backend: String,
-    /// Server names of the slots in that backend. Default `blue` and `green`.
-    pub blue_server: String,
-    pub green_server: String,
-    /// Weight of the live server (HAProxy's 1..=256). Default 100.
-    pub weight: u32,
-    /// Time one runtime API exchange may take. Default 5s.
-    pub timeout: Duration,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,40 +1,15 @@
 //! `kind = "nginx"`: the include file Cutover owns, the commands that test and reload
 //! nginx, and the loopback verification server.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{file, name, timeout};
+use crate::config::kinds::NginxRouterConfig;
 use crate::config::read::{Problems, Read};
-use crate::config::validate::{addr, int_range, url_path};
+use crate::config::rules::{addr, file, int_range, name, timeout, url_path};
 use crate::config::values::RawDuration;
-
-/// nginx: Cutover owns one include file (an `upstream` block and a loopback
-/// verification server), tests the full config, swaps the file, reloads.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NginxRouterConfig {
-    /// The file Cutover owns, included by the user's config inside `http { }`.
-    pub include: PathBuf,
-    /// Name of the rendered `upstream` block. Default: the service name.
-    pub upstream: String,
-    /// Tests the whole configuration. Default `["nginx", "-t"]`.
-    pub test_command: Vec<String>,
-    /// Makes nginx load it. Default `["nginx", "-s", "reload"]`.
-    pub reload_command: Vec<String>,
-    /// Loopback address of the verification server rendered into the include: Cutover
-    /// asks nginx there which upstream answered (`X-Cutover-Upstream`).
-    pub verify_listen: SocketAddr,
-    /// Path requested through the verification server. Default `/`.
-    pub verify_path: String,
-    /// Time the test, the reload and the verification may take. Default 10s.
-    pub timeout: Duration,
-    /// Idle keep-alive connections nginx keeps to the slots (`keepalive N`). Default
-    /// 16; 0 renders no `keepalive`.
-    pub keepalive: u32,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,33 +1,15 @@
 //! `kind = "traefik"`: the file-provider dynamic configuration Cutover owns, Traefik's
 //! API (verification) and metrics addresses, and the provider name.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{file, name, timeout};
+use crate::config::kinds::TraefikRouterConfig;
 use crate::config::read::{Problems, Read};
-use crate::config::validate::addr;
+use crate::config::rules::{addr, file, name, timeout};
 use crate::config::values::RawDuration;
-
-/// Traefik: a file-provider dynamic configuration holding a weighted service over
-/// `<service>-blue` and `<service>-green`, verified through Traefik's API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TraefikRouterConfig {
-    /// The dynamic configuration file Cutover owns (YAML), inside the directory the
-    /// file provider watches.
-    pub file: PathBuf,
-    /// Traefik's API (`api.insecure` or an entrypoint serving `api@internal`).
-    pub api: SocketAddr,
-    /// Where `/metrics` (Prometheus) is served. Default: the API address.
-    pub metrics: SocketAddr,
-    /// The provider's name in Traefik's service names (`web@file`). Default `file`.
-    pub provider: String,
-    /// Time Traefik has to load a change. Default 10s.
-    pub timeout: Duration,
-}
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
