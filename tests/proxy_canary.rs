@@ -19,11 +19,12 @@ use std::time::Duration;
 
 use backend::{reply, Backend};
 use bytes::Bytes;
+use cutover::domain::routing::{MirrorReport, MirrorSpec, Target};
 use cutover::domain::Slot;
 use cutover::proxy::table::{Routes, StatsRegistry};
 use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
 use cutover::router::builtin::BuiltinRouter;
-use cutover::router::{MirrorReport, MirrorSpec, Router, Target};
+use cutover::router::Router;
 use harness::{within, SERVICE};
 use http::{HeaderMap, Method, Request};
 use http_body_util::{BodyExt, Full};

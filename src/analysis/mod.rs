@@ -25,8 +25,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::{AnalysisConfig, MetricConfig};
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
 
 /// What one measurement says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

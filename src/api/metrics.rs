@@ -11,8 +11,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use crate::domain::stats::LATENCY_BOUNDS_US;
 use crate::orchestrator::switch_times::{self, SwitchTimes};
-use crate::proxy::stats::LATENCY_BOUNDS_US;
 use crate::proxy::table::StatsRegistry;
 use crate::store::Store;
 

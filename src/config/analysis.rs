@@ -7,56 +7,12 @@
 //! can be read for the old slot too (built-in signals; a Prometheus query with
 //! `{slot}`), so a key that would be silently ignored is an error instead.
 
-use serde::Deserialize;
-
 use super::delivery::{AnalysisConfig, MetricConfig, MetricProvider, Range};
-use super::metric_providers::{
-    argv, builtin, prometheus, webhook, RawBuiltin, RawPrometheus, RawWebhookMetric,
-};
+use super::metric_providers::{argv, builtin, prometheus, webhook};
+use super::raw::{RawAnalysis, RawMetric, RawRange};
 use super::read::{join, read, Problems, Read, Sub};
-use super::validate::{duration, int_range, positive, unique_name};
-use super::values::{placeholders, RawDuration, RawFraction};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAnalysis {
-    pub interval: Option<RawDuration>,
-    pub count: Option<i64>,
-    pub failure_limit: Option<i64>,
-    pub consecutive_error_limit: Option<i64>,
-    pub inconclusive_limit: Option<i64>,
-    pub metrics: Option<Vec<Sub<RawMetric>>>,
-}
-
-/// One metric: exactly one of `builtin`, `prometheus`, `command`, `webhook`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMetric {
-    pub name: Option<String>,
-    pub builtin: Option<Sub<RawBuiltin>>,
-    pub prometheus: Option<Sub<RawPrometheus>>,
-    pub command: Option<Vec<String>>,
-    pub webhook: Option<Sub<RawWebhookMetric>>,
-    /// `command` only: parse stdout as the value.
-    pub numeric: Option<bool>,
-    pub min: Option<RawFraction>,
-    pub max: Option<RawFraction>,
-    pub inconclusive: Option<Sub<RawRange>>,
-    pub max_increase_over_stable: Option<RawFraction>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRange {
-    pub min: Option<RawFraction>,
-    pub max: Option<RawFraction>,
-}
-
-/// Placeholders substituted in queries, commands and webhook URLs/bodies.
-pub const METRIC_PLACEHOLDERS: &[&str] = &["service", "version", "slot", "stable_slot"];
-pub(super) const SIGNALS: &str =
-    "\"request_rate\", \"error_rate\", \"p50_latency\", \"p95_latency\" or \"p99_latency\"";
-pub(super) const DEFAULT_MIN_REQUESTS: i64 = 20;
+use super::rules::{duration, int_range, positive, unique_name};
+use super::values::placeholders;
 
 pub(super) fn analysis(
     service_at: &str,

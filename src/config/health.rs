@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use super::model::{HealthCheck, HealthConfig, HttpProbe, Probe};
 use super::raw::{RawCheck, RawHealth, RawHttpProbe};
 use super::read::{join, read, read_opt, Problems, Sub};
-use super::service::argv_ok;
-use super::validate::{conditions, duration, int_range, positive, status, unique_name, url_path};
+use super::rules::{
+    argv_ok, conditions, duration, int_range, positive, status, unique_name, url_path,
+};
 
 pub(super) fn health(
     service_at: &str,

@@ -1,39 +1,17 @@
 //! Readers of one metric's provider table (`builtin`, `prometheus`, `webhook`, the
-//! `command` argv) and the URL/header/placeholder rules they share with `notify.rs`.
+//! `command` argv) and their placeholder rules; the URL and header rules they share
+//! with `notify.rs` are in `rules.rs`.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
-use super::analysis::{DEFAULT_MIN_REQUESTS, METRIC_PLACEHOLDERS, SIGNALS};
 use super::delivery::{BuiltinSignal, MetricProvider};
-use super::read::{join, read, Problems, Sub};
-use super::validate::int_range;
+use super::raw::{RawBuiltin, RawPrometheus, RawWebhookMetric};
+use super::read::{read, Problems, Sub};
+use super::rules::{headers, http_url, int_range, METRIC_PLACEHOLDERS};
 use super::values::placeholders;
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawBuiltin {
-    pub signal: Option<String>,
-    pub min_requests: Option<i64>,
-}
+pub(super) const SIGNALS: &str =
+    "\"request_rate\", \"error_rate\", \"p50_latency\", \"p95_latency\" or \"p99_latency\"";
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawPrometheus {
-    pub address: Option<String>,
-    pub query: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhookMetric {
-    pub url: Option<String>,
-    pub method: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub body: Option<String>,
-    pub json_value: Option<String>,
-}
+pub(super) const DEFAULT_MIN_REQUESTS: i64 = 20;
 
 pub(super) fn builtin(at: &str, sub: &Sub<RawBuiltin>, p: &mut Problems) -> Option<MetricProvider> {
     let r = read::<RawBuiltin>(sub.value(), at, p)?;
@@ -147,55 +125,6 @@ pub(super) fn webhook(
         body: body?,
         json_value: json_value?,
     })
-}
-
-/// Header names and values that HTTP accepts.
-pub(super) fn headers(
-    p: &mut Problems,
-    key: &str,
-    h: std::collections::BTreeMap<String, String>,
-) -> Option<std::collections::BTreeMap<String, String>> {
-    let before = p.count();
-    for (name, value) in &h {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            p.add(
-                join(key, name),
-                format!("expected a header name like \"authorization\", got {name:?}"),
-            );
-        } else if http::HeaderValue::from_str(value).is_err() {
-            p.add(
-                join(key, name),
-                "expected a header value of visible ASCII characters",
-            );
-        }
-    }
-    (p.count() == before).then_some(h)
-}
-
-/// An `http://` URL with a host. `https://` is refused: Cutover has no TLS client.
-pub(super) fn http_url<'a>(p: &mut Problems, key: String, url: &'a str) -> Option<&'a str> {
-    // Placeholders are substituted before sending; judge the URL's shape without them.
-    let mut shape = url.to_string();
-    for name in METRIC_PLACEHOLDERS {
-        shape = shape.replace(&format!("{{{name}}}"), "x");
-    }
-    let parsed = shape.parse::<http::Uri>();
-    match parsed {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(url),
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            p.add(key, format!(
-                "https is not supported yet (Cutover has no TLS client), got {url:?}; use an http:// URL, e.g. a local relay"
-            ));
-            None
-        }
-        _ => {
-            p.add(
-                key,
-                format!("expected a URL like \"http://127.0.0.1:9090\", got {url:?}"),
-            );
-            None
-        }
-    }
 }
 
 /// Every `{name}` in `texts` is one we substitute; `texts` are (key, text) pairs.

@@ -5,13 +5,21 @@
 //! problem names the file, the dotted key and what was expected.
 //!
 //! # Layout
-//! - `model.rs`: the validated types every other layer reads, with their defaults.
+//! - `model.rs`: the validated types every other layer reads, with their defaults;
+//!   `kinds.rs` those of each runtime and router kind.
 //! - `raw.rs`: the file as written (the schema), one serde struct per table.
 //! - `read.rs`: reads one table into one raw struct, collecting unknown keys and
-//!   rejected values without stopping.
+//!   rejected values without stopping; [`Problem`].
 //! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
-//!   `service.rs` (addresses), `runtime.rs` (process, docker, compose), `health.rs`,
-//!   `smoke.rs`, `watch.rs`.
+//!   `service.rs` (addresses), `runtime.rs` (process; `runtime/docker.rs`,
+//!   `runtime/compose.rs`), `router/` (one file per kind), `health.rs`, `smoke.rs`,
+//!   `watch.rs`.
+//! - `rules.rs`: the rules those files share (durations, ranges, names, argv, URLs,
+//!   ...).
+//!
+//! Imports point one way: `values.rs`, `read.rs`, `delivery.rs`, `kinds.rs` → `model.rs`,
+//! `raw.rs` → `rules.rs` → the section files → `service.rs` → `validate.rs` → this
+//! file; no two config files import each other.
 //! - `delivery.rs`: the validated progressive-delivery types, read by `strategy.rs`
 //!   (strategy, mirror), `analysis.rs` + `metric_providers.rs` (metrics) and
 //!   `notify.rs` (webhooks).
@@ -21,12 +29,14 @@
 mod analysis;
 mod delivery;
 mod health;
+mod kinds;
 mod metric_providers;
 mod model;
 mod notify;
 mod raw;
 mod read;
 mod router;
+mod rules;
 mod runtime;
 mod service;
 mod smoke;
@@ -42,18 +52,10 @@ mod tests;
 
 pub use delivery::*;
 pub use model::*;
+pub use read::Problem;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-
-/// One thing wrong with the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `services.web.health.checks[1].http.path`.
-    pub key: String,
-    /// What was wrong and what was expected.
-    pub message: String,
-}
 
 /// Every problem found in one file (never empty).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,6 +3,9 @@
 //! These types are produced only by [`super::load`] / [`super::parse`], after every
 //! rule in `validate.rs` has passed, so consumers never re-check them (a duration is
 //! positive, a check has exactly one probe, a port placeholder exists, ...).
+//!
+//! The types of each runtime and router kind are in `kinds.rs` and re-exported here;
+//! the progressive-delivery types are in `delivery.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,13 +13,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
-use crate::domain::Slot;
 
-pub use super::router::{
-    AdminAddr, CaddyRouterConfig, HaproxyRouterConfig, NginxRouterConfig, RouterConfig,
-    TraefikRouterConfig,
+pub use super::kinds::{
+    AdminAddr, CaddyRouterConfig, ComposeRuntimeConfig, DockerReach, DockerRestart,
+    DockerRuntimeConfig, HaproxyRouterConfig, NginxRouterConfig, ProcessRuntimeConfig,
+    RouterConfig, RuntimeConfig, SlotPorts, StopSignal, TraefikRouterConfig,
 };
-pub use super::runtime::{ComposeRuntimeConfig, DockerReach, DockerRestart, DockerRuntimeConfig};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]
@@ -95,54 +97,6 @@ pub struct ServiceConfig {
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum RuntimeConfig {
-    Process(ProcessRuntimeConfig),
-    Docker(DockerRuntimeConfig),
-    Compose(ComposeRuntimeConfig),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProcessRuntimeConfig {
-    /// argv; each element may contain `{version}`, `{port}`, `{slot}`, `{service}`.
-    pub command: Vec<String>,
-    /// Extra environment, values may contain the same placeholders.
-    pub env: BTreeMap<String, String>,
-    /// Working directory (resolved against the config file's directory).
-    pub workdir: Option<PathBuf>,
-    /// Signal sent to stop a slot. Default SIGTERM.
-    pub stop_signal: StopSignal,
-    /// Time between the stop signal and SIGKILL. Default 10s.
-    pub stop_grace: Duration,
-    /// Fixed loopback port per slot; a free one is picked at start when absent.
-    pub ports: Option<SlotPorts>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SlotPorts {
-    pub blue: u16,
-    pub green: u16,
-}
-
-impl SlotPorts {
-    pub fn get(&self, slot: Slot) -> u16 {
-        match slot {
-            Slot::Blue => self.blue,
-            Slot::Green => self.green,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum StopSignal {
-    #[default]
-    Term,
-    Int,
-    Quit,
-    Hup,
-    Kill,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -295,41 +249,6 @@ impl Default for ProxyConfig {
 impl ServiceConfig {
     /// Default for [`ServiceConfig::warm_for`].
     pub const DEFAULT_WARM_FOR: Duration = Duration::from_secs(5 * 60);
-}
-
-impl ProcessRuntimeConfig {
-    /// Default for [`ProcessRuntimeConfig::stop_grace`].
-    pub const DEFAULT_STOP_GRACE: Duration = Duration::from_secs(10);
-    /// Placeholders the runtime substitutes in `command`, `env` values and command
-    /// probes, written `{name}`.
-    pub const PLACEHOLDERS: [&'static str; 4] = ["version", "port", "slot", "service"];
-}
-
-impl StopSignal {
-    /// Conventional name, e.g. `SIGTERM`.
-    pub fn name(self) -> &'static str {
-        match self {
-            StopSignal::Term => "SIGTERM",
-            StopSignal::Int => "SIGINT",
-            StopSignal::Quit => "SIGQUIT",
-            StopSignal::Hup => "SIGHUP",
-            StopSignal::Kill => "SIGKILL",
-        }
-    }
-
-    /// Accepts `SIGTERM`, `TERM`, `sigterm`, `term`, ... for the five supported signals.
-    pub fn parse(text: &str) -> Option<StopSignal> {
-        let upper = text.trim().to_ascii_uppercase();
-        let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-        Some(match bare {
-            "TERM" => StopSignal::Term,
-            "INT" => StopSignal::Int,
-            "QUIT" => StopSignal::Quit,
-            "HUP" => StopSignal::Hup,
-            "KILL" => StopSignal::Kill,
-            _ => return None,
-        })
-    }
 }
 
 impl Default for HealthConfig {

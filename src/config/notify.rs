@@ -3,33 +3,10 @@
 //! The event names are checked here, against the list the notifier sends, so a typo
 //! (`rollback` for `rolled_back`) is a config error instead of a silent webhook.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
 use super::delivery::{NotificationsConfig, WebhookConfig, WebhookFormat};
-use super::metric_providers::{headers, http_url};
+use super::raw::{RawNotifications, RawWebhook};
 use super::read::{read, read_opt, Problems, Sub};
-use super::validate::{duration, int_range, positive};
-use super::values::RawDuration;
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawNotifications {
-    pub webhooks: Option<Vec<Sub<RawWebhook>>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawWebhook {
-    pub url: Option<String>,
-    /// `"json"` (default) or `"slack"`.
-    pub format: Option<String>,
-    pub events: Option<Vec<String>>,
-    pub headers: Option<BTreeMap<String, String>>,
-    pub attempts: Option<i64>,
-    pub timeout: Option<RawDuration>,
-}
+use super::rules::{duration, headers, http_url, int_range, positive};
 
 pub(super) fn notifications(
     sub: Option<&Sub<RawNotifications>>,

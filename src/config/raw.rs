@@ -5,6 +5,11 @@
 //! words as any other mistake), integers are `i64` (ranges are checked later with a
 //! message that says the range), and every table inside a table is a [`Sub`] read on
 //! its own (see `read.rs`) so that one mistake cannot hide another.
+//!
+//! Every struct reachable from [`RawConfig`] is here, so this file imports no section
+//! file and every section file (and `rules.rs`) can import it. Only the tables read by
+//! their `kind` from a plain TOML value (`router/*.rs`, `runtime/docker.rs`,
+//! `runtime/compose.rs`) keep their structs next to their rules.
 
 use std::collections::BTreeMap;
 
@@ -23,7 +28,7 @@ pub struct RawConfig {
     /// `[services.<name>]`.
     pub services: Option<BTreeMap<String, Sub<RawService>>>,
     /// `[notifications]`, read in `notify.rs`.
-    pub notifications: Option<Sub<super::notify::RawNotifications>>,
+    pub notifications: Option<Sub<RawNotifications>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -63,13 +68,13 @@ pub struct RawService {
     pub smoke: Option<Sub<RawSmoke>>,
     pub watch: Option<Sub<RawWatch>>,
     /// `[services.<name>.router]`, read by kind in `router.rs`.
-    pub router: Option<Sub<super::router::RawRouter>>,
+    pub router: Option<Sub<RawRouter>>,
     /// `[services.<name>.strategy]`, read in `strategy.rs`.
-    pub strategy: Option<Sub<super::strategy::RawStrategy>>,
+    pub strategy: Option<Sub<RawStrategy>>,
     /// `[services.<name>.mirror]`, read in `strategy.rs`.
-    pub mirror: Option<Sub<super::strategy::RawMirror>>,
+    pub mirror: Option<Sub<RawMirror>>,
     /// `[services.<name>.analysis]`, read in `analysis.rs`.
-    pub analysis: Option<Sub<super::analysis::RawAnalysis>>,
+    pub analysis: Option<Sub<RawAnalysis>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -177,4 +182,121 @@ pub struct RawLatencyTrigger {
     #[serde(rename = "for")]
     pub for_: Option<RawDuration>,
     pub min_requests: Option<i64>,
+}
+
+/// Marker for `[services.<name>.router]`: the table is read by its `kind` in
+/// `router/mod.rs`, each kind with its own struct (`router/nginx.rs`, ...).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawRouter {}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStrategy {
+    pub kind: Option<String>,
+    /// `kind = "canary"`: the steps, in order.
+    pub steps: Option<Vec<Sub<RawCanaryStep>>>,
+    /// `kind = "linear"`: percent added at every step.
+    pub step: Option<i64>,
+    /// `kind = "linear"`: time between two steps.
+    pub every: Option<RawDuration>,
+    /// AWS CodeDeploy-style preset: `canary-<percent>-<duration>`,
+    /// `linear-<percent>-every-<duration>`, `all-at-once`.
+    pub preset: Option<String>,
+    pub sticky: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanaryStep {
+    pub weight: Option<i64>,
+    /// A duration, or `"until-promoted"`.
+    pub pause: Option<String>,
+    pub analyze: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMirror {
+    pub percent: Option<i64>,
+    pub methods: Option<Vec<String>>,
+    pub duration: Option<RawDuration>,
+    pub max_mismatch: Option<RawFraction>,
+    pub min_requests: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAnalysis {
+    pub interval: Option<RawDuration>,
+    pub count: Option<i64>,
+    pub failure_limit: Option<i64>,
+    pub consecutive_error_limit: Option<i64>,
+    pub inconclusive_limit: Option<i64>,
+    pub metrics: Option<Vec<Sub<RawMetric>>>,
+}
+
+/// One metric: exactly one of `builtin`, `prometheus`, `command`, `webhook`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetric {
+    pub name: Option<String>,
+    pub builtin: Option<Sub<RawBuiltin>>,
+    pub prometheus: Option<Sub<RawPrometheus>>,
+    pub command: Option<Vec<String>>,
+    pub webhook: Option<Sub<RawWebhookMetric>>,
+    /// `command` only: parse stdout as the value.
+    pub numeric: Option<bool>,
+    pub min: Option<RawFraction>,
+    pub max: Option<RawFraction>,
+    pub inconclusive: Option<Sub<RawRange>>,
+    pub max_increase_over_stable: Option<RawFraction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRange {
+    pub min: Option<RawFraction>,
+    pub max: Option<RawFraction>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBuiltin {
+    pub signal: Option<String>,
+    pub min_requests: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrometheus {
+    pub address: Option<String>,
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhookMetric {
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub json_value: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNotifications {
+    pub webhooks: Option<Vec<Sub<RawWebhook>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Option<String>,
+    /// `"json"` (default) or `"slack"`.
+    pub format: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub attempts: Option<i64>,
+    pub timeout: Option<RawDuration>,
 }

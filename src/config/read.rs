@@ -15,7 +15,14 @@ use std::marker::PhantomData;
 use serde::de::{self, DeserializeOwned, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::Problem;
+/// One thing wrong with the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `services.web.health.checks[1].http.path`.
+    pub key: String,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
 
 /// Problems found so far, in the order they were found.
 #[derive(Debug, Default)]

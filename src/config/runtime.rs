@@ -8,25 +8,22 @@
 //! policies), so a mistake is a config error, not a failed deployment.
 //!
 //! The `docker` and `compose` rules live in `runtime/docker.rs` and
-//! `runtime/compose.rs`; this file reads `kind`, the `process` runtime and the rules
-//! all kinds share (env, stop signal, argv, placeholders, ports).
+//! `runtime/compose.rs`; this file reads `kind` and the `process` runtime. The rules
+//! all kinds share (env, stop signal, argv, placeholders, ports) are in `rules.rs`,
+//! the validated types of every kind in `kinds.rs`.
 
 mod compose;
 mod docker;
 
-pub use compose::ComposeRuntimeConfig;
-pub use docker::{DockerReach, DockerRestart, DockerRuntimeConfig};
-
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use compose::compose;
 use docker::docker;
 
-use super::model::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts, StopSignal};
-use super::raw::{RawPorts, RawRuntime};
-use super::read::{join, read, Problems, Read, Sub};
-use super::validate::{duration, int_range, is_env_name};
+use super::kinds::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts};
+use super::raw::RawRuntime;
+use super::read::{join, read, Problems, Sub};
+use super::rules::{argv_ok, duration, env_ok, ports, stop_signal};
 use super::values::placeholders;
 
 /// The runtime and, separately, its fixed ports (for cross-service rules even when
@@ -129,90 +126,6 @@ fn process(
         }))
     })();
     (config, fixed)
-}
-
-fn env_ok<T>(
-    r: &Read<T>,
-    env: &BTreeMap<String, String>,
-    p: &mut Problems,
-) -> Option<BTreeMap<String, String>> {
-    let before = p.count();
-    for (name, value) in env {
-        let key = join(&r.key("env"), name);
-        if !is_env_name(name) {
-            p.add(
-                &key,
-                format!("expected an environment variable name, got {name:?}"),
-            );
-        }
-        check_placeholders(p, &key, value);
-    }
-    (p.count() == before).then(|| env.clone())
-}
-
-fn stop_signal<T>(
-    r: &Read<T>,
-    value: Option<&str>,
-    p: &mut Problems,
-) -> Option<Option<StopSignal>> {
-    r.optional("stop_signal", value, |s| {
-        let parsed = StopSignal::parse(s);
-        if parsed.is_none() {
-            p.add(
-                r.key("stop_signal"),
-                format!("expected one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, got {s:?}"),
-            );
-        }
-        parsed
-    })
-}
-
-/// A command argv (runtime or probe): non-empty, a program name, known placeholders.
-pub(super) fn argv_ok(p: &mut Problems, key: &str, argv: &[String]) -> bool {
-    let before = p.count();
-    match argv.first() {
-        None => p.add(
-            key,
-            "expected a non-empty argv like [\"./web\", \"--port\", \"{port}\"], got []",
-        ),
-        Some(program) if program.trim().is_empty() => {
-            p.add(format!("{key}[0]"), "expected a program name, got \"\"")
-        }
-        Some(_) => {}
-    }
-    for (i, arg) in argv.iter().enumerate() {
-        check_placeholders(p, &format!("{key}[{i}]"), arg);
-    }
-    p.count() == before
-}
-
-fn check_placeholders(p: &mut Problems, key: &str, text: &str) {
-    for name in placeholders(text) {
-        if !ProcessRuntimeConfig::PLACEHOLDERS.contains(&name) {
-            p.add(key, format!(
-                "unknown placeholder `{{{name}}}`, expected one of: {{version}}, {{port}}, {{slot}}, {{service}}"
-            ));
-        }
-    }
-}
-
-fn ports(at: &str, sub: &Sub<RawPorts>, p: &mut Problems) -> Option<SlotPorts> {
-    let r = read::<RawPorts>(sub.value(), at, p)?;
-    let mut port = |field: &str, value: Option<i64>| {
-        r.required(field, value, "a port from 1 to 65535", p)
-            .and_then(|v| int_range(p, r.key(field), v, 1, 65535))
-            .map(|v| v as u16)
-    };
-    let (blue, green) = (port("blue", r.raw.blue), port("green", r.raw.green));
-    let (blue, green) = (blue?, green?);
-    if blue == green {
-        p.add(
-            r.key("green"),
-            format!("expected a port different from blue's, got {green} for both"),
-        );
-        return None;
-    }
-    Some(SlotPorts { blue, green })
 }
 
 #[cfg(test)]

@@ -8,12 +8,9 @@ use std::path::Path;
 use super::model::{ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
+use super::rules::{addr, duration};
 use super::runtime::runtime;
-use super::validate::{addr, duration};
 use super::{analysis, health, router, smoke, strategy, watch};
-
-/// Shared with command probes (`health.rs`); the rules live with the runtime's.
-pub(super) use super::runtime::argv_ok;
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -62,7 +59,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             )
             .and_then(|s| addr(p, r.key("listen"), s))
             .map(Some),
-        Some(rt) => router::no_proxy_keys(&r, rt.kind(), p),
+        Some(rt) => no_proxy_keys(&r, rt.kind(), p),
     };
     let hosts = r.optional("hosts", r.raw.hosts.as_ref(), |hosts| {
         self::hosts(&r, hosts, p)
@@ -118,6 +115,25 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
 }
 
 /// `[a-z0-9][a-z0-9_-]*`: safe in paths, process names, metric labels and URLs.
+/// With an external router Cutover's proxy does not serve the service, so its proxy
+/// keys would silently do nothing: reject them. `Some(None)` when none is set.
+fn no_proxy_keys(r: &Read<RawService>, kind: &str, p: &mut Problems) -> Option<Option<SocketAddr>> {
+    let before = p.count();
+    for (key, set) in [
+        ("listen", r.raw.listen.is_some()),
+        ("hosts", r.raw.hosts.is_some()),
+        ("preview_listen", r.raw.preview_listen.is_some()),
+    ] {
+        if set {
+            p.add(
+                r.key(key),
+                format!("`{key}` configures Cutover's built-in proxy, which does not serve this service: its router is kind = \"{kind}\" (remove `{key}`, or use kind = \"builtin\")"),
+            );
+        }
+    }
+    (p.count() == before).then_some(None)
+}
+
 fn valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())

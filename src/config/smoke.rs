@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{SmokeConfig, SmokeStep};
 use super::raw::{RawSmoke, RawStep};
 use super::read::{join, read, read_opt, Problems, Sub};
-use super::validate::{conditions, duration, positive, status, unique_name, url_path};
+use super::rules::{conditions, duration, positive, status, unique_name, url_path};
 use super::values::{is_identifier, template_vars};
 
 pub(super) fn smoke(

@@ -13,47 +13,11 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::delivery::{CanaryConfig, CanaryStep, MirrorConfig, Pause, Strategy};
+use super::raw::{RawCanaryStep, RawMirror, RawStrategy};
 use super::read::{join, read, read_opt, Problems, Read, Sub};
-use super::validate::{int_range, positive};
-use super::values::{parse_duration, RawDuration, RawFraction};
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawStrategy {
-    pub kind: Option<String>,
-    /// `kind = "canary"`: the steps, in order.
-    pub steps: Option<Vec<Sub<RawCanaryStep>>>,
-    /// `kind = "linear"`: percent added at every step.
-    pub step: Option<i64>,
-    /// `kind = "linear"`: time between two steps.
-    pub every: Option<RawDuration>,
-    /// AWS CodeDeploy-style preset: `canary-<percent>-<duration>`,
-    /// `linear-<percent>-every-<duration>`, `all-at-once`.
-    pub preset: Option<String>,
-    pub sticky: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawCanaryStep {
-    pub weight: Option<i64>,
-    /// A duration, or `"until-promoted"`.
-    pub pause: Option<String>,
-    pub analyze: Option<bool>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMirror {
-    pub percent: Option<i64>,
-    pub methods: Option<Vec<String>>,
-    pub duration: Option<RawDuration>,
-    pub max_mismatch: Option<RawFraction>,
-    pub min_requests: Option<i64>,
-}
+use super::rules::{int_range, positive};
+use super::values::parse_duration;
 
 const KINDS: &str = "\"blue-green\", \"canary\" or \"linear\"";
 const UNTIL_PROMOTED: &str = "until-promoted";

@@ -4,21 +4,19 @@
 //! it. Every piece is built before any is combined, so a mistake in one section never
 //! stops the others from being checked; rules that span services (shared listeners,
 //! ports) run on whatever parts of each service were readable. This file holds the
-//! top-level sections, the cross-service rules and helpers shared by the per-service
-//! files (`service.rs`, `health.rs`, `smoke.rs`, `watch.rs`).
+//! top-level sections and the cross-service rules; the rules the section files share
+//! are in `rules.rs`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use super::model::JsonCondition;
 use super::model::{ApiConfig, Config, DaemonConfig, ProxyConfig};
 use super::raw::{RawApi, RawConfig, RawDaemon, RawProxy};
+use super::read::Problem;
 use super::read::{join, read, read_opt, Problems, Read};
+use super::rules::{addr, duration, int_range, is_env_name, positive};
 use super::service::{self, Draft};
-use super::values::{parse_socket_addr, toml_to_json};
-use super::Problem;
 
 /// Looks up an environment variable (injected so tests need not touch the process env).
 pub(super) type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
@@ -327,119 +325,4 @@ fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port()
         && a.port() != 0
         && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
-}
-
-// ----- helpers shared by service.rs and judging.rs -----
-
-pub(super) fn addr(p: &mut Problems, key: String, text: &str) -> Option<SocketAddr> {
-    parse_socket_addr(text).map_err(|m| p.add(key, m)).ok()
-}
-
-/// A duration field with its default (`None` if its value was rejected).
-pub(super) fn duration<T>(
-    r: &Read<T>,
-    field: &str,
-    value: Option<super::values::RawDuration>,
-    default: Duration,
-) -> Option<Duration> {
-    r.or(field, value.map(|d| d.0), default)
-}
-
-pub(super) fn positive(p: &mut Problems, key: String, d: Duration) -> Option<Duration> {
-    if d.is_zero() {
-        p.add(key, "expected a duration greater than 0, got \"0s\"");
-        return None;
-    }
-    Some(d)
-}
-
-pub(super) fn int_range(p: &mut Problems, key: String, v: i64, min: i64, max: i64) -> Option<i64> {
-    if (min..=max).contains(&v) {
-        return Some(v);
-    }
-    let expected = if max.saturating_sub(min) <= 65_535 {
-        format!("an integer from {min} to {max}")
-    } else if v < min {
-        format!("an integer >= {min}")
-    } else {
-        format!("an integer <= {max}")
-    };
-    p.add(key, format!("expected {expected}, got {v}"));
-    None
-}
-
-pub(super) fn show(d: Duration) -> String {
-    humantime::format_duration(d).to_string()
-}
-
-pub(super) fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.contains(['=', '\0'])
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-}
-
-/// Records `name` as used at index `i`; reports a duplicate at `key`.
-pub(super) fn unique_name(
-    p: &mut Problems,
-    key: String,
-    name: &str,
-    i: usize,
-    seen: &mut BTreeMap<String, usize>,
-    list: &str,
-) -> Option<()> {
-    if name.trim().is_empty() {
-        p.add(key, "expected a non-empty name, got \"\"");
-        return None;
-    }
-    if let Some(first) = seen.get(name) {
-        p.add(
-            key,
-            format!("duplicate name {name:?}, already used by {list}[{first}]"),
-        );
-        return None;
-    }
-    seen.insert(name.to_string(), i);
-    Some(())
-}
-
-pub(super) fn url_path(p: &mut Problems, key: String, path: &str) -> Option<String> {
-    if path.starts_with('/') {
-        return Some(path.to_string());
-    }
-    p.add(
-        key,
-        format!("expected a path starting with \"/\", got {path:?}"),
-    );
-    None
-}
-
-pub(super) fn status(p: &mut Problems, key: String, status: i64) -> Option<u16> {
-    int_range(p, key, status, 100, 599).map(|s| s as u16)
-}
-
-pub(super) fn conditions(
-    p: &mut Problems,
-    key: &str,
-    map: &BTreeMap<String, toml::Value>,
-) -> Option<Vec<JsonCondition>> {
-    let before = p.count();
-    let mut out = Vec::new();
-    for (path, value) in map {
-        let k = join(key, path);
-        if path.trim().is_empty() {
-            p.add(
-                &k,
-                "expected a dotted JSON path like \"checks.database\", got \"\"",
-            );
-            continue;
-        }
-        match toml_to_json(value) {
-            Ok(expected) => out.push(JsonCondition {
-                path: path.clone(),
-                expected,
-            }),
-            Err(m) => p.add(&k, m),
-        }
-    }
-    (p.count() == before).then_some(out)
 }

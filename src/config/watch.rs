@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::model::{ErrorRateTrigger, LatencyTrigger, WatchConfig};
 use super::raw::{RawErrorRate, RawLatencyTrigger, RawWatch};
 use super::read::{join, read, read_opt, Problems, Read, Sub};
-use super::validate::{duration, int_range, positive, show};
+use super::rules::{duration, int_range, positive, show};
 
 pub(super) fn watch(
     service_at: &str,

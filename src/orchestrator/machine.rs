@@ -29,9 +29,9 @@ pub use progressive::CanaryView;
 use super::policy::{fmt_dur, Ms, WatchPolicy};
 use crate::analysis::Measurement;
 use crate::config::{AnalysisConfig, CanaryStep, MirrorConfig, WatchConfig};
+use crate::domain::routing::MirrorReport;
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
-use crate::router::MirrorReport;
 use crate::store::{DeploymentKind, DeploymentOutcome, SlotState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

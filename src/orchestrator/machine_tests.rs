@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::config::{ErrorRateTrigger, LatencyTrigger, WatchConfig};
-use crate::proxy::stats::StatsSnapshot;
+use crate::domain::stats::StatsSnapshot;
 
 fn watch_cfg() -> WatchConfig {
     WatchConfig {
@@ -78,7 +78,7 @@ fn snap(requests: u64, errors: u64, latency_us: u64) -> StatsSnapshot {
     };
     s.status_class[1] = requests - errors;
     s.status_class[4] = errors;
-    let bucket = crate::proxy::stats::LATENCY_BOUNDS_US.partition_point(|&b| b < latency_us);
+    let bucket = crate::domain::stats::LATENCY_BOUNDS_US.partition_point(|&b| b < latency_us);
     s.latency_buckets[bucket] = requests;
     s
 }

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::WatchConfig;
-use crate::proxy::stats::StatsSnapshot;
+use crate::domain::stats::StatsSnapshot;
 
 /// Milliseconds on the deployment's own clock (the runner's monotonic time).
 pub type Ms = u64;

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::controller::{ControlError, Controller};
+use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot};
-use crate::router::Target;
 use crate::runtime::{RunningSlot, SlotSpec, SlotStatus};
 use crate::store::{DeploymentOutcome, SlotRecord, SlotState, Transition};
 

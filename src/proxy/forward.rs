@@ -27,11 +27,11 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{ClientBodyError, LimitedBody, ProxyBody, Recorder};
+use super::conn::ListenerCtx;
 use super::headers::{self, X_CUTOVER_SLOT};
 use super::mirror::{self, Mirror};
-use super::server::ListenerCtx;
 use super::stats::{Outcome, SlotStats};
-use super::table::Upstream;
+use super::upstream::Upstream;
 use super::{cookies, Proxy};
 use crate::domain::Slot;
 

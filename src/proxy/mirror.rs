@@ -38,7 +38,7 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::oneshot;
 
 use super::body::LimitedBody;
-use crate::router::{MirrorReport, MirrorSpec, Target};
+use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
 
 /// Largest request body that is mirrored.
 pub const MAX_BODY: usize = 64 * 1024;

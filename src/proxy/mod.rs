@@ -7,7 +7,9 @@
 //! the table; requests already forwarded finish where they started.
 //!
 //! # Layout
-//! - [`server`]: accept loop, per-connection serving, graceful shutdown.
+//! - [`server`]: accept loop, per-connection serving, graceful shutdown; `conn`: what
+//!   one listener's connections share (its routes, its state: serving, draining,
+//!   stopped), read by `server`, `h1`, `forward` and `upgrade` alike.
 //! - `h1`: the fast path, a hand-written HTTP/1.1 forwarder for the common request
 //!   (connection-affine upstream connections, heads rewritten, bodies passed through);
 //!   it hands anything unusual, with the bytes already read, to the general path.
@@ -17,7 +19,9 @@
 //! - `body`: streaming bodies, the request-size limit, and the [`body::Recorder`] that
 //!   records every proxied request exactly once.
 //! - `upgrade`: WebSocket / HTTP upgrade tunnels.
-//! - [`stats`], [`table`]: per-slot counters and the swapped routing table.
+//! - [`stats`], [`table`]: per-slot counters and the swapped routing table;
+//!   [`upstream`]: one slot's address and counters, what the table holds and a split
+//!   chooses between.
 //! - [`split`]: weighted canary split and sticky cookies; `cookies`: reading and
 //!   stripping the proxy's own cookies (preview, sticky).
 //! - [`mirror`]: copying a sample of live requests to another slot, and the report.
@@ -44,6 +48,7 @@
 //! - Nothing on the request path takes a lock.
 
 mod body;
+mod conn;
 mod cookies;
 mod forward;
 mod h1;
@@ -54,6 +59,7 @@ pub mod split;
 pub mod stats;
 pub mod table;
 mod upgrade;
+pub mod upstream;
 pub mod workers;
 
 use std::collections::HashMap;

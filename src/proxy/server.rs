@@ -12,9 +12,10 @@
 //! 2. *Stopped*, after the grace period: whatever is left (slow requests, upgraded
 //!    tunnels) is dropped.
 //!
-//! Every connection and tunnel task holds a clone of the listener context, which owns
-//! an `mpsc::Sender`; when the last one is gone the receiver sees the channel close,
-//! so "all connections finished" needs no counter and no lock.
+//! Every connection and tunnel task holds a clone of the listener context
+//! ([`ListenerCtx`], in `conn.rs`), which owns an `mpsc::Sender`; when the last one is
+//! gone the receiver sees the channel close, so "all connections finished" needs no
+//! counter and no lock.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,30 +31,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use super::conn::{stopped, ConnState, ListenerCtx};
 use super::{ListenerRoutes, Proxy};
 
 /// How long [`serve`] lets open requests finish after `shutdown` resolves before it
 /// drops the connections still open. Matches the default `proxy.drain_timeout`.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
-/// Where a listener is in its life; connections and tunnels watch it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnState {
-    Serving,
-    /// Finish the current request, then close.
-    Draining,
-    /// Close now.
-    Stopped,
-}
-
-/// What every connection of one listener shares.
-pub(crate) struct ListenerCtx {
-    pub(crate) routes: ListenerRoutes,
-    pub(crate) state: watch::Receiver<ConnState>,
-    http: http1::Builder,
-    /// Never sent on: its receiver learns that every holder is gone.
-    _alive: mpsc::Sender<()>,
-}
 
 /// Serves one already-bound listener until `shutdown` resolves, then stops accepting
 /// and lets open requests finish for up to [`DEFAULT_SHUTDOWN_GRACE`].
@@ -167,9 +150,4 @@ fn log_end(res: hyper::Result<()>, peer: SocketAddr) {
         // Timeouts, malformed requests, resets: the client's problem, not ours.
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
-}
-
-/// Resolves once the listener is stopped for good (or gone).
-pub(crate) async fn stopped(state: &mut watch::Receiver<ConnState>) {
-    let _ = state.wait_for(|s| *s == ConnState::Stopped).await;
 }

@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use http::HeaderValue;
 
-use super::table::Upstream;
+use super::upstream::Upstream;
 use crate::domain::Slot;
 
 /// Prefix of the sticky cookie's name; the service name follows.

@@ -3,22 +3,14 @@
 //!
 //! Lock-free: plain atomics, one set per (service, slot), created once at boot and
 //! shared through `Arc`, so recording a request never takes a lock and never allocates.
-//! Readers take a [`StatsSnapshot`] (cumulative counters) and subtract two of them to
-//! get what happened in between.
+//! Readers take a [`StatsSnapshot`] (cumulative counters, defined in the domain leaf
+//! with its arithmetic) and subtract two of them to get what happened in between.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
-/// Upper bounds of the latency histogram buckets, in microseconds. The last bucket is
-/// everything above the last bound.
-pub const LATENCY_BOUNDS_US: [u64; 16] = [
-    1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 75_000, 100_000, 250_000, 500_000, 750_000,
-    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
-];
-pub const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
+use crate::domain::stats::{StatsSnapshot, BUCKETS, LATENCY_BOUNDS_US};
 
 /// How a proxied request ended, from the proxy's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,18 +35,6 @@ pub struct SlotStats {
     latency_buckets: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     in_flight: AtomicI64,
-}
-
-/// Cumulative counters at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct StatsSnapshot {
-    pub requests: u64,
-    pub status_class: [u64; 5],
-    pub upstream_failed: u64,
-    pub client_failed: u64,
-    pub latency_buckets: [u64; BUCKETS],
-    pub latency_sum_us: u64,
-    pub in_flight: i64,
 }
 
 /// Marks a request as in flight until dropped.
@@ -135,70 +115,6 @@ impl SlotStats {
             latency_sum_us: self.latency_sum_us.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl StatsSnapshot {
-    /// What happened between `earlier` and `self` (counters saturate at zero).
-    pub fn since(&self, earlier: &StatsSnapshot) -> StatsSnapshot {
-        StatsSnapshot {
-            requests: self.requests.saturating_sub(earlier.requests),
-            status_class: std::array::from_fn(|i| {
-                self.status_class[i].saturating_sub(earlier.status_class[i])
-            }),
-            upstream_failed: self.upstream_failed.saturating_sub(earlier.upstream_failed),
-            client_failed: self.client_failed.saturating_sub(earlier.client_failed),
-            latency_buckets: std::array::from_fn(|i| {
-                self.latency_buckets[i].saturating_sub(earlier.latency_buckets[i])
-            }),
-            latency_sum_us: self.latency_sum_us.saturating_sub(earlier.latency_sum_us),
-            in_flight: self.in_flight,
-        }
-    }
-
-    /// Requests that count against the release: 5xx answers and upstream failures.
-    pub fn errors(&self) -> u64 {
-        self.status_class[4] + self.upstream_failed
-    }
-
-    /// Requests the release is judged on (client aborts excluded).
-    pub fn judged(&self) -> u64 {
-        self.requests.saturating_sub(self.client_failed)
-    }
-
-    /// Share of judged requests that failed; 0 when there were none.
-    pub fn error_rate(&self) -> f64 {
-        match self.judged() {
-            0 => 0.0,
-            n => self.errors() as f64 / n as f64,
-        }
-    }
-
-    /// Upper bound of the bucket holding the `q` quantile (0 < q ≤ 1); `None` when empty.
-    /// Conservative: the true quantile is at most this.
-    pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let total: u64 = self.latency_buckets.iter().sum();
-        if total == 0 {
-            return None;
-        }
-        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-        let mut seen = 0;
-        for (i, n) in self.latency_buckets.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let us = LATENCY_BOUNDS_US
-                    .get(i)
-                    .copied()
-                    .unwrap_or(LATENCY_BOUNDS_US[LATENCY_BOUNDS_US.len() - 1] * 2);
-                return Some(Duration::from_micros(us));
-            }
-        }
-        None
-    }
-
-    pub fn mean_latency(&self) -> Option<Duration> {
-        let total: u64 = self.latency_buckets.iter().sum();
-        (total > 0).then(|| Duration::from_micros(self.latency_sum_us / total))
     }
 }
 

@@ -12,7 +12,6 @@
 //! picture with one atomic load; their per-request state is atomics inside them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -20,15 +19,8 @@ use arc_swap::ArcSwap;
 use super::mirror::Mirror;
 use super::split::Split;
 use super::stats::SlotStats;
+use super::upstream::Upstream;
 use crate::domain::Slot;
-
-/// One slot's address and the counters its requests are recorded in.
-#[derive(Debug, Clone)]
-pub struct Upstream {
-    pub slot: Slot,
-    pub addr: SocketAddr,
-    pub stats: Arc<SlotStats>,
-}
 
 /// Where one service's traffic goes right now.
 #[derive(Debug, Clone, Default)]
@@ -218,7 +210,7 @@ mod tests {
 
     #[test]
     fn a_plain_set_ends_the_split_but_not_the_mirror() {
-        use crate::router::{MirrorSpec, Target};
+        use crate::domain::routing::{MirrorSpec, Target};
         let routes = Routes::new();
         let up = |slot, port| Upstream {
             slot,

@@ -13,7 +13,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use super::server::ConnState;
+use super::conn::{stopped, ConnState};
 
 /// Spawns the tunnel between the client's and the upstream's upgraded connections.
 /// `state` ends it when the listener is stopped for good.
@@ -41,7 +41,7 @@ pub fn spawn_tunnel(
         };
         tokio::select! {
             () = tunnel => {}
-            () = super::server::stopped(&mut state) => {}
+            () = stopped(&mut state) => {}
         }
     });
 }

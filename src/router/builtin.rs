@@ -16,12 +16,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{MirrorReport, MirrorSpec, Router, RouterError, Target};
+use super::{Router, RouterError};
+use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 use crate::proxy::mirror::Mirror;
 use crate::proxy::split::Split;
-use crate::proxy::stats::StatsSnapshot;
-use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry, Upstream};
+use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry};
+use crate::proxy::upstream::Upstream;
 
 pub struct BuiltinRouter {
     routes: Arc<Routes>,

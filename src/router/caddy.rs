@@ -25,10 +25,11 @@ use http::Method;
 use serde_json::{json, Value};
 
 use super::external::{call_json, split_weights};
-use super::{Router, RouterError, Target};
+use super::{Router, RouterError};
 use crate::config::CaddyRouterConfig;
+use crate::domain::routing::Target;
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
 
 pub struct CaddyRouter {
     service: String,

@@ -12,9 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 
-use super::{RouterError, Target};
+use super::RouterError;
 use crate::checks::http::{send, ProbeRequest, Response};
-use crate::proxy::stats::{BUCKETS, LATENCY_BOUNDS_US};
+use crate::domain::routing::Target;
+use crate::domain::stats::{BUCKETS, LATENCY_BOUNDS_US};
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`, so a reader (nginx, Traefik's file watcher) never sees half

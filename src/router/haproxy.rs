@@ -28,10 +28,11 @@ use async_trait::async_trait;
 
 use self::state::{parse_servers_state, parse_stat, ServerState};
 use super::external::{bucket_of_secs, split_weights};
-use super::{Router, RouterError, Target};
+use super::{Router, RouterError};
 use crate::config::HaproxyRouterConfig;
+use crate::domain::routing::Target;
+use crate::domain::stats::{StatsSnapshot, BUCKETS};
 use crate::domain::Slot;
-use crate::proxy::stats::{StatsSnapshot, BUCKETS};
 
 pub struct HaproxyRouter {
     service: String,

@@ -13,47 +13,13 @@ pub mod haproxy;
 pub mod nginx;
 pub mod traefik;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
-
-/// A slot and the address it answers on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Target {
-    pub slot: Slot,
-    pub addr: SocketAddr,
-}
-
-/// What to mirror where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MirrorSpec {
-    pub target: Target,
-    /// Share of live requests copied, 1..=100.
-    pub percent: u8,
-    /// Upper-case methods copied (safe methods unless configured otherwise).
-    pub methods: Vec<String>,
-}
-
-/// How mirrored requests compared with the live ones.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct MirrorReport {
-    /// Copies sent to the mirror target.
-    pub mirrored: u64,
-    /// Copies whose mirror response and live response were both seen.
-    pub compared: u64,
-    /// Compared copies whose status class differed from the live response's.
-    pub mismatched: u64,
-    /// Copies that got no response (connect error, timeout).
-    pub failed: u64,
-    /// Copies not sent because too many were already in flight (never delays clients).
-    pub dropped: u64,
-    pub live_latency_sum_us: u64,
-    pub mirror_latency_sum_us: u64,
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {

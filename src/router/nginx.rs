@@ -25,11 +25,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::external::{fixed_grace, read_or_empty, run, split_weights, with_suffix, write_atomic};
-use super::{Router, RouterError, Target};
+use super::{Router, RouterError};
 use crate::checks::http::{send, ProbeRequest};
 use crate::config::NginxRouterConfig;
+use crate::domain::routing::Target;
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
 
 /// The response header the verification server sets.
 pub const UPSTREAM_HEADER: &str = "x-cutover-upstream";

@@ -28,10 +28,11 @@ use serde_json::Value;
 use super::external::{
     call_json, fixed_grace, read_or_empty, split_weights, with_suffix, write_atomic,
 };
-use super::{Router, RouterError, Target};
+use super::{Router, RouterError};
 use crate::config::TraefikRouterConfig;
+use crate::domain::routing::Target;
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
-use crate::proxy::stats::StatsSnapshot;
 
 pub struct TraefikRouter {
     service: String,

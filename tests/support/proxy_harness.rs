@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cutover::domain::stats::StatsSnapshot;
 use cutover::domain::Slot;
-use cutover::proxy::stats::{SlotStats, StatsSnapshot};
-use cutover::proxy::table::{Routes, ServiceRoute, Upstream};
+use cutover::proxy::stats::SlotStats;
+use cutover::proxy::table::{Routes, ServiceRoute};
+use cutover::proxy::upstream::Upstream;
 use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
 use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Full};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::super::judge::{judge, Baseline};
 use super::super::{MeasureContext, Measurement, Verdict, NOT_ENOUGH_DATA};
 use crate::config::{BuiltinSignal, MetricConfig};
-use crate::proxy::stats::StatsSnapshot;
+use crate::domain::stats::StatsSnapshot;
 
 pub(super) fn measure(
     metric: &MetricConfig,

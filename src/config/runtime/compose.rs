@@ -7,38 +7,15 @@
 //! *this* kind instead of being silently ignored.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{env_ok, ports};
-use crate::config::model::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts};
+use crate::config::kinds::{ComposeRuntimeConfig, ProcessRuntimeConfig, RuntimeConfig, SlotPorts};
 use crate::config::raw::RawPorts;
 use crate::config::read::{read, Problems, Sub};
-use crate::config::validate::duration;
+use crate::config::rules::{duration, env_ok, ports};
 use crate::config::values::RawDuration;
-
-/// `kind = "compose"`: one Compose project per slot, named `<service>-<slot>`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ComposeRuntimeConfig {
-    /// The compose file (resolved against the config file's directory).
-    pub file: PathBuf,
-    /// The component that receives the service's traffic; the file must publish its
-    /// port as `127.0.0.1:${CUTOVER_PORT}:<container port>`.
-    pub entry: String,
-    /// Components that must be running (and healthy, if they have a HEALTHCHECK)
-    /// before the switch and during the watch; always contains `entry`.
-    pub public: Vec<String>,
-    /// Extra environment for interpolation in the file; same placeholders as `docker`
-    /// (`{port}` is the slot's host port).
-    pub env: BTreeMap<String, String>,
-    /// Fixed loopback port per slot; a free one is picked at start when absent.
-    pub ports: Option<SlotPorts>,
-    /// Time containers get between SIGTERM (or the file's `stop_signal`) and SIGKILL.
-    /// Default 10s.
-    pub stop_grace: Duration,
-}
 
 /// `[services.<name>.runtime]` with `kind = "compose"`.
 #[derive(Debug, Default, Deserialize)]

@@ -6,86 +6,19 @@
 //! kind is reported as unknown for *this* kind instead of being silently ignored.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use serde::Deserialize;
 
-use super::{argv_ok, check_placeholders, env_ok, ports, stop_signal};
-use crate::config::model::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts, StopSignal};
+use crate::config::kinds::{
+    DockerReach, DockerRestart, DockerRuntimeConfig, ProcessRuntimeConfig, RuntimeConfig, SlotPorts,
+};
 use crate::config::raw::RawPorts;
 use crate::config::read::{read, Problems, Sub};
-use crate::config::validate::{duration, int_range};
+use crate::config::rules::{
+    argv_ok, check_placeholders, duration, env_ok, int_range, ports, stop_signal,
+};
 use crate::config::values::{placeholders, RawDuration};
-
-/// `kind = "docker"`: one container per slot, through the Docker Engine API.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DockerRuntimeConfig {
-    /// Image reference; `{version}`, `{slot}` and `{service}` are substituted, e.g.
-    /// `registry.example.com/shop:{version}`.
-    pub image: String,
-    /// The port the app listens on inside the container (also passed as `PORT`).
-    pub port: u16,
-    /// Replaces the image's CMD (the entrypoint stays); placeholders allowed.
-    pub command: Option<Vec<String>>,
-    /// Extra environment; values may contain `{version}`, `{port}` (the container
-    /// port), `{slot}`, `{service}`. Wins over `env_files`.
-    pub env: BTreeMap<String, String>,
-    /// `KEY=VALUE` files read at each start (resolved against the config file's
-    /// directory), in order; later files win.
-    pub env_files: Vec<PathBuf>,
-    /// `source:target[:ro]`; a source starting with `/`, `./` or `../` is a bind mount
-    /// (relative ones resolved against the config file's directory), else a named
-    /// volume.
-    pub volumes: Vec<String>,
-    /// A user-defined network to attach the container to (it must exist).
-    pub network: Option<String>,
-    /// How Cutover reaches the container. Default [`DockerReach::Loopback`].
-    pub reach: DockerReach,
-    /// Fixed loopback host port per slot; a free one is picked at start when absent.
-    pub ports: Option<SlotPorts>,
-    /// Memory limit in bytes.
-    pub memory: Option<u64>,
-    /// CPU limit in CPUs (e.g. 1.5).
-    pub cpus: Option<f64>,
-    /// Docker restart policy. Default `on-failure`.
-    pub restart: DockerRestart,
-    /// Signal sent to stop a container. Default SIGTERM.
-    pub stop_signal: StopSignal,
-    /// Time between the stop signal and SIGKILL. Default 10s.
-    pub stop_grace: Duration,
-    /// How many releases before the current ones keep their image for a fast
-    /// rollback; older images this runtime deployed are removed. Default 3.
-    pub keep_releases: u32,
-}
-
-/// Where Cutover connects to a container.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DockerReach {
-    /// The container port is published on `127.0.0.1:<slot port>`.
-    #[default]
-    Loopback,
-    /// Nothing is published; Cutover connects to the container's address on
-    /// `network` (the daemon must be able to route there, e.g. it runs on that
-    /// network itself).
-    Network,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum DockerRestart {
-    No,
-    /// Restart when the process exits non-zero, at most `max_retries` times if given.
-    #[default]
-    OnFailure,
-    OnFailureMax(u32),
-    Always,
-    UnlessStopped,
-}
-
-impl DockerRuntimeConfig {
-    /// Default for [`DockerRuntimeConfig::keep_releases`].
-    pub const DEFAULT_KEEP_RELEASES: u32 = 3;
-}
 
 /// `[services.<name>.runtime]` with `kind = "docker"`.
 #[derive(Debug, Default, Deserialize)]

@@ -8,9 +8,9 @@ use crate::config::{
     AnalysisConfig, CanaryStep, MetricConfig, MetricProvider, MirrorConfig, Pause, Range,
     WatchConfig,
 };
+use crate::domain::routing::MirrorReport;
 use crate::domain::Slot;
 use crate::orchestrator::policy::Ms;
-use crate::router::MirrorReport;
 use crate::store::{DeploymentKind, DeploymentOutcome};
 
 fn step(weight: u8, pause: Pause, analyze: bool) -> CanaryStep {

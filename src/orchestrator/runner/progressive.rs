@@ -7,10 +7,10 @@ use tokio::time::Instant;
 
 use super::{Input, Runner};
 use crate::analysis::{self, MeasureContext};
+use crate::domain::routing::{MirrorSpec, Target};
+use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 use crate::orchestrator::machine::{Event, Machine};
-use crate::proxy::stats::StatsSnapshot;
-use crate::router::{MirrorSpec, Target};
 use crate::runtime::SlotStatus;
 
 impl Runner {

@@ -42,8 +42,8 @@ use tokio::time::Instant;
 pub(crate) use io::Rewind;
 
 use super::body::Recorder;
+use super::conn::{ConnState, ListenerCtx};
 use super::forward::Chosen;
-use super::server::{ConnState, ListenerCtx};
 use super::stats::Outcome;
 use super::{cookies, Proxy};
 use chunked::ChunkedEnd;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::proxy::stats::StatsSnapshot;
+use crate::domain::stats::StatsSnapshot;
 use crate::router::external::buckets_from_cumulative;
 
 const REQUESTS: &str = "traefik_service_requests_total";

@@ -1,6 +1,15 @@
-//! Words every layer shares: the two slots, versions, timestamps.
+//! Words every layer shares: the two slots, versions, timestamps, and the value types
+//! that cross layers (`routing`: where a slot answers and what to mirror; `stats`: a
+//! slot's request counters at one moment).
 //!
-//! Kept tiny on purpose: anything with behaviour lives in the layer that owns it.
+//! The leaf of the layer order (see ARCHITECTURE.md, "Layer order"): it imports nothing
+//! from the crate, so the proxy, the routers and the pure state machine can all speak
+//! these words without importing each other. Kept small on purpose: plain values and
+//! pure arithmetic on them; anything with I/O or shared state lives in the layer that
+//! owns it.
+
+pub mod routing;
+pub mod stats;
 
 use std::fmt;
 use std::str::FromStr;

@@ -2,7 +2,9 @@
 //! and the messages of their rules.
 
 use super::*;
-use crate::config::parse;
+use std::time::Duration;
+
+use crate::config::{parse, AdminAddr};
 
 fn service(router: &str, listen: bool) -> String {
     let listen = if listen {

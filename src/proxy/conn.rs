@@ -1,0 +1,37 @@
+//! What one listener's connections share, and where the listener is in its life.
+//!
+//! Its own file so the serving pieces form a chain instead of a knot: `server` (accept
+//! loop, drain) builds a [`ListenerCtx`] and hands each connection to `h1` (the fast
+//! path), which hands unusual requests to `forward` (the general path), which starts
+//! `upgrade` tunnels; all of them read this context and its [`ConnState`], and none of
+//! them needs to import the one above it.
+
+use hyper::server::conn::http1;
+use tokio::sync::{mpsc, watch};
+
+use super::ListenerRoutes;
+
+/// Where a listener is in its life; connections and tunnels watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    Serving,
+    /// Finish the current request, then close.
+    Draining,
+    /// Close now.
+    Stopped,
+}
+
+/// What every connection of one listener shares.
+pub(crate) struct ListenerCtx {
+    pub(crate) routes: ListenerRoutes,
+    pub(crate) state: watch::Receiver<ConnState>,
+    /// The general path's connection settings (header read timeout, keep-alive).
+    pub(super) http: http1::Builder,
+    /// Never sent on: its receiver learns that every holder is gone.
+    pub(super) _alive: mpsc::Sender<()>,
+}
+
+/// Resolves once the listener is stopped for good (or gone).
+pub(crate) async fn stopped(state: &mut watch::Receiver<ConnState>) {
+    let _ = state.wait_for(|s| *s == ConnState::Stopped).await;
+}
