@@ -11,7 +11,7 @@
 //!   rejected values without stopping.
 //! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
 //!   `service.rs` (addresses), `runtime.rs` (process, docker, compose), `health.rs`,
-//!   `smoke.rs`, `watch.rs`.
+//!   `smoke.rs`, `watch.rs`, `hooks.rs` (commands and HTTP calls at deployment points).
 //! - `delivery.rs`: the validated progressive-delivery types, read by `strategy.rs`
 //!   (strategy, mirror), `analysis.rs` + `metric_providers.rs` (metrics) and
 //!   `notify.rs` (webhooks).
@@ -21,6 +21,7 @@
 mod analysis;
 mod delivery;
 mod health;
+mod hooks;
 mod metric_providers;
 mod model;
 mod notify;

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
+pub use super::hooks::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 use crate::domain::Slot;
 
 pub use super::router::{
@@ -92,6 +93,9 @@ pub struct ServiceConfig {
     pub mirror: Option<MirrorConfig>,
     /// Metric analysis for canary steps and the watch. Default: none.
     pub analysis: Option<AnalysisConfig>,
+    /// Commands and HTTP calls run at named points of a deployment, in file order.
+    /// Default: none.
+    pub hooks: Vec<Hook>,
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,

@@ -70,6 +70,8 @@ pub struct RawService {
     pub mirror: Option<Sub<super::strategy::RawMirror>>,
     /// `[services.<name>.analysis]`, read in `analysis.rs`.
     pub analysis: Option<Sub<super::analysis::RawAnalysis>>,
+    /// `[[services.<name>.hooks]]`, read in `hooks.rs`.
+    pub hooks: Option<Vec<Sub<super::hooks::RawHook>>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::model::{ServiceConfig, SlotPorts};
+use super::model::{RuntimeConfig, ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::runtime::runtime;
 use super::validate::{addr, duration};
-use super::{analysis, health, router, smoke, strategy, watch};
+use super::{analysis, health, hooks, router, smoke, strategy, watch};
 
 /// Shared with command probes (`health.rs`); the rules live with the runtime's.
 pub(super) use super::runtime::argv_ok;
@@ -90,6 +90,17 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         p,
     );
 
+    // Hook commands run where the release does, else beside the config file.
+    let hook_dir = match &runtime {
+        Some(RuntimeConfig::Process(pr)) => pr.workdir.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| base.to_path_buf());
+    let hooks = match r.rejected("hooks") {
+        true => None,
+        false => hooks::hooks(&at, r.raw.hooks.as_ref(), hook_dir, p),
+    };
+
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
     draft.preview_listen = preview_listen.flatten();
@@ -112,6 +123,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             strategy: strategy?,
             mirror: mirror?,
             analysis: analysis?,
+            hooks: hooks?,
         })
     })();
     draft

@@ -173,6 +173,7 @@ fn a_minimal_config_gets_every_documented_default() {
                 warm_for: Duration::from_secs(300),
                 strategy: Strategy::BlueGreen,
                 mirror: None,
+                hooks: vec![],
                 analysis: None,
             },
         )]),

@@ -16,7 +16,8 @@
 //!   check results and measurements it carries are recorded) and *persist* (the route
 //!   change first, then the step's one transaction);
 //! - `runner/perform.rs`: *perform*, the step's actions in order;
-//! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call.
+//! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call;
+//! - `runner/hooks.rs`: running a point's hooks (commands, HTTP calls) as one task.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod effects;
+pub(crate) mod hooks;
 mod perform;
 mod progressive;
 mod step;
@@ -87,6 +89,8 @@ pub struct Runner {
     switch_times: Arc<SwitchTimes>,
     /// Unix ms when the watch passes (set when the watch begins), for progress.
     watch_ends_at: Option<i64>,
+    /// The hooks running, and their point (killed when the machine leaves it).
+    hooks_task: Option<(crate::config::HookPoint, tokio::task::JoinHandle<()>)>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -124,6 +128,7 @@ impl Runner {
             switched: false,
             measure_base: None,
             watch_ends_at: None,
+            hooks_task: None,
         }
     }
 
@@ -150,6 +155,7 @@ impl Runner {
             let routed = matches!(event, Event::Routed);
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
+            self.cancel_stale_hooks(&machine);
             // The decision to move traffic: the switch's clock starts here.
             let decided = Instant::now();
             let step = self

@@ -109,6 +109,7 @@ impl Runner {
                     });
                 }
                 Effect::Stop { slot } => self.stop(slot).await,
+                Effect::RunHooks(point) => self.spawn_hooks(machine, point, tx),
                 Effect::Enter { .. }
                 | Effect::SlotState { .. }
                 | Effect::Log(_)
