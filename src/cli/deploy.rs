@@ -134,9 +134,11 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                 // Repeated identical health rounds are shown once.
                 if last_line.insert((ch.name.clone(), ch.ok, ch.detail.clone())) {
                     let mark = if ch.ok { "✓" } else { "✗" };
+                    // A hook's output follows its status on lines of its own.
+                    let detail = ch.detail.replace('\n', "\n      ");
                     let line = format!(
-                        "  {mark} {} {}: {} ({} ms)",
-                        ch.phase, ch.name, ch.detail, ch.duration_ms
+                        "  {mark} {} {}: {detail} ({} ms)",
+                        ch.phase, ch.name, ch.duration_ms
                     );
                     lines.push((ch.at, line));
                 }
