@@ -17,7 +17,8 @@
 //!   change first, then the step's one transaction);
 //! - `runner/perform.rs`: *perform*, the step's actions in order;
 //! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call;
-//! - `runner/hooks.rs`: running a point's hooks (commands, HTTP calls) as one task.
+//! - `runner/hooks.rs`: running a point's hooks as one task (commands; HTTP calls in
+//!   `runner/hooks/http.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -7,6 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::config::HttpHook;
 
 fn command(script: &str, timeout: Duration) -> Hook {
     command_in(script, timeout, Path::new(""))
