@@ -13,7 +13,8 @@
 //! - `validate.rs`: top-level sections, cross-service rules (listeners, hosts, ports);
 //!   `service.rs` (addresses), `runtime.rs` (process; `runtime/docker.rs`,
 //!   `runtime/compose.rs`), `router/` (one file per kind), `health.rs`, `smoke.rs`,
-//!   `watch.rs`.
+//!   `watch.rs`, `hooks.rs` (commands and HTTP calls at deployment
+//!   points; their validated types in `hook_types.rs`).
 //! - `rules.rs`: the rules those files share (durations, ranges, names, argv, URLs,
 //!   ...).
 //!
@@ -29,6 +30,8 @@
 mod analysis;
 mod delivery;
 mod health;
+mod hook_types;
+mod hooks;
 mod kinds;
 mod metric_providers;
 mod model;

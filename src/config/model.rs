@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
+pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 
 pub use super::kinds::{
     AdminAddr, CaddyRouterConfig, ComposeRuntimeConfig, DockerReach, DockerRestart,
@@ -94,6 +95,9 @@ pub struct ServiceConfig {
     pub mirror: Option<MirrorConfig>,
     /// Metric analysis for canary steps and the watch. Default: none.
     pub analysis: Option<AnalysisConfig>,
+    /// Commands and HTTP calls run at named points of a deployment, in file order.
+    /// Default: none.
+    pub hooks: Vec<Hook>,
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,

@@ -75,6 +75,8 @@ pub struct RawService {
     pub mirror: Option<Sub<RawMirror>>,
     /// `[services.<name>.analysis]`, read in `analysis.rs`.
     pub analysis: Option<Sub<RawAnalysis>>,
+    /// `[[services.<name>.hooks]]`, read in `hooks.rs`.
+    pub hooks: Option<Vec<Sub<RawHook>>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -299,4 +301,27 @@ pub struct RawWebhook {
     pub headers: Option<BTreeMap<String, String>>,
     pub attempts: Option<i64>,
     pub timeout: Option<RawDuration>,
+}
+
+/// `[[services.<name>.hooks]]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHook {
+    pub name: Option<String>,
+    pub at: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub http: Option<Sub<RawHttpHook>>,
+    pub timeout: Option<RawDuration>,
+    pub on_failure: Option<String>,
+}
+
+/// `http = { url = "...", ... }` of a hook.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpHook {
+    pub url: Option<String>,
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub body: Option<String>,
+    pub expect_status: Option<Vec<i64>>,
 }

@@ -5,12 +5,12 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::model::{ServiceConfig, SlotPorts};
+use super::model::{RuntimeConfig, ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::rules::{addr, duration};
 use super::runtime::runtime;
-use super::{analysis, health, router, smoke, strategy, watch};
+use super::{analysis, health, hooks, router, smoke, strategy, watch};
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -87,6 +87,17 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         p,
     );
 
+    // Hook commands run where the release does, else beside the config file.
+    let hook_dir = match &runtime {
+        Some(RuntimeConfig::Process(pr)) => pr.workdir.clone(),
+        _ => None,
+    }
+    .unwrap_or_else(|| base.to_path_buf());
+    let hooks = match r.rejected("hooks") {
+        true => None,
+        false => hooks::hooks(&at, r.raw.hooks.as_ref(), hook_dir, p),
+    };
+
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
     draft.preview_listen = preview_listen.flatten();
@@ -109,6 +120,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             strategy: strategy?,
             mirror: mirror?,
             analysis: analysis?,
+            hooks: hooks?,
         })
     })();
     draft

@@ -146,7 +146,8 @@ fn step(
     })
 }
 
-fn headers(
+/// Header names (lower-cased) and values; shared with HTTP hooks (`hooks.rs`).
+pub(super) fn headers(
     p: &mut Problems,
     key: &str,
     headers: &BTreeMap<String, String>,

@@ -103,6 +103,18 @@ fn the_annotated_example_parses() {
     assert_eq!(names, ["home", "create", "read", "update", "delete"]);
     assert_eq!(web.smoke.steps[1].capture["item_id"], "id");
     assert_eq!(web.watch.error_rate.as_ref().map(|t| t.max), Some(0.05));
+    let hooks: Vec<(&str, HookPoint, OnFailure)> = web
+        .hooks
+        .iter()
+        .map(|h| (h.name.as_str(), h.at, h.on_failure))
+        .collect();
+    assert_eq!(
+        hooks,
+        [
+            ("migrate", HookPoint::PreSwitch, OnFailure::Abort),
+            ("announce", HookPoint::AfterSuccess, OnFailure::Warn)
+        ]
+    );
     assert_eq!(
         config.path.as_deref(),
         Some(Path::new("/srv/app/cutover.toml"))
@@ -173,6 +185,7 @@ fn a_minimal_config_gets_every_documented_default() {
                 warm_for: Duration::from_secs(300),
                 strategy: Strategy::BlueGreen,
                 mirror: None,
+                hooks: vec![],
                 analysis: None,
             },
         )]),

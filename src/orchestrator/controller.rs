@@ -17,7 +17,7 @@ use super::machine::{Event, Machine, Plan};
 use super::policy::WindowView;
 use super::runner::{Input, Runner, RunnerParts};
 use crate::checks::{self, CheckResult, ProbeTarget, SmokeReport};
-use crate::config::{Config, ServiceConfig, Strategy};
+use crate::config::{Config, HookPoint, ServiceConfig, Strategy};
 use crate::domain::{now_ms, Slot};
 use crate::notify::Notifier;
 use crate::router::Router;
@@ -226,6 +226,7 @@ impl Controller {
             },
             analysis: cfg.analysis.clone(),
             mirror: cfg.mirror.clone(),
+            hooks: hook_points(&cfg, DeploymentKind::Deploy),
         };
         self.launch(id, cfg, runtime, version.into(), rec, plan);
         Ok(id)
@@ -288,6 +289,7 @@ impl Controller {
             canary: Vec::new(),
             analysis: None,
             mirror: None,
+            hooks: hook_points(&cfg, DeploymentKind::Rollback),
         };
         self.launch(id, cfg, runtime, version, rec, plan);
         Ok(id)
@@ -449,4 +451,23 @@ impl Controller {
             smoke,
         })
     }
+}
+
+/// The points of `cfg` that have hooks, for a deployment of `kind`. A rollback runs
+/// only `before_start` (when it must start the previous release again) and
+/// `on_rollback`: the other points belong to bringing a new release live (a
+/// `pre_switch` migration must not run again on the way back).
+fn hook_points(cfg: &ServiceConfig, kind: DeploymentKind) -> Vec<HookPoint> {
+    let mut points: Vec<HookPoint> = cfg
+        .hooks
+        .iter()
+        .map(|h| h.at)
+        .filter(|p| {
+            kind == DeploymentKind::Deploy
+                || matches!(p, HookPoint::BeforeStart | HookPoint::OnRollback)
+        })
+        .collect();
+    points.sort();
+    points.dedup();
+    points
 }

@@ -6,21 +6,26 @@
 //! out effects and feeds their results back as events. This is what makes every
 //! rollback rule a table-driven unit test.
 //!
-//! Phases of a deploy: lock → start → wait_healthy → smoke → [mirror] → [canary steps]
-//! → switch → watch → done. Mirroring and canary steps (with their analysis, pauses and
-//! `promote`) live in `machine/progressive.rs`; the handlers around the switch (health
-//! gate, switch, watch outcome, switch back, finish) in `machine/lifecycle.rs`.
+//! Phases of a deploy: lock → [hooks_before_start] → start → wait_healthy → smoke →
+//! [mirror] → [hooks_pre_switch] → [canary steps] → switch → [hooks_post_switch] → watch
+//! → [hooks_after_success] → done; a switch back is followed by [hooks_on_rollback].
+//! Mirroring and canary steps (with their analysis, pauses and `promote`) live in
+//! `machine/progressive.rs`; the handlers around the switch (health gate, switch, watch
+//! outcome, switch back, finish) in `machine/lifecycle.rs`; hook phases (entered only
+//! when the point has hooks) in `machine/hooks.rs`.
 //! A rollback (traffic back to the previous release) is the same machine with
 //! `start` skipped when that release still runs, and no smoke or watch.
 //!
 //! Safety rules encoded here (mostly in `machine/lifecycle.rs`):
-//! - nothing before `switch` ever changes the live route;
+//! - nothing before `switch` ever changes the live route (a failed `pre_switch` hook
+//!   included);
 //! - a failure before the switch stops the new slot and leaves traffic untouched;
 //! - a trigger during the watch switches back to the previous slot at once;
 //! - the previous slot is never stopped before the watch passed.
 
 use std::time::Duration;
 
+mod hooks;
 mod lifecycle;
 mod progressive;
 
@@ -28,7 +33,7 @@ pub use progressive::CanaryView;
 
 use super::policy::{fmt_dur, Ms, WatchPolicy};
 use crate::analysis::Measurement;
-use crate::config::{AnalysisConfig, CanaryStep, MirrorConfig, WatchConfig};
+use crate::config::{AnalysisConfig, CanaryStep, HookPoint, MirrorConfig, WatchConfig};
 use crate::domain::routing::MirrorReport;
 use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
@@ -48,6 +53,8 @@ pub enum Phase {
     Watch,
     /// Switching traffic back to the previous slot after a trigger, abort or rollback.
     SwitchBack,
+    /// The hooks of one point run (only entered when the point has hooks).
+    Hooks(HookPoint),
     Done,
 }
 
@@ -71,6 +78,13 @@ impl Phase {
             Phase::Switch => "switch",
             Phase::Watch => "watch",
             Phase::SwitchBack => "switch_back",
+            Phase::Hooks(point) => match point {
+                HookPoint::BeforeStart => "hooks_before_start",
+                HookPoint::PreSwitch => "hooks_pre_switch",
+                HookPoint::PostSwitch => "hooks_post_switch",
+                HookPoint::AfterSuccess => "hooks_after_success",
+                HookPoint::OnRollback => "hooks_on_rollback",
+            },
             Phase::Done => "done",
         }
     }
@@ -101,6 +115,9 @@ pub struct Plan {
     pub analysis: Option<AnalysisConfig>,
     /// Shadow live traffic to the new slot before any of it moves.
     pub mirror: Option<MirrorConfig>,
+    /// The points that have hooks (a rollback uses only `before_start` and
+    /// `on_rollback`); a point without hooks adds no phase.
+    pub hooks: Vec<HookPoint>,
 }
 
 /// Results and wake-ups fed to the machine.
@@ -154,6 +171,13 @@ pub enum Event {
     },
     Resume {
         by: String,
+    },
+    /// The hooks of `point` ran. `failure` is set only when a hook with
+    /// `on_failure = "abort"` failed (the runner records `warn` failures and answers
+    /// `None`).
+    Hooks {
+        point: HookPoint,
+        failure: Option<String>,
     },
 }
 
@@ -231,6 +255,9 @@ pub enum Effect {
     Mirror(bool),
     /// Read how mirrored requests compared; answer `MirrorReport`.
     CheckMirror,
+    /// Run the hooks of a point in config order (each recorded like a check); answer
+    /// `Hooks`.
+    RunHooks(HookPoint),
     /// Tell the webhooks (never waited on).
     Notify {
         event: &'static str,
@@ -320,14 +347,8 @@ impl Machine {
                 if self.plan.target_running {
                     self.enter(now, Phase::WaitHealthy, None, &mut fx);
                     self.begin_health(&mut fx);
-                } else {
-                    self.enter(now, Phase::Start, None, &mut fx);
-                    fx.push(Effect::SlotState {
-                        slot: self.plan.target,
-                        state: SlotState::Starting,
-                        until_after: None,
-                    });
-                    fx.push(Effect::StartTarget);
+                } else if !self.hooks_first(now, HookPoint::BeforeStart, &mut fx) {
+                    self.start_target(now, &mut fx);
                 }
             }
             (Phase::Start, Event::Started) => {
@@ -377,6 +398,7 @@ impl Machine {
                 }
             }
             (Phase::Mirror, event) => self.on_mirror(now, event, &mut fx),
+            (Phase::Hooks(point), event) => self.on_hooks(now, point, event, &mut fx),
             (Phase::Canary(_), event) => self.on_canary(now, event, &mut fx),
             (Phase::Watch, Event::Measured(round)) => self.on_watch_round(now, round, &mut fx),
             (Phase::Watch, Event::Timer(t))
@@ -447,10 +469,6 @@ impl Machine {
             }
             (Phase::SwitchBack, Event::Routed) => {
                 let target = self.plan.target;
-                let (outcome, why) = self
-                    .back_reason
-                    .take()
-                    .unwrap_or((DeploymentOutcome::RolledBack, "rolled back".into()));
                 if let Some(from) = self.plan.from {
                     fx.push(Effect::SlotState {
                         slot: from,
@@ -464,7 +482,12 @@ impl Machine {
                     until_after: None,
                 });
                 fx.push(Effect::Stop { slot: target });
-                self.finish(now, outcome, why, &mut fx);
+                // `on_rollback` hooks run once traffic is back, never before.
+                let hooks = self.plan.kind == DeploymentKind::Deploy
+                    && self.hooks_first(now, HookPoint::OnRollback, &mut fx);
+                if !hooks {
+                    self.finish_switched_back(now, &mut fx);
+                }
             }
             (Phase::SwitchBack, Event::RouteFailed(err)) => {
                 // Could not move traffic back: the target keeps serving. Say so loudly.

@@ -42,6 +42,7 @@ fn deploy_plan() -> Plan {
         canary: Vec::new(),
         analysis: None,
         mirror: None,
+        hooks: Vec::new(),
     }
 }
 

@@ -9,6 +9,16 @@
 //! held until the old or failed slot has been drained and stopped.
 //! Slow actions (start, checks, timers) run as tasks that answer through a channel, so an
 //! `abort` or `rollback` is handled while they are in flight.
+//!
+//! # Layout
+//! One turn of [`Runner::run`] is receive → step → persist → perform:
+//! - `runner/step.rs`: *receive* (an input becomes an event; the started slot's row,
+//!   check results and measurements it carries are recorded) and *persist* (the route
+//!   change first, then the step's one transaction);
+//! - `runner/perform.rs`: *perform*, the step's actions in order;
+//! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call;
+//! - `runner/hooks.rs`: running a point's hooks as one task (commands; HTTP calls in
+//!   `runner/hooks/http.rs`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,7 +28,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod effects;
+pub(crate) mod hooks;
+mod perform;
 mod progressive;
+mod step;
 
 use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
@@ -28,10 +41,10 @@ use crate::checks::CheckResult;
 use crate::config::ServiceConfig;
 use crate::domain::stats::StatsSnapshot;
 use crate::domain::{now_ms, Slot};
-use crate::notify::{Notifier, NotifyEvent};
+use crate::notify::Notifier;
 use crate::router::Router;
 use crate::runtime::{RunningSlot, Runtime};
-use crate::store::{CheckRecord, MeasurementRecord, SlotRecord, Store, Transition};
+use crate::store::{DeploymentOutcome, SlotRecord, Store, Transition};
 
 /// Messages into a running deployment.
 #[derive(Debug)]
@@ -75,6 +88,10 @@ pub struct Runner {
     /// Statistics at the previous measurement: (canary, stable, when).
     measure_base: Option<(StatsSnapshot, Option<StatsSnapshot>, Instant)>,
     switch_times: Arc<SwitchTimes>,
+    /// Unix ms when the watch passes (set when the watch begins), for progress.
+    watch_ends_at: Option<i64>,
+    /// The hooks running, and their point (killed when the machine leaves it).
+    hooks_task: Option<(crate::config::HookPoint, tokio::task::JoinHandle<()>)>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -111,10 +128,14 @@ impl Runner {
             switch_times: p.switch_times,
             switched: false,
             measure_base: None,
+            watch_ends_at: None,
+            hooks_task: None,
         }
     }
 
-    /// Drives the machine until the deployment is over.
+    /// Drives the machine until the deployment is over: *receive* an input (record what
+    /// it carries, turn it into an event), *step* the machine, *persist* the step (the
+    /// route change first, then one transaction), *perform* its actions in order.
     pub async fn run(
         mut self,
         mut machine: Machine,
@@ -123,7 +144,6 @@ impl Runner {
     ) {
         let clock = Instant::now();
         let mut queue: VecDeque<Input> = VecDeque::from([Input::Event(Event::Begin)]);
-        let mut watch_ends_at = None;
         loop {
             let input = match queue.pop_front() {
                 Some(i) => i,
@@ -132,259 +152,46 @@ impl Runner {
                     None => break,
                 },
             };
-            let mut transition = Transition {
-                deployment_id: self.id,
-                at: now_ms(),
-                ..Default::default()
-            };
-            let event = match input {
-                Input::Event(e) => e,
-                Input::Started(Ok(running)) => {
-                    self.start_in_flight = false;
-                    let rec = &mut self.slots[machine.plan().target.index()];
-                    rec.addr = Some(running.addr.to_string());
-                    rec.handle = Some(running.handle.clone());
-                    rec.version = Some(self.version.clone());
-                    transition.slots.push(rec.clone());
-                    Event::Started
-                }
-                Input::Started(Err(why)) => {
-                    self.start_in_flight = false;
-                    Event::StartFailed(why)
-                }
-                Input::Measured { phase, round } => {
-                    for m in &round {
-                        let rec = MeasurementRecord {
-                            phase: phase.clone(),
-                            metric: m.metric.clone(),
-                            value: m.value,
-                            verdict: m.verdict.as_str().to_string(),
-                            detail: m.detail.clone(),
-                            at: now_ms(),
-                        };
-                        if let Err(e) = self.store.record_measurement(self.id, &rec) {
-                            tracing::error!(error = %e, "cannot record a measurement");
-                        }
-                    }
-                    Event::Measured(round)
-                }
-                Input::Checked {
-                    phase,
-                    results,
-                    event,
-                } => {
-                    for r in &results {
-                        let rec = CheckRecord {
-                            phase: phase.to_string(),
-                            name: r.name.clone(),
-                            ok: r.ok,
-                            detail: r.detail.clone(),
-                            duration_ms: r.duration.as_millis() as u64,
-                            at: now_ms(),
-                        };
-                        if let Err(e) = self.store.record_check(self.id, &rec) {
-                            tracing::error!(error = %e, "cannot record check result");
-                        }
-                    }
-                    event
-                }
-            };
+            let (event, transition) = self.receive(input, machine.plan());
             let routed = matches!(event, Event::Routed);
             let sampled = matches!(event, Event::Sample { .. });
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
+            self.cancel_stale_hooks(&machine);
             // The decision to move traffic: the switch's clock starts here.
             let decided = Instant::now();
-            if routed {
-                if let Some((live, switched)) = self.pending_route.take() {
-                    transition.live = live;
-                    if switched && !self.switched {
-                        self.switched = true;
-                        transition.switched_at = Some(transition.at);
-                    }
-                }
-            }
-
-            // A route change takes effect before the step's transaction: it is the moment
-            // traffic moves (for a rollback, the whole point), so nothing waits in front
-            // of it. The store cannot end up disagreeing with the router: the live slot
-            // is written only by the `Routed` step that follows, and after a crash boot
-            // re-applies the stored route.
-            let mut routed_early = None;
-            if let Some(&Effect::Route {
-                live,
-                preview,
-                switched,
-            }) = effects.iter().find(|e| matches!(e, Effect::Route { .. }))
-            {
-                let result = self.route(live, preview).await;
-                if result.is_ok() && switched {
-                    self.switch_times
-                        .record(&self.service.name, decided.elapsed());
-                }
-                routed_early = Some(result);
-            }
-
-            // Then persistence, in one transaction.
-            let mut finish = None;
-            for e in &effects {
-                match e {
-                    Effect::Enter { phase, result } => {
-                        transition.enter_phase = Some(phase.label());
-                        transition.phase_result = result.clone();
-                        if *phase == Phase::Watch {
-                            let d = machine
-                                .plan()
-                                .watch
-                                .as_ref()
-                                .map(|w| w.duration)
-                                .unwrap_or_default();
-                            watch_ends_at = Some(now_ms() + d.as_millis() as i64);
-                        }
-                    }
-                    Effect::SlotState {
-                        slot,
-                        state,
-                        until_after,
-                    } => {
-                        let rec = &mut self.slots[slot.index()];
-                        rec.state = *state;
-                        rec.standby_until = until_after.map(|d| now_ms() + d.as_millis() as i64);
-                        transition.slots.retain(|s| s.slot != *slot);
-                        transition.slots.push(rec.clone());
-                    }
-                    Effect::Log(msg) => transition.event = Some(("deployment".into(), msg.clone())),
-                    Effect::Finish { outcome, reason } => finish = Some((*outcome, reason.clone())),
-                    _ => {}
-                }
-            }
-            if transition
-                != (Transition {
-                    deployment_id: self.id,
-                    at: transition.at,
-                    ..Default::default()
-                })
-            {
-                self.persist(&transition);
-            }
-            self.publish(&machine, watch_ends_at);
+            let step = self
+                .persist_step(&machine, routed, decided, &effects, transition)
+                .await;
             if sampled && machine.phase() == Phase::Watch {
-                self.record_watch_sample(&machine, watch_ends_at);
+                self.record_watch_sample(&machine, self.watch_ends_at);
             }
-
-            // Then the actions, in order.
-            for e in effects {
-                match e {
-                    Effect::StartTarget => self.spawn_start(machine.plan().target, &tx),
-                    Effect::CheckHealth => {
-                        self.spawn_health(machine.plan().target, machine.phase(), &tx)
-                    }
-                    Effect::RunSmoke => self.spawn_smoke(machine.plan().target, &tx),
-                    Effect::Route {
-                        live,
-                        preview,
-                        switched,
-                    } => {
-                        let result = match routed_early.take() {
-                            Some(done) => done,
-                            None => self.route(live, preview).await,
-                        };
-                        queue.push_back(Input::Event(match result {
-                            Ok(()) => {
-                                self.pending_route = Some((Some(live), switched));
-                                if switched {
-                                    self.measure_base = self.snapshots(&machine).await;
-                                }
-                                Event::Routed
-                            }
-                            Err(e) => Event::RouteFailed(e),
-                        }));
-                    }
-                    Effect::Split { canary_percent } => {
-                        let result = self.split(&machine, canary_percent).await;
-                        queue.push_back(Input::Event(match result {
-                            Ok(()) => {
-                                // Normal traffic stays on `from` as far as the store's
-                                // live slot goes; the deployment has switched partly.
-                                self.pending_route = Some((None, true));
-                                self.measure_base = self.snapshots(&machine).await;
-                                Event::Routed
-                            }
-                            Err(e) => Event::RouteFailed(e),
-                        }));
-                    }
-                    Effect::Measure => self.spawn_measure(&machine, &tx).await,
-                    Effect::Mirror(on) => {
-                        if let Err(e) = self.mirror(&machine, on).await {
-                            if on {
-                                queue.push_back(Input::Event(Event::RouteFailed(e)));
-                            } else {
-                                tracing::warn!(service = %self.service.name, error = %e, "cannot stop mirroring");
-                            }
-                        }
-                    }
-                    Effect::CheckMirror => {
-                        let report = self.router.mirror_report(&self.service.name).await;
-                        queue.push_back(Input::Event(Event::MirrorReport(report)));
-                    }
-                    Effect::Notify { event, message } => {
-                        self.notifier.send(NotifyEvent {
-                            event: event.to_string(),
-                            service: self.service.name.clone(),
-                            deployment_id: self.id,
-                            version: self.version.clone(),
-                            message,
-                            at: now_ms(),
-                        });
-                    }
-                    Effect::SampleStats => {
-                        let target = machine.plan().target;
-                        let stats = self
-                            .router
-                            .stats(&self.service.name, target)
-                            .await
-                            .unwrap_or_default();
-                        let status = self.runtime.status(&self.service.name, target).await;
-                        let exited = self.exit_or_restart(status);
-                        queue.push_back(Input::Event(Event::Sample {
-                            stats: Box::new(stats),
-                            exited,
-                        }));
-                    }
-                    Effect::Schedule { after, timer } => {
-                        let tx = tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(after).await;
-                            let _ = tx.send(Input::Event(Event::Timer(timer))).await;
-                        });
-                    }
-                    Effect::Stop { slot } => self.stop(slot).await,
-                    Effect::Enter { .. }
-                    | Effect::SlotState { .. }
-                    | Effect::Log(_)
-                    | Effect::Finish { .. } => {}
-                }
-            }
-
-            if let Some((outcome, reason)) = finish {
-                let t = Transition {
-                    deployment_id: self.id,
-                    at: now_ms(),
-                    finish: Some((outcome, reason.clone())),
-                    event: Some((format!("deployment_{}", outcome.as_str()), reason.clone())),
-                    ..Default::default()
-                };
-                self.persist(&t);
-                tracing::info!(service = %self.service.name, id = self.id, outcome = outcome.as_str(), %reason, "deployment finished");
-                self.progress
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&self.service.name);
+            self.perform(&machine, effects, step.routed_early, &mut queue, &tx)
+                .await;
+            if let Some((outcome, reason)) = step.finish {
+                self.finish(outcome, reason);
                 // A start still in flight after an abort must not leave a process behind.
                 self.drain_late_starts(&mut machine, &mut rx).await;
                 break;
             }
         }
+    }
+
+    /// Writes the outcome (after the step's actions: the lock is held until then).
+    fn finish(&mut self, outcome: DeploymentOutcome, reason: String) {
+        let t = Transition {
+            deployment_id: self.id,
+            at: now_ms(),
+            finish: Some((outcome, reason.clone())),
+            event: Some((format!("deployment_{}", outcome.as_str()), reason.clone())),
+            ..Default::default()
+        };
+        self.persist(&t);
+        tracing::info!(service = %self.service.name, id = self.id, outcome = outcome.as_str(), %reason, "deployment finished");
+        self.progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.service.name);
     }
 
     /// After the outcome, waits briefly for a start that was still in flight, and stops it.

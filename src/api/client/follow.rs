@@ -133,12 +133,13 @@ impl Printer {
                     return None;
                 }
                 let ms = field("duration_ms").and_then(|v| v.as_u64()).unwrap_or(0);
+                // A hook's output follows its status on lines of its own.
+                let detail = text("detail").replace('\n', "\n      ");
                 Some(format!(
-                    "  {} {} {}: {} ({ms} ms)",
+                    "  {} {} {}: {detail} ({ms} ms)",
                     if ok { "✓" } else { "✗" },
                     text("phase"),
                     text("name"),
-                    text("detail"),
                 ))
             }
             "measurement" => {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use super::{Effect, Machine, Phase, TimerKind};
+use crate::config::HookPoint;
 use crate::orchestrator::policy::{fmt_dur, Ms};
 use crate::store::{DeploymentKind, DeploymentOutcome, SlotState};
 
@@ -17,6 +18,17 @@ impl Machine {
             .as_ref()
             .map(|w| w.interval)
             .unwrap_or(Duration::from_secs(1))
+    }
+
+    /// Starts the target's release (after the `before_start` hooks, if any).
+    pub(super) fn start_target(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        self.enter(now, Phase::Start, None, fx);
+        fx.push(Effect::SlotState {
+            slot: self.plan.target,
+            state: SlotState::Starting,
+            until_after: None,
+        });
+        fx.push(Effect::StartTarget);
     }
 
     pub(super) fn begin_health(&mut self, fx: &mut Vec<Effect>) {
@@ -89,6 +101,28 @@ impl Machine {
             event: "switched",
             message: format!("all traffic on {target}"),
         });
+        let point = match self.plan.kind {
+            DeploymentKind::Deploy => HookPoint::PostSwitch,
+            // A rollback's switch is the moment traffic is back on the previous release.
+            DeploymentKind::Rollback => HookPoint::OnRollback,
+        };
+        if self.plan.hooks.contains(&point) {
+            if let (Some(from), HookPoint::PostSwitch) = (self.plan.from, point) {
+                // Kept running while the hooks run, for an instant switch back.
+                fx.push(Effect::SlotState {
+                    slot: from,
+                    state: SlotState::Standby,
+                    until_after: None,
+                });
+            }
+            self.hooks_first(now, point, fx);
+        } else {
+            self.watch_or_succeed(now, fx);
+        }
+    }
+
+    /// After the switch (and its hooks): the watch, or success when there is none.
+    pub(super) fn watch_or_succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         match self.plan.watch.as_ref().filter(|w| !w.duration.is_zero()) {
             Some(w) => {
                 let duration = w.duration;
@@ -110,7 +144,17 @@ impl Machine {
         }
     }
 
+    /// The deployment succeeded: its `after_success` hooks run first (a deploy's only),
+    /// then it finishes.
     pub(super) fn succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        let hooks = self.plan.kind == DeploymentKind::Deploy
+            && self.hooks_first(now, HookPoint::AfterSuccess, fx);
+        if !hooks {
+            self.complete_success(now, fx);
+        }
+    }
+
+    pub(super) fn complete_success(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         // The release traffic left stays warm (deploy and rollback alike), so the next
         // rollback is instant too.
         if let Some(from) = self.plan.from {
@@ -170,6 +214,16 @@ impl Machine {
                 self.finish(now, DeploymentOutcome::Failed, why, fx);
             }
         }
+    }
+
+    /// Traffic is back on the previous slot (and its hooks ran): finish with the
+    /// reason traffic was sent back.
+    pub(super) fn finish_switched_back(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        let (outcome, why) = self
+            .back_reason
+            .take()
+            .unwrap_or((DeploymentOutcome::RolledBack, "rolled back".into()));
+        self.finish(now, outcome, why, fx);
     }
 
     pub(super) fn fail_before_switch(&mut self, now: Ms, why: String, fx: &mut Vec<Effect>) {

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{Effect, Event, Machine, Phase, TimerKind};
 use crate::analysis::{AnalysisRun, Measurement, RunStatus};
-use crate::config::Pause;
+use crate::config::{HookPoint, Pause};
 use crate::orchestrator::policy::Ms;
 use crate::store::DeploymentOutcome;
 
@@ -76,7 +76,16 @@ impl Machine {
         }
     }
 
+    /// Every check passed: the `pre_switch` hooks, then the first canary step or the
+    /// switch.
     fn begin_traffic(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        if !self.hooks_first(now, HookPoint::PreSwitch, fx) {
+            self.move_traffic(now, fx);
+        }
+    }
+
+    /// The first canary step, or the switch.
+    pub(super) fn move_traffic(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         if self.plan.canary.is_empty() || self.plan.from.is_none() {
             self.switch(now, fx);
         } else {

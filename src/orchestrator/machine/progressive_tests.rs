@@ -67,6 +67,7 @@ fn plan(steps: Vec<CanaryStep>) -> Plan {
         canary: steps,
         analysis: Some(analysis()),
         mirror: None,
+        hooks: Vec::new(),
     }
 }
 
