@@ -17,7 +17,7 @@ use super::machine::{Event, Machine, Plan};
 use super::policy::WindowView;
 use super::runner::{Input, Runner, RunnerParts};
 use crate::checks::{self, CheckResult, ProbeTarget, SmokeReport};
-use crate::config::{Config, HookPoint, ServiceConfig, Strategy};
+use crate::config::{Config, ServiceConfig};
 use crate::domain::{now_ms, Slot};
 use crate::notify::Notifier;
 use crate::router::Router;
@@ -208,26 +208,7 @@ impl Controller {
             at: now_ms(),
         };
         let id = self.store.begin_deployment(&new)?;
-        let plan = Plan {
-            kind: DeploymentKind::Deploy,
-            target,
-            from,
-            target_running: false,
-            healthy_threshold: cfg.health.healthy_threshold,
-            unhealthy_threshold: cfg.health.unhealthy_threshold,
-            health_interval: cfg.health.interval,
-            health_deadline: cfg.health.deadline,
-            run_smoke: !cfg.smoke.steps.is_empty(),
-            watch: Some(cfg.watch.clone()),
-            warm_for: cfg.warm_for,
-            canary: match &cfg.strategy {
-                Strategy::BlueGreen => Vec::new(),
-                Strategy::Canary(c) => c.steps.clone(),
-            },
-            analysis: cfg.analysis.clone(),
-            mirror: cfg.mirror.clone(),
-            hooks: hook_points(&cfg, DeploymentKind::Deploy),
-        };
+        let plan = Plan::new(DeploymentKind::Deploy, &cfg, target, from, false);
         self.launch(id, cfg, runtime, version.into(), rec, plan);
         Ok(id)
     }
@@ -274,23 +255,13 @@ impl Controller {
             at: now_ms(),
         };
         let id = self.store.begin_deployment(&new)?;
-        let plan = Plan {
-            kind: DeploymentKind::Rollback,
+        let plan = Plan::new(
+            DeploymentKind::Rollback,
+            &cfg,
             target,
-            from: Some(live),
+            Some(live),
             target_running,
-            healthy_threshold: cfg.health.healthy_threshold,
-            unhealthy_threshold: cfg.health.unhealthy_threshold,
-            health_interval: cfg.health.interval,
-            health_deadline: cfg.health.deadline,
-            run_smoke: false,
-            watch: None,
-            warm_for: cfg.warm_for,
-            canary: Vec::new(),
-            analysis: None,
-            mirror: None,
-            hooks: hook_points(&cfg, DeploymentKind::Rollback),
-        };
+        );
         self.launch(id, cfg, runtime, version, rec, plan);
         Ok(id)
     }
@@ -451,23 +422,4 @@ impl Controller {
             smoke,
         })
     }
-}
-
-/// The points of `cfg` that have hooks, for a deployment of `kind`. A rollback runs
-/// only `before_start` (when it must start the previous release again) and
-/// `on_rollback`: the other points belong to bringing a new release live (a
-/// `pre_switch` migration must not run again on the way back).
-fn hook_points(cfg: &ServiceConfig, kind: DeploymentKind) -> Vec<HookPoint> {
-    let mut points: Vec<HookPoint> = cfg
-        .hooks
-        .iter()
-        .map(|h| h.at)
-        .filter(|p| {
-            kind == DeploymentKind::Deploy
-                || matches!(p, HookPoint::BeforeStart | HookPoint::OnRollback)
-        })
-        .collect();
-    points.sort();
-    points.dedup();
-    points
 }

@@ -27,6 +27,7 @@ use std::time::Duration;
 
 mod hooks;
 mod lifecycle;
+mod plan;
 mod progressive;
 
 pub use progressive::CanaryView;
