@@ -114,6 +114,10 @@ pub struct Controller {
     progress: Arc<Mutex<HashMap<String, Progress>>>,
     notifier: Arc<Notifier>,
     switch_times: Arc<SwitchTimes>,
+    /// One per service: held while a deployment is begun and launched, and while the
+    /// standby reaper stops a slot, so the reaper never stops a release that a
+    /// deployment has just started (it re-checks for one under the guard).
+    guards: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Controller {
@@ -123,7 +127,13 @@ impl Controller {
         routers: HashMap<String, Arc<dyn Router>>,
         runtimes: HashMap<String, Arc<dyn Runtime>>,
     ) -> Arc<Self> {
+        let guards = config
+            .services
+            .keys()
+            .map(|name| (name.clone(), Arc::default()))
+            .collect();
         Arc::new(Self {
+            guards,
             store,
             routers,
             runtimes,
@@ -156,6 +166,11 @@ impl Controller {
             .get(service)
             .cloned()
             .unwrap_or_else(|| panic!("no router for service `{service}`"))
+    }
+
+    /// The service's guard (see [`Controller`]'s `guards`); `None` for an unknown name.
+    pub(super) fn guard(&self, name: &str) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.guards.get(name).cloned()
     }
 
     pub(super) fn runtimes_get(&self, name: &str) -> Option<Arc<dyn Runtime>> {
@@ -194,6 +209,8 @@ impl Controller {
         by: &str,
     ) -> Result<i64, ControlError> {
         let (cfg, runtime) = self.service_cfg(service)?;
+        let guard = self.guard(service).unwrap_or_default();
+        let _held = guard.lock().await;
         let rec = self.store.service(service)?;
         let from = rec.live;
         let target = from.map(Slot::other).unwrap_or(Slot::Blue);
@@ -229,6 +246,8 @@ impl Controller {
                 .await?;
             return Ok(active.id);
         }
+        let guard = self.guard(service).unwrap_or_default();
+        let _held = guard.lock().await;
         let rec = self.store.service(service)?;
         let live = rec
             .live

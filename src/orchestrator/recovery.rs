@@ -198,6 +198,18 @@ impl Controller {
                     .router(&rec.name)
                     .drain(&rec.name, s.slot, self.config().proxy.drain_timeout)
                     .await;
+                // The drain took time: a deployment may have begun meanwhile and started
+                // its release in this very slot. Decide again under the service's guard,
+                // which a deployment holds while it begins.
+                let guard = self.guard(&rec.name).unwrap_or_default();
+                let _held = guard.lock().await;
+                if self.store().active_deployment(&rec.name)?.is_some() {
+                    continue;
+                }
+                let now_rec = self.store().service(&rec.name)?.slots[s.slot.index()].clone();
+                if now_rec.state != SlotState::Standby || now_rec.handle != s.handle {
+                    continue; // no longer the standby this pass found
+                }
                 if let Err(e) = runtime.stop(&rec.name, s.slot).await {
                     tracing::error!(service = %rec.name, slot = %s.slot, error = %e, "cannot stop standby slot");
                     continue;

@@ -108,8 +108,27 @@ impl Runner {
             deployment: Some(self.id),
         };
         let runtime = self.runtime.clone();
+        let router = self.router.clone();
+        let drain_timeout = self.drain_timeout;
         let tx = tx.clone();
         tokio::spawn(async move {
+            // The slot may still hold a release (a warm standby) with requests in flight
+            // from when it was live: they finish (up to the drain timeout) before the
+            // runtime replaces it.
+            if matches!(
+                runtime.status(&spec.service, slot).await,
+                SlotStatus::Running { .. }
+            ) {
+                match router.drain(&spec.service, slot, drain_timeout).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::warn!(service = %spec.service, %slot, in_flight = n, "drain timeout; replacing the release anyway")
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %spec.service, %slot, error = %e, "cannot drain")
+                    }
+                }
+            }
             let result = match runtime.start(&spec).await {
                 Ok(r) => Ok(r),
                 Err(e) => {
@@ -140,7 +159,15 @@ impl Runner {
             "wait_healthy"
         };
         tokio::spawn(async move {
-            if let SlotStatus::Exited { detail } = runtime.status(&target.service, slot).await {
+            // Health rounds run only once the release was started: a slot that no longer
+            // runs at all was stopped under the deployment (or vanished), which is as
+            // final as an exit and must not wait for the health deadline.
+            let gone = match runtime.status(&target.service, slot).await {
+                SlotStatus::Exited { detail } => Some(detail),
+                SlotStatus::NotRunning => Some("it is not running any more".to_string()),
+                SlotStatus::Running { .. } => None,
+            };
+            if let Some(detail) = gone {
                 let tail = runtime.log_tail(&target.service, slot, 10).await;
                 let _ = tx
                     .send(Input::Event(Event::Exited(with_tail(detail, &tail))))
