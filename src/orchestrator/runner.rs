@@ -20,8 +20,8 @@ use tokio::time::Instant;
 mod effects;
 mod progressive;
 
-use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
+use super::progress::Progress;
 use super::switch_times::SwitchTimes;
 use crate::analysis::Measurement;
 use crate::checks::CheckResult;
