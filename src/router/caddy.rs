@@ -1,4 +1,4 @@
-//! Caddy as a [`Router`], through its admin API. The user's config tags the service's
+//! Caddy as a [`Router`](super::Router), through its admin API. The user's config tags the service's
 //! `reverse_proxy` handler with `"@id": "cutover-<service>"`; Cutover changes only that
 //! handler's `upstreams` (`PATCH /id/<id>/upstreams`), reads them back from the running
 //! config, and returns.

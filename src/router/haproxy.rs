@@ -1,4 +1,4 @@
-//! HAProxy as a [`Router`], through its runtime API (the stats socket at `level
+//! HAProxy as a [`Router`](super::Router), through its runtime API (the stats socket at `level
 //! admin`, unix or TCP). No reload ever happens: a switch is a few `set server`
 //! commands applied in-process, so keep-alive clients are never cut.
 //!

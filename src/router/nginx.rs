@@ -1,4 +1,4 @@
-//! nginx as a [`Router`]: Cutover owns one include file and nothing else.
+//! nginx as a [`Router`](super::Router): Cutover owns one include file and nothing else.
 //!
 //! The file holds the service's `upstream` block (one server, or two with `weight=`
 //! for a canary split) and a small verification `server` on a loopback address that

@@ -1,4 +1,4 @@
-//! Traefik as a [`Router`], through the file provider: Cutover owns one dynamic
+//! Traefik as a [`Router`](super::Router), through the file provider: Cutover owns one dynamic
 //! configuration file holding a weighted service `<service>` over the slot services
 //! `<service>-blue` / `<service>-green` (each a load balancer with the slot's URL).
 //! The user's routers point at `<service>@file`.
