@@ -2,6 +2,8 @@
 //! in under a second when N+1 misbehaves.
 //!
 //! # Layout
+//! - [`domain`]: the words and values every layer shares (slots, timestamps, targets,
+//!   statistics snapshots); imports nothing from the crate.
 //! - [`config`]: TOML → validated [`config::Config`] (all mistakes reported at once).
 //! - [`proxy`]: DATA PLANE. The built-in reverse proxy, its atomically swapped routing
 //!   table and lock-free per-slot request statistics.
@@ -17,7 +19,8 @@
 //! - [`cli`]: command-line parsing and commands (`serve`, `deploy`, `status`, ...).
 //! - [`demo`]: the demo HTTP app and the scripted demo.
 //!
-//! See ARCHITECTURE.md for the bird's-eye view and the invariants.
+//! See ARCHITECTURE.md for the bird's-eye view, the layer order (enforced by
+//! `tests/layering.rs`) and the invariants.
 
 pub mod analysis;
 pub mod api;

@@ -103,20 +103,27 @@ pub enum Command {
     },
     /// Check the config file and report every mistake.
     Validate,
-    /// Play the whole story (v1 → v2 → failing v3 → erroring v4) in a temporary directory.
-    Demo {
-        /// Requests per second of generated load.
-        #[arg(long, default_value_t = 50)]
-        rate: u32,
-    },
-    /// The demo HTTP app (a stand-in service for the demo and the tests).
-    DemoApp(crate::demo::app::DemoAppCommand),
 }
 
-/// Entry point of the binary.
-pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    init_tracing(&cli.command);
+/// Runs one parsed command of this module (the binary adds the demo's commands to the
+/// same parser, see `main.rs`: `cli` and `demo` sit side by side and do not import each
+/// other).
+pub fn main(cli: Cli) -> ExitCode {
+    let default_log = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    edge(default_log, run(cli))
+}
+
+/// Runs one command at the binary's edge: logs to stderr (`CUTOVER_LOG`, else
+/// `default_log`), a multi-threaded runtime, and an error printed with its causes as
+/// exit code 1.
+pub fn edge(
+    default_log: &str,
+    command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
+) -> ExitCode {
+    init_tracing(default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -127,7 +134,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match rt.block_on(run(cli)) {
+    match rt.block_on(command) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -136,11 +143,7 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(cmd: &Command) {
-    let default = match cmd {
-        Command::Serve { .. } => "info",
-        _ => "warn",
-    };
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -171,8 +174,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone();
     let cfg = || load_config(&path);
     Ok(match cli.command {
-        Command::DemoApp(cmd) => cmd.run().await?,
-        Command::Demo { rate } => crate::demo::story::run(rate).await?,
         Command::Validate => match cfg() {
             Ok(c) => {
                 println!("{}: ok ({} service(s))", path.display(), c.services.len());
@@ -266,9 +267,7 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
             Ok(()) => show::check(&client, &service, slot, json).await,
             Err(c) => return c,
         },
-        Command::Serve { .. } | Command::Validate | Command::Demo { .. } | Command::DemoApp(_) => {
-            unreachable!("handled in run")
-        }
+        Command::Serve { .. } | Command::Validate => unreachable!("handled in run"),
     };
     res.unwrap_or_else(report)
 }

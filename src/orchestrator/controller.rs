@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::machine::{Event, Machine, Plan};
-use super::policy::WindowView;
+use super::progress::Progress;
 use super::runner::{Input, Runner, RunnerParts};
 use crate::checks::{self, CheckResult, ProbeTarget, SmokeReport};
 use crate::config::{Config, ServiceConfig};
@@ -23,34 +23,6 @@ use crate::notify::Notifier;
 use crate::router::Router;
 use crate::runtime::{Runtime, SlotStatus};
 use crate::store::{DeploymentKind, NewDeployment, ServiceRecord, SlotState, Store, StoreError};
-
-/// Live view of a running deployment, beyond what the store holds.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Progress {
-    pub deployment_id: i64,
-    pub phase: String,
-    /// Unix ms when the watch passes, while watching.
-    pub watch_ends_at: Option<i64>,
-    /// The latest evaluation of the watch window.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub window: Option<WindowView>,
-    /// Canary step, weight, hold and the latest analysis round (canary or analysis
-    /// configured).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub canary: Option<super::machine::CanaryView>,
-}
-
-impl Serialize for WindowView {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("WindowView", 4)?;
-        st.serialize_field("requests", &self.requests)?;
-        st.serialize_field("errors", &self.errors)?;
-        st.serialize_field("error_rate", &self.error_rate)?;
-        st.serialize_field("p95_ms", &self.p95.map(|d| d.as_millis() as u64))?;
-        st.end()
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -3,6 +3,8 @@
 //! - `machine.rs`: the pure deployment state machine (phases, events, effects).
 //! - `policy.rs`: the rollback policy over per-slot statistics (pure).
 //! - `runner.rs`: carries out one deployment's effects (the only place with I/O).
+//! - `progress.rs`: the live view of a running deployment the runner writes and the
+//!   API reads.
 //! - `switch_times.rs`: how long each switch took inside the process (for `/metrics`).
 //! - `controller.rs`: entry points for the API (deploy, rollback, abort, check), boot
 //!   reconciliation after a restart, and the standby reaper.
@@ -10,8 +12,10 @@
 pub mod controller;
 pub mod machine;
 pub mod policy;
+pub mod progress;
 mod recovery;
 pub mod runner;
 pub mod switch_times;
 
-pub use controller::{ControlError, Controller, Progress};
+pub use controller::{ControlError, Controller};
+pub use progress::Progress;

@@ -33,8 +33,8 @@ mod perform;
 mod progressive;
 mod step;
 
-use super::controller::Progress;
 use super::machine::{Effect, Event, Machine, Phase};
+use super::progress::Progress;
 use super::switch_times::SwitchTimes;
 use crate::analysis::Measurement;
 use crate::checks::CheckResult;

@@ -13,7 +13,7 @@
 //!    tunnels) is dropped.
 //!
 //! Every connection and tunnel task holds a clone of the listener context
-//! ([`ListenerCtx`], in `conn.rs`), which owns an `mpsc::Sender`; when the last one is
+//! (`ListenerCtx`, in `conn.rs`), which owns an `mpsc::Sender`; when the last one is
 //! gone the receiver sees the channel close, so "all connections finished" needs no
 //! counter and no lock.
 

@@ -1,4 +1,4 @@
-//! Caddy as a [`Router`], through its admin API. The user's config tags the service's
+//! Caddy as a [`Router`](super::Router), through its admin API. The user's config tags the service's
 //! `reverse_proxy` handler with `"@id": "cutover-<service>"`; Cutover changes only that
 //! handler's `upstreams` (`PATCH /id/<id>/upstreams`), reads them back from the running
 //! config, and returns.
@@ -18,17 +18,15 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Method;
 use serde_json::{json, Value};
 
-use super::external::{call_json, split_weights};
-use super::{Router, RouterError};
+use super::external::{call_json, External};
+use super::RouterError;
 use crate::config::CaddyRouterConfig;
 use crate::domain::routing::Target;
-use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 
 pub struct CaddyRouter {
@@ -141,14 +139,6 @@ impl CaddyRouter {
         Ok(())
     }
 
-    fn check_service(&self, service: &str) -> Result<(), RouterError> {
-        if service == self.service {
-            Ok(())
-        } else {
-            Err(RouterError::UnknownService(service.to_string()))
-        }
-    }
-
     fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
         self.addrs
             .lock()
@@ -159,41 +149,22 @@ impl CaddyRouter {
 }
 
 #[async_trait]
-impl Router for CaddyRouter {
-    fn kind(&self) -> &'static str {
-        "caddy"
+impl External for CaddyRouter {
+    const KIND: &'static str = "caddy";
+
+    fn service(&self) -> &str {
+        &self.service
     }
 
-    /// `live: None` leaves Caddy as it is; the preview slot is not routed through it.
-    async fn apply(
-        &self,
-        service: &str,
-        live: Option<Target>,
-        _preview: Option<Target>,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let Some(live) = live else { return Ok(()) };
-        self.change(&[(live, 1)]).await
+    fn full_weight(&self) -> u32 {
+        1
     }
 
-    fn supports_weights(&self) -> bool {
-        true
+    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
+        self.change(servers).await
     }
 
-    async fn apply_weighted(
-        &self,
-        service: &str,
-        stable: Target,
-        canary: Target,
-        canary_percent: u8,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        self.change(&split_weights(stable, canary, canary_percent, 1))
-            .await
-    }
-
-    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
-        self.check_service(service)?;
+    async fn observed(&self) -> Result<Option<Slot>, RouterError> {
         let ups = self
             .admin(
                 Method::GET,
@@ -205,37 +176,21 @@ impl Router for CaddyRouter {
         Ok(first.and_then(|a| Slot::ALL.into_iter().find(|s| self.addr_of(*s) == Some(a))))
     }
 
-    /// Waits on Caddy's own in-flight count for the slot's address.
-    async fn drain(
-        &self,
-        service: &str,
-        slot: Slot,
-        timeout: Duration,
-    ) -> Result<u64, RouterError> {
-        self.check_service(service)?;
+    /// Caddy's own in-flight count for the slot's address.
+    async fn in_flight(&self, slot: Slot) -> Result<Option<u64>, RouterError> {
         let Some(addr) = self.addr_of(slot) else {
-            return Ok(0);
+            return Ok(Some(0));
         };
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let all = self
-                .admin(Method::GET, "/reverse_proxy/upstreams", None)
-                .await?;
-            let n = all
-                .as_array()
+        let all = self
+            .admin(Method::GET, "/reverse_proxy/upstreams", None)
+            .await?;
+        Ok(Some(
+            all.as_array()
                 .into_iter()
                 .flatten()
                 .filter(|u| u["address"].as_str() == Some(addr.to_string().as_str()))
                 .filter_map(|u| u["num_requests"].as_u64())
-                .sum::<u64>();
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                return Ok(n);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn stats(&self, _service: &str, _slot: Slot) -> Option<StatsSnapshot> {
-        None
+                .sum::<u64>(),
+        ))
     }
 }

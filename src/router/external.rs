@@ -1,6 +1,8 @@
-//! What the external routers (nginx, HAProxy, Traefik, Caddy) share: atomic file
-//! writes, running the load balancer's own commands, small HTTP calls to its admin
-//! API, and turning a Prometheus-style cumulative histogram into Cutover's buckets.
+//! What the external routers (nginx, HAProxy, Traefik, Caddy) share: the [`Router`]
+//! methods they all answer the same way (written once here, for every [`External`]),
+//! atomic file writes, running the load balancer's own commands, small HTTP calls to
+//! its admin API, and turning a Prometheus-style cumulative histogram into Cutover's
+//! buckets.
 //!
 //! Every error carries the load balancer's own words (stderr, the admin API's body),
 //! because that is what the operator needs to fix it.
@@ -9,13 +11,132 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 
-use super::RouterError;
+use super::{Router, RouterError};
 use crate::checks::http::{send, ProbeRequest, Response};
 use crate::domain::routing::Target;
-use crate::domain::stats::{BUCKETS, LATENCY_BOUNDS_US};
+use crate::domain::stats::{StatsSnapshot, BUCKETS, LATENCY_BOUNDS_US};
+use crate::domain::Slot;
+
+/// What one external router does its own way. Each instance points one service; the
+/// [`Router`] methods are implemented once below for every `External`: the service
+/// check, "no live slot leaves the load balancer as it is" (the preview slot is not
+/// routed through an external load balancer), the canary weights, the drain and the
+/// statistics' service check.
+#[async_trait]
+pub trait External: Send + Sync {
+    /// The router's `kind` in the config file.
+    const KIND: &'static str;
+
+    /// The one service this router points.
+    fn service(&self) -> &str;
+
+    /// Weight of a slot that takes all the traffic; a canary split gives percentages.
+    fn full_weight(&self) -> u32;
+
+    /// Points the service at `servers` (slot, weight); returns once the load balancer
+    /// sends new requests there, with the previous state back on failure.
+    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError>;
+
+    /// The slot the load balancer sends (most of) the service's traffic to now.
+    async fn observed(&self) -> Result<Option<Slot>, RouterError>;
+
+    /// Requests in flight on `slot`; `None` when the load balancer cannot tell, and
+    /// the drain waits [`FIXED_GRACE`] instead.
+    async fn in_flight(&self, slot: Slot) -> Result<Option<u64>, RouterError>;
+
+    /// Cumulative statistics of `slot`, if the load balancer reports them.
+    async fn slot_stats(&self, slot: Slot) -> Option<StatsSnapshot> {
+        let _ = slot;
+        None
+    }
+}
+
+/// How long a drain waits when the load balancer cannot count in-flight requests.
+pub const FIXED_GRACE: Duration = Duration::from_secs(2);
+
+/// How often a drain asks for the in-flight count.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+fn check_service<R: External>(router: &R, service: &str) -> Result<(), RouterError> {
+    if service == router.service() {
+        Ok(())
+    } else {
+        Err(RouterError::UnknownService(service.to_string()))
+    }
+}
+
+#[async_trait]
+impl<R: External> Router for R {
+    fn kind(&self) -> &'static str {
+        R::KIND
+    }
+
+    /// `live: None` leaves the load balancer as it is (an nginx upstream block cannot
+    /// be empty); the preview slot is not routed through it.
+    async fn apply(
+        &self,
+        service: &str,
+        live: Option<Target>,
+        _preview: Option<Target>,
+    ) -> Result<(), RouterError> {
+        check_service(self, service)?;
+        let Some(live) = live else { return Ok(()) };
+        self.install(&[(live, self.full_weight())]).await
+    }
+
+    fn supports_weights(&self) -> bool {
+        true
+    }
+
+    async fn apply_weighted(
+        &self,
+        service: &str,
+        stable: Target,
+        canary: Target,
+        canary_percent: u8,
+    ) -> Result<(), RouterError> {
+        check_service(self, service)?;
+        let servers = split_weights(stable, canary, canary_percent, self.full_weight());
+        self.install(&servers).await
+    }
+
+    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
+        check_service(self, service)?;
+        self.observed().await
+    }
+
+    /// Polls the load balancer's in-flight count until it is 0 or `timeout` passed;
+    /// without a count, waits a fixed grace.
+    async fn drain(
+        &self,
+        service: &str,
+        slot: Slot,
+        timeout: Duration,
+    ) -> Result<u64, RouterError> {
+        check_service(self, service)?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let Some(n) = self.in_flight(slot).await? else {
+                return Ok(fixed_grace(FIXED_GRACE, timeout).await);
+            };
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(n);
+            }
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+    }
+
+    async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
+        if service != self.service() {
+            return None;
+        }
+        self.slot_stats(slot).await
+    }
+}
 
 /// Writes `text` to `path` atomically: a temporary file in the same directory, synced,
 /// then renamed over `path`, so a reader (nginx, Traefik's file watcher) never sees half
@@ -173,19 +294,14 @@ pub(crate) fn bucket_of_secs(secs: f64) -> usize {
 
 /// Waits `grace` (bounded by `timeout`) for load balancers that cannot report in-flight
 /// requests per upstream, so a request that just started on the old slot can finish.
-pub(crate) async fn fixed_grace(grace: Duration, timeout: Duration) -> u64 {
+async fn fixed_grace(grace: Duration, timeout: Duration) -> u64 {
     tokio::time::sleep(grace.min(timeout)).await;
     0
 }
 
 /// The servers and weights of a canary split: `percent` % to `canary`, the rest to
 /// `stable`; at 0 or 100 only one server, with `full` as its weight.
-pub(super) fn split_weights(
-    stable: Target,
-    canary: Target,
-    percent: u8,
-    full: u32,
-) -> Vec<(Target, u32)> {
+fn split_weights(stable: Target, canary: Target, percent: u8, full: u32) -> Vec<(Target, u32)> {
     let p = u32::from(percent.min(100));
     match p {
         0 => vec![(stable, full)],

@@ -1,4 +1,4 @@
-//! HAProxy as a [`Router`], through its runtime API (the stats socket at `level
+//! HAProxy as a [`Router`](super::Router), through its runtime API (the stats socket at `level
 //! admin`, unix or TCP). No reload ever happens: a switch is a few `set server`
 //! commands applied in-process, so keep-alive clients are never cut.
 //!
@@ -27,8 +27,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::state::{parse_servers_state, parse_stat, ServerState};
-use super::external::{bucket_of_secs, split_weights};
-use super::{Router, RouterError};
+use super::external::{bucket_of_secs, External};
+use super::RouterError;
 use crate::config::HaproxyRouterConfig;
 use crate::domain::routing::Target;
 use crate::domain::stats::{StatsSnapshot, BUCKETS};
@@ -217,14 +217,6 @@ impl HaproxyRouter {
         }
     }
 
-    fn check_service(&self, service: &str) -> Result<(), RouterError> {
-        if service == self.service {
-            Ok(())
-        } else {
-            Err(RouterError::UnknownService(service.to_string()))
-        }
-    }
-
     async fn stat(&self, slot: Slot) -> Result<state::ServerStat, RouterError> {
         let b = &self.config.backend;
         let text = self.command(&format!("show stat {b} 4 -1")).await?;
@@ -234,41 +226,22 @@ impl HaproxyRouter {
 }
 
 #[async_trait]
-impl Router for HaproxyRouter {
-    fn kind(&self) -> &'static str {
-        "haproxy"
+impl External for HaproxyRouter {
+    const KIND: &'static str = "haproxy";
+
+    fn service(&self) -> &str {
+        &self.service
     }
 
-    /// `live: None` leaves HAProxy as it is; the preview slot is not routed through it.
-    async fn apply(
-        &self,
-        service: &str,
-        live: Option<Target>,
-        _preview: Option<Target>,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let Some(live) = live else { return Ok(()) };
-        self.change(&[(live, self.config.weight)]).await
+    fn full_weight(&self) -> u32 {
+        self.config.weight
     }
 
-    fn supports_weights(&self) -> bool {
-        true
+    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
+        self.change(servers).await
     }
 
-    async fn apply_weighted(
-        &self,
-        service: &str,
-        stable: Target,
-        canary: Target,
-        canary_percent: u8,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let want = split_weights(stable, canary, canary_percent, self.config.weight);
-        self.change(&want).await
-    }
-
-    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
-        self.check_service(service)?;
+    async fn observed(&self) -> Result<Option<Slot>, RouterError> {
         let servers = self.servers().await?;
         Ok(servers
             .iter()
@@ -278,27 +251,12 @@ impl Router for HaproxyRouter {
             .map(|(slot, _)| slot))
     }
 
-    async fn drain(
-        &self,
-        service: &str,
-        slot: Slot,
-        timeout: Duration,
-    ) -> Result<u64, RouterError> {
-        self.check_service(service)?;
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let n = self.stat(slot).await?.current;
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                return Ok(n);
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+    /// `show stat`'s current sessions of the slot's server.
+    async fn in_flight(&self, slot: Slot) -> Result<Option<u64>, RouterError> {
+        Ok(Some(self.stat(slot).await?.current))
     }
 
-    async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
-        if service != self.service {
-            return None;
-        }
+    async fn slot_stats(&self, slot: Slot) -> Option<StatsSnapshot> {
         let s = self.stat(slot).await.ok()?;
         let mut map = self.latency.lock().unwrap_or_else(|e| e.into_inner());
         let acc = map.entry(slot).or_default();

@@ -1,4 +1,4 @@
-//! nginx as a [`Router`]: Cutover owns one include file and nothing else.
+//! nginx as a [`Router`](super::Router): Cutover owns one include file and nothing else.
 //!
 //! The file holds the service's `upstream` block (one server, or two with `weight=`
 //! for a canary split) and a small verification `server` on a loopback address that
@@ -24,12 +24,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::external::{fixed_grace, read_or_empty, run, split_weights, with_suffix, write_atomic};
-use super::{Router, RouterError};
+use super::external::{read_or_empty, run, with_suffix, write_atomic, External};
+use super::RouterError;
 use crate::checks::http::{send, ProbeRequest};
 use crate::config::NginxRouterConfig;
 use crate::domain::routing::Target;
-use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 
 /// The response header the verification server sets.
@@ -93,7 +92,7 @@ impl NginxRouter {
 
     /// Installs `text` and makes nginx run it; on any failure the previous file is back
     /// (and loaded again if a reload had happened).
-    async fn install(&self, text: &str, expect: &[SocketAddr]) -> Result<(), RouterError> {
+    async fn install_text(&self, text: &str, expect: &[SocketAddr]) -> Result<(), RouterError> {
         let c = &self.config;
         let _guard = self.lock.lock().await;
         let previous = read_or_empty(&c.include)?;
@@ -193,14 +192,6 @@ impl NginxRouter {
             })
             .collect())
     }
-
-    fn check_service(&self, service: &str) -> Result<(), RouterError> {
-        if service == self.service {
-            Ok(())
-        } else {
-            Err(RouterError::UnknownService(service.to_string()))
-        }
-    }
 }
 
 fn nginx_said(what: &str, e: RouterError) -> RouterError {
@@ -212,43 +203,24 @@ fn nginx_said(what: &str, e: RouterError) -> RouterError {
 }
 
 #[async_trait]
-impl Router for NginxRouter {
-    fn kind(&self) -> &'static str {
-        "nginx"
+impl External for NginxRouter {
+    const KIND: &'static str = "nginx";
+
+    fn service(&self) -> &str {
+        &self.service
     }
 
-    /// `live: None` leaves nginx as it is (an upstream block cannot be empty); the
-    /// preview slot is not routed through nginx.
-    async fn apply(
-        &self,
-        service: &str,
-        live: Option<Target>,
-        _preview: Option<Target>,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let Some(live) = live else { return Ok(()) };
-        self.install(&self.render(&[(live, 1)]), &[live.addr]).await
+    fn full_weight(&self) -> u32 {
+        1
     }
 
-    fn supports_weights(&self) -> bool {
-        true
-    }
-
-    async fn apply_weighted(
-        &self,
-        service: &str,
-        stable: Target,
-        canary: Target,
-        canary_percent: u8,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let servers = split_weights(stable, canary, canary_percent, 1);
+    /// Renders the include for `servers`, installs it and checks nginx answers from them.
+    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
         let expect: Vec<SocketAddr> = servers.iter().map(|(t, _)| t.addr).collect();
-        self.install(&self.render(&servers), &expect).await
+        self.install_text(&self.render(servers), &expect).await
     }
 
-    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
-        self.check_service(service)?;
+    async fn observed(&self) -> Result<Option<Slot>, RouterError> {
         let addr = self.ask().await.map_err(|e| {
             RouterError::Unreachable(format!(
                 "nginx verification server {}: {e}",
@@ -259,18 +231,9 @@ impl Router for NginxRouter {
         Ok(addr.and_then(|a| slots.iter().find(|(_, s)| *s == a).map(|(slot, _)| *slot)))
     }
 
-    async fn drain(
-        &self,
-        service: &str,
-        _slot: Slot,
-        timeout: Duration,
-    ) -> Result<u64, RouterError> {
-        self.check_service(service)?;
-        Ok(fixed_grace(Duration::from_secs(2), timeout).await)
-    }
-
-    async fn stats(&self, _service: &str, _slot: Slot) -> Option<StatsSnapshot> {
-        None
+    /// nginx does not report in-flight requests per upstream server.
+    async fn in_flight(&self, _slot: Slot) -> Result<Option<u64>, RouterError> {
+        Ok(None)
     }
 }
 

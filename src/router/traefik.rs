@@ -1,4 +1,4 @@
-//! Traefik as a [`Router`], through the file provider: Cutover owns one dynamic
+//! Traefik as a [`Router`](super::Router), through the file provider: Cutover owns one dynamic
 //! configuration file holding a weighted service `<service>` over the slot services
 //! `<service>-blue` / `<service>-green` (each a load balancer with the slot's URL).
 //! The user's routers point at `<service>@file`.
@@ -25,10 +25,8 @@ use async_trait::async_trait;
 use http::Method;
 use serde_json::Value;
 
-use super::external::{
-    call_json, fixed_grace, read_or_empty, split_weights, with_suffix, write_atomic,
-};
-use super::{Router, RouterError};
+use super::external::{call_json, read_or_empty, with_suffix, write_atomic, External};
+use super::RouterError;
 use crate::config::TraefikRouterConfig;
 use crate::domain::routing::Target;
 use crate::domain::stats::StatsSnapshot;
@@ -77,7 +75,7 @@ impl TraefikRouter {
         out
     }
 
-    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
+    async fn write_and_wait(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
         let c = &self.config;
         let _guard = self.lock.lock().await;
         let text = self.render(servers);
@@ -172,14 +170,6 @@ impl TraefikRouter {
         Ok(())
     }
 
-    fn check_service(&self, service: &str) -> Result<(), RouterError> {
-        if service == self.service {
-            Ok(())
-        } else {
-            Err(RouterError::UnknownService(service.to_string()))
-        }
-    }
-
     fn slot_of_child(&self, name: &str) -> Option<Slot> {
         let name = name.split('@').next().unwrap_or(name);
         Slot::ALL.into_iter().find(|s| self.child(*s) == name)
@@ -192,41 +182,22 @@ impl TraefikRouter {
 }
 
 #[async_trait]
-impl Router for TraefikRouter {
-    fn kind(&self) -> &'static str {
-        "traefik"
+impl External for TraefikRouter {
+    const KIND: &'static str = "traefik";
+
+    fn service(&self) -> &str {
+        &self.service
     }
 
-    /// `live: None` leaves Traefik as it is; the preview slot is not routed through it.
-    async fn apply(
-        &self,
-        service: &str,
-        live: Option<Target>,
-        _preview: Option<Target>,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        let Some(live) = live else { return Ok(()) };
-        self.install(&[(live, 100)]).await
+    fn full_weight(&self) -> u32 {
+        100
     }
 
-    fn supports_weights(&self) -> bool {
-        true
+    async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
+        self.write_and_wait(servers).await
     }
 
-    async fn apply_weighted(
-        &self,
-        service: &str,
-        stable: Target,
-        canary: Target,
-        canary_percent: u8,
-    ) -> Result<(), RouterError> {
-        self.check_service(service)?;
-        self.install(&split_weights(stable, canary, canary_percent, 100))
-            .await
-    }
-
-    async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
-        self.check_service(service)?;
+    async fn observed(&self) -> Result<Option<Slot>, RouterError> {
         let v = self
             .api(&format!(
                 "/api/http/services/{}@{}",
@@ -248,21 +219,12 @@ impl Router for TraefikRouter {
             .map(|(slot, _)| slot))
     }
 
-    /// Traefik does not report in-flight requests per service: a fixed grace.
-    async fn drain(
-        &self,
-        service: &str,
-        _slot: Slot,
-        timeout: Duration,
-    ) -> Result<u64, RouterError> {
-        self.check_service(service)?;
-        Ok(fixed_grace(Duration::from_secs(2), timeout).await)
+    /// Traefik does not report in-flight requests per service.
+    async fn in_flight(&self, _slot: Slot) -> Result<Option<u64>, RouterError> {
+        Ok(None)
     }
 
-    async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
-        if service != self.service {
-            return None;
-        }
+    async fn slot_stats(&self, slot: Slot) -> Option<StatsSnapshot> {
         let resp = super::external::call(
             self.config.metrics,
             Method::GET,

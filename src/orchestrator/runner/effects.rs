@@ -9,8 +9,8 @@ use super::{Input, Runner};
 use crate::checks::{self, CheckResult, ProbeTarget};
 use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot};
-use crate::orchestrator::controller::Progress;
 use crate::orchestrator::machine::{Event, Machine, Phase};
+use crate::orchestrator::progress::Progress;
 use crate::runtime::{RuntimeHealth, SlotSpec, SlotStatus};
 use crate::store::{SlotState, Transition};
 
