@@ -111,3 +111,41 @@ async fn a_removed_state_directory_is_written_back_and_a_restart_adopts_the_live
         .expect("history");
     assert_eq!(history.len(), 1, "the history survived: {history:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_write_that_fails_stops_the_deployment_and_names_the_sqlite_cause() {
+    let mut h = Harness::builder().watch("0s").build().await;
+    h.start().await;
+    assert_eq!(h.cli(&["deploy", "web", "v1"]).await.code, 0);
+
+    // From now on the store refuses check results (as a full disk would refuse them).
+    let db = rusqlite::Connection::open(h.state_dir().join("cutover.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER no_checks BEFORE INSERT ON checks
+         BEGIN SELECT RAISE(ABORT, 'checks refused by the test'); END;",
+    )
+    .unwrap();
+
+    let out = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(out.code, 1, "{out}");
+    let history: Vec<cutover::store::DeploymentRecord> = h
+        .client()
+        .get("/api/v1/services/web/history")
+        .await
+        .expect("history");
+    let d = &history[0];
+    assert_eq!(d.version, "v2");
+    assert_eq!(d.outcome, Some(DeploymentOutcome::Failed), "{d:?}");
+    let reason = d.reason.clone().unwrap_or_default();
+    assert!(
+        reason.contains("the store failed")
+            && reason.contains("cannot record a check result")
+            && reason.contains("checks refused by the test"),
+        "the reason names the write and SQLite's cause: {reason}"
+    );
+    assert_eq!(d.switched_at, None, "traffic never moved");
+    let status = h.status().await;
+    assert_eq!(status.live, Some(Slot::Blue), "{status:?}");
+    assert!(!status.slots[Slot::Green.index()].running, "v2 was stopped");
+    answers(&h, "v1").await;
+}

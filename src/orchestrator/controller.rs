@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use super::machine::{Event, Machine, Plan};
 use super::progress::Progress;
@@ -367,13 +368,19 @@ impl Controller {
             switch_times: self.switch_times.clone(),
         });
         let this = self.clone();
-        tokio::spawn(async move {
-            runner.run(Machine::new(plan), tx, rx).await;
-            let mut active = this.active.lock().unwrap_or_else(|e| e.into_inner());
-            if active.get(&name).is_some_and(|a| a.id == id) {
-                active.remove(&name);
+        // Every log line of the deployment (and of the tasks it spawns while inside it)
+        // carries the service and the deployment id.
+        let span = tracing::info_span!("deployment", service = %name, id);
+        tokio::spawn(
+            async move {
+                runner.run(Machine::new(plan), tx, rx).await;
+                let mut active = this.active.lock().unwrap_or_else(|e| e.into_inner());
+                if active.get(&name).is_some_and(|a| a.id == id) {
+                    active.remove(&name);
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     /// Runs the health checks and smoke tests against one slot now.

@@ -166,6 +166,10 @@ pub enum Event {
         full: bool,
         by: String,
     },
+    /// The runner could not write the deployment's record (a step, a check result):
+    /// the deployment stops as an abort would (traffic stays on, or goes back to, the
+    /// slot the store knows as live) and ends `failed` naming the cause.
+    StoreFailed(String),
     /// Hold the current canary step.
     Pause {
         by: String,
@@ -284,6 +288,8 @@ pub struct Machine {
     outcome: Option<DeploymentOutcome>,
     /// Canary and analysis progress (see `progressive.rs`).
     progress: progressive::Progressive,
+    /// Why the store failed, when it did: the abort it caused ends `failed` with it.
+    store_failure: Option<String>,
 }
 
 impl Machine {
@@ -302,6 +308,7 @@ impl Machine {
             pending_abort: None,
             outcome: None,
             progress: Default::default(),
+            store_failure: None,
         }
     }
 
@@ -329,6 +336,18 @@ impl Machine {
 
     /// Feeds one event; returns what to do.
     pub fn step(&mut self, now: Ms, event: Event) -> Vec<Effect> {
+        if let Event::StoreFailed(why) = event {
+            if matches!(self.phase, Phase::Done | Phase::SwitchBack) {
+                return Vec::new(); // already ending, or already going back
+            }
+            self.store_failure.get_or_insert(why);
+            return self.step(
+                now,
+                Event::Abort {
+                    by: "cutover".into(),
+                },
+            );
+        }
         let mut fx = Vec::new();
         match (self.phase, event) {
             (Phase::Done, Event::Started) => {

@@ -793,3 +793,92 @@ fn the_watch_passes_when_its_time_is_up_without_a_trigger() {
     let fx = m.step(30_050, timer(&m, TimerKind::WatchEnd));
     assert_eq!(finish_of(&fx).unwrap().0, DeploymentOutcome::Succeeded);
 }
+
+#[test]
+fn a_store_failure_before_the_switch_fails_the_deployment_and_never_moves_traffic() {
+    let mut m = Machine::new(deploy_plan());
+    let fx = drive(
+        &mut m,
+        vec![
+            (0, Event::Begin),
+            (10, Event::Started),
+            (20, healthy()),
+            (
+                25,
+                Event::StoreFailed("cannot record a check result: disk full".into()),
+            ),
+        ],
+    );
+    assert!(!moves_live_away_from(&fx, Some(Slot::Blue)), "{fx:?}");
+    assert!(fx.contains(&Effect::Stop { slot: Slot::Green }));
+    let (outcome, reason) = finish_of(&fx).expect("finished");
+    assert_eq!(outcome, DeploymentOutcome::Failed);
+    assert!(
+        reason.starts_with("the store failed (cannot record a check result: disk full)"),
+        "{reason}"
+    );
+    // A second failure, and anything later, changes nothing.
+    assert!(m.step(30, Event::StoreFailed("again".into())).is_empty());
+}
+
+#[test]
+fn a_store_failure_during_the_watch_switches_back_and_ends_failed() {
+    let mut m = watching();
+    let fx = m.step(
+        60,
+        Event::StoreFailed("cannot record a watch sample: x".into()),
+    );
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Route {
+                live: Some(Slot::Blue),
+                ..
+            }
+        )),
+        "traffic goes back to the slot the store knows as live: {fx:?}"
+    );
+    assert_eq!(m.phase(), Phase::SwitchBack);
+    // Failing again while switching back does not interrupt it.
+    assert!(m.step(61, Event::StoreFailed("y".into())).is_empty());
+    let fx = m.step(70, Event::Routed);
+    let (outcome, reason) = finish_of(&fx).expect("finished");
+    assert_eq!(outcome, DeploymentOutcome::Failed);
+    assert!(reason.contains("cannot record a watch sample"), "{reason}");
+}
+
+#[test]
+fn a_store_failure_during_the_switch_goes_back_once_the_switch_is_confirmed() {
+    let mut m = Machine::new(deploy_plan());
+    drive(
+        &mut m,
+        vec![
+            (0, Event::Begin),
+            (10, Event::Started),
+            (20, healthy()),
+            (30, healthy()),
+            (
+                40,
+                Event::Smoke {
+                    passed: true,
+                    failure: None,
+                },
+            ),
+        ],
+    );
+    assert_eq!(m.phase(), Phase::Switch);
+    assert!(m.step(45, Event::StoreFailed("z".into())).is_empty());
+    let fx = m.step(50, Event::Routed);
+    assert!(
+        fx.iter().any(|e| matches!(
+            e,
+            Effect::Route {
+                live: Some(Slot::Blue),
+                ..
+            }
+        )),
+        "{fx:?}"
+    );
+    let fx = m.step(60, Event::Routed);
+    assert_eq!(finish_of(&fx).map(|f| f.0), Some(DeploymentOutcome::Failed));
+}

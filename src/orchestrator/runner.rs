@@ -92,6 +92,9 @@ pub struct Runner {
     watch_ends_at: Option<i64>,
     /// The hooks running, and their point (killed when the machine leaves it).
     hooks_task: Option<(crate::config::HookPoint, tokio::task::JoinHandle<()>)>,
+    /// The first store write that failed since the machine was last told (see
+    /// [`Runner::store_failed`]).
+    store_failure: std::sync::Mutex<Option<String>>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -129,6 +132,7 @@ impl Runner {
             switched: false,
             measure_base: None,
             watch_ends_at: None,
+            store_failure: Default::default(),
             hooks_task: None,
         }
     }
@@ -168,6 +172,15 @@ impl Runner {
             }
             self.perform(&machine, effects, step.routed_early, &mut queue, &tx)
                 .await;
+            // A write that failed stops the deployment next (before anything queued).
+            let failure = self
+                .store_failure
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(why) = failure {
+                queue.push_front(Input::Event(Event::StoreFailed(why)));
+            }
             if let Some((outcome, reason)) = step.finish {
                 self.finish(outcome, reason);
                 // A start still in flight after an abort must not leave a process behind.

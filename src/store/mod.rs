@@ -36,6 +36,8 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
-    #[error("store query failed")]
+    /// Displays SQLite's own message ("database or disk is full", "constraint
+    /// failed", ...): a store failure stops a deployment, and its reason must say why.
+    #[error("store query failed: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }

@@ -272,6 +272,13 @@ impl Machine {
         why: String,
         fx: &mut Vec<Effect>,
     ) {
+        let (outcome, why) = match (&self.store_failure, outcome) {
+            (Some(cause), DeploymentOutcome::Aborted) => (
+                DeploymentOutcome::Failed,
+                format!("the store failed ({cause}); {why}"),
+            ),
+            _ => (outcome, why),
+        };
         self.phase = Phase::Done;
         self.epoch += 1;
         self.phase_started = now;

@@ -17,8 +17,19 @@ use crate::store::{SlotState, Transition};
 impl Runner {
     pub(super) fn persist(&self, t: &Transition) {
         if let Err(e) = self.store.apply(t) {
-            tracing::error!(service = %self.service.name, id = self.id, error = %e, "cannot persist a transition");
+            self.store_failed("the deployment's step", &e);
         }
+    }
+
+    /// Records that a store write failed: logged, and (once per failure) fed to the
+    /// machine as `StoreFailed`, which stops the deployment safely. "Persisted before
+    /// acting" holds only if a write that did not happen stops what depends on it.
+    pub(super) fn store_failed(&self, what: &str, e: &crate::store::StoreError) {
+        tracing::error!(service = %self.service.name, id = self.id, error = %e, "cannot record {what}");
+        self.store_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| format!("cannot record {what}: {e}"));
     }
 
     /// Records the watch window as the latest sample left it, as a `watch` event of the
@@ -48,7 +59,7 @@ impl Runner {
             self.store
                 .append_event(name, Some(self.id), "watch", &message, Some(&data), at)
         {
-            tracing::error!(service = %name, id = self.id, error = %e, "cannot record a watch sample");
+            self.store_failed("a watch sample", &e);
         }
     }
 

@@ -57,7 +57,7 @@ impl Runner {
                         at: now_ms(),
                     };
                     if let Err(e) = self.store.record_measurement(self.id, &rec) {
-                        tracing::error!(error = %e, "cannot record a measurement");
+                        self.store_failed("a measurement", &e);
                     }
                 }
                 Event::Measured(round)
@@ -77,7 +77,7 @@ impl Runner {
                         at: now_ms(),
                     };
                     if let Err(e) = self.store.record_check(self.id, &rec) {
-                        tracing::error!(error = %e, "cannot record check result");
+                        self.store_failed("a check result", &e);
                     }
                 }
                 event
