@@ -40,6 +40,11 @@ pub struct ServiceStatus {
     pub active_deployment: Option<DeploymentRecord>,
     pub progress: Option<serde_json::Value>,
     pub last_deployment: Option<DeploymentRecord>,
+    /// What the supervisor last saw of the live release between deployments
+    /// (`{slot, healthy, detail, consecutive_failures, restarts, checked_at}`); `null`
+    /// before its first round or while a deployment runs.
+    #[serde(default)]
+    pub live_health: Option<crate::orchestrator::supervisor::LiveHealth>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +82,7 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
     let history = c.store().history(name, 2)?;
     let active = history.iter().find(|d| d.outcome.is_none()).cloned();
     let last = history.iter().find(|d| d.outcome.is_some()).cloned();
+    let live_health = c.live_health(name).filter(|_| active.is_none());
     Ok(ServiceStatus {
         name: name.into(),
         listen: cfg.listen.map(|a| a.to_string()),
@@ -89,5 +95,6 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
         progress: c.progress(name).map(Into::into),
         active_deployment: active,
         last_deployment: last,
+        live_health,
     })
 }

@@ -222,6 +222,11 @@ impl WebhookConfig {
         "failed",
         "succeeded",
         "aborted",
+        // The live release between deployments (`orchestrator/supervisor.rs`).
+        "live_unhealthy",
+        "live_restarted",
+        "live_failover",
+        "live_recovered",
     ];
 
     /// Whether this webhook wants `event`.

@@ -44,6 +44,7 @@ mod runtime;
 mod service;
 mod smoke;
 mod strategy;
+mod supervise;
 mod validate;
 mod values;
 mod watch;

@@ -101,6 +101,35 @@ pub struct ServiceConfig {
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,
+    /// Supervision of the live release between deployments.
+    pub supervise: SuperviseConfig,
+}
+
+/// `[services.<name>.supervise]`: between deployments the live release is checked
+/// with the service's health checks at their interval; after `unhealthy_threshold`
+/// failed rounds (at once if it exited) it is restarted through its runtime, with a
+/// backoff doubling from 1s up to `max_backoff`, or traffic fails over to a healthy
+/// warm standby when `failover` allows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuperviseConfig {
+    /// Default true.
+    pub enabled: bool,
+    /// Switch to a healthy warm standby (the previous release) when the live release
+    /// fails. Default false: an older release taking traffic on its own is a decision
+    /// a team makes, not a default.
+    pub failover: bool,
+    /// Longest wait between two restarts of a failing live release. Default 60s.
+    pub max_backoff: Duration,
+}
+
+impl Default for SuperviseConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failover: false,
+            max_backoff: Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -67,6 +67,7 @@ pub struct RawService {
     pub health: Option<Sub<RawHealth>>,
     pub smoke: Option<Sub<RawSmoke>>,
     pub watch: Option<Sub<RawWatch>>,
+    pub supervise: Option<Sub<RawSupervise>>,
     /// `[services.<name>.router]`, read by kind in `router.rs`.
     pub router: Option<Sub<RawRouter>>,
     /// `[services.<name>.strategy]`, read in `strategy.rs`.
@@ -324,4 +325,13 @@ pub struct RawHttpHook {
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
     pub expect_status: Option<Vec<i64>>,
+}
+
+/// `[services.<name>.supervise]`, read in `supervise.rs`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSupervise {
+    pub enabled: Option<bool>,
+    pub failover: Option<bool>,
+    pub max_backoff: Option<RawDuration>,
 }

@@ -10,7 +10,7 @@ use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::rules::{addr, duration};
 use super::runtime::runtime;
-use super::{analysis, health, hooks, router, smoke, strategy, watch};
+use super::{analysis, health, hooks, router, smoke, strategy, supervise, watch};
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -77,6 +77,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let health = health::health(&at, r.raw.health.as_ref(), p);
     let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
     let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
+    let supervise = supervise::supervise(&at, r.raw.supervise.as_ref(), p);
     let analysis = analysis::analysis(&at, r.raw.analysis.as_ref(), p);
     let has_analysis = r.raw.analysis.is_some() || r.rejected("analysis");
     let strategy = strategy::strategy(&at, r.raw.strategy.as_ref(), has_analysis, p);
@@ -121,6 +122,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             mirror: mirror?,
             analysis: analysis?,
             hooks: hooks?,
+            supervise: supervise?,
         })
     })();
     draft

@@ -187,6 +187,11 @@ fn a_minimal_config_gets_every_documented_default() {
                 mirror: None,
                 hooks: vec![],
                 analysis: None,
+                supervise: SuperviseConfig {
+                    enabled: true,
+                    failover: false,
+                    max_backoff: Duration::from_secs(60),
+                },
             },
         )]),
     };

@@ -130,6 +130,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     });
     let reaper = tokio::spawn(controller.clone().reap_standby(Duration::from_secs(1)));
     let guard = tokio::spawn(guard_state_dir(lock, store.clone(), config.clone()));
+    let supervisor = tokio::spawn(controller.clone().supervise());
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
     eprintln!(
         "cutover: serving {} service(s); API on http://{api_addr}",
@@ -140,6 +141,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     reaper.abort();
     guard.abort();
+    supervisor.abort();
     let _ = stop_tx.send(true);
     let _ = tokio::task::spawn_blocking(move || proxy_workers.join()).await;
     let _ = api_task.await;

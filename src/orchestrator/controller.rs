@@ -91,6 +91,8 @@ pub struct Controller {
     /// standby reaper stops a slot, so the reaper never stops a release that a
     /// deployment has just started (it re-checks for one under the guard).
     guards: HashMap<String, Arc<tokio::sync::Mutex<()>>>,
+    /// What the supervisor last saw of each live release (`supervisor.rs`).
+    live_health: Mutex<HashMap<String, super::supervisor::LiveHealth>>,
 }
 
 impl Controller {
@@ -107,6 +109,7 @@ impl Controller {
             .collect();
         Arc::new(Self {
             guards,
+            live_health: Mutex::default(),
             store,
             routers,
             runtimes,
@@ -139,6 +142,34 @@ impl Controller {
             .get(service)
             .cloned()
             .unwrap_or_else(|| panic!("no router for service `{service}`"))
+    }
+
+    /// Whether a deployment of `name` runs in this daemon now.
+    pub(super) fn deploying(&self, name: &str) -> bool {
+        self.active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
+    }
+
+    pub(super) fn notifier(&self) -> &Notifier {
+        &self.notifier
+    }
+
+    /// What the supervisor last saw of the service's live release.
+    pub fn live_health(&self, name: &str) -> Option<super::supervisor::LiveHealth> {
+        self.live_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    pub(super) fn set_live_health(&self, name: &str, h: super::supervisor::LiveHealth) {
+        self.live_health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), h);
     }
 
     /// The service's guard (see [`Controller`]'s `guards`); `None` for an unknown name.

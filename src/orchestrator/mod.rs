@@ -7,7 +7,9 @@
 //!   API reads.
 //! - `switch_times.rs`: how long each switch took inside the process (for `/metrics`).
 //! - `controller.rs`: entry points for the API (deploy, rollback, abort, check), boot
-//!   reconciliation after a restart, and the standby reaper.
+//!   reconciliation after a restart (`recovery.rs`), and the standby reaper.
+//! - `supervisor.rs`: health-checks the live release between deployments and restarts
+//!   it (or fails over to a warm standby) when it fails.
 
 pub mod controller;
 pub mod machine;
@@ -15,6 +17,7 @@ pub mod policy;
 pub mod progress;
 mod recovery;
 pub mod runner;
+pub mod supervisor;
 pub mod switch_times;
 
 pub use controller::{ControlError, Controller};

@@ -156,7 +156,12 @@ impl Controller {
         Ok(())
     }
 
-    async fn install_route(&self, name: &str, slots: &[SlotRecord; 2], live: Option<Slot>) {
+    pub(super) async fn install_route(
+        &self,
+        name: &str,
+        slots: &[SlotRecord; 2],
+        live: Option<Slot>,
+    ) {
         let target = |slot: Slot| {
             slots[slot.index()]
                 .addr
