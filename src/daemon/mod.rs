@@ -28,6 +28,7 @@ use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
 mod state_lock;
+pub mod upgrade;
 
 pub use state_lock::{LockError, StateLock, LOCK_FILE};
 
@@ -38,33 +39,44 @@ pub struct ServeOptions {
     pub stop_on_exit: bool,
 }
 
-/// Runs the daemon until a shutdown signal.
+/// Runs the daemon until a shutdown signal; on `SIGHUP`, hands its sockets to a new
+/// daemon started from the same binary path (an upgrade or a restart) and exits once
+/// that one serves (see `upgrade.rs`).
 pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     match state_lock::raise_open_file_limit() {
         Ok(n) => tracing::debug!(limit = n, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    // Bind everything first: a busy port is reported before anything is created.
+    let invocation = upgrade::Invocation::current();
+    let inherited = upgrade::Inherited::from_env()?;
     let proxy_listeners = proxy::listeners_from_config(&config);
-    let addrs = || {
-        let addrs: Vec<String> = proxy_listeners.iter().map(|(a, _)| a.to_string()).collect();
-        format!("cannot listen on {} for the proxy", addrs.join(", "))
+    let (bound, api_std, ready) = match inherited {
+        Some(inh) => {
+            let bound = proxy::workers::Bound::from_sockets(&proxy_listeners, inh.sockets.proxy)
+                .context("cannot take over the proxy's sockets")?;
+            (bound, inh.sockets.api, Some(inh.ready))
+        }
+        None => {
+            let (bound, api) = bind_all(&config, &proxy_listeners).await?;
+            (bound, api, None)
+        }
     };
-    // The proxy's sockets share their port (SO_REUSEPORT, one per worker), which would
-    // let them join another process's listeners on the same port: check it is free.
-    for (addr, _) in &proxy_listeners {
-        drop(std::net::TcpListener::bind(addr).with_context(addrs)?);
-    }
-    let workers = proxy::workers::default_workers();
-    let bound = proxy::workers::bind(&proxy_listeners, workers).with_context(addrs)?;
-    let api_listener = bind(config.api.listen, "API").await?;
+    // Copies kept to hand over to a successor.
+    let sockets = upgrade::Sockets {
+        api: api_std.try_clone()?,
+        proxy: bound.sockets()?,
+    };
 
-    // One daemon per state directory (see `state_lock.rs`).
+    // One daemon per state directory (see `state_lock.rs`). A successor waits for its
+    // predecessor to let go.
     let state_dir = config.daemon.state_dir.clone();
-    let lock = StateLock::acquire(&state_dir)?;
+    let lock = match ready {
+        Some(_) => acquire_waiting(&state_dir, upgrade::READY_TIMEOUT).await?,
+        None => StateLock::acquire(&state_dir)?,
+    };
     let db_path = state_dir.join("cutover.db");
     let store = Arc::new(Store::open(&db_path)?);
-    let token = api_token(&config, &state_dir)?;
+    let token = Arc::new(api_token(&config, &state_dir)?);
 
     let names: Vec<&str> = config.services.keys().map(String::as_str).collect();
     let stats = Arc::new(StatsRegistry::new(names));
@@ -92,60 +104,75 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         .await
         .context("cannot restore state from the store")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stop_rx_for_workers = stop_rx.clone();
-    let stop_rx_for_api = stop_rx.clone();
-    let shutdown = move || {
-        let mut rx = stop_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-
     // One proxy per worker thread: each has its own upstream connection pool.
+    let (stop_tx, stop_rx) = watch::channel(false);
     let proxy_workers = proxy::workers::Workers::start(
         bound,
         || Proxy::new(routes.clone(), settings.clone()),
-        stop_rx_for_workers,
+        stop_rx,
         config.proxy.drain_timeout,
     )?;
-    let state = ApiState {
+    let registry = Arc::new(api::metrics::registry(
+        stats,
+        store.clone(),
+        controller.switch_times(),
+    ));
+    let plane = ControlPlane {
         controller: controller.clone(),
-        token: Arc::new(token),
-        registry: Arc::new(api::metrics::registry(
-            stats,
-            store.clone(),
-            controller.switch_times(),
-        )),
-        stop: stop_rx_for_api,
+        store: store.clone(),
+        config: config.clone(),
+        token,
+        registry,
     };
-    let api_addr = api_listener.local_addr()?;
-    let api_task = tokio::spawn({
-        let shutdown = shutdown();
-        async move {
-            axum::serve(api_listener, api::app(state))
-                .with_graceful_shutdown(shutdown)
-                .await
-        }
-    });
-    let reaper = tokio::spawn(controller.clone().reap_standby(Duration::from_secs(1)));
-    let guard = tokio::spawn(guard_state_dir(lock, store.clone(), config.clone()));
-    let supervisor = tokio::spawn(controller.clone().supervise());
+    let api_addr = api_std.local_addr()?;
+    let mut running = Some(plane.start(api_std, lock)?);
+    if let Some(ready) = ready {
+        ready.signal();
+        tracing::info!("took over from the previous daemon");
+    }
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
     eprintln!(
         "cutover: serving {} service(s); API on http://{api_addr}",
         config.services.len()
     );
 
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    reaper.abort();
-    guard.abort();
-    supervisor.abort();
+    let mut signals = Signals::new()?;
+    let mut handed_over = false;
+    loop {
+        match signals.next().await {
+            Received::Stop => break,
+            Received::Upgrade => {
+                if controller.deploying_any() {
+                    tracing::error!("SIGHUP: a deployment is running; not handing over now (send SIGHUP again once it finished)");
+                    continue;
+                }
+                tracing::info!("SIGHUP: handing the sockets to a new daemon");
+                if let Some(r) = running.take() {
+                    r.stop().await;
+                }
+                match hand_over(&invocation, &sockets).await {
+                    Ok(()) => {
+                        handed_over = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "the new daemon did not take over; serving on");
+                        let lock = StateLock::acquire(&state_dir)?;
+                        running = Some(plane.start(sockets.api.try_clone()?, lock)?);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(handed_over, "shutting down");
+    if let Some(r) = running.take() {
+        r.stop().await;
+    }
+    // Stop accepting; requests in flight finish (up to the drain timeout).
     let _ = stop_tx.send(true);
+    drop(sockets);
     let _ = tokio::task::spawn_blocking(move || proxy_workers.join()).await;
-    let _ = api_task.await;
-    if opts.stop_on_exit {
+    if opts.stop_on_exit && !handed_over {
         for (name, rt) in &runtimes {
             for slot in Slot::ALL {
                 let _ = rt.stop(name, slot).await;
@@ -153,6 +180,133 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Binds the proxy's and the API's sockets (nothing is created before: a busy port
+/// fails first).
+async fn bind_all(
+    config: &Config,
+    proxy_listeners: &[(SocketAddr, proxy::ListenerRoutes)],
+) -> anyhow::Result<(proxy::workers::Bound, std::net::TcpListener)> {
+    let addrs = || {
+        let addrs: Vec<String> = proxy_listeners.iter().map(|(a, _)| a.to_string()).collect();
+        format!("cannot listen on {} for the proxy", addrs.join(", "))
+    };
+    // The proxy's sockets share their port (SO_REUSEPORT, one per worker), which would
+    // let them join another process's listeners on the same port: check it is free.
+    for (addr, _) in proxy_listeners {
+        drop(std::net::TcpListener::bind(addr).with_context(addrs)?);
+    }
+    let workers = proxy::workers::default_workers();
+    let bound = proxy::workers::bind(proxy_listeners, workers).with_context(addrs)?;
+    let api = bind(config.api.listen, "API").await?.into_std()?;
+    Ok((bound, api))
+}
+
+/// Takes the state lock once its holder (the daemon handing over) lets go.
+async fn acquire_waiting(dir: &Path, within: Duration) -> anyhow::Result<StateLock> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match StateLock::acquire(dir) {
+            Ok(lock) => return Ok(lock),
+            Err(LockError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Starts a successor with copies of `sockets` and waits until it serves.
+async fn hand_over(
+    invocation: &std::io::Result<upgrade::Invocation>,
+    sockets: &upgrade::Sockets,
+) -> anyhow::Result<()> {
+    let inv = invocation
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("cannot find this binary's path: {e}"))?;
+    let successor = upgrade::spawn_successor(inv, sockets.try_clone()?)?;
+    let pid = successor.child.id();
+    if successor.wait_ready().await {
+        tracing::info!(pid, "the new daemon serves; this one drains and exits");
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "the new daemon (pid {pid}) did not report ready within {:?}",
+            upgrade::READY_TIMEOUT
+        )
+    }
+}
+
+/// What the daemon needs to (re)start its control plane: the API, the standby reaper,
+/// the supervisor and the state directory's guard.
+struct ControlPlane {
+    controller: Arc<Controller>,
+    store: Arc<Store>,
+    config: Arc<Config>,
+    token: Arc<String>,
+    registry: Arc<prometheus_client::registry::Registry>,
+}
+
+/// A running control plane; [`Running::stop`] ends it and releases the state lock.
+struct Running {
+    api_stop: watch::Sender<bool>,
+    api: tokio::task::JoinHandle<std::io::Result<()>>,
+    reaper: tokio::task::JoinHandle<()>,
+    supervisor: tokio::task::JoinHandle<()>,
+    /// Holds the state lock.
+    guard: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    fn start(
+        &self,
+        api_listener: std::net::TcpListener,
+        lock: StateLock,
+    ) -> anyhow::Result<Running> {
+        api_listener.set_nonblocking(true)?;
+        let api_listener = TcpListener::from_std(api_listener)?;
+        let (api_stop, api_stop_rx) = watch::channel(false);
+        let state = ApiState {
+            controller: self.controller.clone(),
+            token: self.token.clone(),
+            registry: self.registry.clone(),
+            stop: api_stop_rx.clone(),
+        };
+        let api = tokio::spawn(async move {
+            let mut rx = api_stop_rx;
+            axum::serve(api_listener, api::app(state))
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                })
+                .await
+        });
+        Ok(Running {
+            api_stop,
+            api,
+            reaper: tokio::spawn(self.controller.clone().reap_standby(Duration::from_secs(1))),
+            supervisor: tokio::spawn(self.controller.clone().supervise()),
+            guard: tokio::spawn(guard_state_dir(
+                lock,
+                self.store.clone(),
+                self.config.clone(),
+            )),
+        })
+    }
+}
+
+impl Running {
+    async fn stop(self) {
+        let _ = self.api_stop.send(true);
+        let _ = self.api.await;
+        self.reaper.abort();
+        self.supervisor.abort();
+        self.guard.abort();
+        // Dropping the guard's future releases the lock.
+        let _ = self.guard.await;
+        let _ = self.supervisor.await;
+        let _ = self.reaper.await;
+    }
 }
 
 /// Watches the state directory: if it is removed (or its lock file replaced) while
@@ -208,11 +362,35 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr} for the {what}"))
 }
 
-async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+/// What the daemon was told to do.
+enum Received {
+    /// SIGINT or SIGTERM: drain and exit.
+    Stop,
+    /// SIGHUP: hand the sockets to a new daemon, then drain and exit.
+    Upgrade,
+}
+
+/// The signals the daemon acts on, registered once (so none is missed between waits).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> Received {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Received::Stop,
+            _ = self.term.recv() => Received::Stop,
+            _ = self.hup.recv() => Received::Upgrade,
+        }
     }
 }
 

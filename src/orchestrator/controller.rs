@@ -144,6 +144,15 @@ impl Controller {
             .unwrap_or_else(|| panic!("no router for service `{service}`"))
     }
 
+    /// Whether any deployment runs in this daemon now.
+    pub fn deploying_any(&self) -> bool {
+        !self
+            .active
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Whether a deployment of `name` runs in this daemon now.
     pub(super) fn deploying(&self, name: &str) -> bool {
         self.active

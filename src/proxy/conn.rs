@@ -15,7 +15,11 @@ use super::ListenerRoutes;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConnState {
     Serving,
-    /// Finish the current request, then close.
+    /// The listener is closed (or handed to a new daemon): keep-alive connections stay
+    /// open for a moment and answer their next request with `Connection: close`, so a
+    /// busy client closes cleanly instead of racing a close with its next request.
+    Lingering,
+    /// Finish the current request, then close; idle connections close at once.
     Draining,
     /// Close now.
     Stopped,

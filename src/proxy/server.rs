@@ -6,10 +6,15 @@
 //! connection (keep-alive, header read timeout, upgrades) whose service is
 //! [`Proxy::handle`](super::Proxy). A broken client only ever ends its own task.
 //!
-//! Shutdown is two-staged, broadcast through a `watch` channel:
-//! 1. *Draining*: the listener is closed; every connection finishes the request it is
-//!    serving (hyper's `graceful_shutdown`), then closes; idle ones close at once.
-//! 2. *Stopped*, after the grace period: whatever is left (slow requests, upgraded
+//! Shutdown is three-staged, broadcast through a `watch` channel:
+//! 1. *Lingering*, for [`LINGER`]: the listener is closed (or, on a hand-over, only this
+//!    process's copy: the new daemon accepts from the same socket); keep-alive
+//!    connections stay open and answer their next request with `Connection: close`,
+//!    so a busy client closes after a complete response instead of sending a request
+//!    on a connection the proxy is closing.
+//! 2. *Draining*: every connection finishes the request it is serving (hyper's
+//!    `graceful_shutdown`), then closes; idle ones close at once.
+//! 3. *Stopped*, after the grace period: whatever is left (slow requests, upgraded
 //!    tunnels) is dropped.
 //!
 //! Every connection and tunnel task holds a clone of the listener context
@@ -50,6 +55,11 @@ pub async fn serve(
 }
 
 /// [`serve`] with an explicit grace period for open requests at shutdown.
+/// How long keep-alive connections linger after the listener closed (see the module
+/// doc): long enough for a client sending a request every few hundred milliseconds to
+/// send one more and be told to close.
+pub const LINGER: Duration = Duration::from_secs(1);
+
 pub async fn serve_with_grace(
     proxy: Arc<Proxy>,
     listener: TcpListener,
@@ -92,6 +102,12 @@ pub async fn serve_with_grace(
 
     drop(listener);
     drop(ctx);
+    let _ = state_tx.send(ConnState::Lingering);
+    tokio::select! {
+        () = tokio::time::sleep(LINGER.min(grace)) => {}
+        // Every connection is gone already.
+        _ = alive_rx.recv() => return Ok(()),
+    }
     let _ = state_tx.send(ConnState::Draining);
     if tokio::time::timeout(grace, alive_rx.recv()).await.is_err() {
         tracing::warn!(listener = %local, ?grace, "requests still open after the grace period; closing them");
@@ -126,7 +142,17 @@ async fn serve_connection(
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &ctx, &client_ip).await) }
+        async move {
+            let mut resp = proxy.handle(req, &ctx, &client_ip).await;
+            // Lingering: this is the connection's last response.
+            if *ctx.state.borrow() != ConnState::Serving
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let conn = ctx
         .http
@@ -136,7 +162,7 @@ async fn serve_connection(
 
     tokio::select! {
         res = conn.as_mut() => return log_end(res, peer),
-        _ = state.wait_for(|s| *s != ConnState::Serving) => {}
+        _ = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped)) => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {

@@ -101,6 +101,52 @@ pub fn bind(listeners: &[(SocketAddr, ListenerRoutes)], workers: usize) -> std::
     Ok(Bound { per_worker })
 }
 
+impl Bound {
+    /// Sockets already bound elsewhere (handed over by a previous daemon): `per_worker`
+    /// holds, for each worker, one socket per listener in `listeners` order.
+    pub fn from_sockets(
+        listeners: &[(SocketAddr, ListenerRoutes)],
+        sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    ) -> std::io::Result<Bound> {
+        let per = listeners.len().max(1);
+        if !sockets.len().is_multiple_of(per) || sockets.is_empty() != listeners.is_empty() {
+            return Err(std::io::Error::other(format!(
+                "{} inherited proxy sockets do not fit {} listener(s)",
+                sockets.len(),
+                listeners.len()
+            )));
+        }
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, ListenerRoutes)>> = Vec::new();
+        for (i, (addr, socket)) in sockets.into_iter().enumerate() {
+            let (want, routes) = &listeners[i % per];
+            if addr != *want {
+                return Err(std::io::Error::other(format!(
+                    "inherited proxy socket {addr} where the config listens on {want}"
+                )));
+            }
+            if i % per == 0 {
+                per_worker.push(Vec::new());
+            }
+            if let Some(worker) = per_worker.last_mut() {
+                worker.push((socket, routes.clone()));
+            }
+        }
+        Ok(Bound { per_worker })
+    }
+
+    /// Copies of every socket, worker by worker in listener order (the order
+    /// [`Bound::from_sockets`] reads), to hand to a successor daemon.
+    pub fn sockets(&self) -> std::io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+        let mut out = Vec::new();
+        for worker in &self.per_worker {
+            for (socket, _) in worker {
+                out.push((socket.local_addr()?, socket.try_clone()?));
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Running proxy workers.
 pub struct Workers {
     threads: Vec<std::thread::JoinHandle<()>>,

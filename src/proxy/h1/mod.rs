@@ -128,7 +128,10 @@ pub(crate) async fn serve(
     let mut deadline = Deadline::new(Instant::now() + settings.header_read_timeout);
     let (mut draining_rx, mut stopped_rx) = (ctx.state.clone(), ctx.state.clone());
     let draining = async move {
-        let _ = draining_rx.wait_for(|s| *s != ConnState::Serving).await;
+        // Idle connections close only once lingering is over (see `ConnState`).
+        let _ = draining_rx
+            .wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped))
+            .await;
     };
     let stopped = async move {
         let _ = stopped_rx.wait_for(|s| *s == ConnState::Stopped).await;
