@@ -96,3 +96,16 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
         None => e.to_string(),
     }
 }
+
+/// The variables a release of `cfg`'s service gets in `slot`: its database's URL in
+/// `url_env` (none without a database).
+pub fn release_env(
+    cfg: Option<&crate::config::ServiceConfig>,
+    slot: crate::domain::Slot,
+) -> Vec<(String, String)> {
+    let Some((name, db)) = cfg.and_then(|c| Some((&c.name, c.database.as_ref()?))) else {
+        return Vec::new();
+    };
+    let d = Database::new(name, db.clone(), std::path::Path::new(""));
+    vec![(db.url_env.clone(), d.url_for(&d.slot_db(slot)))]
+}

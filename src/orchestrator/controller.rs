@@ -170,7 +170,7 @@ impl Controller {
             .cloned()
     }
 
-    fn service_cfg(
+    pub(super) fn service_cfg(
         &self,
         name: &str,
     ) -> Result<(Arc<ServiceConfig>, Arc<dyn Runtime>), ControlError> {
@@ -374,6 +374,7 @@ impl Controller {
             progress: self.progress.clone(),
             notifier: self.notifier.clone(),
             switch_times: self.switch_times.clone(),
+            state_dir: self.config.daemon.state_dir.clone(),
         });
         let this = self.clone();
         tokio::spawn(async move {

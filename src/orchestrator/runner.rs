@@ -18,7 +18,9 @@
 //! - `runner/perform.rs`: *perform*, the step's actions in order;
 //! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call;
 //! - `runner/hooks.rs`: running a point's hooks as one task (commands; HTTP calls in
-//!   `runner/hooks/http.rs`).
+//!   `runner/hooks/http.rs`);
+//! - `runner/database.rs`: the database phase as one task (backup, lint, rehearsal,
+//!   compatibility proof, migrations).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod database;
 mod effects;
 pub(crate) mod hooks;
 mod perform;
@@ -92,6 +95,10 @@ pub struct Runner {
     watch_ends_at: Option<i64>,
     /// The hooks running, and their point (killed when the machine leaves it).
     hooks_task: Option<(crate::config::HookPoint, tokio::task::JoinHandle<()>)>,
+    /// The database phase's task (aborted when the machine leaves the phase).
+    database_task: Option<tokio::task::JoinHandle<()>>,
+    /// The daemon's state directory (default home of the backups).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Everything a runner needs, from the controller.
@@ -107,6 +114,7 @@ pub struct RunnerParts {
     pub progress: Arc<Mutex<std::collections::HashMap<String, Progress>>>,
     pub notifier: Arc<Notifier>,
     pub switch_times: Arc<SwitchTimes>,
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Runner {
@@ -130,6 +138,8 @@ impl Runner {
             measure_base: None,
             watch_ends_at: None,
             hooks_task: None,
+            database_task: None,
+            state_dir: p.state_dir,
         }
     }
 
@@ -158,6 +168,7 @@ impl Runner {
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
             self.cancel_stale_hooks(&machine);
+            self.cancel_stale_database(&machine);
             // The decision to move traffic: the switch's clock starts here.
             let decided = Instant::now();
             let step = self
