@@ -198,6 +198,19 @@ async fn a_column_drop_is_refused_by_the_lint_and_a_migration_the_live_release_c
         "1"
     );
     assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
+    // What CI runs: the same lint, exit 1, the rule named.
+    let lint = h.cli(&["db", "lint", "web"]).await;
+    assert_eq!(lint.code, 1, "{lint}");
+    assert!(
+        lint.stdout.contains("002_drop.up.sql:1: ban-drop-column"),
+        "{lint}"
+    );
+    let status = h.cli(&["db", "status", "web"]).await;
+    assert_eq!(status.code, 0, "{status}");
+    assert!(
+        status.stdout.contains("applied  001_items") && status.stdout.contains("pending  002_drop"),
+        "{status}"
+    );
     std::fs::remove_file(h.dir().join("db/002_drop.up.sql")).unwrap();
 
     // The proof: a constraint squawk accepts (NOT VALID) that v1's inserts violate.
@@ -245,6 +258,18 @@ async fn a_column_drop_is_refused_by_the_lint_and_a_migration_the_live_release_c
     assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
     let (status, body) = h.get_proxy("/").await.expect("v1 answers");
     assert_eq!((status, body.trim()), (200, "hello from v1"));
+
+    // Manual backups, and a restore refused while v1 still runs.
+    let b = h.cli(&["db", "backup", "web"]).await;
+    assert_eq!(b.code, 0, "{b}");
+    let list = h.cli(&["db", "backups", "web"]).await;
+    assert!(
+        list.stdout.contains("release v1") && list.stdout.contains("manual"),
+        "{list}"
+    );
+    let restore = h.cli(&["db", "restore", "web", "--yes"]).await;
+    assert_eq!(restore.code, 1, "{restore}");
+    assert!(restore.stderr.contains("still runs"), "{restore}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

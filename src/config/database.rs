@@ -146,6 +146,12 @@ pub(super) fn database(
         )
         .and_then(|n| int_range(p, r.key("keep_backups"), n, 1, 10_000))
         .map(|n| n as u32);
+    if raw.down_on_rollback == Some(true) {
+        p.add(
+            r.key("down_on_rollback"),
+            "running down-migrations on rollback is not implemented yet: roll the database back with `cutover db down` or `cutover db restore`",
+        );
+    }
     let backup_dir = raw.backup_dir.as_ref().map(|d| base.join(d));
     let pg_bin = raw.pg_bin.as_ref().map(PathBuf::from);
     if p.count() != before {
