@@ -10,6 +10,7 @@
 //! - [`orchestrator`]: CONTROL PLANE. A pure deployment state machine (no I/O, no clock),
 //!   the rollback policy, and the one runner that carries out its effects.
 //! - [`runtime`]: where a slot runs (`Runtime` trait; local processes).
+//! - [`database`]: PostgreSQL backups, migrations and the compatibility gate.
 //! - [`router`]: where traffic is pointed (`Router` trait; the built-in proxy).
 //! - [`checks`]: health checks and smoke tests against one slot.
 //! - [`analysis`]: metric analysis for canary steps and the watch.
@@ -28,6 +29,7 @@ pub mod checks;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod database;
 pub mod demo;
 pub mod domain;
 pub mod notify;

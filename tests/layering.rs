@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["domain"],
     &["config", "store"],
     &["proxy", "checks"],
-    &["runtime", "router", "analysis"],
+    &["runtime", "router", "analysis", "database"],
     &["notify"],
     &["orchestrator"],
     &["api"],

@@ -5,6 +5,7 @@
 //! Every command except `serve`, `validate`, `demo` and `demo-app` talks to the
 //! daemon's API; the API address and token come from the config file.
 
+mod db;
 pub(crate) mod deploy;
 mod show;
 
@@ -103,6 +104,9 @@ pub enum Command {
     },
     /// Check the config file and report every mistake.
     Validate,
+    /// A service's PostgreSQL database: status, lint, backup, backups, restore, down.
+    #[command(subcommand)]
+    Db(db::DbCommand),
 }
 
 /// Runs one parsed command of this module (the binary adds the demo's commands to the
@@ -179,6 +183,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}: ok ({} service(s))", path.display(), c.services.len());
                 ExitCode::SUCCESS
             }
+            Err(code) => code,
+        },
+        Command::Db(cmd) => match cfg() {
+            Ok(c) => db::run(&c, cmd).await?,
             Err(code) => code,
         },
         Command::Serve { stop_on_exit } => match cfg() {
@@ -267,7 +275,9 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
             Ok(()) => show::check(&client, &service, slot, json).await,
             Err(c) => return c,
         },
-        Command::Serve { .. } | Command::Validate => unreachable!("handled in run"),
+        Command::Serve { .. } | Command::Validate | Command::Db(_) => {
+            unreachable!("handled in run")
+        }
     };
     res.unwrap_or_else(report)
 }

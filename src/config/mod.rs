@@ -14,7 +14,8 @@
 //!   `service.rs` (addresses), `runtime.rs` (process; `runtime/docker.rs`,
 //!   `runtime/compose.rs`), `router/` (one file per kind), `health.rs`, `smoke.rs`,
 //!   `watch.rs`, `hooks.rs` (commands and HTTP calls at deployment
-//!   points; their validated types in `hook_types.rs`).
+//!   points; their validated types in `hook_types.rs`), `database.rs` (PostgreSQL
+//!   connection, migrations source, backups; types in `database_types.rs`).
 //! - `rules.rs`: the rules those files share (durations, ranges, names, argv, URLs,
 //!   ...).
 //!
@@ -28,6 +29,8 @@
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
 mod analysis;
+mod database;
+mod database_types;
 mod delivery;
 mod health;
 mod hook_types;

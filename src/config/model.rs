@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::database_types::{DatabaseConfig, DbStrategy, MigrationSource, PasswordSource};
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
 pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 
@@ -98,6 +99,9 @@ pub struct ServiceConfig {
     /// Commands and HTTP calls run at named points of a deployment, in file order.
     /// Default: none.
     pub hooks: Vec<Hook>,
+    /// The service's PostgreSQL database: backups, migrations and the compatibility
+    /// gate as one phase of a deployment. Default: none.
+    pub database: Option<DatabaseConfig>,
     /// How long the previous slot stays running after a successful deployment, for
     /// instant rollback. Default 5m.
     pub warm_for: Duration,

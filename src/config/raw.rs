@@ -78,6 +78,8 @@ pub struct RawService {
     pub analysis: Option<Sub<RawAnalysis>>,
     /// `[[services.<name>.hooks]]`, read in `hooks.rs`.
     pub hooks: Option<Vec<Sub<RawHook>>>,
+    /// `[services.<name>.database]`, read in `database.rs`.
+    pub database: Option<Sub<RawDatabase>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -334,4 +336,25 @@ pub struct RawSupervise {
     pub enabled: Option<bool>,
     pub failover: Option<bool>,
     pub max_backoff: Option<RawDuration>,
+}
+
+/// `[services.<name>.database]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDatabase {
+    pub url: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub strategy: Option<String>,
+    pub url_env: Option<String>,
+    pub migrations: Option<String>,
+    pub migrate_command: Option<Vec<String>>,
+    pub version_command: Option<Vec<String>>,
+    pub lock_timeout: Option<RawDuration>,
+    pub retries: Option<i64>,
+    pub backup_dir: Option<String>,
+    pub keep_backups: Option<i64>,
+    pub prove: Option<bool>,
+    pub down_on_rollback: Option<bool>,
+    pub pg_bin: Option<String>,
 }

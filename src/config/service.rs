@@ -10,7 +10,7 @@ use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::rules::{addr, duration};
 use super::runtime::runtime;
-use super::{analysis, health, hooks, router, smoke, strategy, supervise, watch};
+use super::{analysis, database, health, hooks, router, smoke, strategy, supervise, watch};
 
 /// What cross-service rules need from a service, kept even when other parts of it are
 /// wrong; `config` is the validated service, `None` when any of its parts failed.
@@ -99,6 +99,8 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         false => hooks::hooks(&at, r.raw.hooks.as_ref(), hook_dir, p),
     };
 
+    let database = database::database(&at, r.raw.database.as_ref(), base, p);
+
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
     draft.preview_listen = preview_listen.flatten();
@@ -123,6 +125,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             analysis: analysis?,
             hooks: hooks?,
             supervise: supervise?,
+            database: database?,
         })
     })();
     draft

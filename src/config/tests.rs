@@ -186,6 +186,7 @@ fn a_minimal_config_gets_every_documented_default() {
                 strategy: Strategy::BlueGreen,
                 mirror: None,
                 hooks: vec![],
+                database: None,
                 analysis: None,
                 supervise: SuperviseConfig {
                     enabled: true,

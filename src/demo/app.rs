@@ -247,7 +247,13 @@ pub async fn run(args: DemoAppArgs) -> anyhow::Result<()> {
         behaviour.version,
         listener.local_addr()?
     );
-    serve(listener, behaviour, shutdown_signal()).await?;
+    let db = match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(Arc::new(super::app_db::connect(&url).await?)),
+        _ => None,
+    };
+    axum::serve(listener, app_with_db(behaviour, db))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 
@@ -284,13 +290,21 @@ struct AppState {
     next_id: AtomicU64,
     /// Requests to `/` so far (for `degrade_after_requests`).
     served: AtomicU64,
+    /// `DATABASE_URL` was set: items live in PostgreSQL (`app_db.rs`).
+    db: Option<Arc<tokio_postgres::Client>>,
 }
 
 type Shared = Arc<AppState>;
 
 /// The router, without a socket.
 pub fn app(behaviour: Behaviour) -> Router {
+    app_with_db(behaviour, None)
+}
+
+/// The router, with items in PostgreSQL when `db` is given.
+pub fn app_with_db(behaviour: Behaviour, db: Option<Arc<tokio_postgres::Client>>) -> Router {
     let state = Arc::new(AppState {
+        db,
         behaviour,
         items: Mutex::new(BTreeMap::new()),
         next_id: AtomicU64::new(1),
@@ -336,8 +350,15 @@ async fn misbehave(State(state): State<Shared>, req: Request, next: Next) -> Res
     next.run(req).await
 }
 
-async fn root(State(state): State<Shared>) -> String {
-    format!("hello from {}\n", state.behaviour.version)
+async fn root(State(state): State<Shared>) -> Response {
+    match &state.db {
+        None => format!("hello from {}\n", state.behaviour.version).into_response(),
+        Some(db) => match super::app_db::count(db).await {
+            // The body stays the same (the load generator reads the version from it).
+            Ok(_) => format!("hello from {}\n", state.behaviour.version).into_response(),
+            Err(failed) => failed,
+        },
+    }
 }
 
 async fn version(State(state): State<Shared>) -> Json<Value> {
@@ -389,7 +410,7 @@ fn item(id: u64, name: &str) -> Json<Value> {
     Json(json!({"id": id, "name": name}))
 }
 
-fn not_found(id: u64) -> Response {
+pub(super) fn not_found(id: u64) -> Response {
     (
         StatusCode::NOT_FOUND,
         Json(json!({"error": format!("no item {id}")})),
@@ -403,12 +424,18 @@ fn items(state: &AppState) -> std::sync::MutexGuard<'_, BTreeMap<u64, String>> {
 }
 
 async fn create_item(State(state): State<Shared>, Json(body): Json<ItemBody>) -> Response {
+    if let Some(db) = &state.db {
+        return super::app_db::create(db, &body.name).await;
+    }
     let id = state.next_id.fetch_add(1, Ordering::Relaxed);
     items(&state).insert(id, body.name.clone());
     (StatusCode::CREATED, item(id, &body.name)).into_response()
 }
 
 async fn read_item(State(state): State<Shared>, Path(id): Path<u64>) -> Response {
+    if let Some(db) = &state.db {
+        return super::app_db::read(db, id).await;
+    }
     match items(&state).get(&id) {
         Some(name) => item(id, name).into_response(),
         None => not_found(id),
@@ -420,6 +447,9 @@ async fn update_item(
     Path(id): Path<u64>,
     Json(body): Json<ItemBody>,
 ) -> Response {
+    if let Some(db) = &state.db {
+        return super::app_db::update(db, id, &body.name).await;
+    }
     match items(&state).get_mut(&id) {
         Some(name) => {
             name.clone_from(&body.name);
@@ -430,6 +460,9 @@ async fn update_item(
 }
 
 async fn delete_item(State(state): State<Shared>, Path(id): Path<u64>) -> Response {
+    if let Some(db) = &state.db {
+        return super::app_db::delete(db, id).await;
+    }
     match items(&state).remove(&id) {
         Some(_) => StatusCode::NO_CONTENT.into_response(),
         None => not_found(id),

@@ -3,5 +3,6 @@
 //! the demo and the end-to-end tests need nothing external.
 
 pub mod app;
+mod app_db;
 pub mod load;
 pub mod story;

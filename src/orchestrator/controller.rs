@@ -198,7 +198,7 @@ impl Controller {
             .cloned()
     }
 
-    fn service_cfg(
+    pub(super) fn service_cfg(
         &self,
         name: &str,
     ) -> Result<(Arc<ServiceConfig>, Arc<dyn Runtime>), ControlError> {
@@ -406,6 +406,7 @@ impl Controller {
             progress: self.progress.clone(),
             notifier: self.notifier.clone(),
             switch_times: self.switch_times.clone(),
+            state_dir: self.config.daemon.state_dir.clone(),
         });
         let this = self.clone();
         // Every log line of the deployment (and of the tasks it spawns while inside it)

@@ -6,7 +6,7 @@
 //! out effects and feeds their results back as events. This is what makes every
 //! rollback rule a table-driven unit test.
 //!
-//! Phases of a deploy: lock → [hooks_before_start] → start → wait_healthy → smoke →
+//! Phases of a deploy: lock → [hooks_before_start] → [database] → start → wait_healthy → smoke →
 //! [mirror] → [hooks_pre_switch] → [canary steps] → switch → [hooks_post_switch] → watch
 //! → [hooks_after_success] → done; a switch back is followed by [hooks_on_rollback].
 //! Mirroring and canary steps (with their analysis, pauses and `promote`) live in
@@ -25,6 +25,7 @@
 
 use std::time::Duration;
 
+mod database;
 mod hooks;
 mod lifecycle;
 mod plan;
@@ -56,6 +57,9 @@ pub enum Phase {
     SwitchBack,
     /// The hooks of one point run (only entered when the point has hooks).
     Hooks(HookPoint),
+    /// Backup, lint, rehearsal, compatibility proof and migrations (only entered when
+    /// the service has a database); before anything starts or moves.
+    Database,
     Done,
 }
 
@@ -86,6 +90,7 @@ impl Phase {
                 HookPoint::AfterSuccess => "hooks_after_success",
                 HookPoint::OnRollback => "hooks_on_rollback",
             },
+            Phase::Database => "database",
             Phase::Done => "done",
         }
     }
@@ -119,6 +124,8 @@ pub struct Plan {
     /// The points that have hooks (a rollback uses only `before_start` and
     /// `on_rollback`); a point without hooks adds no phase.
     pub hooks: Vec<HookPoint>,
+    /// Run the database phase (a deploy of a service with a database).
+    pub database: bool,
 }
 
 /// Results and wake-ups fed to the machine.
@@ -182,6 +189,12 @@ pub enum Event {
     /// `None`).
     Hooks {
         point: HookPoint,
+        failure: Option<String>,
+    },
+    /// The database phase is over; `failure` says why it stopped the deployment
+    /// (nothing was started and the live database was not migrated, unless the
+    /// reason says a migration failed).
+    Database {
         failure: Option<String>,
     },
 }
@@ -263,6 +276,9 @@ pub enum Effect {
     /// Run the hooks of a point in config order (each recorded like a check); answer
     /// `Hooks`.
     RunHooks(HookPoint),
+    /// Back up, lint, rehearse, prove and migrate the service's database (each step
+    /// recorded like a check, phase `db:<step>`); answer `Database`.
+    RunDatabase,
     /// Tell the webhooks (never waited on).
     Notify {
         event: &'static str,
@@ -368,7 +384,7 @@ impl Machine {
                     self.enter(now, Phase::WaitHealthy, None, &mut fx);
                     self.begin_health(&mut fx);
                 } else if !self.hooks_first(now, HookPoint::BeforeStart, &mut fx) {
-                    self.start_target(now, &mut fx);
+                    self.database_or_start(now, &mut fx);
                 }
             }
             (Phase::Start, Event::Started) => {
@@ -419,6 +435,7 @@ impl Machine {
             }
             (Phase::Mirror, event) => self.on_mirror(now, event, &mut fx),
             (Phase::Hooks(point), event) => self.on_hooks(now, point, event, &mut fx),
+            (Phase::Database, event) => self.on_database(now, event, &mut fx),
             (Phase::Canary(_), event) => self.on_canary(now, event, &mut fx),
             (Phase::Watch, Event::Measured(round)) => self.on_watch_round(now, round, &mut fx),
             (Phase::Watch, Event::Timer(t))

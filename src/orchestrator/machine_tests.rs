@@ -43,6 +43,7 @@ fn deploy_plan() -> Plan {
         analysis: None,
         mirror: None,
         hooks: Vec::new(),
+        database: false,
     }
 }
 

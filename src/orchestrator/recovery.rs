@@ -138,6 +138,10 @@ impl Controller {
             slot,
             version: version.into(),
             deployment: None,
+            env: crate::database::release_env(
+                self.service_cfg(name).ok().map(|(c, _)| c).as_deref(),
+                slot,
+            ),
         };
         match runtime.start(&spec).await {
             Ok(r) => {

@@ -18,7 +18,9 @@
 //! - `runner/perform.rs`: *perform*, the step's actions in order;
 //! - `runner/effects.rs` and `runner/progressive.rs`: the helpers those actions call;
 //! - `runner/hooks.rs`: running a point's hooks as one task (commands; HTTP calls in
-//!   `runner/hooks/http.rs`).
+//!   `runner/hooks/http.rs`);
+//! - `runner/database.rs`: the database phase as one task (backup, lint, rehearsal,
+//!   compatibility proof, migrations).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+mod database;
 mod effects;
 pub(crate) mod hooks;
 mod perform;
@@ -95,6 +98,10 @@ pub struct Runner {
     /// The first store write that failed since the machine was last told (see
     /// [`Runner::store_failed`]).
     store_failure: std::sync::Mutex<Option<String>>,
+    /// The database phase's task (aborted when the machine leaves the phase).
+    database_task: Option<tokio::task::JoinHandle<()>>,
+    /// The daemon's state directory (default home of the backups).
+    pub state_dir: std::path::PathBuf,
 }
 
 /// Everything a runner needs, from the controller.
@@ -110,6 +117,7 @@ pub struct RunnerParts {
     pub progress: Arc<Mutex<std::collections::HashMap<String, Progress>>>,
     pub notifier: Arc<Notifier>,
     pub switch_times: Arc<SwitchTimes>,
+    pub state_dir: std::path::PathBuf,
 }
 
 impl Runner {
@@ -134,6 +142,8 @@ impl Runner {
             watch_ends_at: None,
             store_failure: Default::default(),
             hooks_task: None,
+            database_task: None,
+            state_dir: p.state_dir,
         }
     }
 
@@ -162,6 +172,7 @@ impl Runner {
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
             self.cancel_stale_hooks(&machine);
+            self.cancel_stale_database(&machine);
             // The decision to move traffic: the switch's clock starts here.
             let decided = Instant::now();
             let step = self

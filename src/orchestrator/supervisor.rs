@@ -260,6 +260,7 @@ impl Controller {
             slot: live,
             version: version.clone(),
             deployment: None,
+            env: crate::database::release_env(Some(&w.cfg), live),
         };
         w.restarts += 1;
         match runtime.start(&spec).await {

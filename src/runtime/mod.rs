@@ -25,6 +25,9 @@ pub struct SlotSpec {
     /// The deployment starting it (container runtimes label their containers with
     /// it); `None` when a restarted daemon brings back the live release.
     pub deployment: Option<i64>,
+    /// Variables Cutover adds to the release's environment, winning over the
+    /// configured ones (the database URL of its slot: `database::release_env`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A started slot: where it answers, and the runtime's own handle for it (a pid, a
@@ -96,6 +99,31 @@ pub enum RuntimeError {
     },
 }
 
+/// A release started outside both slots (the database compatibility proof runs the
+/// live release against a scratch copy); stopped, with its whole process group or
+/// container, when dropped.
+pub struct ExtraInstance {
+    pub addr: SocketAddr,
+    stop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl ExtraInstance {
+    pub fn new(addr: SocketAddr, stop: impl FnOnce() + Send + Sync + 'static) -> ExtraInstance {
+        ExtraInstance {
+            addr,
+            stop: Some(Box::new(stop)),
+        }
+    }
+}
+
+impl Drop for ExtraInstance {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop();
+        }
+    }
+}
+
 #[async_trait]
 pub trait Runtime: Send + Sync {
     /// `process`, `docker`, ...
@@ -121,6 +149,19 @@ pub trait Runtime: Send + Sync {
     /// HEALTHCHECK). `None`: nothing to add to Cutover's checks.
     async fn health(&self, _service: &str, _slot: Slot) -> Option<RuntimeHealth> {
         None
+    }
+
+    /// Starts `spec`'s release once more, outside both slots and without touching
+    /// them, with `spec.env` added; `spec.slot` only fills the `{slot}` placeholder.
+    async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
+        Err(RuntimeError::Start {
+            service: spec.service.clone(),
+            slot: spec.slot,
+            reason: format!(
+                "the {} runtime cannot start a release outside its slots (needed by the database compatibility proof; set `prove = false` to skip it)",
+                self.kind()
+            ),
+        })
     }
 }
 

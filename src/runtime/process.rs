@@ -23,7 +23,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
-use super::{RunningSlot, Runtime, RuntimeError, SlotSpec, SlotStatus};
+use super::{ExtraInstance, RunningSlot, Runtime, RuntimeError, SlotSpec, SlotStatus};
 use crate::config::{ProcessRuntimeConfig, StopSignal};
 use crate::domain::Slot;
 
@@ -86,6 +86,58 @@ impl ProcessRuntime {
         Ok(l.local_addr()
             .map_err(|e| self.err(slot, e.to_string()))?
             .port())
+    }
+
+    /// Spawns the release of `spec` on `port` in a session of its own, its output to
+    /// `log_path`.
+    fn spawn(
+        &self,
+        spec: &SlotSpec,
+        port: u16,
+        log_path: &std::path::Path,
+    ) -> Result<Child, RuntimeError> {
+        let slot = spec.slot;
+        let argv: Vec<String> = self
+            .cfg
+            .command
+            .iter()
+            .map(|a| substitute(a, spec, port))
+            .collect();
+        std::fs::create_dir_all(&self.log_dir).map_err(|e| {
+            self.err(
+                slot,
+                format!("cannot create {}: {e}", self.log_dir.display()),
+            )
+        })?;
+        // The release's output may hold secrets: readable by the daemon's user only.
+        let log = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(log_path)
+            .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
+        let log2 = log.try_clone().map_err(|e| self.err(slot, e.to_string()))?;
+
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .env("PORT", port.to_string())
+            .env("CUTOVER_VERSION", &spec.version)
+            .env("CUTOVER_SLOT", slot.as_str())
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .kill_on_drop(false);
+        new_session(&mut cmd);
+        for (k, v) in &self.cfg.env {
+            cmd.env(k, substitute(v, spec, port));
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        if let Some(dir) = &self.cfg.workdir {
+            cmd.current_dir(dir);
+        }
+        cmd.spawn()
+            .map_err(|e| self.err(slot, format!("cannot run `{}`: {e}", argv[0])))
     }
 
     async fn stop_locked(&self, slot: Slot, entry: &mut Option<Proc>) {
@@ -195,48 +247,8 @@ impl Runtime for ProcessRuntime {
         self.stop_locked(slot, &mut entry).await;
 
         let port = self.port_for(slot)?;
-        let argv: Vec<String> = self
-            .cfg
-            .command
-            .iter()
-            .map(|a| substitute(a, spec, port))
-            .collect();
-        std::fs::create_dir_all(&self.log_dir).map_err(|e| {
-            self.err(
-                slot,
-                format!("cannot create {}: {e}", self.log_dir.display()),
-            )
-        })?;
         let log_path = self.log_path(slot);
-        // The release's output may hold secrets: readable by the daemon's user only.
-        let log = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&log_path)
-            .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
-        let log2 = log.try_clone().map_err(|e| self.err(slot, e.to_string()))?;
-
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .env("PORT", port.to_string())
-            .env("CUTOVER_VERSION", &spec.version)
-            .env("CUTOVER_SLOT", slot.as_str())
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .kill_on_drop(false);
-        new_session(&mut cmd);
-        for (k, v) in &self.cfg.env {
-            cmd.env(k, substitute(v, spec, port));
-        }
-        if let Some(dir) = &self.cfg.workdir {
-            cmd.current_dir(dir);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| self.err(slot, format!("cannot run `{}`: {e}", argv[0])))?;
+        let child = self.spawn(spec, port, &log_path)?;
         let pid = child
             .id()
             .ok_or_else(|| self.err(slot, "exited immediately"))?;
@@ -251,12 +263,34 @@ impl Runtime for ProcessRuntime {
         })
     }
 
+    async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
+        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|e| self.err(spec.slot, format!("no free loopback port: {e}")))?;
+        let port = l
+            .local_addr()
+            .map_err(|e| self.err(spec.slot, e.to_string()))?
+            .port();
+        drop(l);
+        let log_path = self.log_dir.join(format!("{}-proof.log", self.service));
+        let mut child = self.spawn(spec, port, &log_path)?;
+        let pid = child.id().map(|p| p as i32);
+        tracing::info!(service = %self.service, version = %spec.version, ?pid, port, "started an extra instance");
+        Ok(ExtraInstance::new(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            move || {
+                if let Some(pid) = pid {
+                    let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+                let _ = child.start_kill();
+            },
+        ))
+    }
+
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
         let mut entry = self.slots[slot.index()].lock().await;
         self.stop_locked(slot, &mut entry).await;
         Ok(())
     }
-
     async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {
         let mut entry = self.slots[slot.index()].lock().await;
         let Some(proc) = entry.as_mut() else {
@@ -325,6 +359,7 @@ mod tests {
             slot: Slot::Blue,
             version: version.into(),
             deployment: None,
+            env: Vec::new(),
         }
     }
 

@@ -67,6 +67,7 @@ where
 }
 
 mod ports;
+pub mod postgres;
 /// A free port on 127.0.0.1, outside the ephemeral range (see `ports.rs`).
 pub use ports::free_addr;
 

@@ -92,7 +92,7 @@ impl Machine {
     /// The hooks of `point` passed (or failed with `warn`): go on where they were.
     fn after_hooks(&mut self, now: Ms, point: HookPoint, fx: &mut Vec<Effect>) {
         match point {
-            HookPoint::BeforeStart => self.start_target(now, fx),
+            HookPoint::BeforeStart => self.database_or_start(now, fx),
             HookPoint::PreSwitch => self.move_traffic(now, fx),
             HookPoint::PostSwitch => self.watch_or_succeed(now, fx),
             HookPoint::AfterSuccess => self.complete_success(now, fx),

@@ -35,6 +35,7 @@ fn plan(hooks: &[HookPoint]) -> Plan {
         analysis: None,
         mirror: None,
         hooks: hooks.to_vec(),
+        database: false,
     }
 }
 

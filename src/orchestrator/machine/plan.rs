@@ -41,6 +41,9 @@ impl Plan {
             analysis: cfg.analysis.clone().filter(|_| deploy),
             mirror: cfg.mirror.clone().filter(|_| deploy),
             hooks: hook_points(cfg, kind),
+            // A rollback returns to a release that already worked with this database;
+            // undoing migrations is a separate decision (`cutover db down|restore`).
+            database: deploy && cfg.database.is_some(),
         }
     }
 }

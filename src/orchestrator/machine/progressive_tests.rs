@@ -68,6 +68,7 @@ fn plan(steps: Vec<CanaryStep>) -> Plan {
         analysis: Some(analysis()),
         mirror: None,
         hooks: Vec::new(),
+        database: false,
     }
 }
 

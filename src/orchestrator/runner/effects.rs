@@ -117,6 +117,7 @@ impl Runner {
             slot,
             version: self.version.clone(),
             deployment: Some(self.id),
+            env: crate::database::release_env(Some(&self.service), slot),
         };
         let runtime = self.runtime.clone();
         let router = self.router.clone();

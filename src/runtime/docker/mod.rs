@@ -264,6 +264,7 @@ impl DockerRuntime {
                 slot: Slot::Blue,
                 version: v.to_string(),
                 deployment: None,
+                env: Vec::new(),
             };
             spec::image_ref(&self.cfg, &spec)
         };

@@ -75,6 +75,7 @@ pub fn environment(
         ("CUTOVER_SLOT".to_string(), spec.slot.as_str().to_string()),
         ("CUTOVER_SERVICE".to_string(), spec.service.clone()),
     ]);
+    env.extend(spec.env.iter().cloned());
     let mut seen = HashMap::new();
     for (i, (k, _)) in env.iter().enumerate() {
         seen.insert(k.clone(), i);

@@ -37,6 +37,7 @@ fn spec() -> SlotSpec {
         slot: Slot::Green,
         version: "v2".into(),
         deployment: Some(42),
+        env: Vec::new(),
     }
 }
 
