@@ -28,6 +28,7 @@
 
 mod analysis;
 mod delivery;
+mod edge;
 mod health;
 mod kinds;
 mod metric_providers;

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
+pub use super::edge::{ApiEdge, IpNet, PreviewConfig, ProxyEdge, MIN_PUBLIC_TOKEN_LEN};
 
 pub use super::kinds::{
     AdminAddr, CaddyRouterConfig, ComposeRuntimeConfig, DockerReach, DockerRestart,
@@ -50,6 +51,8 @@ pub struct ApiConfig {
     /// one into `<state_dir>/api-token`).
     pub token: Option<String>,
     pub token_env: String,
+    /// Who may call the API at all (`edge.rs`).
+    pub edge: ApiEdge,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -69,6 +72,8 @@ pub struct ProxyConfig {
     /// Time in-flight requests on a replaced slot get to finish before it may be
     /// stopped. Default 30s.
     pub drain_timeout: Duration,
+    /// Limits and trust on the public listener (`edge.rs`).
+    pub edge: ProxyEdge,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -229,6 +234,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
             token_env: "CUTOVER_TOKEN".to_string(),
+            edge: ApiEdge::default(),
         }
     }
 }
@@ -242,6 +248,7 @@ impl Default for ProxyConfig {
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            edge: ProxyEdge::default(),
         }
     }
 }

@@ -16,6 +16,9 @@
 //! - connect refused/timed out, reset, garbage from upstream → 502, `UpstreamFailed`;
 //! - no response headers within `upstream_timeout` → 504, `UpstreamFailed`;
 //! - the client's body broke or grew past the limit → 413/400, `ClientFailed`;
+//! - the client sent no body bytes for `client_body_timeout` → 408, `ClientFailed`
+//!   (the upstream's timer only runs while the upstream is the one being waited for:
+//!   see `body::upstream_wait`);
 //! - the client left before the end of the response → `ClientFailed`.
 
 use std::time::Instant;
@@ -26,7 +29,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{ClientBodyError, LimitedBody, ProxyBody, Recorder};
+use super::body::{upstream_wait, ClientBodyError, LimitedBody, ProxyBody, Recorder};
 use super::conn::ListenerCtx;
 use super::headers::{self, X_CUTOVER_SLOT};
 use super::mirror::{self, Mirror};
@@ -86,7 +89,8 @@ impl Proxy {
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let mut body = LimitedBody::new(body, limit);
+        let mut body = LimitedBody::new(body, limit, self.settings.client_body_timeout);
+        let watch = (!http_body::Body::is_end_stream(&body)).then(|| body.watch(received));
         let mirrored = match &chosen.mirror {
             Some(m) if !upgrade => mirror::start(
                 m,
@@ -99,14 +103,18 @@ impl Proxy {
         };
         let upstream_req = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(
-            self.settings.upstream_timeout,
+        // The upstream's clock: `upstream_timeout` past the end of what the client
+        // sent, never running while the client keeps the body waiting.
+        let sent = upstream_wait(
             self.client.request(upstream_req),
+            self.settings.upstream_timeout,
+            received,
+            watch.as_deref(),
         )
         .await;
         let mut resp = match sent {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
+            Some(Ok(resp)) => resp,
+            Some(Err(e)) => {
                 let resp = failed(e, slot, recorder);
                 // A client failure (413/400) is not the upstream's answer: not compared.
                 if let Some(m) = mirrored.filter(|_| resp.status().is_server_error()) {
@@ -114,7 +122,7 @@ impl Proxy {
                 }
                 return resp;
             }
-            Err(_elapsed) => {
+            None => {
                 tracing::debug!(%slot, %addr, "upstream sent no response headers in time");
                 recorder.finish(Outcome::UpstreamFailed);
                 if let Some(m) = mirrored {
@@ -160,7 +168,10 @@ impl Proxy {
         if let Some(cookie) = chosen.set_cookie {
             parts.headers.append(SET_COOKIE, cookie);
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, recorder, status.as_u16()))
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, recorder, status.as_u16(), watch),
+        )
     }
 
     /// Picks the upstream of one request from the current snapshot: the preview slot,
@@ -241,6 +252,9 @@ fn failed(
                 local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
             }
             ClientBodyError::Read(_) => local(StatusCode::BAD_REQUEST, "bad request body\n"),
+            ClientBodyError::TimedOut { .. } => {
+                local(StatusCode::REQUEST_TIMEOUT, "request body timed out\n")
+            }
         };
     }
     tracing::debug!(%slot, error = ?e, "upstream request failed");

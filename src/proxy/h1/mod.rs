@@ -88,6 +88,8 @@ enum Fail {
     Stale,
     /// The client went away mid-request.
     Client,
+    /// The client sent no body bytes for `client_body_timeout`: its fault, 408.
+    ClientTimeout,
     /// No response head within `upstream_timeout`.
     Timeout,
 }
@@ -168,7 +170,7 @@ pub(crate) async fn serve(
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
-            keep = conn.forward(plan, recorder, &mut deadline) => keep,
+            keep = conn.forward(plan, recorder, &mut deadline, settings) => keep,
         };
         if !keep_alive {
             return End::Closed;
@@ -233,17 +235,35 @@ impl Conn {
 
     /// Forwards one planned request and passes the response on. Records it. Whether
     /// the client connection stays open.
-    async fn forward(&mut self, plan: Plan, recorder: Recorder, deadline: &mut Deadline) -> bool {
+    async fn forward(
+        &mut self,
+        plan: Plan,
+        recorder: Recorder,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
+    ) -> bool {
         let (slot, addr) = (plan.chosen.slot, plan.chosen.addr);
-        let got = tokio::select! {
-            biased;
-            got = self.exchange_head(&plan) => got,
-            () = deadline.expired() => Err(Fail::Timeout),
-        };
+        let got = self.exchange_head(&plan, deadline, settings).await;
         let (upstream, head) = match got {
             Ok(ok) => ok,
             Err(Fail::Client) => {
                 recorder.finish(Outcome::ClientFailed);
+                return false;
+            }
+            Err(Fail::ClientTimeout) => {
+                // Nothing came back from the upstream yet: the client gets 408 and the
+                // half-sent request is abandoned with its upstream connection.
+                recorder.finish(Outcome::ClientFailed);
+                tracing::debug!(%slot, %addr, "client body timed out");
+                self.out.clear();
+                response::local(
+                    &mut self.out,
+                    408,
+                    slot.as_str(),
+                    "request body timed out\n",
+                    true,
+                );
+                let _ = self.client.write_all(&self.out).await;
                 return false;
             }
             Err(fail) => {
@@ -280,20 +300,33 @@ impl Conn {
 
     /// Sends the request (retrying once on a fresh connection if a reused one turns
     /// out closed) and reads the response head. On success, `out` holds the client's
-    /// head and `ubuf` the bytes after the upstream's head. The caller's timer bounds
-    /// it (`Fail::Timeout`).
-    async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), Fail> {
+    /// head and `ubuf` the bytes after the upstream's head.
+    ///
+    /// Whose clock runs: `deadline` (the upstream timeout) bounds what the upstream
+    /// does (connect, take the request, answer) and is pushed back each time the
+    /// client delivers body bytes, so it only ever measures the upstream; each wait
+    /// for the client's body is bounded by `client_body_timeout` instead
+    /// (`Fail::ClientTimeout`).
+    async fn exchange_head(
+        &mut self,
+        plan: &Plan,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
+    ) -> Result<(TcpStream, RespHead), Fail> {
         let addr = plan.chosen.addr;
         let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
             Some(s) => (s, true),
-            None => (connect(addr).await?, false),
+            None => (upstream_bound(deadline, connect(addr)).await??, false),
         };
         loop {
-            match self.try_exchange(&mut upstream, plan).await {
+            match self
+                .try_exchange(&mut upstream, plan, deadline, settings)
+                .await
+            {
                 Ok(head) => return Ok((upstream, head)),
                 Err(Fail::Stale) if reused && plan.retryable => {
                     tracing::debug!(%addr, "reused upstream connection was closed; retrying");
-                    upstream = connect(addr).await?;
+                    upstream = upstream_bound(deadline, connect(addr)).await??;
                     reused = false;
                 }
                 Err(Fail::Stale) => return Err(Fail::Upstream),
@@ -306,28 +339,51 @@ impl Conn {
         &mut self,
         upstream: &mut TcpStream,
         plan: &Plan,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
     ) -> Result<RespHead, Fail> {
-        if upstream.write_all(&self.out).await.is_err() {
-            return Err(Fail::Stale);
+        match upstream_bound(deadline, upstream.write_all(&self.out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Fail::Stale),
+            Err(timeout) => return Err(timeout),
         }
         let mut left = plan.body_left;
         while left > 0 {
             self.cbuf.reserve(READ_CHUNK);
-            match self.client.read_buf(&mut self.cbuf).await {
-                Ok(0) | Err(_) => return Err(Fail::Client),
-                Ok(_) => {}
+            let read = tokio::time::timeout(
+                settings.client_body_timeout,
+                self.client.read_buf(&mut self.cbuf),
+            );
+            match read.await {
+                Err(_elapsed) => return Err(Fail::ClientTimeout),
+                Ok(Ok(0) | Err(_)) => return Err(Fail::Client),
+                Ok(Ok(_)) => {}
             }
+            deadline.set(Instant::now() + settings.upstream_timeout);
             let take = self
                 .cbuf
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            if upstream.write_all(&self.cbuf[..take]).await.is_err() {
+            let sent = upstream_bound(deadline, upstream.write_all(&self.cbuf[..take])).await?;
+            if sent.is_err() {
                 return Err(Fail::Upstream);
             }
             self.cbuf.advance(take);
             left -= take as u64;
         }
+        if plan.body_left > 0 {
+            // The request is complete: from now on the upstream has `upstream_timeout`.
+            deadline.set(Instant::now() + settings.upstream_timeout);
+        }
+        upstream_bound(deadline, self.read_response_head(upstream, plan)).await?
+    }
 
+    /// Reads the upstream's response head, passing 1xx heads on to the client.
+    async fn read_response_head(
+        &mut self,
+        upstream: &mut TcpStream,
+        plan: &Plan,
+    ) -> Result<RespHead, Fail> {
         self.ubuf.clear();
         let add = Additions {
             slot: plan.chosen.slot.as_str(),
@@ -474,6 +530,18 @@ impl Conn {
             Ok(0) | Err(_) => Err(Broke::Upstream),
             Ok(_) => Ok(()),
         }
+    }
+}
+
+/// Runs `fut` (something the upstream must do) against the upstream deadline.
+async fn upstream_bound<T>(
+    deadline: &mut Deadline,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, Fail> {
+    tokio::select! {
+        biased;
+        out = fut => Ok(out),
+        () = deadline.expired() => Err(Fail::Timeout),
     }
 }
 

@@ -1,0 +1,168 @@
+//! The public edge (issue #12), in process on 127.0.0.1:0, each case on both proxy
+//! paths: slow clients are the client's fault (408, `client_failed`), request heads are
+//! bounded (431), Host and forwarded headers are checked and replaced, and preview
+//! routes need a secret. Backends are raw sockets that record what the app received
+//! (`support/raw_backend.rs`).
+
+#[path = "support/proxy_harness.rs"]
+mod harness;
+#[path = "support/raw_backend.rs"]
+mod raw_backend;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cutover::domain::Slot;
+use cutover::proxy::ProxySettings;
+use harness::{settled, upstream, within, TestProxy};
+use raw_backend::RawBackend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const PATHS: [bool; 2] = [true, false];
+
+fn path_name(fast: bool) -> &'static str {
+    if fast {
+        "fast path"
+    } else {
+        "general path"
+    }
+}
+
+fn settings(fast: bool) -> ProxySettings {
+    ProxySettings {
+        fast_path: fast,
+        ..ProxySettings::default()
+    }
+}
+
+/// Sends `bytes`, then reads until the proxy closes the connection (bounded).
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    within(10, harness::raw_exchange(addr, bytes)).await
+}
+
+/// The status code of the first response in `raw`.
+fn status(raw: &str) -> u16 {
+    raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+async fn get_ok(addr: SocketAddr) -> u16 {
+    status(
+        &exchange(
+            addr,
+            b"GET /normal HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await,
+    )
+}
+
+// ------------------------------------------------------------ 1. slow clients
+
+#[tokio::test]
+async fn stalled_request_bodies_get_408_and_never_count_against_the_release() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let s = ProxySettings {
+            client_body_timeout: Duration::from_millis(300),
+            upstream_timeout: Duration::from_secs(20),
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+        // The issue's attack: a POST head announcing 100 bytes, one byte, then nothing;
+        // and the same with a chunked body.
+        let mut stalled = Vec::new();
+        for i in 0..10 {
+            let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+            let req: &[u8] = if i % 2 == 0 {
+                b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\nx"
+            } else {
+                b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n64\r\nx"
+            };
+            c.write_all(req).await.unwrap();
+            stalled.push(c);
+        }
+        // Normal traffic flows meanwhile.
+        for _ in 0..20 {
+            assert_eq!(get_ok(proxy.addr).await, 200, "{}", path_name(fast));
+        }
+        for mut c in stalled {
+            let mut out = Vec::new();
+            within(10, c.read_to_end(&mut out)).await.unwrap();
+            let out = String::from_utf8_lossy(&out);
+            assert_eq!(status(&out), 408, "{}: {out}", path_name(fast));
+        }
+        let snap = within(10, settled(&up.stats, 30)).await;
+        assert_eq!(snap.client_failed, 10, "{}", path_name(fast));
+        assert_eq!(snap.upstream_failed, 0, "{}", path_name(fast));
+        assert_eq!(snap.status_class[1], 20, "{}", path_name(fast));
+        assert_eq!(snap.status_class[4], 0, "{}", path_name(fast));
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_keeps_coming_slower_than_the_upstream_timeout_is_forwarded() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let s = ProxySettings {
+            client_body_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_millis(400),
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"POST /slow HTTP/1.1\r\nHost: app.test\r\nContent-Length: 6\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // Six bytes, 200 ms apart: longer in all than the upstream timeout, but the
+        // upstream is never the one being waited for.
+        for b in b"abcdef" {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            c.write_all(&[*b]).await.unwrap();
+        }
+        let mut out = Vec::new();
+        within(10, c.read_to_end(&mut out)).await.unwrap();
+        assert_eq!(
+            status(&String::from_utf8_lossy(&out)),
+            200,
+            "{}",
+            path_name(fast)
+        );
+        assert_eq!(backend.received()[0].body, b"abcdef", "{}", path_name(fast));
+        let snap = within(10, settled(&up.stats, 1)).await;
+        assert_eq!((snap.upstream_failed, snap.client_failed), (0, 0));
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_that_does_not_answer_a_complete_request_is_the_releases_fault() {
+    for fast in PATHS {
+        // Reads whatever comes and never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = silent.accept().await {
+                let mut sink = [0u8; 1024];
+                let _ = s.read(&mut sink).await;
+                held.push(s);
+            }
+        });
+        let up = upstream(Slot::Blue, addr);
+        let s = ProxySettings {
+            upstream_timeout: Duration::from_millis(300),
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+        let out = exchange(
+            proxy.addr,
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        )
+        .await;
+        assert_eq!(status(&out), 504, "{}: {out}", path_name(fast));
+        let snap = within(10, settled(&up.stats, 1)).await;
+        assert_eq!((snap.upstream_failed, snap.client_failed), (1, 0));
+        holder.abort();
+    }
+}
