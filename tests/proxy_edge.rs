@@ -166,3 +166,104 @@ async fn an_upstream_that_does_not_answer_a_complete_request_is_the_releases_fau
         holder.abort();
     }
 }
+
+// ------------------------------------------------------------ 2. bounded heads
+
+/// A head of `lines` header lines (Host included) and at least `bytes` bytes, ended.
+fn head_of(lines: usize, pad: usize) -> Vec<u8> {
+    let mut h = b"GET /h HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n".to_vec();
+    for i in 0..lines.saturating_sub(2) {
+        h.extend_from_slice(format!("X-Line-{i}: v\r\n").as_bytes());
+    }
+    if pad > 0 {
+        h.extend_from_slice(format!("X-Pad: {}\r\n", "p".repeat(pad)).as_bytes());
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+#[tokio::test]
+async fn a_head_over_max_header_bytes_gets_431_and_its_connection_is_closed() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let s = ProxySettings {
+            max_header_bytes: 8192,
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+        // Complete but too large, and unfinished and too large (the trickling attack):
+        // both refused without the rest being waited for.
+        let whole = head_of(3, 9000);
+        let unfinished = &whole[..whole.len() - 2];
+        for bytes in [&whole[..], unfinished] {
+            let out = exchange(proxy.addr, bytes).await;
+            assert_eq!(status(&out), 431, "{}: {out}", path_name(fast));
+        }
+        // Just under the limit: forwarded.
+        let out = exchange(proxy.addr, &head_of(3, 7000)).await;
+        assert_eq!(status(&out), 200, "{}: {out}", path_name(fast));
+        assert_eq!(backend.count(), 1, "{}", path_name(fast));
+        assert_eq!(get_ok(proxy.addr).await, 200);
+    }
+}
+
+#[tokio::test]
+async fn header_lines_are_counted_and_more_than_max_header_lines_get_431() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let s = ProxySettings {
+            max_header_lines: 10,
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+        let out = exchange(proxy.addr, &head_of(10, 0)).await;
+        assert_eq!(status(&out), 200, "{}: 10 lines", path_name(fast));
+        let out = exchange(proxy.addr, &head_of(11, 0)).await;
+        assert_eq!(status(&out), 431, "{}: 11 lines: {out}", path_name(fast));
+        assert_eq!(backend.count(), 1);
+    }
+    // More lines than the fast path parses (64) but within the default limit of 100:
+    // forwarded whole (by the general path).
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        let out = exchange(proxy.addr, &head_of(90, 0)).await;
+        assert_eq!(status(&out), 200, "{}: 90 lines", path_name(fast));
+        assert_eq!(backend.received()[0].all("x-line-87"), ["v"]);
+        let out = exchange(proxy.addr, &head_of(101, 0)).await;
+        assert_eq!(status(&out), 431, "{}: 101 lines", path_name(fast));
+    }
+}
+
+#[tokio::test]
+async fn the_header_read_deadline_does_not_restart_when_a_head_changes_paths() {
+    // 70 KB of head (more than the fast path's 64 header lines and 64 KiB) arrives in
+    // two parts, the second after 0.8 s, the end after 1.6 s; the header read timeout
+    // is 1.2 s. The whole head took longer than that: no response, whichever path
+    // had it when.
+    let backend = RawBackend::start().await;
+    let up = upstream(Slot::Blue, backend.addr);
+    let s = ProxySettings {
+        header_read_timeout: Duration::from_millis(1200),
+        max_header_bytes: 256 * 1024,
+        ..settings(true)
+    };
+    let (proxy, _routes) = TestProxy::with_live(&up, s).await;
+    let head = head_of(80, 70_000);
+    let (first, rest) = head.split_at(60_000);
+    let (second, end) = rest.split_at(rest.len() - 2);
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(first).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = c.write_all(second).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let _ = c.write_all(end).await;
+    let mut out = Vec::new();
+    let _ = within(10, c.read_to_end(&mut out)).await;
+    let out = String::from_utf8_lossy(&out);
+    assert_ne!(status(&out), 200, "the head was let in late: {out}");
+    assert_eq!(backend.count(), 0);
+}

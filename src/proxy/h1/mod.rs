@@ -118,6 +118,7 @@ pub(crate) async fn serve(
     ctx: &ListenerCtx,
     client: TcpStream,
     client_ip: &[u8],
+    trusted: bool,
 ) -> End {
     let settings = proxy.settings();
     let mut conn = Conn {
@@ -140,26 +141,40 @@ pub(crate) async fn serve(
 
     loop {
         deadline.set(Instant::now() + settings.header_read_timeout);
+        // How far `cbuf` was searched for the end of the head, and whether bytes that
+        // may complete a head (a line end) arrived since the last look.
+        let (mut scanned, mut look) = (0, !conn.cbuf.is_empty());
         let plan = loop {
-            if !conn.cbuf.is_empty() {
-                match conn.plan(proxy, ctx, client_ip) {
-                    Step::Partial if conn.cbuf.len() < MAX_HEAD => {}
+            if look {
+                look = false;
+                match conn.plan(proxy, ctx, client_ip, trusted) {
                     Step::Forward(plan) => break plan,
-                    Step::Partial | Step::General => {
+                    Step::TooLarge => return conn.refuse_head().await,
+                    // hyper would refuse it at once too (400): no need for the rest.
+                    Step::Invalid => return End::General(conn.client, conn.cbuf.freeze()),
+                    // The general path gets only whole heads, so a head is read under
+                    // one deadline and one size limit, whichever path ends up with it.
+                    Step::General if head_end(&conn.cbuf, &mut scanned) => {
                         return End::General(conn.client, conn.cbuf.freeze());
                     }
+                    Step::Partial | Step::General => {}
                 }
+            }
+            if conn.cbuf.len() >= settings.max_header_bytes {
+                return conn.refuse_head().await;
             }
             if drain_seen {
                 return End::Closed;
             }
             conn.cbuf.reserve(READ_CHUNK);
+            let before = conn.cbuf.len();
             tokio::select! {
                 biased;
                 () = &mut draining, if !drain_seen => drain_seen = true,
                 read = conn.client.read_buf(&mut conn.cbuf) => match read {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {}
+                    // A head can only end with a line end: parse again only then.
+                    Ok(_) => look = conn.cbuf[before..].contains(&b'\n'),
                 },
                 () = deadline.expired() => return End::Closed,
             }
@@ -182,13 +197,30 @@ pub(crate) async fn serve(
 enum Step {
     Partial,
     Forward(Plan),
+    /// For the general path, once the head is complete.
     General,
+    /// Not HTTP the general path could accept either (it answers 400 at once).
+    Invalid,
+    /// The head is over `max_header_bytes` or `max_header_lines`: 431.
+    TooLarge,
+}
+
+/// Whether `buf` holds the end of a request head (an empty line, CRLF or bare LF as
+/// httparse accepts). `scanned` is how far earlier calls searched.
+fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    let found = buf[from..]
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\r\n" && from + i > 0 && buf[from + i - 1] == b'\n'));
+    *scanned = buf.len();
+    found
 }
 
 impl Conn {
     /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
     /// and the body bytes already received to `out` and consumes them from `cbuf`.
-    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8]) -> Step {
+    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], _trusted: bool) -> Step {
         let settings = proxy.settings();
         let preview_header = settings.preview_header.as_str();
         let max_body = settings.max_body_bytes.min(FAST_BODY_MAX);
@@ -196,8 +228,12 @@ impl Conn {
         let head = match request::parse(&self.cbuf, &mut headers, preview_header, max_body) {
             Parse::Partial => return Step::Partial,
             Parse::General => return Step::General,
+            Parse::Invalid => return Step::Invalid,
             Parse::Fast(head) => head,
         };
+        if head.len > settings.max_header_bytes || head.lines() > settings.max_header_lines {
+            return Step::TooLarge;
+        }
         let received = StdInstant::now();
         let Some(service) = ctx.routes.service_for(Some(head.host)) else {
             return Step::General;
@@ -231,6 +267,15 @@ impl Conn {
             had_body: body_len > 0,
         };
         Step::Forward(plan)
+    }
+
+    /// Answers 431 to a head over the limits and closes: the rest of it is not read.
+    async fn refuse_head(mut self) -> End {
+        self.out.clear();
+        response::refusal(&mut self.out, 431, "request head too large\n");
+        let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.shutdown().await;
+        End::Closed
     }
 
     /// Forwards one planned request and passes the response on. Records it. Whether

@@ -182,6 +182,19 @@ pub fn local(out: &mut Vec<u8>, status: u16, slot: &str, body: &str, close: bool
     out.extend_from_slice(body.as_bytes());
 }
 
+/// A refusal the proxy writes before any upstream is involved (431, 400): dated, no
+/// slot, and the connection closes.
+pub fn refusal(out: &mut Vec<u8>, status: u16, body: &str) {
+    status_line(out, status, "");
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    header(out, b"date", date.as_bytes());
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
 fn status_line(out: &mut Vec<u8>, status: u16, reason: &str) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(itoa3(status).as_slice());
