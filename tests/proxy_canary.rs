@@ -54,7 +54,10 @@ impl Setup {
         Self::with(
             Backend::text("blue").await,
             Backend::text("green").await,
-            ProxySettings::default(),
+            ProxySettings {
+                slot_header: true,
+                ..ProxySettings::default()
+            },
         )
         .await
     }
@@ -408,6 +411,7 @@ async fn preview_by_cookie_or_header_reaches_the_preview_slot_and_neither_is_for
     within(30, async {
         let settings = ProxySettings {
             preview_cookie: "beta".into(),
+            slot_header: true,
             ..ProxySettings::default()
         };
         let s = Setup::with(

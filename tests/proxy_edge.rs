@@ -10,8 +10,10 @@ mod harness;
 mod raw_backend;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use cutover::config::IpNet;
 use cutover::domain::Slot;
 use cutover::proxy::ProxySettings;
 use harness::{settled, upstream, within, TestProxy};
@@ -266,4 +268,171 @@ async fn the_header_read_deadline_does_not_restart_when_a_head_changes_paths() {
     let out = String::from_utf8_lossy(&out);
     assert_ne!(status(&out), 200, "the head was let in late: {out}");
     assert_eq!(backend.count(), 0);
+}
+
+// ------------------------------------------------------------ 4. Host, targets, forwarded headers
+
+#[tokio::test]
+async fn host_and_request_target_mistakes_get_400_and_never_reach_the_app() {
+    let refused: [(&str, u16); 12] = [
+        (
+            "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+            400,
+        ),
+        ("GET / HTTP/1.1\r\nAccept: */*\r\n\r\n", 400),
+        ("GET / HTTP/1.0\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: user@a.test\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost: a.test:80x\r\n\r\n", 400),
+        ("GET noslash HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+        ("GET * HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+        (
+            "GET http://user@a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            400,
+        ),
+        ("GET ftp://a.test/ HTTP/1.1\r\nHost: a.test\r\n\r\n", 400),
+        (
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+            405,
+        ),
+    ];
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        for (req, want) in refused {
+            let out = exchange(proxy.addr, req.as_bytes()).await;
+            assert_eq!(status(&out), want, "{}: {req:?} got {out}", path_name(fast));
+        }
+        assert_eq!(
+            backend.count(),
+            0,
+            "{}: {:?}",
+            path_name(fast),
+            backend.received()
+        );
+        assert_eq!(get_ok(proxy.addr).await, 200);
+        let host = backend.received()[0].header("host").unwrap();
+        assert_eq!(
+            host, "app.test",
+            "the app sees the client's Host, never the slot's"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_absolute_form_target_replaces_host_and_options_star_is_forwarded() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        let out = exchange(
+            proxy.addr,
+            b"GET http://Shop.Example:8080/p?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&out), 200, "{}: {out}", path_name(fast));
+        let got = &backend.received()[0];
+        assert_eq!(got.line(), "GET /p?q=1 HTTP/1.1");
+        assert_eq!(got.all("host"), ["Shop.Example:8080"]);
+        assert_eq!(got.all("x-forwarded-host"), ["Shop.Example:8080"]);
+        let out = exchange(
+            proxy.addr,
+            b"OPTIONS * HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&out), 200, "{}: {out}", path_name(fast));
+        assert_eq!(backend.received()[1].line(), "OPTIONS * HTTP/1.1");
+    }
+}
+
+const FORGED: &[u8] = b"GET /who HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 6.6.6.6\r\n\
+X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil.example\r\nForwarded: for=6.6.6.6\r\n\
+X-Cutover-Mirror: 1\r\nx-cutover-slot: green\r\nConnection: close\r\n\r\n";
+
+#[tokio::test]
+async fn forwarded_headers_are_replaced_unless_the_peer_is_a_trusted_proxy() {
+    for fast in PATHS {
+        let backend = RawBackend::start().await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        assert_eq!(status(&exchange(proxy.addr, FORGED).await), 200);
+        let got = &backend.received()[0];
+        assert_eq!(
+            got.all("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{}",
+            path_name(fast)
+        );
+        assert_eq!(got.all("x-forwarded-proto"), ["http"]);
+        assert_eq!(got.all("x-forwarded-host"), ["app.test"]);
+        assert!(got.all("forwarded").is_empty(), "{}", got.head);
+        assert!(
+            !got.head.to_ascii_lowercase().contains("x-cutover-"),
+            "{}",
+            got.head
+        );
+
+        let trusting = ProxySettings {
+            trusted_proxies: Arc::from(vec![IpNet::parse("127.0.0.0/8").unwrap()]),
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, trusting).await;
+        assert_eq!(status(&exchange(proxy.addr, FORGED).await), 200);
+        let got = &backend.received()[1];
+        assert_eq!(
+            got.all("x-forwarded-for"),
+            ["6.6.6.6, 127.0.0.1"],
+            "{}",
+            path_name(fast)
+        );
+        assert_eq!(got.all("x-forwarded-proto"), ["https"]);
+        assert_eq!(got.all("x-forwarded-host"), ["evil.example"]);
+        assert_eq!(got.all("forwarded"), ["for=6.6.6.6"]);
+        assert!(
+            !got.head.to_ascii_lowercase().contains("x-cutover-"),
+            "{}",
+            got.head
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_slot_header_is_off_by_default_and_an_apps_own_is_not_passed_on() {
+    const ANSWER: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nx-cutover-slot: forged\r\n\r\nok";
+    for fast in PATHS {
+        let backend = RawBackend::start_with(ANSWER).await;
+        let up = upstream(Slot::Blue, backend.addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        let out = exchange(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&out), 200);
+        assert!(
+            !out.to_ascii_lowercase().contains("x-cutover-slot"),
+            "{}: {out}",
+            path_name(fast)
+        );
+        let on = ProxySettings {
+            slot_header: true,
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, on).await;
+        let out = exchange(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let lower = out.to_ascii_lowercase();
+        assert!(
+            lower.contains("x-cutover-slot: blue\r\n"),
+            "{}: {out}",
+            path_name(fast)
+        );
+        assert!(!lower.contains("forged"), "{out}");
+    }
 }

@@ -26,7 +26,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 use super::body::{upstream_wait, ClientBodyError, LimitedBody, ProxyBody, Recorder};
@@ -39,24 +39,41 @@ use super::{cookies, Proxy};
 use crate::domain::Slot;
 
 impl Proxy {
-    /// Serves one request received on a listener (the hyper service body).
+    /// Serves one request received on a listener (the hyper service body). `trusted`:
+    /// the peer is in `proxy.trusted_proxies`.
     pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        listener: &std::sync::Arc<ListenerCtx>,
+        client_ip: &HeaderValue,
+        trusted: bool,
+    ) -> Response<ProxyBody> {
+        let mut resp = self.forward(req, listener, client_ip, trusted).await;
+        if !self.settings.slot_header {
+            // Neither ours nor one an upstream made up (the fast path does the same).
+            resp.headers_mut().remove(X_CUTOVER_SLOT);
+        }
+        resp
+    }
+
+    async fn forward(
         &self,
         mut req: Request<Incoming>,
         listener: &std::sync::Arc<ListenerCtx>,
         client_ip: &HeaderValue,
+        trusted: bool,
     ) -> Response<ProxyBody> {
         let received = Instant::now();
+        if let Err(refusal) = check_request(&mut req) {
+            return refused(refusal);
+        }
         let limit = self.settings.max_body_bytes;
         if declared_length(&req).is_some_and(|len| len > limit) {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
 
-        // An absolute-form target's host wins over `Host` (RFC 9112 §3.2.2).
-        let host = req
-            .uri()
-            .host()
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
+        // `check_request` left exactly one valid Host (an absolute-form target's).
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
         let Some(service) = listener.routes.service_for(host) else {
             return local(StatusCode::NOT_FOUND, "no service for host\n");
         };
@@ -84,7 +101,8 @@ impl Proxy {
             cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarded(&mut parts.headers, client_ip);
+        headers::strip_cutover(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client_ip, trusted);
         parts.uri = uri;
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;
@@ -265,6 +283,72 @@ fn failed(
         "upstream failed\n"
     };
     with_slot(local(StatusCode::BAD_GATEWAY, msg), slot)
+}
+
+/// The request checks of RFC 9110/9112 that hyper leaves to the application, before
+/// anything else happens (pingora's `validate_request`): one rule, one citation.
+/// Leaves exactly one valid `Host`, the absolute-form target's when there is one.
+/// A refusal closes the connection: a client that sends this may frame the rest
+/// differently than we read it.
+fn check_request<B>(req: &mut Request<B>) -> Result<(), Refusal> {
+    const BAD_TARGET: Refusal = (StatusCode::BAD_REQUEST, "bad request target\n");
+    // RFC 9110 §9.3.6: CONNECT asks for a tunnel to another host; a reverse proxy in
+    // front of an app has none to offer.
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed\n"));
+    }
+    // RFC 9112 §3.2: origin-form, absolute-form, or `*` for OPTIONS (authority-form
+    // is CONNECT's). `GET noslash` is none of them.
+    let uri = req.uri();
+    let absolute = match (uri.scheme_str(), uri.authority()) {
+        (None, None) if uri.path().starts_with('/') => None,
+        (None, None) if uri.path() == "*" && req.method() == Method::OPTIONS => None,
+        (Some("http" | "https"), Some(authority)) => Some(authority.clone()),
+        _ => return Err(BAD_TARGET),
+    };
+    // RFC 9112 §3.2: 400 for a request with more than one Host, or with an invalid
+    // one, and for an HTTP/1.1 request without one. An HTTP/1.0 request without Host
+    // is refused too: the upstream would otherwise see the slot's own address.
+    if req.headers().get_all(HOST).iter().count() > 1 {
+        return Err((StatusCode::BAD_REQUEST, "more than one Host header\n"));
+    }
+    match absolute {
+        // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is refused.
+        Some(authority) => {
+            let text = authority.as_str();
+            if text.contains('@') || !headers::valid_host(text.as_bytes()) {
+                return Err(BAD_TARGET);
+            }
+            let value = HeaderValue::from_str(text).map_err(|_| BAD_TARGET)?;
+            req.headers_mut().insert(HOST, value);
+        }
+        None => match req.headers().get(HOST) {
+            None => return Err((StatusCode::BAD_REQUEST, "missing Host header\n")),
+            Some(h) if !headers::valid_host(h.as_bytes()) => {
+                return Err((StatusCode::BAD_REQUEST, "invalid Host header\n"));
+            }
+            Some(_) => {}
+        },
+    }
+    Ok(())
+}
+
+/// A request refused before routing: the status and the body.
+type Refusal = (StatusCode, &'static str);
+
+/// The answer to a refused request; the connection closes after it.
+fn refused((status, msg): Refusal) -> Response<ProxyBody> {
+    let mut resp = local(status, msg);
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+    }
+    resp
 }
 
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {

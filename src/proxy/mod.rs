@@ -108,8 +108,6 @@ pub struct ProxySettings {
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept; every other client's
     /// are replaced.
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
-    /// Forward `CONNECT` (else 405).
-    pub allow_connect: bool,
     /// Add `x-cutover-slot` to responses.
     pub slot_header: bool,
     /// Who may reach the preview slot by header or cookie.
@@ -139,7 +137,6 @@ impl ProxySettings {
             max_header_bytes: c.edge.max_header_bytes,
             max_header_lines: c.edge.max_header_lines,
             trusted_proxies: c.edge.trusted_proxies.clone().into(),
-            allow_connect: c.edge.allow_connect,
             slot_header: c.edge.slot_header,
             preview: preview::PreviewAccess::from_config(&c.edge.preview),
             fast_path: fast_path_from_env(),
@@ -168,7 +165,6 @@ impl Default for ProxySettings {
             max_header_bytes: 64 * 1024,
             max_header_lines: 100,
             trusted_proxies: Arc::from(Vec::new()),
-            allow_connect: false,
             slot_header: false,
             preview: preview::PreviewAccess::default(),
             fast_path: fast_path_from_env(),

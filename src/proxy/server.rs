@@ -132,7 +132,7 @@ async fn serve_connection(
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &ctx, &client_ip).await) }
+        async move { Ok::<_, Infallible>(proxy.handle(req, &ctx, &client_ip, trusted).await) }
     });
     let conn = ctx
         .http

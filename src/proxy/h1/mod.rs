@@ -77,6 +77,8 @@ struct Plan {
     /// The client connection ends after this response.
     close: bool,
     had_body: bool,
+    /// Add `x-cutover-slot` to the response.
+    slot_header: bool,
 }
 
 /// Why a request got no upstream response head.
@@ -220,7 +222,7 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
 impl Conn {
     /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
     /// and the body bytes already received to `out` and consumes them from `cbuf`.
-    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], _trusted: bool) -> Step {
+    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], trusted: bool) -> Step {
         let settings = proxy.settings();
         let preview_header = settings.preview_header.as_str();
         let max_body = settings.max_body_bytes.min(FAST_BODY_MAX);
@@ -246,7 +248,7 @@ impl Conn {
         };
         self.out.clear();
         let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
-        head.write_upstream(&mut self.out, client_ip, preview_header, strip);
+        head.write_upstream(&mut self.out, client_ip, trusted, preview_header, strip);
         let closing = *ctx.state.borrow() != ConnState::Serving;
         let (head_len, body_len) = (head.len, head.body_len);
         let (head_request, retryable, close) = (head.is_head(), head.retryable(), head.close);
@@ -265,6 +267,7 @@ impl Conn {
             retryable,
             close: close || closing,
             had_body: body_len > 0,
+            slot_header: settings.slot_header,
         };
         Step::Forward(plan)
     }
@@ -304,7 +307,7 @@ impl Conn {
                 response::local(
                     &mut self.out,
                     408,
-                    slot.as_str(),
+                    settings.slot_header.then_some(slot.as_str()),
                     "request body timed out\n",
                     true,
                 );
@@ -322,7 +325,8 @@ impl Conn {
                 // Unread body bytes would be taken for the next request: close.
                 let close = plan.close || plan.had_body;
                 self.out.clear();
-                response::local(&mut self.out, status, slot.as_str(), msg, close);
+                let slot_name = settings.slot_header.then_some(slot.as_str());
+                response::local(&mut self.out, status, slot_name, msg, close);
                 return self.client.write_all(&self.out).await.is_ok() && !close;
             }
         };
@@ -431,7 +435,7 @@ impl Conn {
     ) -> Result<RespHead, Fail> {
         self.ubuf.clear();
         let add = Additions {
-            slot: plan.chosen.slot.as_str(),
+            slot: plan.slot_header.then_some(plan.chosen.slot.as_str()),
             set_cookie: plan.chosen.set_cookie.as_ref().map(|v| v.as_bytes()),
             close: plan.close,
         };
