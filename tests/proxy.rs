@@ -16,8 +16,11 @@ use std::time::Duration;
 use backend::Backend;
 use bytes::Bytes;
 use cutover::domain::Slot;
+use cutover::proxy::preview::PreviewAccess;
 use cutover::proxy::table::{Routes, ServiceRoute};
 use cutover::proxy::{ListenerRoutes, ProxySettings};
+
+const PREVIEW_SECRET: &str = "the-preview-secret-0123";
 use harness::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -369,7 +372,11 @@ async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
                 preview: Some(green.clone()),
             },
         );
-        let main = TestProxy::start(&routes, default_listener(SERVICE), settings()).await;
+        let with_secret = ProxySettings {
+            preview: PreviewAccess::with_secret(PREVIEW_SECRET),
+            ..settings()
+        };
+        let main = TestProxy::start(&routes, default_listener(SERVICE), with_secret).await;
         let preview_listener = ListenerRoutes {
             preview_only: true,
             ..default_listener(SERVICE)
@@ -379,9 +386,16 @@ async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
 
         let r = get(&client, &main.url("/")).await;
         assert_eq!((r.slot.as_deref(), r.body.as_str()), (Some("blue"), "live"));
+        // Without the secret the header opens nothing (and is not forwarded).
         let r = send(
             &client,
             request(&main.url("/"), &[("x-cutover-preview", "yes")]),
+        )
+        .await;
+        assert_eq!(r.slot.as_deref(), Some("blue"));
+        let r = send(
+            &client,
+            request(&main.url("/"), &[("x-cutover-preview", PREVIEW_SECRET)]),
         )
         .await;
         assert_eq!(r.slot.as_deref(), Some("green"));
@@ -394,7 +408,7 @@ async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
         assert_eq!((r.status, r.slot.as_deref()), (200, Some("green")));
 
         assert_eq!(settled(&green.stats, 2).await.requests, 2);
-        assert_eq!(settled(&blue.stats, 1).await.requests, 1);
+        assert_eq!(settled(&blue.stats, 2).await.requests, 2);
     })
     .await;
 }
@@ -415,7 +429,11 @@ async fn missing_slots_and_unknown_hosts_are_answered_by_the_proxy_and_not_recor
             default: None,
             preview_only: false,
         };
-        let proxy = TestProxy::start(&routes, listener, settings()).await;
+        let with_secret = ProxySettings {
+            preview: PreviewAccess::with_secret(PREVIEW_SECRET),
+            ..settings()
+        };
+        let proxy = TestProxy::start(&routes, listener, with_secret).await;
         let client = http_client();
         let url = proxy.url("/");
 
@@ -425,7 +443,13 @@ async fn missing_slots_and_unknown_hosts_are_answered_by_the_proxy_and_not_recor
         assert_eq!((r.status, r.body.as_str()), (503, "no live slot\n"));
         let r = send(
             &client,
-            request(&url, &[("host", "web.example"), ("x-cutover-preview", "1")]),
+            request(
+                &url,
+                &[
+                    ("host", "web.example"),
+                    ("x-cutover-preview", PREVIEW_SECRET),
+                ],
+            ),
         )
         .await;
         assert_eq!((r.status, r.body.as_str()), (503, "no preview slot\n"));

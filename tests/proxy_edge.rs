@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use cutover::config::IpNet;
 use cutover::domain::Slot;
+use cutover::proxy::table::{Routes, ServiceRoute};
 use cutover::proxy::ProxySettings;
-use harness::{settled, upstream, within, TestProxy};
+use harness::{default_listener, settled, upstream, within, TestProxy, SERVICE};
 use raw_backend::RawBackend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -434,5 +435,124 @@ async fn the_slot_header_is_off_by_default_and_an_apps_own_is_not_passed_on() {
             path_name(fast)
         );
         assert!(!lower.contains("forged"), "{out}");
+    }
+}
+
+// ------------------------------------------------------------ 3. preview is opt-in and secret
+
+const SECRET: &str = "preview-secret-0123456789";
+
+/// Live blue answers "blue", preview green answers "green"; both record requests.
+async fn live_and_preview(s: ProxySettings) -> (TestProxy, RawBackend, RawBackend) {
+    const BLUE: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nblue";
+    const GREEN: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\ngreen";
+    let (blue, green) = (
+        RawBackend::start_with(BLUE).await,
+        RawBackend::start_with(GREEN).await,
+    );
+    let routes = Arc::new(Routes::new());
+    routes.set(
+        SERVICE,
+        ServiceRoute {
+            live: Some(upstream(Slot::Blue, blue.addr)),
+            preview: Some(upstream(Slot::Green, green.addr)),
+        },
+    );
+    let proxy = TestProxy::start(&routes, default_listener(SERVICE), s).await;
+    (proxy, blue, green)
+}
+
+async fn answered_by(addr: SocketAddr, extra: &str) -> String {
+    let req = format!("GET / HTTP/1.1\r\nHost: app.test\r\n{extra}Connection: close\r\n\r\n");
+    let out = exchange(addr, req.as_bytes()).await;
+    out.rsplit("\r\n\r\n")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn preview_by_header_or_cookie_is_off_unless_enabled_and_never_forwarded() {
+    for fast in PATHS {
+        let (proxy, blue, green) = live_and_preview(settings(fast)).await;
+        for extra in [
+            "x-cutover-preview: 1\r\n".to_string(),
+            format!("x-cutover-preview: {SECRET}\r\n"),
+            "Cookie: cutover-preview=1; a=b\r\n".to_string(),
+        ] {
+            assert_eq!(
+                answered_by(proxy.addr, &extra).await,
+                "blue",
+                "{}: {extra}",
+                path_name(fast)
+            );
+        }
+        assert_eq!(green.count(), 0);
+        for got in blue.received() {
+            let head = got.head.to_ascii_lowercase();
+            assert!(
+                !head.contains("x-cutover-preview") && !head.contains("cutover-preview="),
+                "{head}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn preview_needs_the_secret_or_an_unexpired_token_for_the_service() {
+    use cutover::proxy::preview::{sign, PreviewAccess};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for fast in PATHS {
+        let s = ProxySettings {
+            preview: PreviewAccess::with_secret(SECRET),
+            ..settings(fast)
+        };
+        let (proxy, _blue, green) = live_and_preview(s).await;
+        let token = sign(SECRET, SERVICE, now + 600);
+        let cases = [
+            (format!("x-cutover-preview: {SECRET}\r\n"), "green"),
+            (
+                format!("Cookie: a=1; cutover-preview={SECRET}\r\n"),
+                "green",
+            ),
+            (format!("x-cutover-preview: {token}\r\n"), "green"),
+            (format!("Cookie: cutover-preview={token}\r\n"), "green"),
+            ("x-cutover-preview: 1\r\n".to_string(), "blue"),
+            ("Cookie: cutover-preview=\r\n".to_string(), "blue"),
+            (
+                format!("x-cutover-preview: {}\r\n", sign(SECRET, SERVICE, now - 1)),
+                "blue",
+            ),
+            (
+                format!("x-cutover-preview: {}\r\n", sign(SECRET, "api", now + 600)),
+                "blue",
+            ),
+            (
+                format!(
+                    "x-cutover-preview: {}\r\n",
+                    sign("another-secret-xxxxx", SERVICE, now + 600)
+                ),
+                "blue",
+            ),
+        ];
+        for (extra, want) in &cases {
+            assert_eq!(
+                &answered_by(proxy.addr, extra).await,
+                want,
+                "{}: {extra}",
+                path_name(fast)
+            );
+        }
+        assert_eq!(green.count(), 4);
+        for got in green.received() {
+            assert!(
+                !got.head.contains(SECRET) && !got.head.contains(&token),
+                "{}",
+                got.head
+            );
+        }
     }
 }

@@ -77,10 +77,21 @@ impl Proxy {
         let Some(service) = listener.routes.service_for(host) else {
             return local(StatusCode::NOT_FOUND, "no service for host\n");
         };
-        let cookies = cookies::scan(req.headers(), &self.settings.preview_cookie, service);
-        let preview = listener.routes.preview_only
-            || cookies.preview
-            || req.headers().contains_key(&self.settings.preview_header);
+        let access = &self.settings.preview;
+        let cookies = cookies::scan(
+            req.headers(),
+            &self.settings.preview_cookie,
+            service,
+            access,
+        );
+        let opened = cookies.preview
+            || req
+                .headers()
+                .get(&self.settings.preview_header)
+                .is_some_and(|v| access.allows(service, v.as_bytes()));
+        let Some(preview) = preview_route(listener, access.enabled, opened) else {
+            return refused((StatusCode::FORBIDDEN, "preview needs the preview secret\n"));
+        };
         let chosen = match self.choose(service, preview, cookies.sticky) {
             Ok(chosen) => chosen,
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
@@ -94,9 +105,7 @@ impl Proxy {
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        if preview {
-            parts.headers.remove(&self.settings.preview_header);
-        }
+        parts.headers.remove(&self.settings.preview_header);
         if cookies.ours {
             cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
         }
@@ -231,6 +240,27 @@ impl Proxy {
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
         Uri::from_parts(parts).ok()
+    }
+}
+
+/// Whether a request goes to the preview slot: always on a preview listener bound to
+/// loopback; on a public one (`[proxy.preview] public_listen`) only when the header or
+/// cookie `opened` it (`None`: refused, 403); elsewhere when preview by header or
+/// cookie is `enabled` and they opened it.
+pub(super) fn preview_route(listener: &ListenerCtx, enabled: bool, opened: bool) -> Option<bool> {
+    preview_rule(
+        listener.routes.preview_only,
+        listener.public,
+        enabled,
+        opened,
+    )
+}
+
+fn preview_rule(preview_only: bool, public: bool, enabled: bool, opened: bool) -> Option<bool> {
+    match (preview_only, public) {
+        (true, false) => Some(true),
+        (true, true) => opened.then_some(true),
+        (false, _) => Some(enabled && opened),
     }
 }
 
@@ -379,4 +409,63 @@ fn with_slot(mut resp: Response<ProxyBody>, slot: Slot) -> Response<ProxyBody> {
 
 fn slot_value(slot: Slot) -> HeaderValue {
     HeaderValue::from_static(slot.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_listener_needs_the_secret_only_off_loopback_and_the_header_only_when_enabled() {
+        // (preview_only, public, enabled, opened) → route to preview (None: 403).
+        let table = [
+            ((true, false, false, false), Some(true)),
+            ((true, true, false, false), None),
+            ((true, true, false, true), Some(true)),
+            ((false, false, false, true), Some(false)),
+            ((false, true, true, false), Some(false)),
+            ((false, true, true, true), Some(true)),
+        ];
+        for ((only, public, enabled, opened), want) in table {
+            assert_eq!(preview_rule(only, public, enabled, opened), want);
+        }
+    }
+
+    #[test]
+    fn request_checks_follow_rfc_9112() {
+        let check = |method: &str, target: &str, hosts: &[&str]| {
+            let mut b = Request::builder().method(method).uri(target);
+            for h in hosts {
+                b = b.header(HOST, *h);
+            }
+            let mut req = b.body(()).unwrap();
+            check_request(&mut req).map(|()| req.headers()[HOST].to_str().unwrap().to_string())
+        };
+        assert_eq!(check("GET", "/", &["a.test"]).unwrap(), "a.test");
+        assert_eq!(
+            check("GET", "http://b.test:81/x", &["a.test"]).unwrap(),
+            "b.test:81"
+        );
+        assert_eq!(check("OPTIONS", "*", &["a.test"]).unwrap(), "a.test");
+        assert_eq!(
+            check("GET", "/", &["a", "b"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "/", &[]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "*", &["a"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "a.test:80", &["a"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("CONNECT", "a.test:443", &["a"]).unwrap_err().0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }

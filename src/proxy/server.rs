@@ -68,13 +68,14 @@ pub async fn serve_with_grace(
         .max_buf_size(proxy.settings().max_header_bytes.max(8192))
         .max_headers(proxy.settings().max_header_lines)
         .keep_alive(true);
+    let local = listener.local_addr()?;
     let ctx = Arc::new(ListenerCtx {
+        public: !local.ip().is_loopback(),
         routes: routes.normalized(),
         state: state_rx,
         http,
         _alive: alive_tx,
     });
-    let local = listener.local_addr()?;
 
     tokio::pin!(shutdown);
     loop {

@@ -240,8 +240,18 @@ impl Conn {
         let Some(service) = ctx.routes.service_for(Some(head.host)) else {
             return Step::General;
         };
-        let cookies = cookies::scan_values(head.cookies(), &settings.preview_cookie, service);
-        let preview = ctx.routes.preview_only || cookies.preview || head.preview_header;
+        let access = &settings.preview;
+        let cookies =
+            cookies::scan_values(head.cookies(), &settings.preview_cookie, service, access);
+        let opened = cookies.preview
+            || head
+                .preview_value
+                .is_some_and(|v| access.allows(service, v));
+        let preview = match super::forward::preview_route(ctx, access.enabled, opened) {
+            Some(preview) => preview,
+            // The general path answers 403.
+            None => return Step::General,
+        };
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
             Ok(c) if c.mirror.is_none() => c,
             _ => return Step::General,

@@ -89,8 +89,8 @@ pub struct Head<'h, 'b> {
     pub body_len: u64,
     /// The client sent `Connection: close`.
     pub close: bool,
-    /// The preview header is present (any value).
-    pub preview_header: bool,
+    /// The preview header's value, if present.
+    pub preview_value: Option<&'b [u8]>,
     headers: &'h [httparse::Header<'b>],
 }
 
@@ -136,7 +136,7 @@ pub fn parse<'h, 'b>(
         host: "",
         body_len: 0,
         close: false,
-        preview_header: false,
+        preview_value: None,
         headers,
     };
     let (mut hosts, mut lengths, mut forwarded_for) = (0, 0, 0);
@@ -169,7 +169,7 @@ pub fn parse<'h, 'b>(
                 }
             }
             Kind::General => return Parse::General,
-            Kind::Preview => head.preview_header = true,
+            Kind::Preview => head.preview_value = Some(h.value),
             Kind::ForwardedFor => forwarded_for += 1,
             _ => {}
         }
@@ -355,11 +355,12 @@ mod tests {
                    Cookie: a=1; cutover-preview=x\r\nCookie: cutover-slot-web=blue; b=2\r\n\
                    Connection: close\r\n\r\nabc";
         fast(raw, |h| {
-            assert!(h.preview_header && h.close);
+            assert!(h.preview_value == Some(b"1") && h.close);
             assert_eq!(h.body_len, 3);
             assert_eq!(h.len, raw.len() - 3);
             assert!(!h.retryable(), "a POST with a body is never sent twice");
-            let s = cookies::scan_values(h.cookies(), "cutover-preview", "web");
+            let access = crate::proxy::preview::PreviewAccess::with_secret("x");
+            let s = cookies::scan_values(h.cookies(), "cutover-preview", "web", &access);
             assert!(s.preview && s.ours);
         });
         assert_eq!(
