@@ -331,6 +331,40 @@ pub(super) fn preview_listen_rule(
     }
 }
 
+/// The dotted key whose value is at byte `offset` of a TOML `text` (`[table]` headers
+/// and `key = value` lines; enough to name the key of a value TOML refused), or `None`
+/// when the offset is not in a value.
+pub(super) fn key_at(text: &str, offset: usize) -> Option<String> {
+    let mut table = String::new();
+    let mut start = 0;
+    for line in text.split_inclusive('\n') {
+        let end = start + line.len();
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            table = trimmed
+                .trim_start_matches('[')
+                .split(']')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+        } else if (start..end).contains(&offset) {
+            let (key, _) = line.split_once('=')?;
+            if start + key.len() > offset {
+                return None;
+            }
+            let key = key.trim().trim_matches('"');
+            return Some(if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            });
+        }
+        start = end;
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +487,19 @@ enabled = true
         );
         let ok = with("[proxy.preview]\npublic_listen = true\nsecret = \"0123456789abcdef\"\n");
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn a_number_too_large_for_its_key_names_the_key() {
+        let problems =
+            parse("[proxy]\nmax_body_bytes = 99999999999999999999999\n", &[]).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("proxy.max_body_bytes: TOML syntax error at line"),
+            "{problems:?}"
+        );
+        assert_eq!(key_at("a = 1\n[x.y]\nb = 2\n", 16), Some("x.y.b".into()));
+        assert_eq!(key_at("a = 1\n", 0), None, "on the key, not the value");
     }
 
     #[test]

@@ -74,7 +74,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use headers::X_CUTOVER_SLOT;
+pub use headers::{host_without_port, X_CUTOVER_SLOT};
 pub use server::{serve, serve_with_grace, DEFAULT_SHUTDOWN_GRACE};
 
 /// The header sent when `proxy.preview_header` is not a valid header name (validation
