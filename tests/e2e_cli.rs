@@ -449,3 +449,50 @@ async fn rollback_during_the_watch_switches_back_at_once() {
     let (code, body) = h.get_proxy("/").await.expect("the proxy answers");
     assert_eq!((code, body.trim()), (200, "hello from v1"));
 }
+
+#[tokio::test]
+async fn preview_url_prints_a_token_for_the_service_and_refuses_when_preview_is_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = r#"
+[services.web]
+listen = "127.0.0.1:2"
+
+[services.web.runtime]
+kind = "process"
+command = ["./web", "--port", "{port}"]
+"#;
+    let off = write(dir.path(), "off.toml", base);
+    let out = run_cli(&off, &["preview-url", "web"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    assert!(out.stderr.contains("enabled = true"), "{out}");
+
+    let secret = "a-preview-secret-of-length";
+    let on = write(
+        dir.path(),
+        "on.toml",
+        &format!(
+            "{base}\n[proxy.preview]\nenabled = true\nsecret = \"{secret}\"\ntoken_ttl = \"10m\"\n"
+        ),
+    );
+    let out = run_cli(&on, &["preview-url", "web", "--ttl", "2h"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let token = out.stdout.trim();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    use cutover::proxy::preview::verify;
+    assert!(
+        verify(secret.as_bytes(), "web", token.as_bytes(), now),
+        "{token}"
+    );
+    assert!(!verify(secret.as_bytes(), "api", token.as_bytes(), now));
+    // The token lives no longer than token_ttl, whatever --ttl asked.
+    assert!(!verify(
+        secret.as_bytes(),
+        "web",
+        token.as_bytes(),
+        now + 601
+    ));
+    assert!(out.stderr.contains("x-cutover-preview: "), "{out}");
+}

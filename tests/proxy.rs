@@ -16,8 +16,11 @@ use std::time::Duration;
 use backend::Backend;
 use bytes::Bytes;
 use cutover::domain::Slot;
+use cutover::proxy::preview::PreviewAccess;
 use cutover::proxy::table::{Routes, ServiceRoute};
 use cutover::proxy::{ListenerRoutes, ProxySettings};
+
+const PREVIEW_SECRET: &str = "the-preview-secret-0123";
 use harness::*;
 use http::Request;
 use http_body_util::{BodyExt, Full};
@@ -34,7 +37,7 @@ async fn two_hundred_switches_under_concurrent_load_lose_no_request() {
         let green_app = Backend::text("green").await;
         let blue = upstream(Slot::Blue, blue_app.addr);
         let green = upstream(Slot::Green, green_app.addr);
-        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, routes) = TestProxy::with_live(&blue, settings()).await;
         let client = http_client();
         let switching = Arc::new(AtomicBool::new(true));
 
@@ -93,7 +96,7 @@ async fn a_slow_request_started_on_blue_completes_after_the_switch_to_green() {
         let green_app = Backend::text("green").await;
         let blue = upstream(Slot::Blue, blue_app.addr);
         let green = upstream(Slot::Green, green_app.addr);
-        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, routes) = TestProxy::with_live(&blue, settings()).await;
         let client = http_client();
 
         let slow = tokio::spawn({
@@ -141,7 +144,7 @@ async fn an_upgraded_connection_echoes_and_keeps_working_after_a_switch() {
         let green_app = Backend::upgrade_echo().await;
         let blue = upstream(Slot::Blue, blue_app.addr);
         let green = upstream(Slot::Green, green_app.addr);
-        let (proxy, routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, routes) = TestProxy::with_live(&blue, settings()).await;
 
         let (mut tunnel, head) = open_upgrade(proxy.addr).await;
         assert!(head.starts_with("http/1.1 101"), "{head}");
@@ -170,7 +173,15 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_forwarded_headers_are_adde
     within(20, async {
         let app = Backend::echo_headers().await;
         let blue = upstream(Slot::Blue, app.addr);
-        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        // The client (127.0.0.1) is a trusted proxy here: its X-Forwarded-For is
+        // extended (an untrusted client's is replaced: tests/proxy_edge.rs).
+        let trusting = ProxySettings {
+            trusted_proxies: std::sync::Arc::from(vec![
+                cutover::config::IpNet::parse("127.0.0.1").unwrap()
+            ]),
+            ..settings()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, trusting).await;
         let client = http_client();
 
         let req = request(
@@ -220,7 +231,7 @@ async fn hop_by_hop_headers_are_removed_both_ways_and_forwarded_headers_are_adde
         ])
         .await;
         let green = upstream(Slot::Green, app.addr);
-        let (proxy, _routes) = TestProxy::with_live(&green, ProxySettings::default()).await;
+        let (proxy, _routes) = TestProxy::with_live(&green, settings()).await;
         let r = get(&client, &proxy.url("/")).await;
         assert_eq!((r.status, r.slot.as_deref()), (200, Some("green")));
         assert_eq!(r.headers["x-kept"], "yes");
@@ -244,7 +255,7 @@ async fn garbage_gets_400_and_an_oversized_content_length_gets_413_and_serving_g
         let blue = upstream(Slot::Blue, app.addr);
         let settings = ProxySettings {
             max_body_bytes: 1024,
-            ..ProxySettings::default()
+            ..settings()
         };
         let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
 
@@ -273,7 +284,7 @@ async fn a_slow_loris_client_is_cut_after_the_header_read_timeout_while_others_a
         let blue = upstream(Slot::Blue, app.addr);
         let settings = ProxySettings {
             header_read_timeout: Duration::from_millis(300),
-            ..ProxySettings::default()
+            ..settings()
         };
         let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
 
@@ -308,7 +319,7 @@ async fn a_chunked_body_over_the_limit_is_cut_and_counted_as_a_client_failure() 
         let blue = upstream(Slot::Blue, app.addr);
         let settings = ProxySettings {
             max_body_bytes: 1024,
-            ..ProxySettings::default()
+            ..settings()
         };
         let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
 
@@ -361,20 +372,30 @@ async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
                 preview: Some(green.clone()),
             },
         );
-        let main =
-            TestProxy::start(&routes, default_listener(SERVICE), ProxySettings::default()).await;
+        let with_secret = ProxySettings {
+            preview: PreviewAccess::with_secret(PREVIEW_SECRET),
+            ..settings()
+        };
+        let main = TestProxy::start(&routes, default_listener(SERVICE), with_secret).await;
         let preview_listener = ListenerRoutes {
             preview_only: true,
             ..default_listener(SERVICE)
         };
-        let preview = TestProxy::start(&routes, preview_listener, ProxySettings::default()).await;
+        let preview = TestProxy::start(&routes, preview_listener, settings()).await;
         let client = http_client();
 
         let r = get(&client, &main.url("/")).await;
         assert_eq!((r.slot.as_deref(), r.body.as_str()), (Some("blue"), "live"));
+        // Without the secret the header opens nothing (and is not forwarded).
         let r = send(
             &client,
             request(&main.url("/"), &[("x-cutover-preview", "yes")]),
+        )
+        .await;
+        assert_eq!(r.slot.as_deref(), Some("blue"));
+        let r = send(
+            &client,
+            request(&main.url("/"), &[("x-cutover-preview", PREVIEW_SECRET)]),
         )
         .await;
         assert_eq!(r.slot.as_deref(), Some("green"));
@@ -387,7 +408,7 @@ async fn the_preview_header_and_the_preview_listener_reach_the_preview_slot() {
         assert_eq!((r.status, r.slot.as_deref()), (200, Some("green")));
 
         assert_eq!(settled(&green.stats, 2).await.requests, 2);
-        assert_eq!(settled(&blue.stats, 1).await.requests, 1);
+        assert_eq!(settled(&blue.stats, 2).await.requests, 2);
     })
     .await;
 }
@@ -408,7 +429,11 @@ async fn missing_slots_and_unknown_hosts_are_answered_by_the_proxy_and_not_recor
             default: None,
             preview_only: false,
         };
-        let proxy = TestProxy::start(&routes, listener, ProxySettings::default()).await;
+        let with_secret = ProxySettings {
+            preview: PreviewAccess::with_secret(PREVIEW_SECRET),
+            ..settings()
+        };
+        let proxy = TestProxy::start(&routes, listener, with_secret).await;
         let client = http_client();
         let url = proxy.url("/");
 
@@ -418,7 +443,13 @@ async fn missing_slots_and_unknown_hosts_are_answered_by_the_proxy_and_not_recor
         assert_eq!((r.status, r.body.as_str()), (503, "no live slot\n"));
         let r = send(
             &client,
-            request(&url, &[("host", "web.example"), ("x-cutover-preview", "1")]),
+            request(
+                &url,
+                &[
+                    ("host", "web.example"),
+                    ("x-cutover-preview", PREVIEW_SECRET),
+                ],
+            ),
         )
         .await;
         assert_eq!((r.status, r.body.as_str()), (503, "no preview slot\n"));
@@ -446,7 +477,7 @@ async fn the_host_header_picks_the_service_ignoring_port_and_case() {
             default: Some("web".into()),
             preview_only: false,
         };
-        let proxy = TestProxy::start(&routes, listener, ProxySettings::default()).await;
+        let proxy = TestProxy::start(&routes, listener, settings()).await;
         let client = http_client();
         let url = proxy.url("/");
 
@@ -465,7 +496,7 @@ async fn a_backend_500_is_passed_on_and_counted_as_an_error() {
     within(20, async {
         let app = Backend::status(500).await;
         let blue = upstream(Slot::Blue, app.addr);
-        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings()).await;
         let r = get(&http_client(), &proxy.url("/")).await;
         assert_eq!((r.status, r.body.as_str()), (500, "status 500"));
         let b = settled(&blue.stats, 1).await;
@@ -478,7 +509,7 @@ async fn a_backend_500_is_passed_on_and_counted_as_an_error() {
 async fn a_dead_upstream_gets_502_and_counts_as_upstream_failed() {
     within(20, async {
         let blue = upstream(Slot::Blue, backend::dead_addr().await);
-        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings()).await;
         let r = get(&http_client(), &proxy.url("/")).await;
         assert_eq!((r.status, r.slot.as_deref()), (502, Some("blue")));
         let b = settled(&blue.stats, 1).await;
@@ -494,7 +525,7 @@ async fn an_upstream_silent_past_the_upstream_timeout_gets_504_and_counts_as_ups
         let blue = upstream(Slot::Blue, app.addr);
         let settings = ProxySettings {
             upstream_timeout: Duration::from_millis(200),
-            ..ProxySettings::default()
+            ..settings()
         };
         let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
         let r = get(&http_client(), &proxy.url("/")).await;
@@ -510,7 +541,7 @@ async fn a_client_leaving_mid_body_is_a_client_failure_not_an_error() {
     within(20, async {
         let app = Backend::trickle(200, Duration::from_millis(20)).await;
         let blue = upstream(Slot::Blue, app.addr);
-        let (proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings()).await;
 
         let mut s = TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -535,7 +566,7 @@ async fn shutdown_lets_an_open_request_finish_and_stops_accepting() {
     within(20, async {
         let app = Backend::slow(Duration::from_millis(500), "done").await;
         let blue = upstream(Slot::Blue, app.addr);
-        let (mut proxy, _routes) = TestProxy::with_live(&blue, ProxySettings::default()).await;
+        let (mut proxy, _routes) = TestProxy::with_live(&blue, settings()).await;
         let open = tokio::spawn({
             let url = proxy.url("/");
             async move { get(&http_client(), &url).await }
@@ -552,4 +583,13 @@ async fn shutdown_lets_an_open_request_finish_and_stops_accepting() {
         );
     })
     .await;
+}
+
+/// The defaults, with the `x-cutover-slot` response header on: these tests tell the
+/// slots apart by it.
+fn settings() -> ProxySettings {
+    ProxySettings {
+        slot_header: true,
+        ..ProxySettings::default()
+    }
 }

@@ -54,7 +54,10 @@ impl Setup {
         Self::with(
             Backend::text("blue").await,
             Backend::text("green").await,
-            ProxySettings::default(),
+            ProxySettings {
+                slot_header: true,
+                ..ProxySettings::default()
+            },
         )
         .await
     }
@@ -405,9 +408,12 @@ async fn a_service_without_stickiness_splits_by_weight_alone_and_sets_no_cookie(
 
 #[tokio::test]
 async fn preview_by_cookie_or_header_reaches_the_preview_slot_and_neither_is_forwarded() {
+    const SECRET: &str = "the-preview-secret-0123";
     within(30, async {
         let settings = ProxySettings {
             preview_cookie: "beta".into(),
+            preview: cutover::proxy::preview::PreviewAccess::with_secret(SECRET),
+            slot_header: true,
             ..ProxySettings::default()
         };
         let s = Setup::with(
@@ -421,7 +427,10 @@ async fn preview_by_cookie_or_header_reaches_the_preview_slot_and_neither_is_for
             .await
             .unwrap();
         let r = s
-            .get(&[("cookie", "session=abc; beta=yes; cutover-slot-web=blue")])
+            .get(&[(
+                "cookie",
+                &format!("session=abc; beta={SECRET}; cutover-slot-web=blue"),
+            )])
             .await;
         assert_eq!(r.slot(), "green");
         assert!(r.body.contains("cookie: session=abc\n"), "{}", r.body);
@@ -432,7 +441,7 @@ async fn preview_by_cookie_or_header_reaches_the_preview_slot_and_neither_is_for
         );
 
         let r = s
-            .get(&[("x-cutover-preview", "1"), ("cookie", "beta")])
+            .get(&[("x-cutover-preview", SECRET), ("cookie", "beta")])
             .await;
         assert_eq!(r.slot(), "green");
         assert!(
@@ -443,10 +452,12 @@ async fn preview_by_cookie_or_header_reaches_the_preview_slot_and_neither_is_for
 
         // Preview wins over a split and sets no sticky cookie.
         s.split(0).await;
-        let r = s.get(&[("cookie", "beta=1")]).await;
+        let r = s.get(&[("cookie", &format!("beta={SECRET}"))]).await;
         assert_eq!(r.slot(), "green");
         assert!(r.cookie().is_none());
-        let r = s.get(&[("cookie", "cutover-preview=1")]).await;
+        let r = s
+            .get(&[("cookie", &format!("cutover-preview={SECRET}"))])
+            .await;
         assert_eq!(
             r.slot(),
             "blue",

@@ -51,6 +51,7 @@ async fn proxy_to(backend: SocketAddr, fast_path: bool) -> TestProxy {
     );
     let settings = ProxySettings {
         fast_path,
+        slot_header: true,
         ..ProxySettings::default()
     };
     let listener = ListenerRoutes {

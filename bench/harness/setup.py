@@ -186,6 +186,8 @@ token = "{TOKEN}"
 
 [proxy]
 drain_timeout = "5s"
+# The switch bench tells the slots apart by this header (off by default).
+slot_header = true
 
 # The switch bench: two warm nginx slots, `rollback` flips between them.
 [services.web]

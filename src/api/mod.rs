@@ -1,17 +1,22 @@
 //! The daemon's HTTP API (JSON, `/api/v1`), `/metrics` and `/healthz`, plus the client
 //! the CLI uses to call it.
 //!
-//! Reads are open (the listener is bound to localhost by default); every call that
-//! changes state needs the bearer token. Errors are JSON 4xx and change nothing.
+//! Reads are open unless `[api] read_requires_token` (the listener is bound to
+//! localhost by default); every call that changes state needs the bearer token; only
+//! requests whose `Host` names the API are answered (`guard.rs`, which also rate-limits
+//! failed authentication). Errors are JSON 4xx and change nothing, including the ones
+//! axum writes itself.
 //! The response shapes are the stable `--json` output documented in the README.
 
 pub mod client;
 mod error;
 mod events;
+mod guard;
 pub mod metrics;
 mod views;
 
 pub use error::ApiError;
+pub use guard::ApiGuard;
 pub use views::{DeploymentView, ServiceStatus, SlotView};
 
 use std::sync::Arc;
@@ -36,7 +41,12 @@ pub struct ApiState {
     /// Becomes `true` when the daemon shuts down: long-lived responses (the event
     /// feed) end then, so a graceful shutdown does not wait on them.
     pub stop: tokio::sync::watch::Receiver<bool>,
+    /// Host check, read token, failed-authentication lockout.
+    pub guard: Arc<ApiGuard>,
 }
+
+/// Largest request body the API reads (its bodies are a few fields of JSON).
+pub const MAX_BODY: usize = 64 * 1024;
 
 /// The API as an axum router (testable without a socket).
 pub fn app(state: ApiState) -> axum::Router {
@@ -59,6 +69,12 @@ pub fn app(state: ApiState) -> axum::Router {
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
         })
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .layer(axum::middleware::from_fn(guard::json_errors))
         .with_state(state)
 }
 
@@ -162,18 +178,20 @@ struct DeployBody {
     triggered_by: Option<String>,
 }
 
-/// Versions end up in command lines and image tags: keep them to a safe alphabet.
+/// Versions end up in command lines, paths and image tags: keep them to a safe
+/// alphabet, with no path separator and no `..`.
 fn validate_version(v: &str) -> Result<(), ApiError> {
     let ok = !v.is_empty()
         && v.len() <= 128
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-+".contains(c))
-        && !v.starts_with('-');
+        && !v.starts_with(['-', '.'])
+        && !v.contains("..");
     if ok {
         Ok(())
     } else {
         Err(ApiError::bad_request(format!(
-            "invalid version `{v}`: expected 1-128 characters from A-Z a-z 0-9 . _ - + (not starting with -)"
+            "invalid version `{v}`: expected 1-128 characters from A-Z a-z 0-9 . _ - + (not starting with - or ., no ..)"
         )))
     }
 }
@@ -185,12 +203,26 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(
     if body.iter().all(u8::is_ascii_whitespace) && !required {
         return Ok(T::default());
     }
+    // serde reads a struct from a JSON array too (`["v2"]`): only an object is one.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid JSON body: expected a JSON object",
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
 }
 
+/// Who asked, as stored and printed: control characters removed (a terminal must not
+/// take them for commands), at most 128 characters.
 fn actor(given: Option<String>) -> String {
     given
+        .map(|s| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect::<String>()
+        })
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| "api".into())
 }

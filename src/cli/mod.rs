@@ -107,6 +107,14 @@ pub enum Command {
     /// A service's PostgreSQL database: status, lint, backup, backups, restore, down.
     #[command(subcommand)]
     Db(db::DbCommand),
+    /// Print a signed, expiring token (and how to use it) that opens SERVICE's
+    /// preview slot through the public listener; needs `[proxy.preview] enabled`.
+    PreviewUrl {
+        service: String,
+        /// How long the token is valid, at most `[proxy.preview] token_ttl`.
+        #[arg(long)]
+        ttl: Option<humantime::Duration>,
+    },
 }
 
 /// Runs one parsed command of this module (the binary adds the demo's commands to the
@@ -164,6 +172,46 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// `cutover preview-url SERVICE`: a token signed with the preview secret, printed
+/// with the header and cookie that carry it. Exit 2 when preview is off or the service
+/// unknown.
+fn preview_url(cfg: &Config, service: &str, ttl: Option<std::time::Duration>) -> ExitCode {
+    let preview = &cfg.proxy.edge.preview;
+    let Some(svc) = cfg.services.get(service) else {
+        eprintln!("error: unknown service `{service}`");
+        return ExitCode::from(2);
+    };
+    let (true, Some(secret)) = (preview.enabled, preview.secret.as_deref()) else {
+        eprintln!(
+            "error: preview by header or cookie is off: set [proxy.preview] enabled = true \
+             and a secret (secret_env = {:?})",
+            preview.secret_env
+        );
+        return ExitCode::from(2);
+    };
+    let ttl = ttl.unwrap_or(preview.token_ttl).min(preview.token_ttl);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires = now + ttl.as_secs().max(1);
+    let token = crate::proxy::preview::sign(secret, service, expires);
+    let host = svc
+        .hosts
+        .first()
+        .cloned()
+        .or_else(|| svc.listen.map(|l| l.to_string()))
+        .unwrap_or_else(|| "localhost".into());
+    println!("{token}");
+    eprintln!(
+        "valid for {} (until Unix time {expires}); send it as\n  {}: {token}\nor as the cookie\n  {}={token}\ne.g. curl -H '{}: {token}' http://{host}/",
+        humantime::format_duration(std::time::Duration::from_secs(expires - now)),
+        cfg.proxy.preview_header,
+        cfg.proxy.preview_cookie,
+        cfg.proxy.preview_header,
+    );
+    ExitCode::SUCCESS
+}
+
 pub(crate) fn client_for(cfg: &Config) -> ApiClient {
     ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg))
 }
@@ -187,6 +235,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Db(cmd) => match cfg() {
             Ok(c) => db::run(&c, cmd).await?,
+            Err(code) => code,
+        },
+        Command::PreviewUrl { service, ttl } => match cfg() {
+            Ok(c) => preview_url(&c, &service, ttl.map(Into::into)),
             Err(code) => code,
         },
         Command::Serve { stop_on_exit } => match cfg() {
@@ -275,7 +327,7 @@ async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
             Ok(()) => show::check(&client, &service, slot, json).await,
             Err(c) => return c,
         },
-        Command::Serve { .. } | Command::Validate | Command::Db(_) => {
+        Command::Serve { .. } | Command::Validate | Command::Db(_) | Command::PreviewUrl { .. } => {
             unreachable!("handled in run")
         }
     };

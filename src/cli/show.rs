@@ -10,6 +10,24 @@ use crate::api::ServiceStatus;
 use crate::domain::{format_ms, Slot};
 use crate::store::DeploymentRecord;
 
+/// `println!` for text meant for a terminal: the values it shows (versions, reasons,
+/// who triggered what, check details) come from API callers and apps, and a control
+/// character in them (an escape sequence) must not reach the terminal.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        println!("{}", printable(&format!($($arg)*)))
+    };
+}
+
+/// `text` without control characters.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 pub async fn status(
     c: &ApiClient,
     service: Option<&str>,
@@ -40,16 +58,16 @@ pub async fn status(
             Some(addr) => format!("listen {addr}"),
             None => format!("via {}", s.router),
         };
-        println!("{}  {via}  live: {}", s.name, live);
+        say!("{}  {via}  live: {}", s.name, live);
         if s.drift {
-            println!(
+            say!(
                 "  ! drift: the router sends traffic to {} but the store says {}",
                 opt_slot(s.observed_live),
                 opt_slot(s.live)
             );
         }
         for v in &s.slots {
-            println!(
+            say!(
                 "  {:<6} {:<8} {:<12} {:<22} {:<11} requests {} errors {}",
                 v.record.slot.as_str(),
                 v.record.state.as_str(),
@@ -66,7 +84,7 @@ pub async fn status(
                 .as_ref()
                 .and_then(|p| p["phase"].as_str().map(str::to_string))
                 .unwrap_or(d.phase.clone());
-            println!(
+            say!(
                 "  deployment #{} in progress: {} {} → {}, phase {}",
                 d.id,
                 kind(d),
@@ -81,7 +99,7 @@ pub async fn status(
                 .filter(|c| !c.is_null())
             {
                 if let Some(step) = c["step"].as_u64() {
-                    println!(
+                    say!(
                         "  canary step {step}/{}: {}% of traffic on {}{}",
                         c["steps"],
                         c["weight"],
@@ -93,7 +111,7 @@ pub async fn status(
                     );
                 }
                 for m in c["analysis"].as_array().into_iter().flatten() {
-                    println!(
+                    say!(
                         "    {} {}: {}",
                         m["verdict"].as_str().unwrap_or("?"),
                         m["metric"].as_str().unwrap_or("?"),
@@ -103,7 +121,7 @@ pub async fn status(
             }
         }
         if let Some(d) = &s.last_deployment {
-            println!(
+            say!(
                 "  last: #{} {} {} {} — {}",
                 d.id,
                 kind(d),
@@ -147,9 +165,15 @@ pub async fn history(
         );
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    say!(
         "{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  reason",
-        "id", "kind", "version", "slots", "outcome", "started", "took"
+        "id",
+        "kind",
+        "version",
+        "slots",
+        "outcome",
+        "started",
+        "took"
     );
     for d in &list {
         let slots = match d.from_slot {
@@ -160,7 +184,7 @@ pub async fn history(
             .finished_at
             .map(|f| format!("{:.1}s", (f - d.started_at) as f64 / 1000.0))
             .unwrap_or_else(|| "-".into());
-        println!(
+        say!(
             "{:<5} {:<9} {:<12} {:<15} {:<12} {:<21} {:>8}  {}",
             d.id,
             kind(d),
@@ -179,7 +203,7 @@ pub async fn history(
                 None => format!("{} …", p.phase),
             })
             .collect();
-        println!("      phases: {}", phases.join(" · "));
+        say!("      phases: {}", phases.join(" · "));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -204,23 +228,23 @@ pub async fn check(
             serde_json::to_string_pretty(&report).unwrap_or_default()
         );
     } else {
-        println!(
+        say!(
             "{service} {slot} ({}) at {}",
             report["version"].as_str().unwrap_or("-"),
             report["addr"].as_str().unwrap_or("-")
         );
-        println!("health:");
+        say!("health:");
         for r in report["health"].as_array().into_iter().flatten() {
             print_result(r);
         }
-        println!("smoke:");
+        say!("smoke:");
         for r in report["smoke"]["results"].as_array().into_iter().flatten() {
             print_result(r);
         }
         if let Some(f) = report["smoke"]["failure"].as_str() {
-            println!("  ✗ {f}");
+            say!("  ✗ {f}");
         }
-        println!(
+        say!(
             "{}",
             if healthy && smoke_ok {
                 "all checks passed"
@@ -242,10 +266,19 @@ fn print_result(r: &Value) {
     } else {
         "✗"
     };
-    println!(
+    say!(
         "  {mark} {}: {} ({} ms)",
         r["name"].as_str().unwrap_or("?"),
         r["detail"].as_str().unwrap_or(""),
         r["duration_ms"]
     );
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_never_reach_the_terminal() {
+        assert_eq!(super::printable("ci\u{1b}[2J\u{7}bot\r\n"), "ci[2Jbot");
+        assert_eq!(super::printable("plain · text"), "plain · text");
+    }
 }

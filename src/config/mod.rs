@@ -32,6 +32,7 @@ mod analysis;
 mod database;
 mod database_types;
 mod delivery;
+mod edge;
 mod health;
 mod hook_types;
 mod hooks;
@@ -143,10 +144,14 @@ fn syntax_problem(text: &str, err: &toml::de::Error) -> Problem {
         }
         None => format!("TOML syntax error: {message}"),
     };
-    Problem {
-        key: "(syntax)".into(),
-        message,
-    }
+    // A value TOML itself refuses (a number too large for 64 bits) is still a
+    // key's mistake: name it.
+    let key = err
+        .span()
+        .filter(|_| message.contains("number"))
+        .and_then(|span| edge::key_at(text, span.start))
+        .unwrap_or_else(|| "(syntax)".into());
+    Problem { key, message }
 }
 
 /// The directory relative paths in the file are resolved against, made absolute so a

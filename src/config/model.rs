@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub use super::database_types::{DatabaseConfig, DbStrategy, MigrationSource, PasswordSource};
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
+pub use super::edge::{ApiEdge, IpNet, PreviewConfig, ProxyEdge, MIN_PUBLIC_TOKEN_LEN};
 pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 
 pub use super::kinds::{
@@ -52,6 +53,8 @@ pub struct ApiConfig {
     /// one into `<state_dir>/api-token`).
     pub token: Option<String>,
     pub token_env: String,
+    /// Who may call the API at all (`edge.rs`).
+    pub edge: ApiEdge,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -71,6 +74,8 @@ pub struct ProxyConfig {
     /// Time in-flight requests on a replaced slot get to finish before it may be
     /// stopped. Default 30s.
     pub drain_timeout: Duration,
+    /// Limits and trust on the public listener (`edge.rs`).
+    pub edge: ProxyEdge,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -266,6 +271,7 @@ impl Default for ApiConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             token: None,
             token_env: "CUTOVER_TOKEN".to_string(),
+            edge: ApiEdge::default(),
         }
     }
 }
@@ -279,6 +285,7 @@ impl Default for ProxyConfig {
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            edge: ProxyEdge::default(),
         }
     }
 }

@@ -43,6 +43,9 @@ pub struct RawApi {
     pub listen: Option<String>,
     pub token: Option<String>,
     pub token_env: Option<String>,
+    /// Read in `edge.rs`.
+    pub read_requires_token: Option<bool>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -54,6 +57,13 @@ pub struct RawProxy {
     pub max_body_bytes: Option<i64>,
     pub upstream_timeout: Option<RawDuration>,
     pub drain_timeout: Option<RawDuration>,
+    /// The public edge's keys, read in `edge.rs`.
+    pub client_body_timeout: Option<RawDuration>,
+    pub max_header_bytes: Option<i64>,
+    pub max_header_lines: Option<i64>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub slot_header: Option<bool>,
+    pub preview: Option<Sub<super::edge::RawPreview>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

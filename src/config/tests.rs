@@ -135,6 +135,7 @@ fn a_minimal_config_gets_every_documented_default() {
             listen: "127.0.0.1:7070".parse().unwrap(),
             token: None,
             token_env: "CUTOVER_TOKEN".into(),
+            edge: Default::default(),
         },
         proxy: ProxyConfig {
             preview_header: "x-cutover-preview".into(),
@@ -143,6 +144,7 @@ fn a_minimal_config_gets_every_documented_default() {
             max_body_bytes: 10_485_760,
             upstream_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
+            edge: Default::default(),
         },
         services: BTreeMap::from([(
             "web".to_string(),

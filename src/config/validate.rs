@@ -35,7 +35,8 @@ pub(super) fn validate(
     let daemon =
         read_opt(root.raw.daemon.as_ref(), "daemon", &mut p).and_then(|r| daemon(&r, base, &mut p));
     let api = read_opt(root.raw.api.as_ref(), "api", &mut p).and_then(|r| api(&r, env, &mut p));
-    let proxy = read_opt(root.raw.proxy.as_ref(), "proxy", &mut p).and_then(|r| proxy(&r, &mut p));
+    let proxy =
+        read_opt(root.raw.proxy.as_ref(), "proxy", &mut p).and_then(|r| proxy(&r, env, &mut p));
 
     let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
 
@@ -53,6 +54,14 @@ pub(super) fn validate(
         );
     }
     cross_service_rules(&drafts, api.as_ref().map(|a| a.listen), &mut p);
+    for d in &drafts {
+        super::edge::preview_listen_rule(
+            &d.at,
+            d.preview_listen,
+            proxy.as_ref().map(|c| &c.edge),
+            &mut p,
+        );
+    }
 
     let problems = p.into_vec();
     if !problems.is_empty() {
@@ -129,14 +138,16 @@ fn api(r: &Read<RawApi>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ApiConf
     });
     let (listen, token, token_env) = (listen?, token?, token_env?);
     let token = token.or_else(|| env(&token_env).filter(|v| !v.is_empty()));
+    let edge = super::edge::api_edge(r, Some(listen), token.as_deref(), p)?;
     Some(ApiConfig {
         listen,
         token,
         token_env,
+        edge,
     })
 }
 
-fn proxy(r: &Read<RawProxy>, p: &mut Problems) -> Option<ProxyConfig> {
+fn proxy(r: &Read<RawProxy>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ProxyConfig> {
     let d = ProxyConfig::default();
     let preview_header = r
         .or(
@@ -196,6 +207,7 @@ fn proxy(r: &Read<RawProxy>, p: &mut Problems) -> Option<ProxyConfig> {
     )
     .and_then(|v| positive(p, r.key("upstream_timeout"), v));
     let drain_timeout = duration(r, "drain_timeout", r.raw.drain_timeout, d.drain_timeout);
+    let edge = super::edge::proxy_edge(r, env, p);
     Some(ProxyConfig {
         preview_header: preview_header?,
         preview_cookie: preview_cookie?,
@@ -203,6 +215,7 @@ fn proxy(r: &Read<RawProxy>, p: &mut Problems) -> Option<ProxyConfig> {
         max_body_bytes: max_body_bytes? as u64,
         upstream_timeout: upstream_timeout?,
         drain_timeout: drain_timeout?,
+        edge: edge?,
     })
 }
 

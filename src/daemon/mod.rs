@@ -123,6 +123,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         config: config.clone(),
         token,
         registry,
+        api_guard: Arc::new(api::ApiGuard::new(&config.api)),
     };
     let api_addr = api_std.local_addr()?;
     let mut running = Some(plane.start(api_std, lock)?);
@@ -246,6 +247,8 @@ struct ControlPlane {
     config: Arc<Config>,
     token: Arc<String>,
     registry: Arc<prometheus_client::registry::Registry>,
+    /// Kept across restarts of the control plane (its failed-authentication lockouts).
+    api_guard: Arc<api::ApiGuard>,
 }
 
 /// A running control plane; [`Running::stop`] ends it and releases the state lock.
@@ -272,14 +275,18 @@ impl ControlPlane {
             token: self.token.clone(),
             registry: self.registry.clone(),
             stop: api_stop_rx.clone(),
+            guard: self.api_guard.clone(),
         };
         let api = tokio::spawn(async move {
             let mut rx = api_stop_rx;
-            axum::serve(api_listener, api::app(state))
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                })
-                .await
+            axum::serve(
+                api_listener,
+                api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            })
+            .await
         });
         Ok(Running {
             api_stop,
@@ -396,6 +403,25 @@ impl Signals {
 
 /// The token mutating API calls need: from the config or its env var, else the one in
 /// `<state_dir>/api-token`, generated (mode 0600) on first start.
+/// 32 characters from A-Z a-z 0-9, from the operating system's secure random source
+/// (about 190 bits).
+fn random_token() -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut token = String::with_capacity(32);
+    while token.len() < 32 {
+        let mut bytes = [0u8; 64];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| anyhow::anyhow!("the OS random source failed: {e}"))?;
+        // 248 = 4 * 62: rejecting the rest keeps every character equally likely.
+        for b in bytes.iter().filter(|b| **b < 248) {
+            if token.len() < 32 {
+                token.push(char::from(ALPHABET[usize::from(*b) % 62]));
+            }
+        }
+    }
+    Ok(token)
+}
+
 pub fn api_token(config: &Config, state_dir: &Path) -> anyhow::Result<String> {
     if let Some(t) = &config.api.token {
         return Ok(t.clone());
@@ -408,7 +434,7 @@ pub fn api_token(config: &Config, state_dir: &Path) -> anyhow::Result<String> {
     }
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let token: String = (0..32).map(|_| fastrand::alphanumeric()).collect();
+    let token = random_token()?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -428,4 +454,18 @@ pub fn client_token(config: &Config) -> Option<String> {
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
     })
+}
+
+#[cfg(test)]
+mod token_tests {
+    #[test]
+    fn a_generated_token_is_32_alphanumerics_from_the_os_random_source() {
+        let (a, b) = (
+            super::random_token().unwrap(),
+            super::random_token().unwrap(),
+        );
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_alphanumeric()), "{a}");
+        assert_ne!(a, b);
+    }
 }

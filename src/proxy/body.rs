@@ -16,10 +16,15 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
+use tokio::time::Sleep;
 
 use super::stats::{Outcome, OwnedInFlight, SlotStats};
 
@@ -67,6 +72,8 @@ pub enum ClientBodyError {
     TooLarge { limit: u64 },
     /// Reading the body from the client failed (disconnect, bad chunk encoding).
     Read(hyper::Error),
+    /// The client sent nothing for `client_body_timeout`.
+    TimedOut { after: Duration },
 }
 
 impl fmt::Display for ClientBodyError {
@@ -74,6 +81,9 @@ impl fmt::Display for ClientBodyError {
         match self {
             Self::TooLarge { limit } => write!(f, "request body larger than {limit} bytes"),
             Self::Read(_) => f.write_str("reading the request body from the client failed"),
+            Self::TimedOut { after } => {
+                write!(f, "the client sent no request body bytes for {after:?}")
+            }
         }
     }
 }
@@ -81,7 +91,7 @@ impl fmt::Display for ClientBodyError {
 impl StdError for ClientBodyError {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         match self {
-            Self::TooLarge { .. } => None,
+            Self::TooLarge { .. } | Self::TimedOut { .. } => None,
             Self::Read(e) => Some(e),
         }
     }
@@ -101,8 +111,79 @@ impl ClientBodyError {
     }
 }
 
-/// The client's request body on its way upstream, cut off past a byte limit, and
-/// optionally copied for a mirrored request ([`Tee`]).
+/// What a request body is doing, shared by the body (which writes it) with the
+/// request's upstream timer and its response body (which read it), so that a slow or
+/// failed client is never taken for a failing upstream.
+#[derive(Debug)]
+pub struct BodyWatch {
+    received: Instant,
+    /// Milliseconds after `received` of the last progress (a frame read, or the end).
+    last_ms: AtomicU64,
+    /// The body is waiting for the client right now (not for the upstream to take more).
+    waiting_on_client: AtomicBool,
+    /// The body failed because of the client (too large, broken, timed out).
+    client_failed: AtomicBool,
+}
+
+impl BodyWatch {
+    fn new(received: Instant) -> Self {
+        Self {
+            received,
+            last_ms: AtomicU64::new(0),
+            waiting_on_client: AtomicBool::new(false),
+            client_failed: AtomicBool::new(false),
+        }
+    }
+
+    fn progress(&self) {
+        let ms = u64::try_from(self.received.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+        self.waiting_on_client.store(false, Ordering::Relaxed);
+    }
+
+    /// When the upstream's time runs out, measured from the last progress of the body.
+    pub fn upstream_until(&self, timeout: Duration) -> Instant {
+        if self.waiting_on_client.load(Ordering::Relaxed) {
+            // The client's own timer (`client_body_timeout`) decides this wait.
+            return Instant::now() + timeout;
+        }
+        self.received + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + timeout
+    }
+
+    /// The client broke the request (its body failed).
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Relaxed)
+    }
+}
+
+/// Waits for `fut` (the upstream's answer) at most `timeout` past the later of
+/// `received` and the request body's last progress, and not at all while the body is
+/// waiting on the client (its own timer bounds that). `None` when time ran out.
+pub async fn upstream_wait<F: Future>(
+    fut: F,
+    timeout: Duration,
+    received: Instant,
+    watch: Option<&BodyWatch>,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    let mut until = received + timeout;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut fut => return Some(out),
+            () = tokio::time::sleep_until(until.into()) => {}
+        }
+        let next = watch?.upstream_until(timeout);
+        if next <= Instant::now() {
+            return None;
+        }
+        until = next;
+    }
+}
+
+/// The client's request body on its way upstream, cut off past a byte limit or after
+/// `client_body_timeout` without a byte, and optionally copied for a mirrored request
+/// ([`Tee`]).
 #[derive(Debug)]
 pub struct LimitedBody {
     inner: Incoming,
@@ -110,16 +191,39 @@ pub struct LimitedBody {
     limit: u64,
     /// Boxed: only mirrored requests have one, and the common case stays small.
     tee: Option<Box<Tee>>,
+    timeout: Duration,
+    /// Armed the first time the client keeps us waiting.
+    sleep: Option<Pin<Box<Sleep>>>,
+    watch: Option<Arc<BodyWatch>>,
 }
 
 impl LimitedBody {
-    pub fn new(inner: Incoming, limit: u64) -> Self {
+    pub fn new(inner: Incoming, limit: u64, timeout: Duration) -> Self {
         Self {
             inner,
             remaining: limit,
             limit,
             tee: None,
+            timeout,
+            sleep: None,
+            watch: None,
         }
+    }
+
+    /// The body's shared state, for the upstream timer and the response body; created
+    /// on first use (a body-less request never needs one).
+    pub fn watch(&mut self, received: Instant) -> Arc<BodyWatch> {
+        self.watch
+            .get_or_insert_with(|| Arc::new(BodyWatch::new(received)))
+            .clone()
+    }
+
+    fn client_error(&mut self, e: ClientBodyError) -> ClientBodyError {
+        self.tee = None;
+        if let Some(w) = &self.watch {
+            w.client_failed.store(true, Ordering::Relaxed);
+        }
+        e
     }
 
     /// Copies the body, as it streams upstream, into a buffer of up to `cap` bytes that
@@ -171,14 +275,38 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if let Some(w) = &this.watch {
+                    w.waiting_on_client.store(true, Ordering::Relaxed);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    let e = this.client_error(ClientBodyError::TimedOut { after: timeout });
+                    return Poll::Ready(Some(Err(e)));
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(polled) => polled,
+        };
+        if let Some(sleep) = &mut this.sleep {
+            sleep
+                .as_mut()
+                .reset(tokio::time::Instant::now() + this.timeout);
+        }
+        if let Some(w) = &this.watch {
+            w.progress();
+        }
+        match polled {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
                     let len = data.len() as u64;
                     if len > this.remaining {
-                        return Poll::Ready(Some(Err(ClientBodyError::TooLarge {
-                            limit: this.limit,
-                        })));
+                        let e = this.client_error(ClientBodyError::TooLarge { limit: this.limit });
+                        return Poll::Ready(Some(Err(e)));
                     }
                     this.remaining -= len;
                     if this.tee.is_some() {
@@ -191,10 +319,7 @@ impl Body for LimitedBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => {
-                this.tee = None;
-                Poll::Ready(Some(Err(ClientBodyError::Read(e))))
-            }
+            Some(Err(e)) => Poll::Ready(Some(Err(this.client_error(ClientBodyError::Read(e))))),
             None => {
                 this.tee_end();
                 Poll::Ready(None)
@@ -224,18 +349,27 @@ enum Kind {
         /// `None` once recorded.
         recorder: Option<Recorder>,
         status: u16,
+        /// The request body's state: a response cut off because the client's body
+        /// failed is the client's failure.
+        watch: Option<Arc<BodyWatch>>,
     },
     Local(Option<Bytes>),
 }
 
 impl ProxyBody {
     /// Streams `inner` and records the request with `status` when it ends.
-    pub fn upstream(inner: Incoming, recorder: Recorder, status: u16) -> Self {
+    pub fn upstream(
+        inner: Incoming,
+        recorder: Recorder,
+        status: u16,
+        watch: Option<Arc<BodyWatch>>,
+    ) -> Self {
         Self {
             kind: Kind::Upstream {
                 inner,
                 recorder: Some(recorder),
                 status,
+                watch,
             },
         }
     }
@@ -266,12 +400,16 @@ impl Body for ProxyBody {
                 inner,
                 recorder,
                 status,
+                watch,
             } => {
                 let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 let outcome = match &polled {
                     // hyper stops polling once `is_end_stream` says so: record now.
                     Some(Ok(_)) if inner.is_end_stream() => Some(Outcome::Status(*status)),
                     Some(Ok(_)) => None,
+                    Some(Err(_)) if watch.as_ref().is_some_and(|w| w.client_failed()) => {
+                        Some(Outcome::ClientFailed)
+                    }
                     Some(Err(_)) => Some(Outcome::UpstreamFailed),
                     None => Some(Outcome::Status(*status)),
                 };
@@ -306,6 +444,7 @@ impl Drop for ProxyBody {
             inner,
             recorder,
             status,
+            ..
         } = &mut self.kind
         {
             if let Some(r) = recorder.take() {

@@ -28,6 +28,8 @@ pub enum ConnState {
 /// What every connection of one listener shares.
 pub(crate) struct ListenerCtx {
     pub(crate) routes: ListenerRoutes,
+    /// The listener is bound to a non-loopback address.
+    pub(crate) public: bool,
     pub(crate) state: watch::Receiver<ConnState>,
     /// The general path's connection settings (header read timeout, keep-alive).
     pub(super) http: http1::Builder,

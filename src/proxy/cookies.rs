@@ -1,5 +1,5 @@
-//! The proxy's own cookies in a request's `Cookie` header: the preview cookie (any
-//! value sends the request to the preview slot) and the sticky cookies
+//! The proxy's own cookies in a request's `Cookie` header: the preview cookie (its
+//! value must open the preview: `preview::PreviewAccess`) and the sticky cookies
 //! (`cutover-slot-<service>`, see `split`).
 //!
 //! Both are Cutover's business, not the application's, so they are removed before the
@@ -9,13 +9,15 @@
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
 
+use super::preview::PreviewAccess;
 use super::split::STICKY_COOKIE_PREFIX;
 use crate::domain::Slot;
 
 /// What a request's cookies say to the proxy.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Scan {
-    /// The preview cookie is present (any value).
+    /// The preview cookie is present and its value opens this service's preview (the
+    /// secret or a valid token).
     pub preview: bool,
     /// The service's sticky cookie names this slot (unknown values are ignored).
     pub sticky: Option<Slot>,
@@ -25,11 +27,17 @@ pub struct Scan {
 
 /// Looks for the preview cookie `preview_name` and the sticky cookies; the one of
 /// `service` gives [`Scan::sticky`].
-pub fn scan(headers: &HeaderMap, preview_name: &str, service: &str) -> Scan {
+pub fn scan(
+    headers: &HeaderMap,
+    preview_name: &str,
+    service: &str,
+    access: &PreviewAccess,
+) -> Scan {
     scan_values(
         headers.get_all(COOKIE).iter().map(HeaderValue::as_bytes),
         preview_name,
         service,
+        access,
     )
 }
 
@@ -38,12 +46,13 @@ pub fn scan_values<'a>(
     values: impl IntoIterator<Item = &'a [u8]>,
     preview_name: &str,
     service: &str,
+    access: &PreviewAccess,
 ) -> Scan {
     let mut out = Scan::default();
     for value in values {
         for (name, val) in pairs(value) {
             if name == preview_name.as_bytes() {
-                out.preview = true;
+                out.preview |= access.allows(service, val);
                 out.ours = true;
             } else if let Some(rest) = name.strip_prefix(STICKY_COOKIE_PREFIX.as_bytes()) {
                 out.ours = true;
@@ -143,13 +152,17 @@ mod tests {
         h
     }
 
+    fn access() -> PreviewAccess {
+        PreviewAccess::with_secret("a-secret-of-some-length")
+    }
+
     #[test]
     fn finds_the_preview_cookie_and_this_services_sticky_cookie_among_others() {
         let h = cookies(&[
-            "a=1; cutover-slot-api=blue; cutover-preview",
+            "a=1; cutover-slot-api=blue; cutover-preview=a-secret-of-some-length",
             "cutover-slot-web=\"green\"",
         ]);
-        let s = scan(&h, "cutover-preview", "web");
+        let s = scan(&h, "cutover-preview", "web", &access());
         assert_eq!(
             s,
             Scan {
@@ -158,19 +171,32 @@ mod tests {
                 ours: true
             }
         );
-        let s = scan(&h, "cutover-preview", "api");
+        let s = scan(&h, "cutover-preview", "api", &access());
         assert_eq!(s.sticky, Some(Slot::Blue));
+        let s = scan(&h, "cutover-preview", "web", &PreviewAccess::default());
+        assert!(
+            !s.preview && s.ours,
+            "without access the cookie is ignored, and stripped"
+        );
+        let wrong = cookies(&["cutover-preview=guess"]);
+        let s = scan(&wrong, "cutover-preview", "web", &access());
+        assert!(!s.preview && s.ours, "a wrong value opens nothing");
     }
 
     #[test]
     fn unknown_sticky_values_are_ignored_and_lookalike_names_are_not_ours() {
         let h = cookies(&["cutover-slot-web=purple; xcutover-preview=1; cutover-previewer=1"]);
-        let s = scan(&h, "cutover-preview", "web");
+        let s = scan(&h, "cutover-preview", "web", &access());
         assert_eq!(s.sticky, None);
         assert!(!s.preview);
         assert!(s.ours, "the sticky cookie is still ours to strip");
         assert_eq!(
-            scan(&cookies(&["session=abc"]), "cutover-preview", "web"),
+            scan(
+                &cookies(&["session=abc"]),
+                "cutover-preview",
+                "web",
+                &access()
+            ),
             Scan::default()
         );
     }

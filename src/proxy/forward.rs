@@ -16,6 +16,9 @@
 //! - connect refused/timed out, reset, garbage from upstream → 502, `UpstreamFailed`;
 //! - no response headers within `upstream_timeout` → 504, `UpstreamFailed`;
 //! - the client's body broke or grew past the limit → 413/400, `ClientFailed`;
+//! - the client sent no body bytes for `client_body_timeout` → 408, `ClientFailed`
+//!   (the upstream's timer only runs while the upstream is the one being waited for:
+//!   see `body::upstream_wait`);
 //! - the client left before the end of the response → `ClientFailed`.
 
 use std::time::Instant;
@@ -23,10 +26,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE};
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::body::{ClientBodyError, LimitedBody, ProxyBody, Recorder};
+use super::body::{upstream_wait, ClientBodyError, LimitedBody, ProxyBody, Recorder};
 use super::conn::ListenerCtx;
 use super::headers::{self, X_CUTOVER_SLOT};
 use super::mirror::{self, Mirror};
@@ -36,31 +39,59 @@ use super::{cookies, Proxy};
 use crate::domain::Slot;
 
 impl Proxy {
-    /// Serves one request received on a listener (the hyper service body).
+    /// Serves one request received on a listener (the hyper service body). `trusted`:
+    /// the peer is in `proxy.trusted_proxies`.
     pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        listener: &std::sync::Arc<ListenerCtx>,
+        client_ip: &HeaderValue,
+        trusted: bool,
+    ) -> Response<ProxyBody> {
+        let mut resp = self.forward(req, listener, client_ip, trusted).await;
+        if !self.settings.slot_header {
+            // Neither ours nor one an upstream made up (the fast path does the same).
+            resp.headers_mut().remove(X_CUTOVER_SLOT);
+        }
+        resp
+    }
+
+    async fn forward(
         &self,
         mut req: Request<Incoming>,
         listener: &std::sync::Arc<ListenerCtx>,
         client_ip: &HeaderValue,
+        trusted: bool,
     ) -> Response<ProxyBody> {
         let received = Instant::now();
+        if let Err(refusal) = check_request(&mut req) {
+            return refused(refusal);
+        }
         let limit = self.settings.max_body_bytes;
         if declared_length(&req).is_some_and(|len| len > limit) {
             return local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
         }
 
-        // An absolute-form target's host wins over `Host` (RFC 9112 §3.2.2).
-        let host = req
-            .uri()
-            .host()
-            .or_else(|| req.headers().get(HOST).and_then(|h| h.to_str().ok()));
+        // `check_request` left exactly one valid Host (an absolute-form target's).
+        let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
         let Some(service) = listener.routes.service_for(host) else {
             return local(StatusCode::NOT_FOUND, "no service for host\n");
         };
-        let cookies = cookies::scan(req.headers(), &self.settings.preview_cookie, service);
-        let preview = listener.routes.preview_only
-            || cookies.preview
-            || req.headers().contains_key(&self.settings.preview_header);
+        let access = &self.settings.preview;
+        let cookies = cookies::scan(
+            req.headers(),
+            &self.settings.preview_cookie,
+            service,
+            access,
+        );
+        let opened = cookies.preview
+            || req
+                .headers()
+                .get(&self.settings.preview_header)
+                .is_some_and(|v| access.allows(service, v.as_bytes()));
+        let Some(preview) = preview_route(listener, access.enabled, opened) else {
+            return refused((StatusCode::FORBIDDEN, "preview needs the preview secret\n"));
+        };
         let chosen = match self.choose(service, preview, cookies.sticky) {
             Ok(chosen) => chosen,
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
@@ -74,19 +105,19 @@ impl Proxy {
         let upgrade = headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        if preview {
-            parts.headers.remove(&self.settings.preview_header);
-        }
+        parts.headers.remove(&self.settings.preview_header);
         if cookies.ours {
             cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-        headers::add_forwarded(&mut parts.headers, client_ip);
+        headers::strip_cutover(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client_ip, trusted);
         parts.uri = uri;
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
-        let mut body = LimitedBody::new(body, limit);
+        let mut body = LimitedBody::new(body, limit, self.settings.client_body_timeout);
+        let watch = (!http_body::Body::is_end_stream(&body)).then(|| body.watch(received));
         let mirrored = match &chosen.mirror {
             Some(m) if !upgrade => mirror::start(
                 m,
@@ -99,14 +130,18 @@ impl Proxy {
         };
         let upstream_req = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(
-            self.settings.upstream_timeout,
+        // The upstream's clock: `upstream_timeout` past the end of what the client
+        // sent, never running while the client keeps the body waiting.
+        let sent = upstream_wait(
             self.client.request(upstream_req),
+            self.settings.upstream_timeout,
+            received,
+            watch.as_deref(),
         )
         .await;
         let mut resp = match sent {
-            Ok(Ok(resp)) => resp,
-            Ok(Err(e)) => {
+            Some(Ok(resp)) => resp,
+            Some(Err(e)) => {
                 let resp = failed(e, slot, recorder);
                 // A client failure (413/400) is not the upstream's answer: not compared.
                 if let Some(m) = mirrored.filter(|_| resp.status().is_server_error()) {
@@ -114,7 +149,7 @@ impl Proxy {
                 }
                 return resp;
             }
-            Err(_elapsed) => {
+            None => {
                 tracing::debug!(%slot, %addr, "upstream sent no response headers in time");
                 recorder.finish(Outcome::UpstreamFailed);
                 if let Some(m) = mirrored {
@@ -160,7 +195,10 @@ impl Proxy {
         if let Some(cookie) = chosen.set_cookie {
             parts.headers.append(SET_COOKIE, cookie);
         }
-        Response::from_parts(parts, ProxyBody::upstream(body, recorder, status.as_u16()))
+        Response::from_parts(
+            parts,
+            ProxyBody::upstream(body, recorder, status.as_u16(), watch),
+        )
     }
 
     /// Picks the upstream of one request from the current snapshot: the preview slot,
@@ -205,6 +243,27 @@ impl Proxy {
     }
 }
 
+/// Whether a request goes to the preview slot: always on a preview listener bound to
+/// loopback; on a public one (`[proxy.preview] public_listen`) only when the header or
+/// cookie `opened` it (`None`: refused, 403); elsewhere when preview by header or
+/// cookie is `enabled` and they opened it.
+pub(super) fn preview_route(listener: &ListenerCtx, enabled: bool, opened: bool) -> Option<bool> {
+    preview_rule(
+        listener.routes.preview_only,
+        listener.public,
+        enabled,
+        opened,
+    )
+}
+
+fn preview_rule(preview_only: bool, public: bool, enabled: bool, opened: bool) -> Option<bool> {
+    match (preview_only, public) {
+        (true, false) => Some(true),
+        (true, true) => opened.then_some(true),
+        (false, _) => Some(enabled && opened),
+    }
+}
+
 /// Where one request goes, and what comes with that.
 pub(super) struct Chosen {
     pub(super) slot: Slot,
@@ -241,6 +300,9 @@ fn failed(
                 local(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n")
             }
             ClientBodyError::Read(_) => local(StatusCode::BAD_REQUEST, "bad request body\n"),
+            ClientBodyError::TimedOut { .. } => {
+                local(StatusCode::REQUEST_TIMEOUT, "request body timed out\n")
+            }
         };
     }
     tracing::debug!(%slot, error = ?e, "upstream request failed");
@@ -251,6 +313,72 @@ fn failed(
         "upstream failed\n"
     };
     with_slot(local(StatusCode::BAD_GATEWAY, msg), slot)
+}
+
+/// The request checks of RFC 9110/9112 that hyper leaves to the application, before
+/// anything else happens (pingora's `validate_request`): one rule, one citation.
+/// Leaves exactly one valid `Host`, the absolute-form target's when there is one.
+/// A refusal closes the connection: a client that sends this may frame the rest
+/// differently than we read it.
+fn check_request<B>(req: &mut Request<B>) -> Result<(), Refusal> {
+    const BAD_TARGET: Refusal = (StatusCode::BAD_REQUEST, "bad request target\n");
+    // RFC 9110 §9.3.6: CONNECT asks for a tunnel to another host; a reverse proxy in
+    // front of an app has none to offer.
+    if req.method() == Method::CONNECT {
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed\n"));
+    }
+    // RFC 9112 §3.2: origin-form, absolute-form, or `*` for OPTIONS (authority-form
+    // is CONNECT's). `GET noslash` is none of them.
+    let uri = req.uri();
+    let absolute = match (uri.scheme_str(), uri.authority()) {
+        (None, None) if uri.path().starts_with('/') => None,
+        (None, None) if uri.path() == "*" && req.method() == Method::OPTIONS => None,
+        (Some("http" | "https"), Some(authority)) => Some(authority.clone()),
+        _ => return Err(BAD_TARGET),
+    };
+    // RFC 9112 §3.2: 400 for a request with more than one Host, or with an invalid
+    // one, and for an HTTP/1.1 request without one. An HTTP/1.0 request without Host
+    // is refused too: the upstream would otherwise see the slot's own address.
+    if req.headers().get_all(HOST).iter().count() > 1 {
+        return Err((StatusCode::BAD_REQUEST, "more than one Host header\n"));
+    }
+    match absolute {
+        // RFC 9112 §3.2.2: an absolute-form target's authority replaces Host.
+        // RFC 9110 §4.2.4: userinfo in an http(s) URI is refused.
+        Some(authority) => {
+            let text = authority.as_str();
+            if text.contains('@') || !headers::valid_host(text.as_bytes()) {
+                return Err(BAD_TARGET);
+            }
+            let value = HeaderValue::from_str(text).map_err(|_| BAD_TARGET)?;
+            req.headers_mut().insert(HOST, value);
+        }
+        None => match req.headers().get(HOST) {
+            None => return Err((StatusCode::BAD_REQUEST, "missing Host header\n")),
+            Some(h) if !headers::valid_host(h.as_bytes()) => {
+                return Err((StatusCode::BAD_REQUEST, "invalid Host header\n"));
+            }
+            Some(_) => {}
+        },
+    }
+    Ok(())
+}
+
+/// A request refused before routing: the status and the body.
+type Refusal = (StatusCode, &'static str);
+
+/// The answer to a refused request; the connection closes after it.
+fn refused((status, msg): Refusal) -> Response<ProxyBody> {
+    let mut resp = local(status, msg);
+    resp.headers_mut()
+        .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    if status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut().insert(
+            http::header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE"),
+        );
+    }
+    resp
 }
 
 fn declared_length<B>(req: &Request<B>) -> Option<u64> {
@@ -281,4 +409,63 @@ fn with_slot(mut resp: Response<ProxyBody>, slot: Slot) -> Response<ProxyBody> {
 
 fn slot_value(slot: Slot) -> HeaderValue {
     HeaderValue::from_static(slot.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preview_listener_needs_the_secret_only_off_loopback_and_the_header_only_when_enabled() {
+        // (preview_only, public, enabled, opened) → route to preview (None: 403).
+        let table = [
+            ((true, false, false, false), Some(true)),
+            ((true, true, false, false), None),
+            ((true, true, false, true), Some(true)),
+            ((false, false, false, true), Some(false)),
+            ((false, true, true, false), Some(false)),
+            ((false, true, true, true), Some(true)),
+        ];
+        for ((only, public, enabled, opened), want) in table {
+            assert_eq!(preview_rule(only, public, enabled, opened), want);
+        }
+    }
+
+    #[test]
+    fn request_checks_follow_rfc_9112() {
+        let check = |method: &str, target: &str, hosts: &[&str]| {
+            let mut b = Request::builder().method(method).uri(target);
+            for h in hosts {
+                b = b.header(HOST, *h);
+            }
+            let mut req = b.body(()).unwrap();
+            check_request(&mut req).map(|()| req.headers()[HOST].to_str().unwrap().to_string())
+        };
+        assert_eq!(check("GET", "/", &["a.test"]).unwrap(), "a.test");
+        assert_eq!(
+            check("GET", "http://b.test:81/x", &["a.test"]).unwrap(),
+            "b.test:81"
+        );
+        assert_eq!(check("OPTIONS", "*", &["a.test"]).unwrap(), "a.test");
+        assert_eq!(
+            check("GET", "/", &["a", "b"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "/", &[]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "*", &["a"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("GET", "a.test:80", &["a"]).unwrap_err().0,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            check("CONNECT", "a.test:443", &["a"]).unwrap_err().0,
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }

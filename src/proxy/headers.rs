@@ -85,10 +85,25 @@ fn remove_connection_named(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Adds the `X-Forwarded-*` headers to a request about to be forwarded: the client's
-/// address is appended to `X-Forwarded-For`; `-Proto` and `-Host` are set only when the
-/// client did not send them. `client_ip` is computed once per connection.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Sets the `X-Forwarded-*` headers of a request about to be forwarded. From a
+/// `trusted` peer (in `proxy.trusted_proxies`) the client's address is appended to
+/// `X-Forwarded-For`, `-Proto` and `-Host` are set only when absent and `Forwarded` is
+/// kept; from anyone else (the default) all of them are replaced by what this proxy
+/// saw, so an app never believes a hop a client made up. `client_ip` is computed once
+/// per connection.
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, trusted: bool) {
+    if !trusted {
+        headers.remove(FORWARDED);
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        match headers.get(HOST).cloned() {
+            Some(host) => headers.insert(X_FORWARDED_HOST, host),
+            None => headers.remove(X_FORWARDED_HOST),
+        };
+        return;
+    }
     match headers.entry(X_FORWARDED_FOR) {
         http::header::Entry::Vacant(e) => {
             e.insert(client_ip.clone());
@@ -115,6 +130,54 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue) {
         if let Some(host) = headers.get(HOST).cloned() {
             headers.insert(X_FORWARDED_HOST, host);
         }
+    }
+}
+
+/// Removes every `x-cutover-*` header: the proxy's own (`x-cutover-mirror`, the slot,
+/// the preview header's default name) are never taken from a client.
+pub fn strip_cutover(headers: &mut HeaderMap) {
+    let ours = |k: &HeaderName| k.as_str().starts_with("x-cutover-");
+    if !headers.keys().any(ours) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|k| ours(k)).cloned().collect();
+    for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Whether a `Host` value (or an absolute-form target's authority) is a valid
+/// `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986 §3.2.2): a reg-name or IPv4
+/// address of unreserved, sub-delims and percent characters, or a bracketed IPv6
+/// literal; not empty, no userinfo, a port of digits.
+pub fn valid_host(value: &[u8]) -> bool {
+    let (host, port) = if value.first() == Some(&b'[') {
+        let Some(end) = value.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &value[1..end];
+        if inner.is_empty()
+            || !inner
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || b":.".contains(b))
+        {
+            return false;
+        }
+        value.split_at(end + 1)
+    } else {
+        let at = value.iter().position(|&b| b == b':').unwrap_or(value.len());
+        let host = &value[..at];
+        let reg_name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
+        if host.is_empty() || !host.iter().all(reg_name) {
+            return false;
+        }
+        value.split_at(at)
+    };
+    let _ = host;
+    match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
     }
 }
 
@@ -185,7 +248,7 @@ mod tests {
     fn forwarded_for_is_appended_and_proto_and_host_are_set_only_when_absent() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let mut h = map(&[("host", "shop.example:8080")]);
-        add_forwarded(&mut h, &ip);
+        add_forwarded(&mut h, &ip, true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example:8080");
@@ -197,11 +260,55 @@ mod tests {
             ("x-forwarded-host", "outer.example"),
             ("host", "inner.example"),
         ]);
-        add_forwarded(&mut h, &ip);
+        let mut untrusted = h.clone();
+        untrusted.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        add_forwarded(&mut h, &ip, true);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "outer.example");
+        // Not from a trusted proxy: what the client claimed is replaced.
+        add_forwarded(&mut untrusted, &ip, false);
+        assert_eq!(untrusted.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(untrusted["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(untrusted["x-forwarded-proto"], "http");
+        assert_eq!(untrusted["x-forwarded-host"], "inner.example");
+        assert!(!untrusted.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn hosts_are_names_addresses_or_bracketed_ipv6_with_an_optional_port() {
+        for good in [
+            "shop.example",
+            "a:80",
+            "127.0.0.1:8080",
+            "[::1]",
+            "[::1]:80",
+            "x_y",
+            "h:",
+        ] {
+            assert!(valid_host(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "", ":80", "a b", "user@h", "h/p", "h:8a", "[::1", "[]", "h:123456", "h\\x", "a,b c",
+            "[::1]x",
+        ] {
+            assert!(!valid_host(bad.as_bytes()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_proxys_own_headers_are_stripped_from_client_requests() {
+        let mut h = map(&[
+            ("x-cutover-slot", "green"),
+            ("X-Cutover-Mirror", "1"),
+            ("x-cutoverish", "kept"),
+            ("accept", "*/*"),
+        ]);
+        strip_cutover(&mut h);
+        let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-cutoverish"]);
     }
 
     #[test]

@@ -54,6 +54,7 @@ mod forward;
 mod h1;
 mod headers;
 pub mod mirror;
+pub mod preview;
 pub mod server;
 pub mod split;
 pub mod stats;
@@ -73,7 +74,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-pub use headers::X_CUTOVER_SLOT;
+pub use headers::{host_without_port, X_CUTOVER_SLOT};
 pub use server::{serve, serve_with_grace, DEFAULT_SHUTDOWN_GRACE};
 
 /// The header sent when `proxy.preview_header` is not a valid header name (validation
@@ -94,8 +95,23 @@ pub struct ProxySettings {
     pub header_read_timeout: Duration,
     /// Largest request body; larger gets 413.
     pub max_body_bytes: u64,
-    /// Time to wait for an upstream's response headers (connect included); then 504.
+    /// Time to wait for an upstream's response headers (connect included) once the
+    /// request is sent, and for the upstream to take more of it; then 504.
     pub upstream_timeout: Duration,
+    /// Longest wait for the next bytes of a request body; then 408, recorded as the
+    /// client's failure (a slow client never counts against a release).
+    pub client_body_timeout: Duration,
+    /// Largest request head; larger gets 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    /// Most header lines in a request head; more gets 431.
+    pub max_header_lines: usize,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept; every other client's
+    /// are replaced.
+    pub trusted_proxies: Arc<[crate::config::IpNet]>,
+    /// Add `x-cutover-slot` to responses.
+    pub slot_header: bool,
+    /// Who may reach the preview slot by header or cookie.
+    pub preview: preview::PreviewAccess,
     /// Serve common requests on the hand-written HTTP/1.1 fast path (`h1`); `false`
     /// sends everything through the general (hyper) path. On unless
     /// `CUTOVER_PROXY_FAST_PATH=0`.
@@ -103,6 +119,11 @@ pub struct ProxySettings {
 }
 
 impl ProxySettings {
+    /// Whether a client connected from `peer` may tell us about forwarded hops.
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(peer))
+    }
+
     pub fn from_config(c: &crate::config::ProxyConfig) -> Self {
         let preview_header = http::HeaderName::from_bytes(c.preview_header.as_bytes())
             .unwrap_or_else(|_| http::HeaderName::from_static(DEFAULT_PREVIEW_HEADER));
@@ -112,6 +133,12 @@ impl ProxySettings {
             header_read_timeout: c.header_read_timeout,
             max_body_bytes: c.max_body_bytes,
             upstream_timeout: c.upstream_timeout,
+            client_body_timeout: c.edge.client_body_timeout,
+            max_header_bytes: c.edge.max_header_bytes,
+            max_header_lines: c.edge.max_header_lines,
+            trusted_proxies: c.edge.trusted_proxies.clone().into(),
+            slot_header: c.edge.slot_header,
+            preview: preview::PreviewAccess::from_config(&c.edge.preview),
             fast_path: fast_path_from_env(),
         }
     }
@@ -134,6 +161,12 @@ impl Default for ProxySettings {
             header_read_timeout: Duration::from_secs(10),
             max_body_bytes: 10 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(60),
+            client_body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_header_lines: 100,
+            trusted_proxies: Arc::from(Vec::new()),
+            slot_header: false,
+            preview: preview::PreviewAccess::default(),
             fast_path: fast_path_from_env(),
         }
     }
@@ -380,6 +413,7 @@ mod tests {
             max_body_bytes: 42,
             upstream_timeout: Duration::from_secs(4),
             drain_timeout: Duration::from_secs(5),
+            edge: Default::default(),
         };
         let s = ProxySettings::from_config(&c);
         assert_eq!(s.preview_header.as_str(), "x-preview");

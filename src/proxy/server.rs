@@ -72,14 +72,20 @@ pub async fn serve_with_grace(
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(proxy.settings().header_read_timeout)
+        // Bounded heads (431 beyond): hyper's own defaults (~400 KiB, 100 lines) let
+        // 1,000 trickling clients hold 400 MB. 8 KiB is hyper's floor; config
+        // validation keeps `max_header_bytes` at or above it.
+        .max_buf_size(proxy.settings().max_header_bytes.max(8192))
+        .max_headers(proxy.settings().max_header_lines)
         .keep_alive(true);
+    let local = listener.local_addr()?;
     let ctx = Arc::new(ListenerCtx {
+        public: !local.ip().is_loopback(),
         routes: routes.normalized(),
         state: state_rx,
         http,
         _alive: alive_tx,
     });
-    let local = listener.local_addr()?;
 
     tokio::pin!(shutdown);
     loop {
@@ -128,8 +134,9 @@ async fn serve_connection(
     // Computed once per connection; each request clones it (a reference count).
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    let trusted = proxy.settings().trusts(peer.ip());
     let (stream, pre) = if proxy.settings().fast_path {
-        match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes()).await {
+        match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
             super::h1::End::Closed => return,
             super::h1::End::General(stream, pre) => (stream, pre),
         }
@@ -143,7 +150,7 @@ async fn serve_connection(
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
         async move {
-            let mut resp = proxy.handle(req, &ctx, &client_ip).await;
+            let mut resp = proxy.handle(req, &ctx, &client_ip, trusted).await;
             // Lingering: this is the connection's last response.
             if *ctx.state.borrow() != ConnState::Serving
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS

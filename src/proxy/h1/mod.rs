@@ -77,6 +77,8 @@ struct Plan {
     /// The client connection ends after this response.
     close: bool,
     had_body: bool,
+    /// Add `x-cutover-slot` to the response.
+    slot_header: bool,
 }
 
 /// Why a request got no upstream response head.
@@ -88,6 +90,8 @@ enum Fail {
     Stale,
     /// The client went away mid-request.
     Client,
+    /// The client sent no body bytes for `client_body_timeout`: its fault, 408.
+    ClientTimeout,
     /// No response head within `upstream_timeout`.
     Timeout,
 }
@@ -116,6 +120,7 @@ pub(crate) async fn serve(
     ctx: &ListenerCtx,
     client: TcpStream,
     client_ip: &[u8],
+    trusted: bool,
 ) -> End {
     let settings = proxy.settings();
     let mut conn = Conn {
@@ -141,26 +146,40 @@ pub(crate) async fn serve(
 
     loop {
         deadline.set(Instant::now() + settings.header_read_timeout);
+        // How far `cbuf` was searched for the end of the head, and whether bytes that
+        // may complete a head (a line end) arrived since the last look.
+        let (mut scanned, mut look) = (0, !conn.cbuf.is_empty());
         let plan = loop {
-            if !conn.cbuf.is_empty() {
-                match conn.plan(proxy, ctx, client_ip) {
-                    Step::Partial if conn.cbuf.len() < MAX_HEAD => {}
+            if look {
+                look = false;
+                match conn.plan(proxy, ctx, client_ip, trusted) {
                     Step::Forward(plan) => break plan,
-                    Step::Partial | Step::General => {
+                    Step::TooLarge => return conn.refuse_head().await,
+                    // hyper would refuse it at once too (400): no need for the rest.
+                    Step::Invalid => return End::General(conn.client, conn.cbuf.freeze()),
+                    // The general path gets only whole heads, so a head is read under
+                    // one deadline and one size limit, whichever path ends up with it.
+                    Step::General if head_end(&conn.cbuf, &mut scanned) => {
                         return End::General(conn.client, conn.cbuf.freeze());
                     }
+                    Step::Partial | Step::General => {}
                 }
+            }
+            if conn.cbuf.len() >= settings.max_header_bytes {
+                return conn.refuse_head().await;
             }
             if drain_seen {
                 return End::Closed;
             }
             conn.cbuf.reserve(READ_CHUNK);
+            let before = conn.cbuf.len();
             tokio::select! {
                 biased;
                 () = &mut draining, if !drain_seen => drain_seen = true,
                 read = conn.client.read_buf(&mut conn.cbuf) => match read {
                     Ok(0) | Err(_) => return End::Closed,
-                    Ok(_) => {}
+                    // A head can only end with a line end: parse again only then.
+                    Ok(_) => look = conn.cbuf[before..].contains(&b'\n'),
                 },
                 () = deadline.expired() => return End::Closed,
             }
@@ -171,7 +190,7 @@ pub(crate) async fn serve(
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
-            keep = conn.forward(plan, recorder, &mut deadline) => keep,
+            keep = conn.forward(plan, recorder, &mut deadline, settings) => keep,
         };
         if !keep_alive {
             return End::Closed;
@@ -183,13 +202,30 @@ pub(crate) async fn serve(
 enum Step {
     Partial,
     Forward(Plan),
+    /// For the general path, once the head is complete.
     General,
+    /// Not HTTP the general path could accept either (it answers 400 at once).
+    Invalid,
+    /// The head is over `max_header_bytes` or `max_header_lines`: 431.
+    TooLarge,
+}
+
+/// Whether `buf` holds the end of a request head (an empty line, CRLF or bare LF as
+/// httparse accepts). `scanned` is how far earlier calls searched.
+fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
+    let from = scanned.saturating_sub(2);
+    let found = buf[from..]
+        .windows(2)
+        .enumerate()
+        .any(|(i, w)| w == b"\n\n" || (w == b"\r\n" && from + i > 0 && buf[from + i - 1] == b'\n'));
+    *scanned = buf.len();
+    found
 }
 
 impl Conn {
     /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
     /// and the body bytes already received to `out` and consumes them from `cbuf`.
-    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8]) -> Step {
+    fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], trusted: bool) -> Step {
         let settings = proxy.settings();
         let preview_header = settings.preview_header.as_str();
         let max_body = settings.max_body_bytes.min(FAST_BODY_MAX);
@@ -197,21 +233,35 @@ impl Conn {
         let head = match request::parse(&self.cbuf, &mut headers, preview_header, max_body) {
             Parse::Partial => return Step::Partial,
             Parse::General => return Step::General,
+            Parse::Invalid => return Step::Invalid,
             Parse::Fast(head) => head,
         };
+        if head.len > settings.max_header_bytes || head.lines() > settings.max_header_lines {
+            return Step::TooLarge;
+        }
         let received = StdInstant::now();
         let Some(service) = ctx.routes.service_for(Some(head.host)) else {
             return Step::General;
         };
-        let cookies = cookies::scan_values(head.cookies(), &settings.preview_cookie, service);
-        let preview = ctx.routes.preview_only || cookies.preview || head.preview_header;
+        let access = &settings.preview;
+        let cookies =
+            cookies::scan_values(head.cookies(), &settings.preview_cookie, service, access);
+        let opened = cookies.preview
+            || head
+                .preview_value
+                .is_some_and(|v| access.allows(service, v));
+        let preview = match super::forward::preview_route(ctx, access.enabled, opened) {
+            Some(preview) => preview,
+            // The general path answers 403.
+            None => return Step::General,
+        };
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
             Ok(c) if c.mirror.is_none() => c,
             _ => return Step::General,
         };
         self.out.clear();
         let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
-        head.write_upstream(&mut self.out, client_ip, preview_header, strip);
+        head.write_upstream(&mut self.out, client_ip, trusted, preview_header, strip);
         let closing = *ctx.state.borrow() != ConnState::Serving;
         let (head_len, body_len) = (head.len, head.body_len);
         let (head_request, retryable, close) = (head.is_head(), head.retryable(), head.close);
@@ -230,23 +280,51 @@ impl Conn {
             retryable,
             close: close || closing,
             had_body: body_len > 0,
+            slot_header: settings.slot_header,
         };
         Step::Forward(plan)
     }
 
+    /// Answers 431 to a head over the limits and closes: the rest of it is not read.
+    async fn refuse_head(mut self) -> End {
+        self.out.clear();
+        response::refusal(&mut self.out, 431, "request head too large\n");
+        let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.shutdown().await;
+        End::Closed
+    }
+
     /// Forwards one planned request and passes the response on. Records it. Whether
     /// the client connection stays open.
-    async fn forward(&mut self, plan: Plan, recorder: Recorder, deadline: &mut Deadline) -> bool {
+    async fn forward(
+        &mut self,
+        plan: Plan,
+        recorder: Recorder,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
+    ) -> bool {
         let (slot, addr) = (plan.chosen.slot, plan.chosen.addr);
-        let got = tokio::select! {
-            biased;
-            got = self.exchange_head(&plan) => got,
-            () = deadline.expired() => Err(Fail::Timeout),
-        };
+        let got = self.exchange_head(&plan, deadline, settings).await;
         let (upstream, head) = match got {
             Ok(ok) => ok,
             Err(Fail::Client) => {
                 recorder.finish(Outcome::ClientFailed);
+                return false;
+            }
+            Err(Fail::ClientTimeout) => {
+                // Nothing came back from the upstream yet: the client gets 408 and the
+                // half-sent request is abandoned with its upstream connection.
+                recorder.finish(Outcome::ClientFailed);
+                tracing::debug!(%slot, %addr, "client body timed out");
+                self.out.clear();
+                response::local(
+                    &mut self.out,
+                    408,
+                    settings.slot_header.then_some(slot.as_str()),
+                    "request body timed out\n",
+                    true,
+                );
+                let _ = self.client.write_all(&self.out).await;
                 return false;
             }
             Err(fail) => {
@@ -260,7 +338,8 @@ impl Conn {
                 // Unread body bytes would be taken for the next request: close.
                 let close = plan.close || plan.had_body;
                 self.out.clear();
-                response::local(&mut self.out, status, slot.as_str(), msg, close);
+                let slot_name = settings.slot_header.then_some(slot.as_str());
+                response::local(&mut self.out, status, slot_name, msg, close);
                 return self.client.write_all(&self.out).await.is_ok() && !close;
             }
         };
@@ -283,20 +362,33 @@ impl Conn {
 
     /// Sends the request (retrying once on a fresh connection if a reused one turns
     /// out closed) and reads the response head. On success, `out` holds the client's
-    /// head and `ubuf` the bytes after the upstream's head. The caller's timer bounds
-    /// it (`Fail::Timeout`).
-    async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), Fail> {
+    /// head and `ubuf` the bytes after the upstream's head.
+    ///
+    /// Whose clock runs: `deadline` (the upstream timeout) bounds what the upstream
+    /// does (connect, take the request, answer) and is pushed back each time the
+    /// client delivers body bytes, so it only ever measures the upstream; each wait
+    /// for the client's body is bounded by `client_body_timeout` instead
+    /// (`Fail::ClientTimeout`).
+    async fn exchange_head(
+        &mut self,
+        plan: &Plan,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
+    ) -> Result<(TcpStream, RespHead), Fail> {
         let addr = plan.chosen.addr;
         let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
             Some(s) => (s, true),
-            None => (connect(addr).await?, false),
+            None => (upstream_bound(deadline, connect(addr)).await??, false),
         };
         loop {
-            match self.try_exchange(&mut upstream, plan).await {
+            match self
+                .try_exchange(&mut upstream, plan, deadline, settings)
+                .await
+            {
                 Ok(head) => return Ok((upstream, head)),
                 Err(Fail::Stale) if reused && plan.retryable => {
                     tracing::debug!(%addr, "reused upstream connection was closed; retrying");
-                    upstream = connect(addr).await?;
+                    upstream = upstream_bound(deadline, connect(addr)).await??;
                     reused = false;
                 }
                 Err(Fail::Stale) => return Err(Fail::Upstream),
@@ -309,31 +401,54 @@ impl Conn {
         &mut self,
         upstream: &mut TcpStream,
         plan: &Plan,
+        deadline: &mut Deadline,
+        settings: &super::ProxySettings,
     ) -> Result<RespHead, Fail> {
-        if upstream.write_all(&self.out).await.is_err() {
-            return Err(Fail::Stale);
+        match upstream_bound(deadline, upstream.write_all(&self.out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(Fail::Stale),
+            Err(timeout) => return Err(timeout),
         }
         let mut left = plan.body_left;
         while left > 0 {
             self.cbuf.reserve(READ_CHUNK);
-            match self.client.read_buf(&mut self.cbuf).await {
-                Ok(0) | Err(_) => return Err(Fail::Client),
-                Ok(_) => {}
+            let read = tokio::time::timeout(
+                settings.client_body_timeout,
+                self.client.read_buf(&mut self.cbuf),
+            );
+            match read.await {
+                Err(_elapsed) => return Err(Fail::ClientTimeout),
+                Ok(Ok(0) | Err(_)) => return Err(Fail::Client),
+                Ok(Ok(_)) => {}
             }
+            deadline.set(Instant::now() + settings.upstream_timeout);
             let take = self
                 .cbuf
                 .len()
                 .min(usize::try_from(left).unwrap_or(usize::MAX));
-            if upstream.write_all(&self.cbuf[..take]).await.is_err() {
+            let sent = upstream_bound(deadline, upstream.write_all(&self.cbuf[..take])).await?;
+            if sent.is_err() {
                 return Err(Fail::Upstream);
             }
             self.cbuf.advance(take);
             left -= take as u64;
         }
+        if plan.body_left > 0 {
+            // The request is complete: from now on the upstream has `upstream_timeout`.
+            deadline.set(Instant::now() + settings.upstream_timeout);
+        }
+        upstream_bound(deadline, self.read_response_head(upstream, plan)).await?
+    }
 
+    /// Reads the upstream's response head, passing 1xx heads on to the client.
+    async fn read_response_head(
+        &mut self,
+        upstream: &mut TcpStream,
+        plan: &Plan,
+    ) -> Result<RespHead, Fail> {
         self.ubuf.clear();
         let add = Additions {
-            slot: plan.chosen.slot.as_str(),
+            slot: plan.slot_header.then_some(plan.chosen.slot.as_str()),
             set_cookie: plan.chosen.set_cookie.as_ref().map(|v| v.as_bytes()),
             close: plan.close,
         };
@@ -477,6 +592,18 @@ impl Conn {
             Ok(0) | Err(_) => Err(Broke::Upstream),
             Ok(_) => Ok(()),
         }
+    }
+}
+
+/// Runs `fut` (something the upstream must do) against the upstream deadline.
+async fn upstream_bound<T>(
+    deadline: &mut Deadline,
+    fut: impl std::future::Future<Output = T>,
+) -> Result<T, Fail> {
+    tokio::select! {
+        biased;
+        out = fut => Ok(out),
+        () = deadline.expired() => Err(Fail::Timeout),
     }
 }
 

@@ -13,7 +13,7 @@
 //! colon), never copied: whatever leniency the parser had, the upstream sees a clean
 //! head. Header names keep the client's spelling.
 
-use super::super::cookies;
+use super::super::{cookies, headers};
 use super::wire::{content_length, header};
 
 /// Most headers a request may have and still take the fast path.
@@ -37,6 +37,10 @@ enum Kind {
     ForwardedFor,
     ForwardedProto,
     ForwardedHost,
+    /// RFC 7239 `Forwarded`.
+    Forwarded,
+    /// `x-cutover-*`: the proxy's own; never taken from a client.
+    Cutover,
     Other,
 }
 
@@ -49,6 +53,7 @@ fn kind(name: &str, preview_header: &str) -> Kind {
         6 if is("expect") => Kind::General,
         7 if is("upgrade") => Kind::General,
         7 if is("trailer") => Kind::HopByHop,
+        9 if is("forwarded") => Kind::Forwarded,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::HopByHop,
         14 if is("content-length") => Kind::ContentLength,
@@ -61,8 +66,12 @@ fn kind(name: &str, preview_header: &str) -> Kind {
         19 if is("proxy-authorization") => Kind::HopByHop,
         _ => Kind::Other,
     };
-    if k == Kind::Other && is(preview_header) {
+    if k != Kind::Other {
+        k
+    } else if is(preview_header) {
         Kind::Preview
+    } else if name.len() >= 10 && name.as_bytes()[..10].eq_ignore_ascii_case(b"x-cutover-") {
+        Kind::Cutover
     } else {
         k
     }
@@ -80,8 +89,8 @@ pub struct Head<'h, 'b> {
     pub body_len: u64,
     /// The client sent `Connection: close`.
     pub close: bool,
-    /// The preview header is present (any value).
-    pub preview_header: bool,
+    /// The preview header's value, if present.
+    pub preview_value: Option<&'b [u8]>,
     headers: &'h [httparse::Header<'b>],
 }
 
@@ -93,6 +102,9 @@ pub enum Parse<'h, 'b> {
     Fast(Head<'h, 'b>),
     /// Leave this request (and the rest of the connection) to the general path.
     General,
+    /// httparse refused the bytes (not for their number of headers): the general
+    /// path, which parses with httparse too, answers 400 without waiting for more.
+    Invalid,
 }
 
 /// Parses the head at the start of `buf`. `max_body` is the body limit: a larger
@@ -107,7 +119,8 @@ pub fn parse<'h, 'b>(
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parse::Partial,
-        Err(_) => return Parse::General,
+        Err(httparse::Error::TooManyHeaders) => return Parse::General,
+        Err(_) => return Parse::Invalid,
     };
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parse::General;
@@ -123,7 +136,7 @@ pub fn parse<'h, 'b>(
         host: "",
         body_len: 0,
         close: false,
-        preview_header: false,
+        preview_value: None,
         headers,
     };
     let (mut hosts, mut lengths, mut forwarded_for) = (0, 0, 0);
@@ -131,8 +144,11 @@ pub fn parse<'h, 'b>(
         match kind(h.name, preview_header) {
             Kind::Host => {
                 hosts += 1;
+                // An invalid Host is the general path's to refuse (400).
                 match std::str::from_utf8(h.value) {
-                    Ok(v) if !v.trim_ascii().is_empty() => head.host = v.trim_ascii(),
+                    Ok(v) if headers::valid_host(v.trim_ascii().as_bytes()) => {
+                        head.host = v.trim_ascii();
+                    }
                     _ => return Parse::General,
                 }
             }
@@ -153,7 +169,7 @@ pub fn parse<'h, 'b>(
                 }
             }
             Kind::General => return Parse::General,
-            Kind::Preview => head.preview_header = true,
+            Kind::Preview => head.preview_value = Some(h.value),
             Kind::ForwardedFor => forwarded_for += 1,
             _ => {}
         }
@@ -165,6 +181,11 @@ pub fn parse<'h, 'b>(
 }
 
 impl Head<'_, '_> {
+    /// Number of header lines.
+    pub fn lines(&self) -> usize {
+        self.headers.len()
+    }
+
     /// The `Cookie` header values.
     pub fn cookies(&self) -> impl Iterator<Item = &[u8]> {
         self.headers
@@ -183,13 +204,17 @@ impl Head<'_, '_> {
         self.body_len == 0 && matches!(self.method, "GET" | "HEAD" | "OPTIONS")
     }
 
-    /// Appends the head the upstream gets: hop-by-hop headers, the preview header and
-    /// (with `strip_cookies`) the proxy's cookies removed; `X-Forwarded-For` joined
-    /// with the client's address; `X-Forwarded-Proto`/`-Host` added when absent.
+    /// Appends the head the upstream gets: hop-by-hop headers, the preview header,
+    /// `x-cutover-*` and (with `strip_cookies`) the proxy's cookies removed. From a
+    /// `trusted` peer (a proxy in `trusted_proxies`), `X-Forwarded-For` is joined with
+    /// its address and `X-Forwarded-Proto`/`-Host` and `Forwarded` are kept, the first
+    /// two added when absent; from anyone else all four are replaced by what the proxy
+    /// saw.
     pub fn write_upstream(
         &self,
         out: &mut Vec<u8>,
         client_ip: &[u8],
+        trusted: bool,
         preview_header: &str,
         strip_cookies_named: Option<&str>,
     ) {
@@ -203,6 +228,15 @@ impl Head<'_, '_> {
         for h in self.headers {
             match kind(h.name, preview_header) {
                 Kind::Connection | Kind::HopByHop | Kind::General | Kind::Preview => continue,
+                Kind::Cutover => continue,
+                Kind::ForwardedFor
+                | Kind::ForwardedProto
+                | Kind::ForwardedHost
+                | Kind::Forwarded
+                    if !trusted =>
+                {
+                    continue
+                }
                 Kind::Cookie if strip_cookies_named.is_some() => continue,
                 Kind::ForwardedFor => {
                     forwarded_for[n_forwarded] = h.value;
@@ -258,9 +292,13 @@ mod tests {
     }
 
     fn upstream_head(raw: &str, strip: Option<&str>) -> String {
+        upstream_head_from(raw, strip, false)
+    }
+
+    fn upstream_head_from(raw: &str, strip: Option<&str>, trusted: bool) -> String {
         let mut out = Vec::new();
         fast(raw, |h| {
-            h.write_upstream(&mut out, b"10.0.0.9", PREVIEW, strip)
+            h.write_upstream(&mut out, b"10.0.0.9", trusted, PREVIEW, strip)
         });
         String::from_utf8(out).unwrap()
     }
@@ -286,12 +324,26 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_already_present_are_kept_and_joined() {
+    fn forwarded_headers_from_a_trusted_proxy_are_kept_and_joined_and_others_replaced() {
         let raw = "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1.1.1.1\r\n\
                    x-forwarded-for: 2.2.2.2, 3.3.3.3\r\nX-Forwarded-Proto: https\r\n\
                    X-Forwarded-Host: outer\r\n\r\n";
         assert_eq!(
             upstream_head(raw, None),
+            "GET / HTTP/1.1\r\nHost: h\r\n\
+             x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n"
+        );
+        let forged = "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=1.2.3.4\r\n\
+                      X-Cutover-Mirror: 1\r\nx-cutover-slot: green\r\n\r\n";
+        assert_eq!(
+            upstream_head(forged, None),
+            "GET / HTTP/1.1\r\nHost: h\r\n\
+             x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n"
+        );
+        assert!(upstream_head_from(forged, None, true).contains("Forwarded: for=1.2.3.4\r\n"));
+        assert!(!upstream_head_from(forged, None, true).contains("x-cutover"));
+        assert_eq!(
+            upstream_head_from(raw, None, true),
             "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\n\
              x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n\r\n"
         );
@@ -303,11 +355,12 @@ mod tests {
                    Cookie: a=1; cutover-preview=x\r\nCookie: cutover-slot-web=blue; b=2\r\n\
                    Connection: close\r\n\r\nabc";
         fast(raw, |h| {
-            assert!(h.preview_header && h.close);
+            assert!(h.preview_value == Some(b"1") && h.close);
             assert_eq!(h.body_len, 3);
             assert_eq!(h.len, raw.len() - 3);
             assert!(!h.retryable(), "a POST with a body is never sent twice");
-            let s = cookies::scan_values(h.cookies(), "cutover-preview", "web");
+            let access = crate::proxy::preview::PreviewAccess::with_secret("x");
+            let s = cookies::scan_values(h.cookies(), "cutover-preview", "web", &access);
             assert!(s.preview && s.ours);
         });
         assert_eq!(
@@ -348,12 +401,21 @@ mod tests {
         for raw in general {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let p = parse(raw.as_bytes(), &mut headers, PREVIEW, 1000);
-            assert!(matches!(p, Parse::General), "{raw:?} gave {p:?}");
+            assert!(
+                matches!(p, Parse::General | Parse::Invalid),
+                "{raw:?} gave {p:?}"
+            );
         }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let p = parse(b"GARBAGE\r\n\r\n", &mut headers, PREVIEW, 1000);
+        assert!(matches!(p, Parse::Invalid), "refused by httparse: {p:?}");
         let many: String = (0..MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n");
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let p = parse(raw.as_bytes(), &mut headers, PREVIEW, 1000);
-        assert!(matches!(p, Parse::General), "too many headers");
+        assert!(
+            matches!(p, Parse::General),
+            "too many headers for the fast path, not too many for the general one"
+        );
     }
 }

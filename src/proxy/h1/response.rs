@@ -57,7 +57,8 @@ pub enum RespParse {
 /// What the proxy adds to the client's head.
 #[derive(Debug, Clone, Copy)]
 pub struct Additions<'a> {
-    pub slot: &'a str,
+    /// `x-cutover-slot` to add (`proxy.slot_header`); an upstream's own is removed.
+    pub slot: Option<&'a str>,
     pub set_cookie: Option<&'a [u8]>,
     /// The client asked to close, or the proxy is draining.
     pub close: bool,
@@ -147,7 +148,9 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
         }
         header(out, name.as_bytes(), h.value);
     }
-    header(out, b"x-cutover-slot", add.slot.as_bytes());
+    if let Some(slot) = add.slot {
+        header(out, b"x-cutover-slot", slot.as_bytes());
+    }
     if let Some(cookie) = add.set_cookie {
         header(out, b"set-cookie", cookie);
     }
@@ -166,12 +169,14 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
 
 /// A response the proxy writes itself (502, 504), dated like every response hyper
 /// writes on the general path.
-pub fn local(out: &mut Vec<u8>, status: u16, slot: &str, body: &str, close: bool) {
+pub fn local(out: &mut Vec<u8>, status: u16, slot: Option<&str>, body: &str, close: bool) {
     status_line(out, status, "");
     let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     header(out, b"date", date.as_bytes());
     out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
-    header(out, b"x-cutover-slot", slot.as_bytes());
+    if let Some(slot) = slot {
+        header(out, b"x-cutover-slot", slot.as_bytes());
+    }
     out.extend_from_slice(b"content-length: ");
     out.extend_from_slice(body.len().to_string().as_bytes());
     out.extend_from_slice(b"\r\n");
@@ -179,6 +184,19 @@ pub fn local(out: &mut Vec<u8>, status: u16, slot: &str, body: &str, close: bool
         out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+}
+
+/// A refusal the proxy writes before any upstream is involved (431, 400): dated, no
+/// slot, and the connection closes.
+pub fn refusal(out: &mut Vec<u8>, status: u16, body: &str) {
+    status_line(out, status, "");
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    header(out, b"date", date.as_bytes());
+    out.extend_from_slice(b"content-type: text/plain; charset=utf-8\r\n");
+    out.extend_from_slice(b"content-length: ");
+    out.extend_from_slice(body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
     out.extend_from_slice(body.as_bytes());
 }
 
@@ -243,7 +261,7 @@ mod tests {
     use super::*;
 
     const PLAIN: Additions<'static> = Additions {
-        slot: "blue",
+        slot: Some("blue"),
         set_cookie: None,
         close: false,
     };
@@ -338,7 +356,7 @@ mod tests {
                    X-Hop: 1\r\nKeep-Alive: timeout=5\r\nx-cutover-slot: forged\r\n\
                    Content-Length: 2\r\n\r\nok";
         let add = Additions {
-            slot: "green",
+            slot: Some("green"),
             set_cookie: Some(b"cutover-slot-web=green; Path=/"),
             close: false,
         };
@@ -405,7 +423,7 @@ mod tests {
     #[test]
     fn local_responses_are_complete_dated_and_say_which_slot() {
         let mut out = Vec::new();
-        local(&mut out, 502, "blue", "upstream failed\n", true);
+        local(&mut out, 502, Some("blue"), "upstream failed\n", true);
         let text = String::from_utf8(out).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         let mut lines = head.split("\r\n");
