@@ -345,24 +345,20 @@ mod split_tests {
 
     #[test]
     fn a_split_gives_each_slot_its_share_and_the_ends_one_server_at_full_weight() {
-        let blue = Target {
-            slot: Slot::Blue,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
+        let blue = Target::new(
+            "web",
+            Slot::Blue,
+            "127.0.0.1:1".parse::<SocketAddr>().unwrap(),
+        );
         let green = Target {
             slot: Slot::Green,
-            addr: "127.0.0.1:2".parse().unwrap(),
+            endpoint: "web-green.internal:80".parse().unwrap(),
+            identity: "web-green".into(),
         };
-        assert_eq!(split_weights(blue, green, 0, 7), vec![(blue, 7)]);
-        assert_eq!(split_weights(blue, green, 100, 7), vec![(green, 7)]);
-        assert_eq!(
-            split_weights(blue, green, 25, 7),
-            vec![(blue, 75), (green, 25)]
-        );
-        assert_eq!(
-            split_weights(blue, green, 200, 7),
-            vec![(green, 7)],
-            "clamped to 100"
-        );
+        let split = |p| split_weights(blue.clone(), green.clone(), p, 7);
+        assert_eq!(split(0), vec![(blue.clone(), 7)]);
+        assert_eq!(split(100), vec![(green.clone(), 7)]);
+        assert_eq!(split(25), vec![(blue.clone(), 75), (green.clone(), 25)]);
+        assert_eq!(split(200), vec![(green, 7)], "clamped to 100");
     }
 }

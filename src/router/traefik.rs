@@ -69,7 +69,7 @@ impl TraefikRouter {
             out.push_str(&format!(
                 "    {}:\n      loadBalancer:\n        servers:\n          - url: \"http://{}\"\n",
                 self.child(t.slot),
-                t.addr
+                t.endpoint
             ));
         }
         out
@@ -153,7 +153,7 @@ impl TraefikRouter {
             let child = self
                 .api(&format!("/api/http/services/{}@{p}", self.child(t.slot)))
                 .await?;
-            let url = format!("http://{}", t.addr);
+            let url = format!("http://{}", t.endpoint);
             let urls: Vec<&str> = child["loadBalancer"]["servers"]
                 .as_array()
                 .into_iter()

@@ -46,6 +46,7 @@ use super::conn::{ConnState, ListenerCtx};
 use super::forward::Chosen;
 use super::stats::Outcome;
 use super::{cookies, Proxy};
+use crate::domain::endpoint::Endpoint;
 use chunked::ChunkedEnd;
 use io::{Deadline, Upstreams};
 use request::Parse;
@@ -234,7 +235,7 @@ impl Conn {
     /// Forwards one planned request and passes the response on. Records it. Whether
     /// the client connection stays open.
     async fn forward(&mut self, plan: Plan, recorder: Recorder, deadline: &mut Deadline) -> bool {
-        let (slot, addr) = (plan.chosen.slot, plan.chosen.addr);
+        let slot = plan.chosen.slot;
         let got = tokio::select! {
             biased;
             got = self.exchange_head(&plan) => got,
@@ -253,7 +254,7 @@ impl Conn {
                     Fail::Connect => (502, "upstream unreachable\n"),
                     _ => (502, "upstream failed\n"),
                 };
-                tracing::debug!(%slot, %addr, status, "upstream request failed");
+                tracing::debug!(%slot, endpoint = %plan.chosen.endpoint, status, "upstream request failed");
                 // Unread body bytes would be taken for the next request: close.
                 let close = plan.close || plan.had_body;
                 self.out.clear();
@@ -261,13 +262,16 @@ impl Conn {
                 return self.client.write_all(&self.out).await.is_ok() && !close;
             }
         };
-        match self.relay_body(upstream, &head, addr).await {
+        match self
+            .relay_body(upstream, &head, &plan.chosen.endpoint)
+            .await
+        {
             Ok(()) => {
                 recorder.finish(Outcome::Status(head.status));
                 !head.close_client
             }
             Err(Broke::Upstream) => {
-                tracing::debug!(%slot, %addr, "upstream broke off a response");
+                tracing::debug!(%slot, endpoint = %plan.chosen.endpoint, "upstream broke off a response");
                 recorder.finish(Outcome::UpstreamFailed);
                 false
             }
@@ -283,17 +287,17 @@ impl Conn {
     /// head and `ubuf` the bytes after the upstream's head. The caller's timer bounds
     /// it (`Fail::Timeout`).
     async fn exchange_head(&mut self, plan: &Plan) -> Result<(TcpStream, RespHead), Fail> {
-        let addr = plan.chosen.addr;
-        let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
+        let endpoint = &plan.chosen.endpoint;
+        let (mut upstream, mut reused) = match self.upstreams.take(endpoint, plan.received) {
             Some(s) => (s, true),
-            None => (connect(addr).await?, false),
+            None => (connect(endpoint).await?, false),
         };
         loop {
             match self.try_exchange(&mut upstream, plan).await {
                 Ok(head) => return Ok((upstream, head)),
                 Err(Fail::Stale) if reused && plan.retryable => {
-                    tracing::debug!(%addr, "reused upstream connection was closed; retrying");
-                    upstream = connect(addr).await?;
+                    tracing::debug!(%endpoint, "reused upstream connection was closed; retrying");
+                    upstream = connect(endpoint).await?;
                     reused = false;
                 }
                 Err(Fail::Stale) => return Err(Fail::Upstream),
@@ -373,7 +377,7 @@ impl Conn {
         &mut self,
         mut upstream: TcpStream,
         head: &RespHead,
-        addr: std::net::SocketAddr,
+        endpoint: &Endpoint,
     ) -> Result<(), Broke> {
         let clean = match head.framing {
             Framing::Empty => {
@@ -433,7 +437,7 @@ impl Conn {
             }
         };
         if clean && head.reusable {
-            self.upstreams.put(addr, upstream, StdInstant::now());
+            self.upstreams.put(endpoint, upstream, StdInstant::now());
         }
         Ok(())
     }
@@ -477,9 +481,9 @@ impl Conn {
     }
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, Fail> {
-    io::connect(addr).await.map_err(|e| {
-        tracing::debug!(%addr, error = %e, "upstream connect failed");
+async fn connect(endpoint: &Endpoint) -> Result<TcpStream, Fail> {
+    io::connect(endpoint).await.map_err(|e| {
+        tracing::debug!(%endpoint, error = %e, "upstream connect failed");
         Fail::Connect
     })
 }
