@@ -54,7 +54,7 @@ impl CaddyRouter {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, RouterError> {
-        call_json(self.config.admin, method, path, body, self.config.timeout)
+        call_json(&self.config.admin, method, path, body, self.config.timeout)
             .await
             .map_err(|e| match e {
                 RouterError::Rejected(m) => RouterError::Rejected(format!("caddy admin API: {m}")),
