@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use backend::Backend;
 use bytes::Bytes;
+use cutover::domain::endpoint::Endpoint;
 use cutover::domain::Slot;
 use cutover::proxy::preview::PreviewAccess;
 use cutover::proxy::table::{Routes, ServiceRoute};
@@ -85,6 +86,43 @@ async fn two_hundred_switches_under_concurrent_load_lose_no_request() {
             b.errors() + g.errors() + b.client_failed + g.client_failed,
             0
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_slot_given_by_host_name_is_resolved_when_dialled_on_both_paths() {
+    within(30, async {
+        for fast_path in [true, false] {
+            let app = Backend::text("named").await;
+            let by_name = Endpoint::host("localhost", app.addr.port()).unwrap();
+            let blue = upstream(Slot::Blue, by_name);
+            let settings = ProxySettings {
+                fast_path,
+                ..ProxySettings::default()
+            };
+            let (proxy, routes) = TestProxy::with_live(&blue, settings).await;
+            let client = http_client();
+            for _ in 0..5 {
+                let r = get(&client, &proxy.url("/")).await;
+                assert_eq!(
+                    (r.status, r.slot.as_deref(), r.body.as_str()),
+                    (200, Some("blue"), "named"),
+                    "fast path {fast_path}: {r:?}"
+                );
+            }
+            assert_eq!(settled(&blue.stats, 5).await.status_class[1], 5);
+
+            // A name that does not resolve is the upstream's failure: 502, recorded.
+            let nowhere = upstream(
+                Slot::Green,
+                Endpoint::host("no-such-host.invalid", 80).unwrap(),
+            );
+            routes.set(SERVICE, live(&nowhere));
+            let r = get(&client, &proxy.url("/")).await;
+            assert_eq!((r.status, r.slot.as_deref()), (502, Some("green")), "{r:?}");
+            assert_eq!(settled(&nowhere.stats, 1).await.upstream_failed, 1);
+        }
     })
     .await;
 }

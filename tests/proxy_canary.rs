@@ -99,17 +99,11 @@ impl Setup {
     }
 
     fn blue(&self) -> Target {
-        Target {
-            slot: Slot::Blue,
-            addr: self.blue.addr,
-        }
+        Target::new(SERVICE, Slot::Blue, self.blue.addr)
     }
 
     fn green(&self) -> Target {
-        Target {
-            slot: Slot::Green,
-            addr: self.green.addr,
-        }
+        Target::new(SERVICE, Slot::Green, self.green.addr)
     }
 
     async fn split(&self, percent: u8) {
@@ -475,10 +469,7 @@ async fn mirroring_never_changes_or_waits_for_the_clients_response_and_counts_mi
         let (open, gate) = watch::channel(false);
         let (target, seen) = gated_target(500, gate).await;
         let s = Setup::new().await;
-        let target = Target {
-            slot: Slot::Green,
-            addr: target.addr,
-        };
+        let target = Target::new(SERVICE, Slot::Green, target.addr);
         s.router
             .mirror(
                 SERVICE,
@@ -519,11 +510,8 @@ async fn only_safe_methods_are_mirrored_unless_configured() {
         let (_open, gate) = watch::channel(true);
         let (target, seen) = gated_target(200, gate).await;
         let s = Setup::new().await;
-        let target = Target {
-            slot: Slot::Green,
-            addr: target.addr,
-        };
-        let safe = mirror_spec(target, 100, &["GET", "HEAD", "OPTIONS"]);
+        let target = Target::new(SERVICE, Slot::Green, target.addr);
+        let safe = mirror_spec(target.clone(), 100, &["GET", "HEAD", "OPTIONS"]);
         s.router.mirror(SERVICE, Some(safe)).await.unwrap();
         for _ in 0..3 {
             assert_eq!(s.send(Method::POST, &[], "order").await.status, 200);
@@ -553,10 +541,7 @@ async fn a_mirror_copies_exactly_its_percentage_and_stops_when_told() {
         let (_open, gate) = watch::channel(true);
         let (target_backend, _seen) = gated_target(200, gate).await;
         let s = Arc::new(Setup::new().await);
-        let target = Target {
-            slot: Slot::Green,
-            addr: target_backend.addr,
-        };
+        let target = Target::new(SERVICE, Slot::Green, target_backend.addr);
         s.router
             .mirror(SERVICE, Some(mirror_spec(target, 10, &["GET"])))
             .await
@@ -578,10 +563,7 @@ async fn a_stuck_mirror_target_costs_dropped_copies_not_client_latency() {
         let (_open, gate) = watch::channel(false);
         let (target, _seen) = gated_target(200, gate).await;
         let s = Setup::new().await;
-        let target = Target {
-            slot: Slot::Green,
-            addr: target.addr,
-        };
+        let target = Target::new(SERVICE, Slot::Green, target.addr);
         s.router
             .mirror(SERVICE, Some(mirror_spec(target, 100, &["GET"])))
             .await
@@ -602,12 +584,9 @@ async fn a_stuck_mirror_target_costs_dropped_copies_not_client_latency() {
 async fn a_failing_mirror_target_is_counted_as_failed_and_clients_never_see_it() {
     within(30, async {
         let s = Setup::new().await;
-        let target = Target {
-            slot: Slot::Green,
-            addr: backend::dead_addr().await,
-        };
+        let target = Target::new(SERVICE, Slot::Green, backend::dead_addr().await);
         s.router
-            .mirror(SERVICE, Some(mirror_spec(target, 100, &["GET"])))
+            .mirror(SERVICE, Some(mirror_spec(target.clone(), 100, &["GET"])))
             .await
             .unwrap();
         for _ in 0..5 {
@@ -627,10 +606,7 @@ async fn a_body_over_64_kib_is_forwarded_but_not_mirrored() {
         let (_open, gate) = watch::channel(true);
         let (target, seen) = gated_target(200, gate).await;
         let s = Setup::new().await;
-        let target = Target {
-            slot: Slot::Green,
-            addr: target.addr,
-        };
+        let target = Target::new(SERVICE, Slot::Green, target.addr);
         let spec = mirror_spec(target, 100, &["POST"]);
         s.router.mirror(SERVICE, Some(spec)).await.unwrap();
         let big = vec![b'x'; 64 * 1024 + 1];

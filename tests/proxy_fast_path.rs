@@ -39,7 +39,7 @@ async fn proxy_to(backend: SocketAddr, fast_path: bool) -> TestProxy {
     let routes = Arc::new(Routes::new());
     let live = Upstream {
         slot: Slot::Blue,
-        addr: backend,
+        endpoint: backend.into(),
         stats: stats.clone(),
     };
     routes.set(

@@ -166,3 +166,48 @@ async fn a_canary_step_splits_haproxys_traffic_by_weight_and_promote_moves_it_al
     h.start().await;
     routers::canary_step_through(&h, lb.public, "haproxy").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_given_by_host_name_is_resolved_when_the_switch_is_applied() {
+    use cutover::config::{AdminAddr, HaproxyRouterConfig};
+    use cutover::domain::endpoint::Endpoint;
+    use cutover::domain::routing::Target;
+    use cutover::domain::Slot;
+    use cutover::router::haproxy::HaproxyRouter;
+    use cutover::router::Router;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lb = routers::start_haproxy(dir.path()).await;
+    let app = routers::named_app("named").await;
+    let router = HaproxyRouter::new(
+        "web",
+        HaproxyRouterConfig {
+            admin: AdminAddr::Unix(lb.admin.clone()),
+            backend: "web".into(),
+            blue_server: "blue".into(),
+            green_server: "green".into(),
+            weight: 100,
+            timeout: std::time::Duration::from_secs(5),
+        },
+    );
+    let target = Target {
+        slot: Slot::Green,
+        endpoint: Endpoint::host("localhost", app.port()).unwrap(),
+        identity: "web-green".into(),
+    };
+    router.apply("web", Some(target), None).await.unwrap();
+    let state = lb.command("show servers state web").await;
+    assert!(
+        state
+            .lines()
+            .any(|l| l.contains(" green 127.0.0.1 2 ") && l.contains(&format!(" {} ", app.port()))),
+        "green must be ready at 127.0.0.1:{}:\n{state}",
+        app.port()
+    );
+    assert_eq!(
+        router.observed_live("web").await.unwrap(),
+        Some(Slot::Green)
+    );
+    let (status, body) = support::http_get(lb.public, "/").await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "named"));
+}

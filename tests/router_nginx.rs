@@ -167,3 +167,51 @@ async fn a_canary_step_splits_nginxs_traffic_by_weight_and_promote_moves_it_all(
     h.start().await;
     routers::canary_step_through(&h, lb.public, "nginx").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_given_by_host_name_is_written_as_is_and_nginx_routes_to_it() {
+    use cutover::config::NginxRouterConfig;
+    use cutover::domain::endpoint::Endpoint;
+    use cutover::domain::routing::Target;
+    use cutover::router::nginx::NginxRouter;
+    use cutover::router::Router;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lb = routers::start_nginx(dir.path()).await;
+    let app = routers::named_app("named").await;
+    let c = lb.conf.display().to_string();
+    let router = NginxRouter::new(
+        "web",
+        NginxRouterConfig {
+            include: lb.include.clone(),
+            upstream: "web".into(),
+            test_command: ["nginx", "-t", "-q", "-c", &c].map(String::from).into(),
+            reload_command: ["nginx", "-c", &c, "-s", "reload"].map(String::from).into(),
+            verify_listen: lb.verify,
+            verify_path: "/".into(),
+            timeout: std::time::Duration::from_secs(10),
+            keepalive: 16,
+        },
+    );
+    let target = Target {
+        slot: Slot::Green,
+        endpoint: Endpoint::host("localhost", app.port()).unwrap(),
+        identity: "web-green".into(),
+    };
+    router.apply("web", Some(target), None).await.unwrap();
+    let include = std::fs::read_to_string(&lb.include).unwrap();
+    assert!(
+        include.contains(&format!("server localhost:{} max_fails=0;", app.port())),
+        "{include}"
+    );
+    assert_eq!(
+        router.observed_live("web").await.unwrap(),
+        Some(Slot::Green)
+    );
+    // Right after the reload, an old worker may still take a new connection.
+    support::wait_until(10, "nginx answers from the named slot", || async {
+        let answer = support::http_get(lb.public, "/").await.ok()?;
+        (answer == (200, "named".to_string())).then_some(())
+    })
+    .await;
+}

@@ -8,12 +8,12 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::process::Command;
 
 use super::http::{self, ProbeRequest, Response};
 use super::{human_duration, json_path, CheckResult, ProbeTarget};
 use crate::config::{HealthCheck, HttpProbe, JsonCondition, Probe};
+use crate::domain::endpoint::Endpoint;
 
 /// Runs one check once, bounded by `timeout`.
 pub async fn run_check(
@@ -47,14 +47,20 @@ pub async fn run_check(
 /// Replaces `{version}`, `{port}`, `{slot}`, `{service}` and `{addr}` in one argument.
 pub fn substitute_placeholders(arg: &str, target: &ProbeTarget) -> String {
     arg.replace("{version}", &target.version)
-        .replace("{port}", &target.addr.port().to_string())
+        .replace("{port}", &target.endpoint.port().to_string())
         .replace("{slot}", target.slot.as_str())
         .replace("{service}", &target.service)
-        .replace("{addr}", &target.addr.to_string())
+        .replace("{addr}", &target.endpoint.to_string())
 }
 
 async fn http_probe(probe: &HttpProbe, target: &ProbeTarget, timeout: Duration) -> (bool, String) {
-    match http::send(target.addr, ProbeRequest::get(probe.path.clone()), timeout).await {
+    match http::send(
+        target.endpoint.clone(),
+        ProbeRequest::get(probe.path.clone()),
+        timeout,
+    )
+    .await
+    {
         Ok(resp) => {
             let expect = Expectations {
                 status: probe.expect_status,
@@ -71,8 +77,13 @@ async fn http_probe(probe: &HttpProbe, target: &ProbeTarget, timeout: Duration) 
 }
 
 async fn tcp_probe(target: &ProbeTarget) -> (bool, String) {
-    match TcpStream::connect(target.addr).await {
-        Ok(_) => (true, format!("connected to {}", target.addr)),
+    match target.endpoint.connect().await {
+        Ok(s) => match (&target.endpoint, s.peer_addr()) {
+            (Endpoint::Host { .. }, Ok(peer)) => {
+                (true, format!("connected to {} ({peer})", target.endpoint))
+            }
+            _ => (true, format!("connected to {}", target.endpoint)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (false, "connection refused".to_string())
         }
@@ -221,9 +232,9 @@ mod tests {
     use serde_json::json;
     use std::net::SocketAddr;
 
-    fn target(addr: SocketAddr) -> ProbeTarget {
+    fn target(addr: impl Into<Endpoint>) -> ProbeTarget {
         ProbeTarget {
-            addr,
+            endpoint: addr.into(),
             service: "web".to_string(),
             slot: Slot::Green,
             version: "v2".to_string(),
@@ -362,6 +373,34 @@ mod tests {
         let results = crate::checks::health_round(&cfg(checks, T), &target(addr)).await;
         let names: Vec<(&str, bool)> = results.iter().map(|r| (r.name.as_str(), r.ok)).collect();
         assert_eq!(names, [("http", true), ("port", true)]);
+    }
+
+    /// The slot at `addr`, given by host name: `localhost:<port>`.
+    fn by_name(addr: SocketAddr) -> ProbeTarget {
+        target(Endpoint::host("localhost", addr.port()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_checks_dial_a_slot_given_by_host_name() {
+        let addr = spawn_for_test(Behaviour::healthy("v2")).await;
+        let checks = vec![
+            http_check("/health/deep", database_is("healthy")),
+            HealthCheck {
+                name: "port".to_string(),
+                probe: Probe::Tcp,
+            },
+        ];
+        let results = crate::checks::health_round(&cfg(checks, T), &by_name(addr)).await;
+        assert!(results.iter().all(|r| r.ok), "{results:?}");
+        assert_eq!(
+            results[1].detail,
+            format!("connected to localhost:{} ({addr})", addr.port())
+        );
+
+        let results =
+            crate::checks::health_round(&cfg(vec![], T), &by_name(closed_port().await)).await;
+        assert!(!results[0].ok);
+        assert_eq!(results[0].detail, "connection refused");
     }
 
     #[tokio::test]

@@ -7,17 +7,16 @@
 //! trickles its body, still fails within it.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use super::human_duration;
+use crate::domain::endpoint::Endpoint;
 
 /// Largest response body a probe reads; more is an error (a probe is not a download).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -85,15 +84,18 @@ impl ProbeRequest {
     }
 }
 
-/// Sends `req` to `addr` on a new connection and reads the whole response, all within
-/// `timeout`.
+/// Sends `req` to `to` (an address, or a host resolved now) on a new connection and
+/// reads the whole response, all within `timeout` (the lookup included). Unless `req`
+/// has one, the `Host` header is the endpoint's text (`10.0.0.7:8080`,
+/// `web.internal:8080`).
 pub async fn send(
-    addr: SocketAddr,
+    to: impl Into<Endpoint>,
     req: ProbeRequest,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
     let started = Instant::now();
-    match tokio::time::timeout(timeout, exchange(addr, req)).await {
+    let to = to.into();
+    match tokio::time::timeout(timeout, exchange(&to, req)).await {
         Ok(Ok((status, headers, body))) => Ok(Response {
             status,
             headers,
@@ -116,15 +118,14 @@ impl Drop for AbortOnDrop {
 }
 
 async fn exchange(
-    addr: SocketAddr,
+    to: &Endpoint,
     req: ProbeRequest,
 ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
-    let request = build(addr, req)?;
-    let stream = TcpStream::connect(addr).await.map_err(|e| match e.kind() {
+    let request = build(to, req)?;
+    let stream = to.connect().await.map_err(|e| match e.kind() {
         io::ErrorKind::ConnectionRefused => HttpError::Refused,
         _ => HttpError::Connect(e),
     })?;
-    let _ = stream.set_nodelay(true);
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(HttpError::Protocol)?;
@@ -144,7 +145,7 @@ async fn exchange(
     Ok((parts.status, parts.headers, body))
 }
 
-fn build(addr: SocketAddr, req: ProbeRequest) -> Result<Request<Full<Bytes>>, HttpError> {
+fn build(to: &Endpoint, req: ProbeRequest) -> Result<Request<Full<Bytes>>, HttpError> {
     let mut request = Request::builder()
         .method(req.method)
         .uri(req.path.as_str())
@@ -155,7 +156,7 @@ fn build(addr: SocketAddr, req: ProbeRequest) -> Result<Request<Full<Bytes>>, Ht
         headers.append(name, value.clone());
     }
     if !headers.contains_key(http::header::HOST) {
-        let host = HeaderValue::from_str(&addr.to_string())
+        let host = HeaderValue::from_str(&to.to_string())
             .map_err(|e| HttpError::InvalidRequest(e.to_string()))?;
         headers.insert(http::header::HOST, host);
     }
@@ -210,8 +211,42 @@ mod tests {
 
     #[test]
     fn a_path_that_is_not_a_uri_is_an_invalid_request() {
-        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let err = build(addr, ProbeRequest::get("/has space")).unwrap_err();
+        let to: Endpoint = "127.0.0.1:1".parse().unwrap();
+        let err = build(&to, ProbeRequest::get("/has space")).unwrap_err();
         assert!(matches!(err, HttpError::InvalidRequest(_)), "{err}");
+    }
+
+    #[test]
+    fn the_host_header_is_the_endpoint_unless_the_request_sets_one() {
+        let to: Endpoint = "web.internal:8080".parse().unwrap();
+        let req = build(&to, ProbeRequest::get("/")).unwrap();
+        assert_eq!(req.headers()[http::header::HOST], "web.internal:8080");
+        let mut own = ProbeRequest::get("/");
+        own.headers
+            .insert(http::header::HOST, HeaderValue::from_static("shop.example"));
+        let req = build(&to, own).unwrap();
+        assert_eq!(req.headers()[http::header::HOST], "shop.example");
+    }
+
+    #[tokio::test]
+    async fn a_host_name_is_resolved_and_dialled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = sock.read(&mut buf).await.unwrap();
+            let _ = sock
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let to = Endpoint::host("localhost", port).unwrap();
+        let resp = send(to, ProbeRequest::get("/"), Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(&resp.body[..], b"ok");
+        let head = seen.await.unwrap();
+        assert!(head.contains(&format!("host: localhost:{port}")), "{head}");
     }
 }

@@ -1,5 +1,6 @@
-//! Health checks and smoke tests, run against one slot's address directly (before any
-//! user traffic reaches it, and during the watch).
+//! Health checks and smoke tests, run against one slot's endpoint directly (before any
+//! user traffic reaches it, and during the watch). An endpoint that is a host name is
+//! resolved at every probe, so a check sees what a fresh client would.
 //!
 //! Every probe result is a [`CheckResult`]; the orchestrator's runner records each one
 //! with the deployment.
@@ -18,12 +19,12 @@ mod smoke;
 pub use health::{run_check, substitute_placeholders};
 pub use smoke::substitute as substitute_captures;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{HealthCheck, HealthConfig, Probe, SmokeConfig};
+use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
 /// One probe or smoke step, run once.
@@ -44,7 +45,8 @@ fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// The slot being checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeTarget {
-    pub addr: SocketAddr,
+    /// Where the slot answers; a host name is resolved at each probe.
+    pub endpoint: Endpoint,
     pub service: String,
     pub slot: Slot,
     pub version: String,

@@ -88,7 +88,7 @@ async fn run_step(
     vars: &mut BTreeMap<String, String>,
 ) -> Result<String, String> {
     let req = build_request(step, vars)?;
-    let resp = http::send(target.addr, req, timeout)
+    let resp = http::send(target.endpoint.clone(), req, timeout)
         .await
         .map_err(|e| e.to_string())?;
     let expect = Expectations {
@@ -230,7 +230,7 @@ mod tests {
 
     async fn app(behaviour: Behaviour) -> ProbeTarget {
         ProbeTarget {
-            addr: spawn_for_test(behaviour).await,
+            endpoint: spawn_for_test(behaviour).await.into(),
             service: "web".to_string(),
             slot: Slot::Blue,
             version: "v1".to_string(),
@@ -277,6 +277,16 @@ mod tests {
             r#"201 Created, captured id = 1, captured name = "widget""#
         );
         assert!(report.avg_latency.is_some() && report.p95_latency.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_smoke_test_runs_against_a_slot_given_by_host_name() {
+        let mut target = app(Behaviour::healthy("v1")).await;
+        let port = target.endpoint.port();
+        target.endpoint = crate::domain::endpoint::Endpoint::host("localhost", port).unwrap();
+        let report = smoke_run(&config(crud()), &target).await;
+        assert!(report.passed, "{report:#?}");
+        assert_eq!(report.results.len(), 5);
     }
 
     async fn smoke_run(cfg: &SmokeConfig, target: &ProbeTarget) -> SmokeReport {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
 // ----- runtimes -----
@@ -249,7 +250,8 @@ pub struct NginxRouterConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum AdminAddr {
     Unix(PathBuf),
-    Tcp(SocketAddr),
+    /// `ip:port` or `host:port` (resolved at each connection).
+    Tcp(Endpoint),
 }
 
 impl std::fmt::Display for AdminAddr {
@@ -265,7 +267,8 @@ impl std::fmt::Display for AdminAddr {
 /// `show stat`) on a backend with one server per slot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HaproxyRouterConfig {
-    /// The stats socket with `level admin`: a unix socket path or `127.0.0.1:PORT`.
+    /// The stats socket with `level admin`: a unix socket path, `127.0.0.1:PORT` or
+    /// `host:PORT`.
     pub admin: AdminAddr,
     /// Backend holding the two slot servers. Default: the service name.
     pub backend: String,
@@ -285,10 +288,11 @@ pub struct TraefikRouterConfig {
     /// The dynamic configuration file Cutover owns (YAML), inside the directory the
     /// file provider watches.
     pub file: PathBuf,
-    /// Traefik's API (`api.insecure` or an entrypoint serving `api@internal`).
-    pub api: SocketAddr,
+    /// Traefik's API (`api.insecure` or an entrypoint serving `api@internal`):
+    /// `ip:port` or `host:port`.
+    pub api: Endpoint,
     /// Where `/metrics` (Prometheus) is served. Default: the API address.
-    pub metrics: SocketAddr,
+    pub metrics: Endpoint,
     /// The provider's name in Traefik's service names (`web@file`). Default `file`.
     pub provider: String,
     /// Time Traefik has to load a change. Default 10s.
@@ -298,8 +302,8 @@ pub struct TraefikRouterConfig {
 /// Caddy: the admin API, on the `reverse_proxy` handler tagged `"@id"`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaddyRouterConfig {
-    /// Caddy's admin endpoint. Default `127.0.0.1:2019`.
-    pub admin: SocketAddr,
+    /// Caddy's admin endpoint (`ip:port` or `host:port`). Default `127.0.0.1:2019`.
+    pub admin: Endpoint,
     /// The `@id` of the `reverse_proxy` handler. Default `cutover-<service>`.
     pub id: String,
     /// Time one admin call (and the check of the running config) may take. Default 10s.

@@ -20,11 +20,22 @@ use super::model::JsonCondition;
 use super::raw::RawPorts;
 use super::read::{join, read, Problems, Read, Sub};
 use super::values::{parse_socket_addr, placeholders, toml_to_json, RawDuration};
+use crate::domain::endpoint::Endpoint;
 
 // ----- values -----
 
+/// An address Cutover binds (a listener): `ip:port` only.
 pub(super) fn addr(p: &mut Problems, key: String, text: &str) -> Option<SocketAddr> {
     parse_socket_addr(text).map_err(|m| p.add(key, m)).ok()
+}
+
+/// An address Cutover connects to (a load balancer's admin API): `ip:port`, or a
+/// `host:port` resolved at each connection (`traefik.kube-system.svc:8080`).
+pub(super) fn endpoint(p: &mut Problems, key: String, text: &str) -> Option<Endpoint> {
+    text.trim()
+        .parse::<Endpoint>()
+        .map_err(|m| p.add(key, m))
+        .ok()
 }
 
 /// A duration field with its default (`None` if its value was rejected).

@@ -1,13 +1,16 @@
 //! Words every layer shares: the two slots, versions, timestamps, and the value types
-//! that cross layers (`routing`: where a slot answers and what to mirror; `stats`: a
-//! slot's request counters at one moment).
+//! that cross layers (`endpoint`: where a slot can be reached, an address or a
+//! `host:port`; `routing`: a slot's target and what to mirror; `stats`: a slot's request
+//! counters at one moment).
 //!
 //! The leaf of the layer order (see ARCHITECTURE.md, "Layer order"): it imports nothing
 //! from the crate, so the proxy, the routers and the pure state machine can all speak
 //! these words without importing each other. Kept small on purpose: plain values and
 //! pure arithmetic on them; anything with I/O or shared state lives in the layer that
-//! owns it.
+//! owns it. One exception: an [`endpoint::Endpoint`] resolves and dials itself, because
+//! the proxy, the checks and the routers must all dial a slot by the same rule.
 
+pub mod endpoint;
 pub mod routing;
 pub mod stats;
 

@@ -4,15 +4,36 @@
 //! They live in the domain leaf (not in `router`) so the proxy and the pure state
 //! machine use them without importing the router layer.
 
-use std::net::SocketAddr;
-
+use super::endpoint::Endpoint;
 use super::Slot;
 
-/// A slot and the address it answers on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A slot, where it can be reached, and the name a router knows it by.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub slot: Slot,
-    pub addr: SocketAddr,
+    /// Where the slot's release answers (an address, or a host resolved when dialled).
+    pub endpoint: Endpoint,
+    /// The slot's router-specific identity: what a router that switches by label,
+    /// Service or DNS record names it. Set by the runtime ([`default_identity`] unless
+    /// it has its own name for the slot, such as a container or a Compose project).
+    pub identity: String,
+}
+
+impl Target {
+    /// A target whose identity is the default one (`<service>-<slot>`).
+    pub fn new(service: &str, slot: Slot, endpoint: impl Into<Endpoint>) -> Target {
+        Target {
+            slot,
+            endpoint: endpoint.into(),
+            identity: default_identity(service, slot),
+        }
+    }
+}
+
+/// The identity of a slot whose runtime has no name of its own for it:
+/// `<service>-<slot>` (`web-blue`).
+pub fn default_identity(service: &str, slot: Slot) -> String {
+    format!("{service}-{slot}")
 }
 
 /// What to mirror where.

@@ -7,7 +7,6 @@
 
 use super::switch_times::SwitchTimes;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
@@ -429,7 +428,7 @@ impl Controller {
         let (cfg, runtime) = self.service_cfg(service)?;
         let rec = self.store.service(service)?;
         let srec = &rec.slots[slot.index()];
-        let addr: Option<SocketAddr> = srec.addr.as_deref().and_then(|a| a.parse().ok());
+        let addr = srec.endpoint();
         let running = matches!(
             runtime.status(service, slot).await,
             SlotStatus::Running { .. }
@@ -444,7 +443,7 @@ impl Controller {
             }
         };
         let target = ProbeTarget {
-            addr,
+            endpoint: addr.clone(),
             service: service.into(),
             slot,
             version: srec.version.clone().unwrap_or_default(),

@@ -10,12 +10,10 @@
 //!   back: traffic returns to the previous slot if that release still runs.
 //! - If the live release itself is gone (the machine rebooted), it is started again.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::controller::{ControlError, Controller};
-use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot};
 use crate::runtime::{RunningSlot, SlotSpec, SlotStatus};
 use crate::store::{DeploymentOutcome, SlotRecord, SlotState, Transition};
@@ -31,23 +29,31 @@ impl Controller {
         for name in names {
             let runtime = self.runtime_of(name)?;
             let mut rec = self.store().service(name)?;
-            // 1. Adopt what still runs.
+            // 1. Adopt what still runs, by its endpoint, handle and identity.
             for slot in Slot::ALL {
                 let s = &mut rec.slots[slot.index()];
-                let running = match (
-                    s.addr.as_deref().and_then(|a| a.parse::<SocketAddr>().ok()),
-                    s.handle.clone(),
-                ) {
-                    (Some(addr), Some(handle)) => {
-                        runtime
-                            .adopt(name, slot, &RunningSlot { addr, handle })
-                            .await
+                let running = match (s.target(name), s.handle.clone()) {
+                    (Some(t), Some(handle)) => {
+                        let stored = RunningSlot {
+                            endpoint: t.endpoint,
+                            handle,
+                            identity: t.identity,
+                        };
+                        runtime.adopt(name, slot, &stored).await
                     }
                     _ => None,
                 };
+                if let Some(r) = &running {
+                    // The runtime may find the release elsewhere now (a container's new
+                    // address) or name it its own way (a row from before identities).
+                    let before = s.clone();
+                    s.set_running(&r.endpoint, &r.handle, &r.identity);
+                    if *s != before {
+                        self.store().update_slot(name, s, None, None, now_ms())?;
+                    }
+                }
                 if running.is_none() && (s.addr.is_some() || s.handle.is_some()) {
-                    s.addr = None;
-                    s.handle = None;
+                    s.clear_running();
                     if matches!(
                         s.state,
                         SlotState::Standby | SlotState::Ready | SlotState::Starting
@@ -83,8 +89,7 @@ impl Controller {
                 if live != Some(target) {
                     let _ = runtime.stop(name, target).await;
                     let t = &mut rec.slots[target.index()];
-                    t.addr = None;
-                    t.handle = None;
+                    t.clear_running();
                     t.state = SlotState::Failed;
                     slots.push(t.clone());
                 }
@@ -145,8 +150,7 @@ impl Controller {
         };
         match runtime.start(&spec).await {
             Ok(r) => {
-                s.addr = Some(r.addr.to_string());
-                s.handle = Some(r.handle);
+                s.set_running(&r.endpoint, &r.handle, &r.identity);
                 s.state = SlotState::Live;
                 let msg = format!("restarted live release {version} in {slot} at boot");
                 tracing::warn!(service = name, %slot, version, "live release was not running; restarted it");
@@ -166,14 +170,7 @@ impl Controller {
         slots: &[SlotRecord; 2],
         live: Option<Slot>,
     ) {
-        let target = |slot: Slot| {
-            slots[slot.index()]
-                .addr
-                .as_deref()
-                .and_then(|a| a.parse().ok())
-                .map(|addr| Target { slot, addr })
-        };
-        let live_t = live.and_then(target);
+        let live_t = live.and_then(|slot| slots[slot.index()].target(name));
         if let Err(e) = self.router(name).apply(name, live_t, None).await {
             tracing::error!(service = name, error = %e, "cannot install routing at boot");
         }
@@ -224,8 +221,7 @@ impl Controller {
                     continue;
                 }
                 s.state = SlotState::Stopped;
-                s.addr = None;
-                s.handle = None;
+                s.clear_running();
                 s.standby_until = None;
                 let msg = format!(
                     "warm period over; stopped {} ({})",

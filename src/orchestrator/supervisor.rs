@@ -28,7 +28,6 @@ use tokio::time::Instant;
 use super::controller::Controller;
 use crate::checks::{self, ProbeTarget};
 use crate::config::ServiceConfig;
-use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot, UnixMillis};
 use crate::notify::NotifyEvent;
 use crate::runtime::{SlotSpec, SlotStatus};
@@ -215,9 +214,8 @@ impl Controller {
         {
             return false;
         }
-        let to = Target {
-            slot: standby,
-            addr: target.addr,
+        let Some(to) = s.target(&w.name) else {
+            return false;
         };
         if let Err(e) = self.router(&w.name).apply(&w.name, Some(to), None).await {
             tracing::error!(service = %w.name, error = %e, "supervisor: cannot fail over");
@@ -265,8 +263,7 @@ impl Controller {
         w.restarts += 1;
         match runtime.start(&spec).await {
             Ok(r) => {
-                s.addr = Some(r.addr.to_string());
-                s.handle = Some(r.handle);
+                s.set_running(&r.endpoint, &r.handle, &r.identity);
                 s.state = SlotState::Live;
                 let msg = format!(
                     "restarted the live release {version} in {live} (restart {})",
@@ -313,7 +310,7 @@ impl Controller {
 fn probe_target(rec: &ServiceRecord, slot: Slot) -> Option<ProbeTarget> {
     let s = &rec.slots[slot.index()];
     Some(ProbeTarget {
-        addr: s.addr.as_deref()?.parse().ok()?,
+        endpoint: s.endpoint()?,
         service: rec.name.clone(),
         slot,
         version: s.version.clone().unwrap_or_default(),

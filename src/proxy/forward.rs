@@ -36,6 +36,7 @@ use super::mirror::{self, Mirror};
 use super::stats::{Outcome, SlotStats};
 use super::upstream::Upstream;
 use super::{cookies, Proxy};
+use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
 impl Proxy {
@@ -96,8 +97,8 @@ impl Proxy {
             Ok(chosen) => chosen,
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
         };
-        let (slot, addr) = (chosen.slot, chosen.addr);
-        let Some(uri) = self.upstream_uri(addr, req.uri()) else {
+        let slot = chosen.slot;
+        let Some(uri) = self.upstream_uri(&chosen.endpoint, req.uri()) else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
         let recorder = Recorder::start(&chosen.stats, received);
@@ -150,7 +151,7 @@ impl Proxy {
                 return resp;
             }
             None => {
-                tracing::debug!(%slot, %addr, "upstream sent no response headers in time");
+                tracing::debug!(%slot, endpoint = %chosen.endpoint, "upstream sent no response headers in time");
                 recorder.finish(Outcome::UpstreamFailed);
                 if let Some(m) = mirrored {
                     m.answered(504, received.elapsed());
@@ -168,7 +169,7 @@ impl Proxy {
         let status = resp.status();
         if status == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
-                tracing::debug!(%slot, %addr, "upstream switched protocols unasked");
+                tracing::debug!(%slot, endpoint = %chosen.endpoint, "upstream switched protocols unasked");
                 recorder.finish(Outcome::UpstreamFailed);
                 return with_slot(
                     local(StatusCode::BAD_GATEWAY, "bad upstream response\n"),
@@ -229,10 +230,12 @@ impl Proxy {
     }
 
     /// `http://<upstream>/<original path and query>`; the client sends it origin-form.
-    fn upstream_uri(&self, addr: std::net::SocketAddr, original: &Uri) -> Option<Uri> {
+    /// A host name in the authority is resolved by the client's connector when it opens
+    /// a connection (pooled connections are reused without a lookup).
+    fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri) -> Option<Uri> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(self.authority(addr));
+        parts.authority = Some(self.authority(endpoint));
         parts.path_and_query = Some(
             original
                 .path_and_query()
@@ -267,7 +270,7 @@ fn preview_rule(preview_only: bool, public: bool, enabled: bool, opened: bool) -
 /// Where one request goes, and what comes with that.
 pub(super) struct Chosen {
     pub(super) slot: Slot,
-    pub(super) addr: std::net::SocketAddr,
+    pub(super) endpoint: Endpoint,
     pub(super) stats: std::sync::Arc<SlotStats>,
     /// The sticky cookie to set on the response (during a split).
     pub(super) set_cookie: Option<HeaderValue>,
@@ -279,7 +282,7 @@ impl Chosen {
     fn plain(up: &Upstream) -> Self {
         Self {
             slot: up.slot,
-            addr: up.addr,
+            endpoint: up.endpoint.clone(),
             stats: up.stats.clone(),
             set_cookie: None,
             mirror: None,

@@ -22,7 +22,6 @@
 //! Copies are not recorded in any slot's `SlotStats`: the watch and `/metrics` see only
 //! real traffic. Every copy carries `x-cutover-mirror: 1`.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,6 +37,7 @@ use hyper_util::client::legacy::Client;
 use tokio::sync::oneshot;
 
 use super::body::LimitedBody;
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
 
 /// Largest request body that is mirrored.
@@ -97,8 +97,8 @@ impl Mirror {
             })
             .collect::<Result<_, _>>()?;
         Ok(Self {
-            target: spec.target,
-            authority: authority(spec.target.addr),
+            authority: authority(&spec.target.endpoint),
+            target: spec.target.clone(),
             percent: spec.percent,
             methods,
             next: AtomicU64::new(0),
@@ -108,7 +108,7 @@ impl Mirror {
     }
 
     pub fn target(&self) -> Target {
-        self.target
+        self.target.clone()
     }
 
     /// The counts since this mirror began.
@@ -268,9 +268,11 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
-fn authority(addr: SocketAddr) -> Authority {
-    Authority::from_maybe_shared(Bytes::from(addr.to_string()))
-        .expect("a socket address is a valid authority")
+/// The endpoint's text as the copies' URI authority: a host name is resolved by the
+/// mirror client's connector when it opens a connection.
+fn authority(endpoint: &Endpoint) -> Authority {
+    Authority::from_maybe_shared(Bytes::from(endpoint.to_string()))
+        .expect("an endpoint's text is a valid authority")
 }
 
 /// `http://<mirror>/<path and query>` of the forwarded request's URI.
@@ -294,10 +296,11 @@ mod tests {
 
     fn spec(percent: u8, methods: &[&str]) -> MirrorSpec {
         MirrorSpec {
-            target: Target {
-                slot: Slot::Green,
-                addr: "127.0.0.1:9".parse().unwrap(),
-            },
+            target: Target::new(
+                "web",
+                Slot::Green,
+                "127.0.0.1:9".parse::<std::net::SocketAddr>().unwrap(),
+            ),
             percent,
             methods: methods.iter().map(|m| m.to_string()).collect(),
         }

@@ -74,6 +74,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::domain::endpoint::Endpoint;
+
 pub use headers::{host_without_port, X_CUTOVER_SLOT};
 pub use server::{serve, serve_with_grace, DEFAULT_SHUTDOWN_GRACE};
 
@@ -279,7 +281,7 @@ pub struct Proxy {
     mirror_client: mirror::MirrorClient,
     /// `host:port` authorities of upstreams seen so far, so building an upstream URI
     /// does not format and allocate one per request. Tiny (a few slots), scanned.
-    authorities: ArcSwap<Vec<(SocketAddr, Authority)>>,
+    authorities: ArcSwap<Vec<(Endpoint, Authority)>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -324,13 +326,13 @@ impl Proxy {
         &self.settings
     }
 
-    /// `addr` as a URI authority, from the cache or made and cached once.
-    fn authority(&self, addr: SocketAddr) -> Authority {
-        if let Some((_, a)) = self.authorities.load().iter().find(|(s, _)| *s == addr) {
+    /// `endpoint` as a URI authority, from the cache or made and cached once.
+    fn authority(&self, endpoint: &Endpoint) -> Authority {
+        if let Some((_, a)) = self.authorities.load().iter().find(|(s, _)| s == endpoint) {
             return a.clone();
         }
-        let made = Authority::from_maybe_shared(bytes::Bytes::from(addr.to_string()))
-            .expect("a socket address is a valid authority");
+        let made = Authority::from_maybe_shared(bytes::Bytes::from(endpoint.to_string()))
+            .expect("an endpoint's text is a valid authority");
         self.authorities.rcu(|cached| {
             // Slots get new ports on every deploy: forget old ones now and then.
             let mut next = if cached.len() >= 64 {
@@ -338,8 +340,8 @@ impl Proxy {
             } else {
                 cached.as_ref().clone()
             };
-            if !next.iter().any(|(s, _)| *s == addr) {
-                next.push((addr, made.clone()));
+            if !next.iter().any(|(s, _)| s == endpoint) {
+                next.push((endpoint.clone(), made.clone()));
             }
             next
         });

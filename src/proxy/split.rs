@@ -152,7 +152,7 @@ mod tests {
     fn upstream(slot: Slot, port: u16) -> Upstream {
         Upstream {
             slot,
-            addr: ([127, 0, 0, 1], port).into(),
+            endpoint: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
             stats: Arc::new(SlotStats::default()),
         }
     }

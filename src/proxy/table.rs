@@ -1,4 +1,4 @@
-//! The routing table: which address each service's live and preview slots answer on.
+//! The routing table: which endpoint each service's live and preview slots answer on.
 //!
 //! The table is an immutable snapshot behind an [`ArcSwap`]: the request path does one
 //! atomic load and never takes a lock; a switch builds a new snapshot and swaps it in.
@@ -176,12 +176,12 @@ mod tests {
         let stats = Arc::new(SlotStats::default());
         let blue = Upstream {
             slot: Slot::Blue,
-            addr: "127.0.0.1:1".parse().unwrap(),
+            endpoint: "127.0.0.1:1".parse().unwrap(),
             stats: stats.clone(),
         };
         let green = Upstream {
             slot: Slot::Green,
-            addr: "127.0.0.1:2".parse().unwrap(),
+            endpoint: "127.0.0.1:2".parse().unwrap(),
             stats,
         };
         let held = routes.load();
@@ -214,7 +214,7 @@ mod tests {
         let routes = Routes::new();
         let up = |slot, port| Upstream {
             slot,
-            addr: ([127, 0, 0, 1], port).into(),
+            endpoint: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
             stats: Arc::new(SlotStats::default()),
         };
         let preview = ServiceRoute {
@@ -223,10 +223,11 @@ mod tests {
         };
         routes.set("web", preview);
         let spec = MirrorSpec {
-            target: Target {
-                slot: Slot::Green,
-                addr: ([127, 0, 0, 1], 2).into(),
-            },
+            target: Target::new(
+                "web",
+                Slot::Green,
+                std::net::SocketAddr::from(([127, 0, 0, 1], 2)),
+            ),
             percent: 5,
             methods: vec!["GET".into()],
         };

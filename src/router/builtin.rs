@@ -83,7 +83,7 @@ impl BuiltinRouter {
             .ok_or_else(|| RouterError::UnknownService(service.to_string()))?;
         Ok(Upstream {
             slot: t.slot,
-            addr: t.addr,
+            endpoint: t.endpoint,
             stats,
         })
     }

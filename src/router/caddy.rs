@@ -16,7 +16,6 @@
 //! triggers see nothing (health checks and exits still roll back).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
@@ -26,14 +25,16 @@ use serde_json::{json, Value};
 use super::external::{call_json, External};
 use super::RouterError;
 use crate::config::CaddyRouterConfig;
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::Slot;
 
 pub struct CaddyRouter {
     service: String,
     config: CaddyRouterConfig,
-    /// Where each slot was last routed to, to name the slot behind an upstream address.
-    addrs: Mutex<HashMap<Slot, SocketAddr>>,
+    /// Where each slot was last routed to, to name the slot behind an upstream `dial`
+    /// (Caddy dials a `host:port` as written, resolving it per connection).
+    addrs: Mutex<HashMap<Slot, Endpoint>>,
     lock: tokio::sync::Mutex<()>,
 }
 
@@ -53,7 +54,7 @@ impl CaddyRouter {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, RouterError> {
-        call_json(self.config.admin, method, path, body, self.config.timeout)
+        call_json(&self.config.admin, method, path, body, self.config.timeout)
             .await
             .map_err(|e| match e {
                 RouterError::Rejected(m) => RouterError::Rejected(format!("caddy admin API: {m}")),
@@ -75,7 +76,7 @@ impl CaddyRouter {
         {
             let mut addrs = self.addrs.lock().unwrap_or_else(|e| e.into_inner());
             for (t, _) in servers {
-                addrs.insert(t.slot, t.addr);
+                addrs.insert(t.slot, t.endpoint.clone());
             }
         }
         let handler = self.admin(Method::GET, &self.handler_path(), None).await?;
@@ -87,7 +88,7 @@ impl CaddyRouter {
         }
         let upstreams: Vec<Value> = servers
             .iter()
-            .map(|(t, _)| json!({ "dial": t.addr.to_string() }))
+            .map(|(t, _)| json!({ "dial": t.endpoint.to_string() }))
             .collect();
         let policy = &handler["load_balancing"]["selection_policy"];
         let weighted = policy["policy"] == "weighted_round_robin";
@@ -139,12 +140,12 @@ impl CaddyRouter {
         Ok(())
     }
 
-    fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
+    fn addr_of(&self, slot: Slot) -> Option<Endpoint> {
         self.addrs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&slot)
-            .copied()
+            .cloned()
     }
 }
 
@@ -172,8 +173,12 @@ impl External for CaddyRouter {
                 None,
             )
             .await?;
-        let first: Option<SocketAddr> = ups[0]["dial"].as_str().and_then(|d| d.parse().ok());
-        Ok(first.and_then(|a| Slot::ALL.into_iter().find(|s| self.addr_of(*s) == Some(a))))
+        let first: Option<Endpoint> = ups[0]["dial"].as_str().and_then(|d| d.parse().ok());
+        Ok(first.and_then(|a| {
+            Slot::ALL
+                .into_iter()
+                .find(|s| self.addr_of(*s).as_ref() == Some(&a))
+        }))
     }
 
     /// Caddy's own in-flight count for the slot's address.

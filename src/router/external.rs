@@ -7,7 +7,6 @@
 //! Every error carries the load balancer's own words (stderr, the admin API's body),
 //! because that is what the operator needs to fix it.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +16,7 @@ use http::{HeaderValue, Method};
 
 use super::{Router, RouterError};
 use crate::checks::http::{send, ProbeRequest, Response};
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::stats::{StatsSnapshot, BUCKETS, LATENCY_BOUNDS_US};
 use crate::domain::Slot;
@@ -219,9 +219,10 @@ pub(crate) async fn run(argv: &[String], timeout: Duration) -> Result<String, Ro
     }
 }
 
-/// One HTTP call to an admin API; a connection failure is `Unreachable`.
+/// One HTTP call to an admin API (`ip:port`, or `host:port` resolved now); a connection
+/// failure is `Unreachable`.
 pub(crate) async fn call(
-    addr: SocketAddr,
+    addr: &Endpoint,
     method: Method,
     path: &str,
     json: Option<&serde_json::Value>,
@@ -236,14 +237,14 @@ pub(crate) async fn call(
             HeaderValue::from_static("application/json"),
         );
     }
-    send(addr, req, timeout)
+    send(addr.clone(), req, timeout)
         .await
         .map_err(|e| RouterError::Unreachable(format!("{method} http://{addr}{path}: {e}")))
 }
 
 /// [`call`], then the body as JSON; a non-2xx answer is `Rejected` with its body.
 pub(crate) async fn call_json(
-    addr: SocketAddr,
+    addr: &Endpoint,
     method: Method,
     path: &str,
     json: Option<&serde_json::Value>,
@@ -345,24 +346,20 @@ mod split_tests {
 
     #[test]
     fn a_split_gives_each_slot_its_share_and_the_ends_one_server_at_full_weight() {
-        let blue = Target {
-            slot: Slot::Blue,
-            addr: "127.0.0.1:1".parse().unwrap(),
-        };
+        let blue = Target::new(
+            "web",
+            Slot::Blue,
+            "127.0.0.1:1".parse::<std::net::SocketAddr>().unwrap(),
+        );
         let green = Target {
             slot: Slot::Green,
-            addr: "127.0.0.1:2".parse().unwrap(),
+            endpoint: "web-green.internal:80".parse().unwrap(),
+            identity: "web-green".into(),
         };
-        assert_eq!(split_weights(blue, green, 0, 7), vec![(blue, 7)]);
-        assert_eq!(split_weights(blue, green, 100, 7), vec![(green, 7)]);
-        assert_eq!(
-            split_weights(blue, green, 25, 7),
-            vec![(blue, 75), (green, 25)]
-        );
-        assert_eq!(
-            split_weights(blue, green, 200, 7),
-            vec![(green, 7)],
-            "clamped to 100"
-        );
+        let split = |p| split_weights(blue.clone(), green.clone(), p, 7);
+        assert_eq!(split(0), vec![(blue.clone(), 7)]);
+        assert_eq!(split(100), vec![(green.clone(), 7)]);
+        assert_eq!(split(25), vec![(blue.clone(), 75), (green.clone(), 25)]);
+        assert_eq!(split(200), vec![(green, 7)], "clamped to 100");
     }
 }

@@ -10,6 +10,12 @@
 //! server running) before `apply` returns; if it is not what was asked, the previous
 //! states are put back and the deployment fails before the switch.
 //!
+//! `set server … addr` takes an IP address, so a slot given by host name
+//! (`web-blue.internal:8080`) is resolved when the change is applied: its first address
+//! that accepts a TCP connection (the first one if none does yet), as Cutover's own
+//! dial would pick. HAProxy keeps that address until the next switch; a slot whose
+//! address changes behind its name needs HAProxy's own `resolvers` instead.
+//!
 //! Statistics come from `show stat` per server: responses by status class, connection
 //! and response errors (counted as upstream failures), current sessions (in flight),
 //! and the average total time of the last 1024 requests (`ttime`). HAProxy keeps no
@@ -21,6 +27,7 @@ mod socket;
 mod state;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -30,9 +37,33 @@ use self::state::{parse_servers_state, parse_stat, ServerState};
 use super::external::{bucket_of_secs, External};
 use super::RouterError;
 use crate::config::HaproxyRouterConfig;
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::stats::{StatsSnapshot, BUCKETS};
 use crate::domain::Slot;
+
+/// A wanted server: the slot, the IP address it is set to, its weight.
+type Wanted = (Slot, SocketAddr, u32);
+
+/// The address HAProxy is given for `endpoint`: itself when it is one; for a host, the
+/// first resolved address that accepts a connection within a share of `timeout`, else
+/// the first resolved one (the release may not listen yet; its health check decides).
+async fn dial_addr(endpoint: &Endpoint, timeout: Duration) -> std::io::Result<SocketAddr> {
+    if let Some(addr) = endpoint.as_addr() {
+        return Ok(addr);
+    }
+    let addrs = tokio::time::timeout(timeout, endpoint.resolve())
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "lookup timed out"))??;
+    let each = (timeout / 4).min(Duration::from_secs(1));
+    for addr in &addrs {
+        let open = tokio::time::timeout(each, tokio::net::TcpStream::connect(addr)).await;
+        if matches!(open, Ok(Ok(_))) {
+            return Ok(*addr);
+        }
+    }
+    Ok(addrs[0])
+}
 
 pub struct HaproxyRouter {
     service: String,
@@ -112,12 +143,29 @@ impl HaproxyRouter {
         }
     }
 
-    async fn point(&self, t: Target, weight: u32) -> Result<(), RouterError> {
-        let ip = t.addr.ip();
-        let port = t.addr.port();
-        self.set(t.slot, &format!("addr {ip} port {port}")).await?;
-        self.set(t.slot, &format!("weight {weight}")).await?;
-        self.set(t.slot, "state ready").await
+    async fn point(&self, slot: Slot, addr: SocketAddr, weight: u32) -> Result<(), RouterError> {
+        let ip = addr.ip();
+        let port = addr.port();
+        self.set(slot, &format!("addr {ip} port {port}")).await?;
+        self.set(slot, &format!("weight {weight}")).await?;
+        self.set(slot, "state ready").await
+    }
+
+    /// The IP address of each wanted slot (see the module docs for host names).
+    async fn resolve(&self, want: &[(Target, u32)]) -> Result<Vec<Wanted>, RouterError> {
+        let mut out = Vec::with_capacity(want.len());
+        for (t, w) in want {
+            let addr = dial_addr(&t.endpoint, self.config.timeout)
+                .await
+                .map_err(|e| {
+                    RouterError::Rejected(format!(
+                        "haproxy: cannot resolve the {} slot's {}: {e}",
+                        t.slot, t.endpoint
+                    ))
+                })?;
+            out.push((t.slot, addr, *w));
+        }
+        Ok(out)
     }
 
     /// Puts every slot server back as it was in `before`.
@@ -138,14 +186,15 @@ impl HaproxyRouter {
 
     /// Applies `want` (slot → weight, others drained) and verifies it, or restores.
     async fn change(&self, want: &[(Target, u32)]) -> Result<(), RouterError> {
+        let want = self.resolve(want).await?;
         let before = self.servers().await?;
         let already = Slot::ALL.into_iter().all(|slot| {
             let Some(s) = before.iter().find(|s| s.name == self.server(slot)) else {
                 return false;
             };
-            match want.iter().find(|(t, _)| t.slot == slot) {
-                Some((t, w)) => {
-                    s.addr == Some(t.addr) && s.is_ready() && s.weight == *w && s.running
+            match want.iter().find(|(t, _, _)| *t == slot) {
+                Some((_, addr, w)) => {
+                    s.addr == Some(*addr) && s.is_ready() && s.weight == *w && s.running
                 }
                 None => !s.is_ready() || s.weight == 0,
             }
@@ -154,15 +203,15 @@ impl HaproxyRouter {
             return Ok(());
         }
         let result = async {
-            for (t, w) in want {
-                self.point(*t, *w).await?;
+            for (slot, addr, w) in &want {
+                self.point(*slot, *addr, *w).await?;
             }
             for slot in Slot::ALL {
-                if !want.iter().any(|(t, _)| t.slot == slot) {
+                if !want.iter().any(|(t, _, _)| *t == slot) {
                     self.set(slot, "state drain").await?;
                 }
             }
-            self.verify(want).await
+            self.verify(&want).await
         }
         .await;
         if let Err(e) = result {
@@ -174,7 +223,7 @@ impl HaproxyRouter {
 
     /// `show servers state` until every wanted server has its address, is ready and
     /// running (its health check, if any, passed), and the others take no new traffic.
-    async fn verify(&self, want: &[(Target, u32)]) -> Result<(), RouterError> {
+    async fn verify(&self, want: &[Wanted]) -> Result<(), RouterError> {
         let deadline =
             tokio::time::Instant::now() + self.config.timeout.max(Duration::from_secs(2));
         loop {
@@ -185,17 +234,17 @@ impl HaproxyRouter {
                     .iter()
                     .find(|s| s.name == self.server(slot))
                     .expect("checked by servers()");
-                match want.iter().find(|(t, _)| t.slot == slot) {
-                    Some((t, w)) => {
-                        if s.addr != Some(t.addr) || !s.is_ready() || s.weight != *w {
+                match want.iter().find(|(t, _, _)| *t == slot) {
+                    Some((_, addr, w)) => {
+                        if s.addr != Some(*addr) || !s.is_ready() || s.weight != *w {
                             problem = Some(format!(
-                                "server {} is {s}, expected {} ready with weight {w}",
-                                s.name, t.addr
+                                "server {} is {s}, expected {addr} ready with weight {w}",
+                                s.name
                             ));
                         } else if !s.running {
                             problem = Some(format!(
-                                "server {} at {} is not up (its health check has not passed)",
-                                s.name, t.addr
+                                "server {} at {addr} is not up (its health check has not passed)",
+                                s.name
                             ));
                         }
                     }
@@ -275,5 +324,27 @@ impl External for HaproxyRouter {
             latency_sum_us: acc.latency_sum_us,
             in_flight: s.current as i64,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_host_name_becomes_the_address_that_accepts_connections() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let by_name = Endpoint::host("localhost", addr.port()).unwrap();
+        let t = Duration::from_secs(2);
+        assert_eq!(dial_addr(&by_name, t).await.unwrap(), addr);
+        let literal: Endpoint = "192.0.2.1:80".parse().unwrap();
+        assert_eq!(
+            dial_addr(&literal, t).await.unwrap(),
+            "192.0.2.1:80".parse::<SocketAddr>().unwrap(),
+            "an address is used as is, without a connection"
+        );
+        let nowhere = Endpoint::host("no-such-host.invalid", 80).unwrap();
+        assert!(dial_addr(&nowhere, t).await.is_err());
     }
 }

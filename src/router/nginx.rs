@@ -28,6 +28,7 @@ use super::external::{read_or_empty, run, with_suffix, write_atomic, External};
 use super::RouterError;
 use crate::checks::http::{send, ProbeRequest};
 use crate::config::NginxRouterConfig;
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::Slot;
 
@@ -60,7 +61,10 @@ impl NginxRouter {
             self.service
         );
         for (t, w) in servers {
-            out.push_str(&format!("# cutover-slot {} {} {w}\n", t.slot, t.addr));
+            out.push_str(&format!(
+                "# cutover-slot {} {} {w} {}\n",
+                t.slot, t.endpoint, t.identity
+            ));
         }
         out.push_str(&format!("upstream {} {{\n", c.upstream));
         for (t, w) in servers {
@@ -73,7 +77,7 @@ impl NginxRouter {
             // decides where traffic goes.
             out.push_str(&format!(
                 "    server {}{weight} max_fails=0;  # {}\n",
-                t.addr, t.slot
+                t.endpoint, t.slot
             ));
         }
         if c.keepalive > 0 {
@@ -176,8 +180,8 @@ impl NginxRouter {
             .and_then(|s| s.parse().ok()))
     }
 
-    /// Slot → address as written in the current file.
-    fn slots_in_file(&self) -> Result<Vec<(Slot, SocketAddr)>, RouterError> {
+    /// Slot → endpoint as written in the current file.
+    fn slots_in_file(&self) -> Result<Vec<(Slot, Endpoint)>, RouterError> {
         let text = read_or_empty(&self.config.include)?;
         Ok(text
             .lines()
@@ -215,8 +219,16 @@ impl External for NginxRouter {
     }
 
     /// Renders the include for `servers`, installs it and checks nginx answers from them.
+    /// A host name is written as is (nginx resolves it when it loads the file); the
+    /// verification expects any of its addresses now.
     async fn install(&self, servers: &[(Target, u32)]) -> Result<(), RouterError> {
-        let expect: Vec<SocketAddr> = servers.iter().map(|(t, _)| t.addr).collect();
+        let mut expect: Vec<SocketAddr> = Vec::new();
+        for (t, _) in servers {
+            let addrs = t.endpoint.resolve().await.map_err(|e| {
+                RouterError::Rejected(format!("nginx: the {} slot's {}: {e}", t.slot, t.endpoint))
+            })?;
+            expect.extend(addrs);
+        }
         self.install_text(&self.render(servers), &expect).await
     }
 
@@ -227,8 +239,17 @@ impl External for NginxRouter {
                 self.config.verify_listen
             ))
         })?;
-        let slots = self.slots_in_file()?;
-        Ok(addr.and_then(|a| slots.iter().find(|(_, s)| *s == a).map(|(slot, _)| *slot)))
+        let Some(addr) = addr else { return Ok(None) };
+        for (slot, endpoint) in self.slots_in_file()? {
+            if endpoint
+                .resolve()
+                .await
+                .is_ok_and(|all| all.contains(&addr))
+            {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
     }
 
     /// nginx does not report in-flight requests per upstream server.
@@ -259,10 +280,25 @@ mod tests {
     }
 
     fn t(slot: Slot, port: u16) -> Target {
-        Target {
-            slot,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        }
+        Target::new("web", slot, SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    #[test]
+    fn a_host_name_is_rendered_as_is_with_the_slot_identity() {
+        let target = Target {
+            slot: Slot::Blue,
+            endpoint: "web-blue.prod.svc.cluster.local:8080".parse().unwrap(),
+            identity: "web-blue".into(),
+        };
+        let text = router().render(&[(target, 1)]);
+        assert!(
+            text.contains("    server web-blue.prod.svc.cluster.local:8080 max_fails=0;  # blue\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# cutover-slot blue web-blue.prod.svc.cluster.local:8080 1 web-blue\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -18,7 +18,6 @@
 
 mod metrics;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -28,6 +27,7 @@ use serde_json::Value;
 use super::external::{call_json, read_or_empty, with_suffix, write_atomic, External};
 use super::RouterError;
 use crate::config::TraefikRouterConfig;
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
@@ -69,7 +69,7 @@ impl TraefikRouter {
             out.push_str(&format!(
                 "    {}:\n      loadBalancer:\n        servers:\n          - url: \"http://{}\"\n",
                 self.child(t.slot),
-                t.addr
+                t.endpoint
             ));
         }
         out
@@ -106,7 +106,7 @@ impl TraefikRouter {
 
     async fn api(&self, path: &str) -> Result<Value, RouterError> {
         call_json(
-            self.config.api,
+            &self.config.api,
             Method::GET,
             path,
             None,
@@ -153,7 +153,7 @@ impl TraefikRouter {
             let child = self
                 .api(&format!("/api/http/services/{}@{p}", self.child(t.slot)))
                 .await?;
-            let url = format!("http://{}", t.addr);
+            let url = format!("http://{}", t.endpoint);
             let urls: Vec<&str> = child["loadBalancer"]["servers"]
                 .as_array()
                 .into_iter()
@@ -176,8 +176,8 @@ impl TraefikRouter {
     }
 
     /// The metrics endpoint (for tests and docs).
-    pub fn metrics_addr(&self) -> SocketAddr {
-        self.config.metrics
+    pub fn metrics_addr(&self) -> &Endpoint {
+        &self.config.metrics
     }
 }
 
@@ -226,7 +226,7 @@ impl External for TraefikRouter {
 
     async fn slot_stats(&self, slot: Slot) -> Option<StatsSnapshot> {
         let resp = super::external::call(
-            self.config.metrics,
+            &self.config.metrics,
             Method::GET,
             "/metrics",
             None,

@@ -296,7 +296,11 @@ impl Runtime for ComposeRuntime {
         tracing::info!(service = %self.service, %slot, version = %spec.version, project = %current.project, %addr, "compose project started");
         let handle = current.project.clone();
         *entry = Some(current);
-        Ok(RunningSlot { addr, handle })
+        Ok(RunningSlot {
+            endpoint: addr.into(),
+            identity: handle.clone(),
+            handle,
+        })
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
@@ -380,7 +384,8 @@ impl Runtime for ComposeRuntime {
         });
         tracing::info!(service = %self.service, %slot, %project, "adopted running compose project");
         Some(RunningSlot {
-            addr: running.addr,
+            endpoint: running.endpoint.clone(),
+            identity: project.clone(),
             handle: project,
         })
     }

@@ -3,7 +3,7 @@
 //!
 //! The orchestrator only sees [`Runtime`]; a runtime knows how to start a release in a
 //! slot, stop it, say whether it still runs, and re-attach to it after the daemon
-//! restarts (the address and handle it returned are persisted by the store).
+//! restarts (the endpoint, handle and identity it returned are persisted by the store).
 
 pub mod compose;
 pub mod docker;
@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
 /// What to run where.
@@ -30,12 +31,18 @@ pub struct SlotSpec {
     pub env: Vec<(String, String)>,
 }
 
-/// A started slot: where it answers, and the runtime's own handle for it (a pid, a
-/// container id), persisted so a restarted daemon can adopt it.
+/// A started slot: where it answers, the runtime's own handle for it (a pid, a
+/// container id) and the name routers know it by, all persisted so a restarted daemon
+/// can adopt it and route to it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunningSlot {
-    pub addr: SocketAddr,
+    /// An address, or a `host:port` resolved when dialled (a Kubernetes Service).
+    pub endpoint: Endpoint,
     pub handle: String,
+    /// The slot's router-specific identity ([`crate::domain::routing::Target::identity`]):
+    /// [`crate::domain::routing::default_identity`] unless the runtime has its own name
+    /// for the slot (the container, the Compose project).
+    pub identity: String,
 }
 
 /// Whether a slot's release is running, as the runtime sees it.

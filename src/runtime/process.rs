@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 
 use super::{ExtraInstance, RunningSlot, Runtime, RuntimeError, SlotSpec, SlotStatus};
 use crate::config::{ProcessRuntimeConfig, StopSignal};
+use crate::domain::routing::default_identity;
 use crate::domain::Slot;
 
 /// Makes the child the leader of a new session (and process group) before it runs.
@@ -258,8 +259,9 @@ impl Runtime for ProcessRuntime {
             child: Some(child),
         });
         Ok(RunningSlot {
-            addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+            endpoint: SocketAddr::from((Ipv4Addr::LOCALHOST, port)).into(),
             handle: handle_of(pid),
+            identity: default_identity(&self.service, slot),
         })
     }
 
@@ -384,7 +386,10 @@ mod tests {
         );
         let running = rt.start(&spec("v7")).await.unwrap();
         let tail = wait_for_log(&rt, "hello").await;
-        assert_eq!(tail, vec![format!("hello v7 on {}", running.addr.port())]);
+        assert_eq!(
+            tail,
+            vec![format!("hello v7 on {}", running.endpoint.port())]
+        );
         assert_eq!(
             rt.status("web", Slot::Blue).await,
             SlotStatus::Running { restarts: 0 }
@@ -470,13 +475,15 @@ mod tests {
         // The store remembered this pid with another start time: a different process.
         let stale = start_time(pid).unwrap() + 1;
         let claimed = RunningSlot {
-            addr: "127.0.0.1:1".parse().unwrap(),
+            endpoint: "127.0.0.1:1".parse().unwrap(),
             handle: format!("{pid}:{stale}"),
+            identity: "web-blue".into(),
         };
         assert_eq!(rt.adopt("web", Slot::Blue, &claimed).await, None);
         let current = RunningSlot {
-            addr: "127.0.0.1:1".parse().unwrap(),
+            endpoint: "127.0.0.1:1".parse().unwrap(),
             handle: handle_of(pid),
+            identity: "web-blue".into(),
         };
         assert!(rt.adopt("web", Slot::Blue, &current).await.is_some());
         other.kill().await.unwrap();

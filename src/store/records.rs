@@ -6,6 +6,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::endpoint::Endpoint;
+use crate::domain::routing::{default_identity, Target};
 use crate::domain::{Slot, UnixMillis};
 
 /// What a slot holds.
@@ -58,10 +60,16 @@ pub struct SlotRecord {
     pub state: SlotState,
     /// Release in the slot (kept after it stops, for rollback).
     pub version: Option<String>,
-    /// `ip:port` the release answers on while it runs.
+    /// Where the release answers while it runs: `ip:port`, or `host:port` resolved when
+    /// dialled (the text of an [`Endpoint`]).
     pub addr: Option<String>,
     /// Runtime handle (pid, container id) for adoption after a restart.
     pub handle: Option<String>,
+    /// The slot's router-specific identity while it runs (`web-blue`, a container or
+    /// Compose project name); see [`Target::identity`]. A row written before the
+    /// column existed reads back as [`default_identity`].
+    #[serde(default)]
+    pub identity: Option<String>,
     /// For `standby`: when the slot gets stopped.
     pub standby_until: Option<UnixMillis>,
     pub updated_at: UnixMillis,
@@ -75,9 +83,44 @@ impl SlotRecord {
             version: None,
             addr: None,
             handle: None,
+            identity: None,
             standby_until: None,
             updated_at: 0,
         }
+    }
+
+    /// The endpoint the release answers on, while it runs.
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        self.addr.as_deref().and_then(|a| a.parse().ok())
+    }
+
+    /// The routing target of the slot while its release runs (the identity defaults to
+    /// `<service>-<slot>` when the row has none).
+    pub fn target(&self, service: &str) -> Option<Target> {
+        Some(Target {
+            slot: self.slot,
+            endpoint: self.endpoint()?,
+            identity: self
+                .identity
+                .clone()
+                .unwrap_or_else(|| default_identity(service, self.slot)),
+        })
+    }
+
+    /// Records a started (or adopted) release: where it answers, its runtime handle and
+    /// its identity.
+    pub fn set_running(&mut self, endpoint: &Endpoint, handle: &str, identity: &str) {
+        self.addr = Some(endpoint.to_string());
+        self.handle = Some(handle.to_string());
+        self.identity = Some(identity.to_string());
+    }
+
+    /// Forgets where a release that no longer runs answered (the version stays, for
+    /// rollback).
+    pub fn clear_running(&mut self) {
+        self.addr = None;
+        self.handle = None;
+        self.identity = None;
     }
 }
 

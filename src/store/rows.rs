@@ -12,6 +12,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::*;
+use crate::domain::routing::default_identity;
 use crate::domain::{Slot, UnixMillis};
 
 pub(super) fn ensure_service_rows(
@@ -40,12 +41,13 @@ pub(super) fn upsert_slot(
     at: UnixMillis,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO slots (service, slot, state, version, addr, handle, standby_until, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO slots (service, slot, state, version, addr, handle, standby_until, updated_at,
+                            identity)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT (service, slot) DO UPDATE SET
              state = excluded.state, version = excluded.version, addr = excluded.addr,
              handle = excluded.handle, standby_until = excluded.standby_until,
-             updated_at = excluded.updated_at",
+             updated_at = excluded.updated_at, identity = excluded.identity",
         params![
             service,
             slot.slot,
@@ -55,6 +57,7 @@ pub(super) fn upsert_slot(
             slot.handle,
             slot.standby_until,
             at,
+            slot.identity,
         ],
     )?;
     Ok(())
@@ -171,16 +174,22 @@ pub(super) fn load_service(
     };
     let mut slots = Slot::ALL.map(SlotRecord::empty);
     let mut stmt = c.prepare_cached(
-        "SELECT slot, state, version, addr, handle, standby_until, updated_at
+        "SELECT slot, state, version, addr, handle, identity, standby_until, updated_at
          FROM slots WHERE service = ?1",
     )?;
     let rows = stmt.query_map([name], |row| {
+        let slot: Slot = row.get("slot")?;
+        let addr: Option<String> = row.get("addr")?;
+        // A row from before identities were stored: the default one.
+        let identity: Option<String> = row.get("identity")?;
+        let identity = identity.or_else(|| addr.as_ref().map(|_| default_identity(name, slot)));
         Ok(SlotRecord {
-            slot: row.get("slot")?,
+            slot,
             state: row.get("state")?,
             version: row.get("version")?,
-            addr: row.get("addr")?,
+            addr,
             handle: row.get("handle")?,
+            identity,
             standby_until: row.get("standby_until")?,
             updated_at: row.get("updated_at")?,
         })

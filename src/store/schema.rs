@@ -108,6 +108,12 @@ CREATE INDEX measurements_by_deployment ON measurements(deployment_id, id);
 ALTER TABLE events ADD COLUMN data TEXT NULL;
 CREATE INDEX events_by_deployment ON events(deployment_id, id);
 "#,
+    // 4: slot targets: the router-specific identity of a running slot beside its
+    // endpoint (`addr`, now `ip:port` or `host:port`). NULL in older rows: read back as
+    // `<service>-<slot>`.
+    r#"
+ALTER TABLE slots ADD COLUMN identity TEXT NULL;
+"#,
 ];
 
 /// The schema version this binary writes.

@@ -32,6 +32,7 @@ fn running(slot: Slot, version: &str) -> SlotRecord {
         version: Some(version.to_string()),
         addr: Some("127.0.0.1:4001".to_string()),
         handle: Some("pid:4242".to_string()),
+        identity: Some(format!("web-{slot}")),
         standby_until: None,
         updated_at: 0,
     }
@@ -747,6 +748,72 @@ fn a_version_1_database_is_migrated_on_open_and_keeps_its_deployments() {
         .record_measurement(old.id, &measurement("watch", "p95", Some(0.2), "pass", 3))
         .unwrap();
     assert_eq!(store.deployment(old.id).unwrap().measurements.len(), 1);
+}
+
+#[test]
+fn a_slot_endpoint_given_by_host_name_and_its_identity_are_stored_and_read_back() {
+    let store = Store::open_in_memory().unwrap();
+    store.ensure_services(&["web"]).unwrap();
+    let mut rec = running(Slot::Blue, "v1");
+    let endpoint: crate::domain::endpoint::Endpoint =
+        "web-blue.prod.svc.cluster.local:8080".parse().unwrap();
+    rec.set_running(&endpoint, "deploy/web-blue", "cutover-web-blue");
+    store.update_slot("web", &rec, None, None, 5).unwrap();
+    let back = &store.service("web").unwrap().slots[0];
+    assert_eq!(
+        back,
+        &SlotRecord {
+            updated_at: 5,
+            ..rec
+        }
+    );
+    assert_eq!(back.endpoint(), Some(endpoint.clone()));
+    let target = back.target("web").unwrap();
+    assert_eq!(
+        (target.slot, target.endpoint, target.identity.as_str()),
+        (Slot::Blue, endpoint, "cutover-web-blue")
+    );
+
+    let mut stopped = back.clone();
+    stopped.clear_running();
+    store.update_slot("web", &stopped, None, None, 6).unwrap();
+    let back = &store.service("web").unwrap().slots[0];
+    assert_eq!(
+        (&back.addr, &back.handle, &back.identity),
+        (&None, &None, &None)
+    );
+    assert_eq!(back.version.as_deref(), Some("v1"), "the version stays");
+}
+
+#[test]
+fn a_version_3_slot_row_without_identity_reads_back_with_the_default_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cutover.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        for m in &super::schema::MIGRATIONS[..3] {
+            conn.execute_batch(m).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO services (name, live_slot, updated_at) VALUES ('web', 'blue', 1);
+             INSERT INTO slots (service, slot, state, version, addr, handle, updated_at)
+             VALUES ('web', 'blue', 'live', 'v1', '127.0.0.1:4001', '4242:99', 1),
+                    ('web', 'green', 'stopped', 'v0', NULL, NULL, 1);",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let web = store.service("web").unwrap();
+    let blue = &web.slots[0];
+    assert_eq!(blue.addr.as_deref(), Some("127.0.0.1:4001"), "unchanged");
+    assert_eq!(blue.identity.as_deref(), Some("web-blue"));
+    assert_eq!(
+        blue.endpoint(),
+        Some("127.0.0.1:4001".parse().unwrap()),
+        "an old address is an endpoint"
+    );
+    assert_eq!(web.slots[1].identity, None, "a stopped slot has none");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cutover::domain::endpoint::Endpoint;
 use cutover::domain::stats::StatsSnapshot;
 use cutover::domain::Slot;
 use cutover::proxy::stats::SlotStats;
@@ -37,10 +38,11 @@ pub async fn within<T>(secs: u64, fut: impl Future<Output = T>) -> T {
         .expect("test did not finish in time")
 }
 
-pub fn upstream(slot: Slot, addr: SocketAddr) -> Upstream {
+/// The slot at `addr`: a socket address, or an `Endpoint` (a host name).
+pub fn upstream(slot: Slot, addr: impl Into<Endpoint>) -> Upstream {
     Upstream {
         slot,
-        addr,
+        endpoint: addr.into(),
         stats: Arc::new(SlotStats::default()),
     }
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::kinds::CaddyRouterConfig;
 use crate::config::read::{Problems, Read};
-use crate::config::rules::{addr, name, timeout};
+use crate::config::rules::{endpoint, name, timeout};
 use crate::config::values::RawDuration;
 
 #[derive(Debug, Default, Deserialize)]
@@ -28,9 +28,9 @@ pub(super) fn caddy(
 ) -> Option<CaddyRouterConfig> {
     let admin = r
         .optional("admin", r.raw.admin.as_deref(), |s| {
-            addr(p, r.key("admin"), s)
+            endpoint(p, r.key("admin"), s)
         })
-        .map(|a| a.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 2019))));
+        .map(|a| a.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 2019)).into()));
     let id = name(r, "id", r.raw.id.clone(), &format!("cutover-{service}"), p);
     let timeout = timeout(r, r.raw.timeout, Duration::from_secs(10), p);
     Some(CaddyRouterConfig {

@@ -1,4 +1,5 @@
-//! `kind = "haproxy"`: the runtime API's admin socket (unix path or loopback TCP),
+//! `kind = "haproxy"`: the runtime API's admin socket (unix path, or TCP `ip:port` or
+//! `host:port`),
 //! the backend and its two slot servers, and the live server's weight.
 
 use std::path::Path;
@@ -9,7 +10,8 @@ use serde::Deserialize;
 use crate::config::kinds::{AdminAddr, HaproxyRouterConfig};
 use crate::config::read::{read, Problems, Read, Sub};
 use crate::config::rules::{int_range, name, timeout};
-use crate::config::values::{parse_socket_addr, RawDuration};
+use crate::config::values::RawDuration;
+use crate::domain::endpoint::Endpoint;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,7 +86,7 @@ fn admin_addr(p: &mut Problems, key: String, text: &str, base: &Path) -> Option<
     if t.starts_with('/') || t.starts_with("./") {
         return Some(AdminAddr::Unix(base.join(t)));
     }
-    match parse_socket_addr(t) {
+    match t.parse::<Endpoint>() {
         Ok(a) => Some(AdminAddr::Tcp(a)),
         Err(m) => {
             p.add(

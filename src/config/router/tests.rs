@@ -120,3 +120,55 @@ fn haproxy_admin_is_a_unix_socket_or_a_tcp_address() {
         ("127.0.0.1:2019", "cutover-web")
     );
 }
+
+#[test]
+fn admin_apis_may_be_given_by_host_name_and_a_malformed_one_names_its_key() {
+    let text = service(
+        "[services.web.router]\nkind = \"haproxy\"\nadmin = \"haproxy.lb.svc:9999\"\n",
+        false,
+    );
+    let RouterConfig::Haproxy(h) = parse(&text, None).unwrap().services["web"].router.clone()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        h.admin,
+        AdminAddr::Tcp("haproxy.lb.svc:9999".parse().unwrap())
+    );
+    let text = service(
+        "[services.web.router]\nkind = \"caddy\"\nadmin = \"caddy.internal:2019\"\n",
+        false,
+    );
+    let RouterConfig::Caddy(c) = parse(&text, None).unwrap().services["web"].router.clone() else {
+        panic!()
+    };
+    assert_eq!(c.admin.to_string(), "caddy.internal:2019");
+    let text = service(
+        "[services.web.router]\nkind = \"traefik\"\nfile = \"dyn.yml\"\napi = \"traefik:8080\"\n",
+        false,
+    );
+    let RouterConfig::Traefik(t) = parse(&text, None).unwrap().services["web"].router.clone()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (t.api.to_string(), t.metrics.to_string()),
+        ("traefik:8080".into(), "traefik:8080".into())
+    );
+
+    let p = problems(&service(
+        "[services.web.router]\nkind = \"traefik\"\nfile = \"dyn.yml\"\napi = \"http://traefik:8080\"\nmetrics = \"traefik\"\n",
+        false,
+    ));
+    assert!(
+        p.iter()
+            .any(|m| m.starts_with("services.web.router.api: ") && m.contains("no scheme")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(
+            |m| m.starts_with("services.web.router.metrics: ") && m.contains("port is missing")
+        ),
+        "{p:?}"
+    );
+}

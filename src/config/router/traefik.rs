@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::config::kinds::TraefikRouterConfig;
 use crate::config::read::{Problems, Read};
-use crate::config::rules::{addr, file, name, timeout};
+use crate::config::rules::{endpoint, file, name, timeout};
 use crate::config::values::RawDuration;
 
 #[derive(Debug, Default, Deserialize)]
@@ -36,17 +36,18 @@ pub(super) fn traefik(
             "Traefik's API address like \"127.0.0.1:8080\"",
             p,
         )
-        .and_then(|s| addr(p, r.key("api"), s));
+        .and_then(|s| endpoint(p, r.key("api"), s));
     let metrics = r.optional("metrics", r.raw.metrics.as_deref(), |s| {
-        addr(p, r.key("metrics"), s)
+        endpoint(p, r.key("metrics"), s)
     });
     let provider = name(r, "provider", r.raw.provider.clone(), "file", p);
     let timeout = timeout(r, r.raw.timeout, Duration::from_secs(10), p);
     let api = api?;
+    let metrics = metrics?.unwrap_or_else(|| api.clone());
     Some(TraefikRouterConfig {
         file: file?,
         api,
-        metrics: metrics?.unwrap_or(api),
+        metrics,
         provider: provider?,
         timeout: timeout?,
     })

@@ -376,7 +376,7 @@ impl Job {
             .await
             .map_err(|e| self.failed("db:prove", &name, e.to_string(), t.elapsed()))?;
         let target = ProbeTarget {
-            addr: instance.addr,
+            endpoint: instance.addr.into(),
             service: self.service.name.clone(),
             slot,
             version: version.to_string(),

@@ -1,12 +1,11 @@
 //! The runner's effect helpers: persistence, progress, starting, checking, routing and
 //! stopping a slot. Each carries out one effect of the state machine.
 
-use std::net::SocketAddr;
-
 use tokio::sync::mpsc;
 
 use super::{Input, Runner};
 use crate::checks::{self, CheckResult, ProbeTarget};
+use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot};
 use crate::orchestrator::machine::{Event, Machine, Phase};
@@ -94,16 +93,19 @@ impl Runner {
         }
     }
 
-    pub(super) fn addr_of(&self, slot: Slot) -> Option<SocketAddr> {
-        self.slots[slot.index()]
-            .addr
-            .as_deref()
-            .and_then(|a| a.parse().ok())
+    /// Where the slot's release answers (an address or a `host:port`) while it runs.
+    pub(super) fn addr_of(&self, slot: Slot) -> Option<Endpoint> {
+        self.slots[slot.index()].endpoint()
+    }
+
+    /// The slot's routing target (endpoint and identity) while its release runs.
+    pub(super) fn target_of_slot(&self, slot: Slot) -> Option<Target> {
+        self.slots[slot.index()].target(&self.service.name)
     }
 
     pub(super) fn probe_target(&self, slot: Slot) -> Option<ProbeTarget> {
         Some(ProbeTarget {
-            addr: self.addr_of(slot)?,
+            endpoint: self.addr_of(slot)?,
             service: self.service.name.clone(),
             slot,
             version: self.slots[slot.index()].version.clone().unwrap_or_default(),
@@ -194,14 +196,8 @@ impl Runner {
             let ok = results.iter().all(|r| r.ok);
             // "Answered" = the release accepts connections at all; until it does, failures
             // only count against the deadline (a slow starter is not unhealthy).
-            let answered = ok
-                || !judging
-                    && tokio::time::timeout(
-                        cfg.timeout,
-                        tokio::net::TcpStream::connect(target.addr),
-                    )
-                    .await
-                    .is_ok_and(|r| r.is_ok());
+            let answered =
+                ok || !judging && target.endpoint.connect_within(cfg.timeout).await.is_ok();
             let detail = summarize(&results);
             let event = Event::HealthRound {
                 ok,
@@ -253,8 +249,8 @@ impl Runner {
         let target = |slot: Option<Slot>| -> Result<Option<Target>, String> {
             match slot {
                 None => Ok(None),
-                Some(slot) => match self.addr_of(slot) {
-                    Some(addr) => Ok(Some(Target { slot, addr })),
+                Some(slot) => match self.target_of_slot(slot) {
+                    Some(t) => Ok(Some(t)),
                     None => Err(format!("{slot} has no running release to route to")),
                 },
             }
@@ -281,8 +277,7 @@ impl Runner {
             tracing::error!(service = %name, %slot, error = %e, "cannot stop");
         }
         let rec = &mut self.slots[slot.index()];
-        rec.addr = None;
-        rec.handle = None;
+        rec.clear_running();
         if !matches!(rec.state, SlotState::Failed) {
             rec.state = SlotState::Stopped;
         }

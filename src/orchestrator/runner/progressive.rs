@@ -15,8 +15,7 @@ use crate::runtime::SlotStatus;
 
 impl Runner {
     fn target_of(&self, slot: Slot) -> Result<Target, String> {
-        self.addr_of(slot)
-            .map(|addr| Target { slot, addr })
+        self.target_of_slot(slot)
             .ok_or_else(|| format!("{slot} has no running release to route to"))
     }
 

@@ -36,8 +36,7 @@ impl Runner {
             Input::Started(Ok(running)) => {
                 self.start_in_flight = false;
                 let rec = &mut self.slots[plan.target.index()];
-                rec.addr = Some(running.addr.to_string());
-                rec.handle = Some(running.handle.clone());
+                rec.set_running(&running.endpoint, &running.handle, &running.identity);
                 rec.version = Some(self.version.clone());
                 transition.slots.push(rec.clone());
                 Event::Started

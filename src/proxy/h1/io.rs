@@ -2,7 +2,6 @@
 //! connections, and the hand-over of a connection to the general (hyper) path.
 
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant as StdInstant};
@@ -11,6 +10,8 @@ use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+use crate::domain::endpoint::Endpoint;
 
 /// One timer for a connection's successive deadlines (waiting for a request head,
 /// waiting for the upstream's response head).
@@ -61,7 +62,7 @@ impl Deadline {
 pub const IDLE_MAX: Duration = Duration::from_secs(4);
 
 /// Upstream connections owned by one client connection: at most one per upstream
-/// address, at most two (a canary split alternates between the two slots).
+/// endpoint, at most two (a canary split alternates between the two slots).
 ///
 /// Why per client connection and not a shared pool: a request never waits for or
 /// contends on a pool, and the connection lives on the same thread and task as its
@@ -74,15 +75,17 @@ pub struct Upstreams {
 }
 
 struct IdleConn {
-    addr: SocketAddr,
+    /// Cloned from the routing snapshot: a copy for an address, a reference count for
+    /// a host name; never an allocation.
+    endpoint: Endpoint,
     stream: TcpStream,
     since: StdInstant,
 }
 
 impl Upstreams {
-    /// An idle connection to `addr` that still looks open, removed from the set.
+    /// An idle connection to `endpoint` that still looks open, removed from the set.
     /// Connections idle for longer than [`IDLE_MAX`] at `now` are closed first.
-    pub fn take(&mut self, addr: SocketAddr, now: StdInstant) -> Option<TcpStream> {
+    pub fn take(&mut self, endpoint: &Endpoint, now: StdInstant) -> Option<TcpStream> {
         for c in &mut self.conns {
             if c.as_ref()
                 .is_some_and(|i| now.saturating_duration_since(i.since) > IDLE_MAX)
@@ -93,16 +96,16 @@ impl Upstreams {
         let slot = self
             .conns
             .iter_mut()
-            .find(|c| c.as_ref().is_some_and(|i| i.addr == addr))?;
+            .find(|c| c.as_ref().is_some_and(|i| i.endpoint == *endpoint))?;
         let idle = slot.take()?;
         still_open(&idle.stream).then_some(idle.stream)
     }
 
-    /// Keeps `stream` for the next request to `addr`, idle from `now`; when both places
-    /// are taken, the older connection is closed.
-    pub fn put(&mut self, addr: SocketAddr, stream: TcpStream, now: StdInstant) {
+    /// Keeps `stream` for the next request to `endpoint`, idle from `now`; when both
+    /// places are taken, the older connection is closed.
+    pub fn put(&mut self, endpoint: &Endpoint, stream: TcpStream, now: StdInstant) {
         let idle = IdleConn {
-            addr,
+            endpoint: endpoint.clone(),
             stream,
             since: now,
         };
@@ -131,11 +134,10 @@ fn still_open(stream: &TcpStream) -> bool {
     }
 }
 
-/// Connects to an upstream with `TCP_NODELAY`.
-pub async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    Ok(stream)
+/// Connects to an upstream with `TCP_NODELAY`: an address directly, a host name
+/// resolved now and its addresses tried in order (the caller's timer bounds it).
+pub async fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
+    endpoint.connect().await
 }
 
 /// A client connection handed to the general path: the bytes the fast path already
@@ -206,24 +208,27 @@ mod tests {
     #[tokio::test]
     async fn a_connection_the_upstream_closed_is_not_reused() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
+        let addr = Endpoint::from(listener.local_addr().unwrap());
         let mut ups = Upstreams::default();
-        let client = connect(addr).await.unwrap();
+        let client = connect(&addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        ups.put(addr, client, StdInstant::now());
+        ups.put(&addr, client, StdInstant::now());
         // Open and idle: reused.
         let client = ups
-            .take(addr, StdInstant::now())
+            .take(&addr, StdInstant::now())
             .expect("an open idle connection is reused");
-        ups.put(addr, client, StdInstant::now());
+        ups.put(&addr, client, StdInstant::now());
         drop(server);
         // Let the runtime see the FIN.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            ups.take(addr, StdInstant::now()).is_none(),
+            ups.take(&addr, StdInstant::now()).is_none(),
             "a closed connection is dropped"
         );
-        assert!(ups.take(addr, StdInstant::now()).is_none(), "and forgotten");
+        assert!(
+            ups.take(&addr, StdInstant::now()).is_none(),
+            "and forgotten"
+        );
     }
 
     #[tokio::test]
@@ -232,21 +237,21 @@ mod tests {
         let mut ups = Upstreams::default();
         for _ in 0..3 {
             let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = l.local_addr().unwrap();
-            ups.put(addr, connect(addr).await.unwrap(), StdInstant::now());
+            let addr = Endpoint::from(l.local_addr().unwrap());
+            ups.put(&addr, connect(&addr).await.unwrap(), StdInstant::now());
             listeners.push((l, addr));
         }
         let kept = listeners
             .iter()
             .filter(|(_, a)| {
-                ups.take(*a, StdInstant::now())
-                    .map(|s| ups.put(*a, s, StdInstant::now()))
+                ups.take(a, StdInstant::now())
+                    .map(|s| ups.put(a, s, StdInstant::now()))
                     .is_some()
             })
             .count();
         assert_eq!(kept, 2);
         assert!(
-            ups.take(listeners[2].1, StdInstant::now()).is_some(),
+            ups.take(&listeners[2].1, StdInstant::now()).is_some(),
             "the newest is kept"
         );
     }
@@ -254,18 +259,35 @@ mod tests {
     #[tokio::test]
     async fn connections_idle_past_the_limit_are_closed_not_reused() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let (a, b) = (
-            listener.local_addr().unwrap(),
+        let (a, b): (Endpoint, Endpoint) = (
+            listener.local_addr().unwrap().into(),
             "127.0.0.1:9".parse().unwrap(),
         );
         let mut ups = Upstreams::default();
         let t0 = StdInstant::now();
-        ups.put(a, connect(a).await.unwrap(), t0);
-        ups.put(b, connect(a).await.unwrap(), t0 + Duration::from_secs(3));
+        ups.put(&a, connect(&a).await.unwrap(), t0);
+        ups.put(&b, connect(&a).await.unwrap(), t0 + Duration::from_secs(3));
         // At t0 + 4.5 s the first is too old, the second is not.
         let later = t0 + IDLE_MAX + Duration::from_millis(500);
-        assert!(ups.take(a, later).is_none(), "idle for 4.5 s: closed");
-        assert!(ups.take(b, later).is_some(), "idle for 1.5 s: reused");
+        assert!(ups.take(&a, later).is_none(), "idle for 4.5 s: closed");
+        assert!(ups.take(&b, later).is_some(), "idle for 1.5 s: reused");
+    }
+
+    #[tokio::test]
+    async fn a_host_name_endpoint_is_dialled_and_its_connection_kept_under_its_name() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let by_name = Endpoint::host("localhost", port).unwrap();
+        let by_addr = Endpoint::from(listener.local_addr().unwrap());
+        let mut ups = Upstreams::default();
+        let client = connect(&by_name).await.unwrap();
+        let _server = listener.accept().await.unwrap();
+        ups.put(&by_name, client, StdInstant::now());
+        assert!(
+            ups.take(&by_addr, StdInstant::now()).is_none(),
+            "another endpoint"
+        );
+        assert!(ups.take(&by_name, StdInstant::now()).is_some());
     }
 
     #[tokio::test]

@@ -46,6 +46,7 @@ use super::conn::{ConnState, ListenerCtx};
 use super::forward::Chosen;
 use super::stats::Outcome;
 use super::{cookies, Proxy};
+use crate::domain::endpoint::Endpoint;
 use chunked::ChunkedEnd;
 use io::{Deadline, Upstreams};
 use request::Parse;
@@ -303,7 +304,8 @@ impl Conn {
         deadline: &mut Deadline,
         settings: &super::ProxySettings,
     ) -> bool {
-        let (slot, addr) = (plan.chosen.slot, plan.chosen.addr);
+        let slot = plan.chosen.slot;
+        let plan_endpoint = plan.chosen.endpoint.clone();
         let got = self.exchange_head(&plan, deadline, settings).await;
         let (upstream, head) = match got {
             Ok(ok) => ok,
@@ -315,7 +317,7 @@ impl Conn {
                 // Nothing came back from the upstream yet: the client gets 408 and the
                 // half-sent request is abandoned with its upstream connection.
                 recorder.finish(Outcome::ClientFailed);
-                tracing::debug!(%slot, %addr, "client body timed out");
+                tracing::debug!(%slot, endpoint = %plan_endpoint, "client body timed out");
                 self.out.clear();
                 response::local(
                     &mut self.out,
@@ -334,7 +336,7 @@ impl Conn {
                     Fail::Connect => (502, "upstream unreachable\n"),
                     _ => (502, "upstream failed\n"),
                 };
-                tracing::debug!(%slot, %addr, status, "upstream request failed");
+                tracing::debug!(%slot, endpoint = %plan.chosen.endpoint, status, "upstream request failed");
                 // Unread body bytes would be taken for the next request: close.
                 let close = plan.close || plan.had_body;
                 self.out.clear();
@@ -343,13 +345,16 @@ impl Conn {
                 return self.client.write_all(&self.out).await.is_ok() && !close;
             }
         };
-        match self.relay_body(upstream, &head, addr).await {
+        match self
+            .relay_body(upstream, &head, &plan.chosen.endpoint)
+            .await
+        {
             Ok(()) => {
                 recorder.finish(Outcome::Status(head.status));
                 !head.close_client
             }
             Err(Broke::Upstream) => {
-                tracing::debug!(%slot, %addr, "upstream broke off a response");
+                tracing::debug!(%slot, endpoint = %plan.chosen.endpoint, "upstream broke off a response");
                 recorder.finish(Outcome::UpstreamFailed);
                 false
             }
@@ -375,10 +380,10 @@ impl Conn {
         deadline: &mut Deadline,
         settings: &super::ProxySettings,
     ) -> Result<(TcpStream, RespHead), Fail> {
-        let addr = plan.chosen.addr;
-        let (mut upstream, mut reused) = match self.upstreams.take(addr, plan.received) {
+        let endpoint = &plan.chosen.endpoint;
+        let (mut upstream, mut reused) = match self.upstreams.take(endpoint, plan.received) {
             Some(s) => (s, true),
-            None => (upstream_bound(deadline, connect(addr)).await??, false),
+            None => (upstream_bound(deadline, connect(endpoint)).await??, false),
         };
         loop {
             match self
@@ -387,8 +392,8 @@ impl Conn {
             {
                 Ok(head) => return Ok((upstream, head)),
                 Err(Fail::Stale) if reused && plan.retryable => {
-                    tracing::debug!(%addr, "reused upstream connection was closed; retrying");
-                    upstream = upstream_bound(deadline, connect(addr)).await??;
+                    tracing::debug!(%endpoint, "reused upstream connection was closed; retrying");
+                    upstream = upstream_bound(deadline, connect(endpoint)).await??;
                     reused = false;
                 }
                 Err(Fail::Stale) => return Err(Fail::Upstream),
@@ -491,7 +496,7 @@ impl Conn {
         &mut self,
         mut upstream: TcpStream,
         head: &RespHead,
-        addr: std::net::SocketAddr,
+        endpoint: &Endpoint,
     ) -> Result<(), Broke> {
         let clean = match head.framing {
             Framing::Empty => {
@@ -551,7 +556,7 @@ impl Conn {
             }
         };
         if clean && head.reusable {
-            self.upstreams.put(addr, upstream, StdInstant::now());
+            self.upstreams.put(endpoint, upstream, StdInstant::now());
         }
         Ok(())
     }
@@ -607,9 +612,9 @@ async fn upstream_bound<T>(
     }
 }
 
-async fn connect(addr: std::net::SocketAddr) -> Result<TcpStream, Fail> {
-    io::connect(addr).await.map_err(|e| {
-        tracing::debug!(%addr, error = %e, "upstream connect failed");
+async fn connect(endpoint: &Endpoint) -> Result<TcpStream, Fail> {
+    io::connect(endpoint).await.map_err(|e| {
+        tracing::debug!(%endpoint, error = %e, "upstream connect failed");
         Fail::Connect
     })
 }

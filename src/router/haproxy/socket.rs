@@ -22,8 +22,8 @@ pub(super) async fn exchange(
                 let s = tokio::net::UnixStream::connect(path).await?;
                 talk(s, command).await
             }
-            AdminAddr::Tcp(addr) => {
-                let s = tokio::net::TcpStream::connect(addr).await?;
+            AdminAddr::Tcp(endpoint) => {
+                let s = endpoint.connect().await?;
                 talk(s, command).await
             }
         }

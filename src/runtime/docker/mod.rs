@@ -293,7 +293,11 @@ impl Runtime for DockerRuntime {
         });
         drop(entry);
         self.clean_up(&spec.version).await;
-        Ok(RunningSlot { addr, handle: id })
+        Ok(RunningSlot {
+            endpoint: addr.into(),
+            handle: id,
+            identity: spec::container_name(&self.service, slot),
+        })
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
@@ -361,7 +365,11 @@ impl Runtime for DockerRuntime {
             restarts_at_start: spec::restarts(&c),
         });
         tracing::info!(service = %self.service, %slot, container = %short(&id), %addr, "adopted running container");
-        Some(RunningSlot { addr, handle: id })
+        Some(RunningSlot {
+            endpoint: addr.into(),
+            handle: id,
+            identity: name,
+        })
     }
 
     async fn log_tail(&self, _service: &str, slot: Slot, lines: usize) -> Vec<String> {
