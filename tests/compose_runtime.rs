@@ -116,6 +116,11 @@ async fn a_two_service_stack_is_switched_as_one_under_load() {
         green_record.record.handle.as_deref(),
         Some(format!("{svc}-green").as_str())
     );
+    assert_eq!(
+        green_record.record.identity.as_deref(),
+        Some(format!("{svc}-green").as_str()),
+        "a Compose slot is known to routers by its project name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

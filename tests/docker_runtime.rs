@@ -92,12 +92,18 @@ async fn v1_to_v2_under_live_load_switches_containers_with_zero_failed_requests(
         "on-failure"
     );
     assert_eq!(scope.running_containers().len(), 2);
-    let green_handle = s
+    let green_record = &s
         .slots
         .iter()
         .find(|v| v.record.slot == Slot::Green)
-        .and_then(|v| v.record.handle.clone());
-    assert_eq!(green_handle, Some(scope.inspect(&green, "{{.Id}}")));
+        .unwrap()
+        .record;
+    assert_eq!(green_record.handle, Some(scope.inspect(&green, "{{.Id}}")));
+    assert_eq!(
+        green_record.identity.as_deref(),
+        Some(green.as_str()),
+        "a container slot is known to routers by its container name"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
