@@ -99,6 +99,7 @@ async fn a_slot_given_by_host_name_is_resolved_when_dialled_on_both_paths() {
             let blue = upstream(Slot::Blue, by_name);
             let settings = ProxySettings {
                 fast_path,
+                slot_header: true,
                 ..ProxySettings::default()
             };
             let (proxy, routes) = TestProxy::with_live(&blue, settings).await;
