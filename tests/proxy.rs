@@ -632,3 +632,55 @@ fn settings() -> ProxySettings {
         ..ProxySettings::default()
     }
 }
+
+/// A raw `GET /` on `stream`; the status line of the answer, if one comes within `wait`.
+async fn raw_get(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(wait, stream.read(&mut buf)).await.ok()?.ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    text.lines().next().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_listener_at_its_connection_cap_queues_new_clients_until_one_leaves() {
+    within(30, async {
+        let app = Backend::text("ok").await;
+        let blue = upstream(Slot::Blue, app.addr);
+        let settings = ProxySettings {
+            max_connections: 2,
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = TestProxy::with_live(&blue, settings).await;
+        // Two clients hold both connection slots (idle keep-alive connections).
+        let mut first = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut second = TcpStream::connect(proxy.addr).await.unwrap();
+        for s in [&mut first, &mut second] {
+            let status = raw_get(s, Duration::from_secs(5)).await;
+            assert_eq!(status.as_deref(), Some("HTTP/1.1 200 OK"));
+        }
+        // A third is queued by the kernel, not served...
+        let mut third = TcpStream::connect(proxy.addr).await.unwrap();
+        assert_eq!(
+            raw_get(&mut third, Duration::from_millis(500)).await,
+            None,
+            "served beyond the cap"
+        );
+        // ...until a slot is free: then it is answered.
+        drop(first);
+        let mut buf = vec![0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut buf))
+            .await
+            .expect("the queued client is served once a slot is free")
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    })
+    .await;
+}

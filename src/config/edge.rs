@@ -36,6 +36,9 @@ pub struct ProxyEdge {
     pub trusted_proxies: Vec<IpNet>,
     /// Add `x-cutover-slot: blue|green` to responses. Default false.
     pub slot_header: bool,
+    /// Open client connections one listener serves at once; more wait in the kernel's
+    /// accept queue. Default 10000.
+    pub max_connections: usize,
     pub preview: PreviewConfig,
 }
 
@@ -73,6 +76,7 @@ impl Default for ProxyEdge {
             max_header_lines: 100,
             trusted_proxies: Vec::new(),
             slot_header: false,
+            max_connections: 10_000,
             preview: PreviewConfig::default(),
         }
     }
@@ -192,6 +196,13 @@ pub(super) fn proxy_edge(
             (p.count() == before).then_some(nets)
         });
     let slot_header = r.or("slot_header", r.raw.slot_header, d.slot_header);
+    let max_connections = r
+        .or(
+            "max_connections",
+            r.raw.max_connections,
+            d.max_connections as i64,
+        )
+        .and_then(|v| int_range(p, r.key("max_connections"), v, 1, 1_000_000));
     let preview =
         read_opt(r.raw.preview.as_ref(), &r.key("preview"), p).and_then(|pr| preview(&pr, env, p));
     Some(ProxyEdge {
@@ -200,6 +211,7 @@ pub(super) fn proxy_edge(
         max_header_lines: lines? as usize,
         trusted_proxies: trusted?,
         slot_header: slot_header?,
+        max_connections: max_connections? as usize,
         preview: preview?,
     })
 }

@@ -61,6 +61,7 @@ pub struct RawProxy {
     pub client_body_timeout: Option<RawDuration>,
     pub max_header_bytes: Option<i64>,
     pub max_header_lines: Option<i64>,
+    pub max_connections: Option<i64>,
     pub trusted_proxies: Option<Vec<String>>,
     pub slot_header: Option<bool>,
     pub preview: Option<Sub<super::edge::RawPreview>>,

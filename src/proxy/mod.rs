@@ -114,6 +114,14 @@ pub struct ProxySettings {
     pub slot_header: bool,
     /// Who may reach the preview slot by header or cookie.
     pub preview: preview::PreviewAccess,
+    /// Open client connections one listener serves at once (all workers together);
+    /// the rest wait in the kernel's accept queue, so a flood of connections can
+    /// never use up the descriptors the proxy needs for upstreams, the API and other
+    /// listeners.
+    pub max_connections: usize,
+    /// The semaphores behind `max_connections`, one per listening address, shared by
+    /// every worker's copy of these settings.
+    pub caps: Arc<server::ConnectionCaps>,
     /// Serve common requests on the hand-written HTTP/1.1 fast path (`h1`); `false`
     /// sends everything through the general (hyper) path. On unless
     /// `CUTOVER_PROXY_FAST_PATH=0`.
@@ -141,6 +149,8 @@ impl ProxySettings {
             trusted_proxies: c.edge.trusted_proxies.clone().into(),
             slot_header: c.edge.slot_header,
             preview: preview::PreviewAccess::from_config(&c.edge.preview),
+            max_connections: c.edge.max_connections,
+            caps: Arc::default(),
             fast_path: fast_path_from_env(),
         }
     }
@@ -169,6 +179,8 @@ impl Default for ProxySettings {
             trusted_proxies: Arc::from(Vec::new()),
             slot_header: false,
             preview: preview::PreviewAccess::default(),
+            max_connections: 10_000,
+            caps: Arc::default(),
             fast_path: fast_path_from_env(),
         }
     }

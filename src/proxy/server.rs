@@ -34,7 +34,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{stopped, ConnState, ListenerCtx};
 use super::{ListenerRoutes, Proxy};
@@ -55,6 +55,25 @@ pub async fn serve(
 }
 
 /// [`serve`] with an explicit grace period for open requests at shutdown.
+/// The per-listener connection semaphores (`ProxySettings::max_connections`). Looked
+/// up once per listening socket when it starts, never on the request path.
+#[derive(Debug, Default)]
+pub struct ConnectionCaps {
+    by_listener: std::sync::Mutex<std::collections::HashMap<SocketAddr, Arc<Semaphore>>>,
+}
+
+impl ConnectionCaps {
+    /// The semaphore of the listener on `addr` (created with `max` permits on first use).
+    pub fn for_listener(&self, addr: SocketAddr, max: usize) -> Arc<Semaphore> {
+        self.by_listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr)
+            .or_insert_with(|| Arc::new(Semaphore::new(max.max(1))))
+            .clone()
+    }
+}
+
 /// How long keep-alive connections linger after the listener closed (see the module
 /// doc): long enough for a client sending a request every few hundred milliseconds to
 /// send one more and be told to close.
@@ -87,14 +106,32 @@ pub async fn serve_with_grace(
         _alive: alive_tx,
     });
 
+    let cap = proxy
+        .settings()
+        .caps
+        .for_listener(local, proxy.settings().max_connections);
     tokio::pin!(shutdown);
     loop {
+        // A free connection slot first: at the cap, new clients wait in the kernel's
+        // accept queue instead of taking descriptors.
+        let permit = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            permit = cap.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break, // never closed
+            },
+        };
         tokio::select! {
             biased;
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    tokio::spawn(serve_connection(proxy.clone(), ctx.clone(), stream, peer));
+                    let (proxy, ctx) = (proxy.clone(), ctx.clone());
+                    tokio::spawn(async move {
+                        serve_connection(proxy, ctx, stream, peer).await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => {
                     // Usually out of file descriptors or a connection reset before
