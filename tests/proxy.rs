@@ -640,7 +640,10 @@ async fn raw_get(stream: &mut TcpStream, wait: Duration) -> Option<String> {
         .await
         .ok()?;
     let mut buf = vec![0u8; 1024];
-    let n = tokio::time::timeout(wait, stream.read(&mut buf)).await.ok()?.ok()?;
+    let n = tokio::time::timeout(wait, stream.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
     let text = String::from_utf8_lossy(&buf[..n]).into_owned();
     text.lines().next().map(str::to_string)
 }

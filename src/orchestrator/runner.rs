@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 mod database;
 mod effects;
+pub mod fault;
 pub(crate) mod hooks;
 mod perform;
 mod progressive;
@@ -178,6 +179,11 @@ impl Runner {
             let step = self
                 .persist_step(&machine, routed, decided, &effects, transition)
                 .await;
+            for e in &effects {
+                if let Effect::Enter { phase, .. } = e {
+                    fault::pause_at(&phase.label()).await;
+                }
+            }
             if sampled && machine.phase() == Phase::Watch {
                 self.record_watch_sample(&machine, self.watch_ends_at);
             }
@@ -193,6 +199,7 @@ impl Runner {
                 queue.push_front(Input::Event(Event::StoreFailed(why)));
             }
             if let Some((outcome, reason)) = step.finish {
+                fault::pause_at("finish").await;
                 self.finish(outcome, reason);
                 // A start still in flight after an abort must not leave a process behind.
                 self.drain_late_starts(&mut machine, &mut rx).await;

@@ -232,6 +232,12 @@ impl Harness {
 
     /// Starts `cutover serve` and waits until its API answers.
     pub async fn start(&mut self) {
+        self.start_with_env(&[]).await;
+    }
+
+    /// [`Harness::start`] with extra environment variables for the daemon (fault
+    /// injection, e.g. `CUTOVER_FAULT_PAUSE_AT`).
+    pub async fn start_with_env(&mut self, env: &[(&str, &str)]) {
         assert!(self.daemon.is_none(), "the daemon is already running");
         self.starts += 1;
         let log = std::fs::File::create(self.daemon_log_path(self.starts)).expect("daemon log");
@@ -239,6 +245,7 @@ impl Harness {
             .arg("-c")
             .arg(&self.config_path)
             .arg("serve")
+            .envs(env.iter().copied())
             .env("CUTOVER_LOG", "info")
             .env_remove("CUTOVER_CONFIG")
             .stdin(Stdio::null())
