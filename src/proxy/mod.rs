@@ -51,6 +51,8 @@ mod body;
 mod conn;
 mod cookies;
 mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod headers;
 pub mod mirror;

@@ -26,11 +26,11 @@
 //! `CUTOVER_PROXY_FAST_PATH=0` turns the fast path off (everything takes the general
 //! path), for comparison and as a safety valve.
 
-mod chunked;
+pub(super) mod chunked;
 mod io;
-mod request;
-mod response;
-mod wire;
+pub(super) mod request;
+pub(super) mod response;
+pub(super) mod wire;
 
 use std::time::Instant as StdInstant;
 

@@ -11,7 +11,8 @@
 //!
 //! The head sent upstream is written anew (CRLF line ends, one space after each
 //! colon), never copied: whatever leniency the parser had, the upstream sees a clean
-//! head. Header names keep the client's spelling.
+//! head. Header names are written lower-case, as hyper writes them on the general
+//! path (`tests/proxy_paths_agree.rs`).
 
 use super::super::{cookies, headers};
 use super::wire::{content_length, header};
@@ -317,7 +318,7 @@ mod tests {
         });
         assert_eq!(
             upstream_head(raw, None),
-            "GET /a?b=1 HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n\
+            "GET /a?b=1 HTTP/1.1\r\nhost: shop.example\r\naccept: */*\r\n\
              x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: shop.example\r\n\r\n"
         );
@@ -330,21 +331,21 @@ mod tests {
                    X-Forwarded-Host: outer\r\n\r\n";
         assert_eq!(
             upstream_head(raw, None),
-            "GET / HTTP/1.1\r\nHost: h\r\n\
+            "GET / HTTP/1.1\r\nhost: h\r\n\
              x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n"
         );
         let forged = "GET / HTTP/1.1\r\nHost: h\r\nForwarded: for=1.2.3.4\r\n\
                       X-Cutover-Mirror: 1\r\nx-cutover-slot: green\r\n\r\n";
         assert_eq!(
             upstream_head(forged, None),
-            "GET / HTTP/1.1\r\nHost: h\r\n\
+            "GET / HTTP/1.1\r\nhost: h\r\n\
              x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\r\n"
         );
-        assert!(upstream_head_from(forged, None, true).contains("Forwarded: for=1.2.3.4\r\n"));
+        assert!(upstream_head_from(forged, None, true).contains("\nforwarded: for=1.2.3.4\r\n"));
         assert!(!upstream_head_from(forged, None, true).contains("x-cutover"));
         assert_eq!(
             upstream_head_from(raw, None, true),
-            "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: outer\r\n\
+            "GET / HTTP/1.1\r\nhost: h\r\nx-forwarded-proto: https\r\nx-forwarded-host: outer\r\n\
              x-forwarded-for: 1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9\r\n\r\n"
         );
     }
@@ -365,7 +366,7 @@ mod tests {
         });
         assert_eq!(
             upstream_head(raw, Some("cutover-preview")),
-            "POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\
+            "POST /p HTTP/1.1\r\nhost: h\r\ncontent-length: 3\r\n\
              x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: http\r\nx-forwarded-host: h\r\n\
              cookie: a=1; b=2\r\n\r\n"
         );

@@ -7,13 +7,17 @@
 //! proxy cannot frame with certainty (conflicting lengths, an unasked `101`,
 //! unparsable) is the upstream's failure: 502.
 //!
-//! The client's head is written anew: hop-by-hop headers out (`Connection` and what
-//! it names, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`, `Proxy-*`), `Transfer-Encoding`
-//! kept (the body is passed through in the same coding), `x-cutover-slot` set, the
-//! sticky `Set-Cookie` added during a split, `connection: close` when the client
-//! connection ends after this response.
+//! The client's head is written anew, as hyper writes it on the general path (names
+//! lower-case; `tests/proxy_paths_agree.rs` compares the two): hop-by-hop headers out
+//! (`Connection` and what it names, `Keep-Alive`, `TE`, `Trailer`, `Upgrade`,
+//! `Proxy-*`), `transfer-encoding: chunked` after the others for a chunked body (passed
+//! through in the same coding), an upstream's `x-cutover-slot` removed and ours added
+//! when `proxy.slot_header`, the sticky `Set-Cookie` added during a split,
+//! `connection: close` when the client connection ends after this response, and a
+//! `date` when the upstream sent none. A `Content-Length` list of equal values
+//! (`7, 7`) is read as that value, as hyper does.
 
-use super::wire::{content_length, header};
+use super::wire::{content_length_list, date, header};
 
 /// Most headers a response may have.
 pub const MAX_HEADERS: usize = 100;
@@ -98,7 +102,7 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
     let mut names_others = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = content_length(h.value) else {
+            let Some(n) = content_length_list(h.value) else {
                 return RespParse::Bad;
             };
             if length.is_some_and(|l| l != n) {
@@ -143,6 +147,10 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
         if passed_length || name.eq_ignore_ascii_case("x-cutover-slot") {
             continue;
         }
+        // A chunked body keeps its framing, written after the headers (below).
+        if chunked == Some(true) && name.eq_ignore_ascii_case("transfer-encoding") {
+            continue;
+        }
         if !name.eq_ignore_ascii_case("transfer-encoding") && hop_by_hop(name, named_by) {
             continue;
         }
@@ -156,6 +164,13 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
     }
     if close_client {
         out.extend_from_slice(b"connection: close\r\n");
+    }
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    // Every response gets a Date (RFC 9110 §6.6.1), last, as hyper adds it.
+    if !headers.iter().any(|h| h.name.eq_ignore_ascii_case("date")) {
+        date(out);
     }
     out.extend_from_slice(b"\r\n");
     RespParse::Final(RespHead {
@@ -266,10 +281,17 @@ mod tests {
         close: false,
     };
 
+    /// The parse and the client's head, its `date` line (added when the upstream
+    /// sent none; checked in `tests/proxy_paths_agree.rs`) left out.
     fn parsed(raw: &str, head_request: bool, add: Additions<'_>) -> (RespParse, String) {
         let mut out = Vec::new();
         let p = parse(raw.as_bytes(), head_request, add, &mut out);
-        (p, String::from_utf8(out).unwrap())
+        let out = String::from_utf8(out).unwrap();
+        let out = out
+            .split_inclusive("\r\n")
+            .filter(|l| !l.starts_with("date: "))
+            .collect();
+        (p, out)
     }
 
     fn framing(raw: &str, head_request: bool) -> (Framing, bool) {
@@ -373,7 +395,7 @@ mod tests {
         );
         assert_eq!(
             out,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\
              x-cutover-slot: green\r\nset-cookie: cutover-slot-web=green; Path=/\r\n\r\n"
         );
     }
@@ -385,7 +407,7 @@ mod tests {
             false,
             PLAIN,
         );
-        assert!(out.contains("Transfer-Encoding: chunked\r\n"), "{out}");
+        assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
         let (p, out) = parsed("HTTP/1.1 200 OK\r\n\r\n", false, PLAIN);
         assert!(matches!(p, RespParse::Final(h) if h.close_client));
         assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
@@ -404,7 +426,7 @@ mod tests {
             PLAIN,
         );
         assert_eq!(p, RespParse::Informational { len: 44 });
-        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n");
+        assert_eq!(out, "HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n");
         let bad = [
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
