@@ -349,7 +349,7 @@ fn check_client_head(head: &[u8], status: u16, framing: &str) {
     if resp.code != Some(status) || count("date") == 0 || count("x-cutover-slot") != 0 {
         fail("status, Date or x-cutover-slot wrong");
     }
-    if framing == "chunked" && (count("transfer-encoding") != 1 || count("content-length") != 0) {
+    if framing == "chunked" && (count("transfer-encoding") == 0 || count("content-length") != 0) {
         fail("a chunked response must carry exactly its chunked framing");
     }
     if ["keep-alive", "te", "trailer", "upgrade", "proxy-connection"]
