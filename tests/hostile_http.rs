@@ -81,7 +81,7 @@ async fn normal_traffic_flows(addr: SocketAddr, fast: bool) {
 }
 
 /// Requests a proxy must refuse outright (the app never sees them).
-const REFUSED: [(&str, &[u8]); 17] = [
+const REFUSED: [(&str, &[u8]); 18] = [
     ("two different Content-Lengths", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"),
     ("a Content-Length list that disagrees", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 4\r\n\r\nabcd"),
     ("a signed Content-Length", b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\nabc"),
@@ -99,6 +99,7 @@ const REFUSED: [(&str, &[u8]); 17] = [
     ("two Hosts", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
     ("no Host", b"GET / HTTP/1.1\r\n\r\n"),
     ("CONNECT", b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n"),
+    ("CONNECT with an origin-form target", b"CONNECT /x HTTP/1.1\r\nHost: a\r\n\r\n"),
 ];
 
 #[tokio::test]

@@ -556,3 +556,77 @@ async fn preview_needs_the_secret_or_an_unexpired_token_for_the_service() {
         }
     }
 }
+
+#[tokio::test]
+async fn connect_is_refused_unless_allowed_and_then_tunnels_to_the_slot_only() {
+    // An app that implements CONNECT: answers 200, then echoes with a prefix.
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = targets.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = app.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if s.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&head).into_owned());
+                s.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let mut out = b"app:".to_vec();
+                    out.extend_from_slice(&buf[..n]);
+                    if s.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let req = b"CONNECT internal.example:22 HTTP/1.1\r\nHost: internal.example:22\r\n\r\n";
+    for fast in PATHS {
+        let up = upstream(Slot::Blue, app_addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        assert_eq!(
+            status(&exchange(proxy.addr, req).await),
+            405,
+            "{}",
+            path_name(fast)
+        );
+
+        let allowed = ProxySettings {
+            allow_connect: true,
+            ..settings(fast)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&up, allowed).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(req).await.unwrap();
+        let head = within(10, harness::read_head(&mut c)).await;
+        assert_eq!(status(&head), 200, "{}: {head}", path_name(fast));
+        c.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 8];
+        within(10, c.read_exact(&mut buf)).await.unwrap();
+        assert_eq!(&buf, b"app:ping", "{}", path_name(fast));
+        // The tunnel went to the slot, with the target as the app's to judge.
+        let last = targets.lock().unwrap().last().cloned().unwrap();
+        assert!(
+            last.starts_with("CONNECT internal.example:22 HTTP/1.1\r\n"),
+            "{last}"
+        );
+        let bad = exchange(proxy.addr, b"CONNECT /path HTTP/1.1\r\nHost: a\r\n\r\n").await;
+        assert_eq!(status(&bad), 400, "{}: {bad}", path_name(fast));
+    }
+}

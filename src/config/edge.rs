@@ -4,7 +4,7 @@
 //! Its own file so the proxy's and API's hardening reads in one place: the `[proxy]`
 //! keys for timeouts and limits on the client side (`client_body_timeout`,
 //! `max_header_bytes`, `max_header_lines`), whom to believe about forwarded headers
-//! (`trusted_proxies`), `slot_header`, the `[proxy.preview]` table
+//! (`trusted_proxies`), `allow_connect`, `slot_header`, the `[proxy.preview]` table
 //! (preview routes are off unless enabled, and then need a secret), and the `[api]`
 //! keys `read_requires_token` and `allowed_hosts`. `validate.rs` calls in here once
 //! per section; every key has a safe default.
@@ -34,6 +34,9 @@ pub struct ProxyEdge {
     pub max_header_lines: usize,
     /// Peers whose `X-Forwarded-*` and `Forwarded` headers are believed. Default none.
     pub trusted_proxies: Vec<IpNet>,
+    /// Pass `CONNECT` on to the app (a tunnel once it answers 2xx) instead of 405.
+    /// Default false.
+    pub allow_connect: bool,
     /// Add `x-cutover-slot: blue|green` to responses. Default false.
     pub slot_header: bool,
     /// Open client connections one listener serves at once; more wait in the kernel's
@@ -75,6 +78,7 @@ impl Default for ProxyEdge {
             max_header_bytes: 64 * 1024,
             max_header_lines: 100,
             trusted_proxies: Vec::new(),
+            allow_connect: false,
             slot_header: false,
             max_connections: 10_000,
             preview: PreviewConfig::default(),
@@ -195,6 +199,7 @@ pub(super) fn proxy_edge(
                 .collect();
             (p.count() == before).then_some(nets)
         });
+    let allow_connect = r.or("allow_connect", r.raw.allow_connect, d.allow_connect);
     let slot_header = r.or("slot_header", r.raw.slot_header, d.slot_header);
     let max_connections = r
         .or(
@@ -210,6 +215,7 @@ pub(super) fn proxy_edge(
         max_header_bytes: bytes? as usize,
         max_header_lines: lines? as usize,
         trusted_proxies: trusted?,
+        allow_connect: allow_connect?,
         slot_header: slot_header?,
         max_connections: max_connections? as usize,
         preview: preview?,
@@ -411,7 +417,7 @@ command = ["./web", "--port", "{port}"]
         let e = &c.proxy.edge;
         assert_eq!(e.client_body_timeout, Duration::from_secs(30));
         assert_eq!((e.max_header_bytes, e.max_header_lines), (65536, 100));
-        assert!(e.trusted_proxies.is_empty() && !e.slot_header);
+        assert!(e.trusted_proxies.is_empty() && !e.allow_connect && !e.slot_header);
         assert!(!e.preview.enabled && !e.preview.public_listen && e.preview.secret.is_none());
         assert_eq!(c.api.edge, ApiEdge::default());
     }
@@ -428,6 +434,7 @@ client_body_timeout = "5s"
 max_header_bytes = 16384
 max_header_lines = 50
 trusted_proxies = ["10.0.0.0/8", "::1"]
+allow_connect = true
 slot_header = true
 [proxy.preview]
 enabled = true
@@ -441,7 +448,7 @@ token_ttl = "10m"
         assert_eq!((e.max_header_bytes, e.max_header_lines), (16384, 50));
         assert!(e.trusted_proxies[0].contains("10.9.9.9".parse().unwrap()));
         assert!(e.trusted_proxies[1].contains("::1".parse().unwrap()));
-        assert!(e.slot_header && e.preview.enabled);
+        assert!(e.allow_connect && e.slot_header && e.preview.enabled);
         assert_eq!(e.preview.secret.as_deref(), Some("0123456789abcdef0123"));
         assert_eq!(e.preview.token_ttl, Duration::from_secs(600));
         assert!(c.api.edge.read_requires_token);

@@ -63,6 +63,7 @@ pub struct RawProxy {
     pub max_header_lines: Option<i64>,
     pub max_connections: Option<i64>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub allow_connect: Option<bool>,
     pub slot_header: Option<bool>,
     pub preview: Option<Sub<super::edge::RawPreview>>,
 }

@@ -65,7 +65,7 @@ impl Proxy {
         trusted: bool,
     ) -> Response<ProxyBody> {
         let received = Instant::now();
-        if let Err(refusal) = check_request(&mut req) {
+        if let Err(refusal) = check_request(&mut req, self.settings.allow_connect) {
             return refused(refusal);
         }
         let limit = self.settings.max_body_bytes;
@@ -97,13 +97,15 @@ impl Proxy {
             Ok(chosen) => chosen,
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
         };
-        let slot = chosen.slot;
-        let Some(uri) = self.upstream_uri(&chosen.endpoint, req.uri()) else {
+        let (slot, endpoint) = (chosen.slot, chosen.endpoint.clone());
+        let Some(uri) = self.upstream_uri(&endpoint, req.uri(), req.method() == Method::CONNECT)
+        else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
         let recorder = Recorder::start(&chosen.stats, received);
 
-        let upgrade = headers::is_upgrade(req.headers());
+        let connect = req.method() == Method::CONNECT;
+        let upgrade = connect || headers::is_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         parts.headers.remove(&self.settings.preview_header);
@@ -117,6 +119,13 @@ impl Proxy {
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;
         parts.extensions = http::Extensions::new();
+        let mut client_upgrade = client_upgrade;
+        if let Some(client_upgrade) = client_upgrade.take_if(|_| connect) {
+            let ends = (slot, endpoint, received);
+            return self
+                .tunnel(parts, client_upgrade, ends, recorder, listener)
+                .await;
+        }
         let mut body = LimitedBody::new(body, limit, self.settings.client_body_timeout);
         let watch = (!http_body::Body::is_end_stream(&body)).then(|| body.watch(received));
         let mirrored = match &chosen.mirror {
@@ -202,6 +211,72 @@ impl Proxy {
         )
     }
 
+    /// `CONNECT` passed on to the app (`proxy.allow_connect`): sent on a connection of
+    /// its own to the slot (never to the host the target names: the pooled client
+    /// would connect there), and once the app answers 2xx the client's connection and
+    /// that one are joined into a tunnel, like a WebSocket's.
+    async fn tunnel(
+        &self,
+        mut parts: http::request::Parts,
+        client_upgrade: hyper::upgrade::OnUpgrade,
+        (slot, endpoint, received): (Slot, Endpoint, Instant),
+        recorder: Recorder,
+        listener: &std::sync::Arc<ListenerCtx>,
+    ) -> Response<ProxyBody> {
+        parts.headers.remove(http::header::CONNECTION);
+        parts.headers.remove(http::header::UPGRADE);
+        let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
+        let exchange = async {
+            let stream = super::h1::connect_upstream(&endpoint)
+                .await
+                .map_err(|_| "upstream unreachable\n")?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .map_err(|_| "upstream failed\n")?;
+            tokio::spawn(conn.with_upgrades());
+            sender
+                .send_request(req)
+                .await
+                .map_err(|_| "upstream failed\n")
+        };
+        let timeout = self.settings.upstream_timeout;
+        let mut resp = match upstream_wait(exchange, timeout, received, None).await {
+            Some(Ok(resp)) => resp,
+            Some(Err(msg)) => {
+                recorder.finish(Outcome::UpstreamFailed);
+                return with_slot(local(StatusCode::BAD_GATEWAY, msg), slot);
+            }
+            None => {
+                recorder.finish(Outcome::UpstreamFailed);
+                return with_slot(
+                    local(StatusCode::GATEWAY_TIMEOUT, "upstream timed out\n"),
+                    slot,
+                );
+            }
+        };
+        let status = resp.status();
+        if !status.is_success() {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            parts.headers.insert(X_CUTOVER_SLOT, slot_value(slot));
+            let body = ProxyBody::upstream(body, recorder, status.as_u16(), None);
+            return Response::from_parts(parts, body);
+        }
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        super::upgrade::spawn_tunnel(
+            client_upgrade,
+            upstream_upgrade,
+            listener.state.clone(),
+            listener.clone(),
+        );
+        recorder.finish(Outcome::Status(status.as_u16()));
+        let (mut parts, _) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers, false);
+        parts.headers.insert(X_CUTOVER_SLOT, slot_value(slot));
+        Response::from_parts(parts, ProxyBody::empty())
+    }
+
     /// Picks the upstream of one request from the current snapshot: the preview slot,
     /// the split's pick (by sticky cookie, else by weight) or the live slot. Takes only
     /// what the request needs and lets the snapshot go.
@@ -231,8 +306,13 @@ impl Proxy {
 
     /// `http://<upstream>/<original path and query>`; the client sends it origin-form.
     /// A host name in the authority is resolved by the client's connector when it opens
-    /// a connection (pooled connections are reused without a lookup).
-    fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri) -> Option<Uri> {
+    /// a connection (pooled connections are reused without a lookup). A `CONNECT`'s
+    /// authority-form target is kept as it is (the app decides what it means; the
+    /// connection goes to the slot all the same).
+    fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri, connect: bool) -> Option<Uri> {
+        if connect {
+            return Some(original.clone());
+        }
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(self.authority(endpoint));
@@ -323,16 +403,37 @@ fn failed(
 /// Leaves exactly one valid `Host`, the absolute-form target's when there is one.
 /// A refusal closes the connection: a client that sends this may frame the rest
 /// differently than we read it.
-fn check_request<B>(req: &mut Request<B>) -> Result<(), Refusal> {
+fn check_request<B>(req: &mut Request<B>, allow_connect: bool) -> Result<(), Refusal> {
     const BAD_TARGET: Refusal = (StatusCode::BAD_REQUEST, "bad request target\n");
     // RFC 9110 §9.3.6: CONNECT asks for a tunnel to another host; a reverse proxy in
-    // front of an app has none to offer.
-    if req.method() == Method::CONNECT {
+    // front of an app has none to offer, unless told to pass it on to the app.
+    let connect = req.method() == Method::CONNECT;
+    if connect && !allow_connect {
         return Err((StatusCode::METHOD_NOT_ALLOWED, "CONNECT is not allowed\n"));
     }
-    // RFC 9112 §3.2: origin-form, absolute-form, or `*` for OPTIONS (authority-form
-    // is CONNECT's). `GET noslash` is none of them.
+    // RFC 9112 §3.2: origin-form, absolute-form, or `*` for OPTIONS; authority-form
+    // for CONNECT and only for it. `GET noslash` is none of them.
     let uri = req.uri();
+    if connect {
+        let authority_form = uri.scheme().is_none()
+            && uri
+                .path_and_query()
+                .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+            && uri
+                .authority()
+                .is_some_and(|a| a.port().is_some() && headers::valid_host(a.as_str().as_bytes()));
+        return match req.headers().get_all(HOST).iter().count() {
+            _ if !authority_form => Err(BAD_TARGET),
+            1 if req
+                .headers()
+                .get(HOST)
+                .is_some_and(|h| headers::valid_host(h.as_bytes())) =>
+            {
+                Ok(())
+            }
+            _ => Err((StatusCode::BAD_REQUEST, "missing or invalid Host header\n")),
+        };
+    }
     let absolute = match (uri.scheme_str(), uri.authority()) {
         (None, None) if uri.path().starts_with('/') => None,
         (None, None) if uri.path() == "*" && req.method() == Method::OPTIONS => None,
@@ -442,7 +543,8 @@ mod tests {
                 b = b.header(HOST, *h);
             }
             let mut req = b.body(()).unwrap();
-            check_request(&mut req).map(|()| req.headers()[HOST].to_str().unwrap().to_string())
+            check_request(&mut req, false)
+                .map(|()| req.headers()[HOST].to_str().unwrap().to_string())
         };
         assert_eq!(check("GET", "/", &["a.test"]).unwrap(), "a.test");
         assert_eq!(

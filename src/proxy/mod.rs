@@ -112,6 +112,8 @@ pub struct ProxySettings {
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are kept; every other client's
     /// are replaced.
     pub trusted_proxies: Arc<[crate::config::IpNet]>,
+    /// Pass `CONNECT` on to the app (else 405).
+    pub allow_connect: bool,
     /// Add `x-cutover-slot` to responses.
     pub slot_header: bool,
     /// Who may reach the preview slot by header or cookie.
@@ -149,6 +151,7 @@ impl ProxySettings {
             max_header_bytes: c.edge.max_header_bytes,
             max_header_lines: c.edge.max_header_lines,
             trusted_proxies: c.edge.trusted_proxies.clone().into(),
+            allow_connect: c.edge.allow_connect,
             slot_header: c.edge.slot_header,
             preview: preview::PreviewAccess::from_config(&c.edge.preview),
             max_connections: c.edge.max_connections,
@@ -179,6 +182,7 @@ impl Default for ProxySettings {
             max_header_bytes: 64 * 1024,
             max_header_lines: 100,
             trusted_proxies: Arc::from(Vec::new()),
+            allow_connect: false,
             slot_header: false,
             preview: preview::PreviewAccess::default(),
             max_connections: 10_000,

@@ -39,6 +39,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+pub(super) use io::connect as connect_upstream;
 pub(crate) use io::Rewind;
 
 use super::body::Recorder;

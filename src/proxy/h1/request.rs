@@ -126,7 +126,9 @@ pub fn parse<'h, 'b>(
     let (Some(method), Some(path), Some(1)) = (req.method, req.path, req.version) else {
         return Parse::General;
     };
-    if !path.starts_with('/') {
+    // CONNECT (even with an origin-form target) is the general path's to refuse or
+    // tunnel; it never takes the fast path.
+    if !path.starts_with('/') || method == "CONNECT" {
         return Parse::General;
     }
     let headers: &'h [httparse::Header<'b>] = req.headers;
@@ -388,6 +390,7 @@ mod tests {
             "GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
             "OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
+            "CONNECT /x HTTP/1.1\r\nHost: h\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",

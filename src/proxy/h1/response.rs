@@ -166,7 +166,13 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
         out.extend_from_slice(b"connection: close\r\n");
     }
     if framing == Framing::Chunked {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        // As sent (`gzip, chunked` keeps its gzip: the body passes through coded).
+        let codings = headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
+        for h in codings {
+            header(out, b"transfer-encoding", h.value);
+        }
     }
     // Every response gets a Date (RFC 9110 §6.6.1), last, as hyper adds it.
     if !headers.iter().any(|h| h.name.eq_ignore_ascii_case("date")) {
@@ -408,6 +414,15 @@ mod tests {
             PLAIN,
         );
         assert!(out.contains("transfer-encoding: chunked\r\n"), "{out}");
+        let (_, out) = parsed(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            false,
+            PLAIN,
+        );
+        assert!(
+            out.contains("transfer-encoding: gzip, chunked\r\n"),
+            "{out}"
+        );
         let (p, out) = parsed("HTTP/1.1 200 OK\r\n\r\n", false, PLAIN);
         assert!(matches!(p, RespParse::Final(h) if h.close_client));
         assert!(out.ends_with("connection: close\r\n\r\n"), "{out}");
