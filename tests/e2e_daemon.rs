@@ -11,16 +11,6 @@ use cutover::domain::Slot;
 use cutover::store::DeploymentOutcome;
 use support::{free_addr, slot_pid, wait_until, within, Harness};
 
-async fn answers(h: &Harness, version: &str) {
-    wait_until(30, &format!("the proxy to answer {version}"), || async {
-        match h.get_proxy("/").await {
-            Ok((200, body)) if body.trim() == format!("hello from {version}") => Some(()),
-            _ => None,
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_daemon_on_the_same_state_directory_exits_1_naming_the_holder_and_changes_nothing()
 {
@@ -66,7 +56,7 @@ async fn a_second_daemon_on_the_same_state_directory_exits_1_naming_the_holder_a
         slot_pid(&before, Slot::Green),
         "the release was not restarted"
     );
-    answers(&h, "v2").await;
+    h.wait_serving("v2").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +75,7 @@ async fn a_removed_state_directory_is_written_back_and_a_restart_adopts_the_live
         (state.join("cutover.db").exists() && state.join("cutover.lock").exists()).then_some(())
     })
     .await;
-    answers(&h, "v1").await;
+    h.wait_serving("v1").await;
     let logs = h.daemon_logs();
     assert!(
         logs.contains("state directory") && logs.contains("removed"),
@@ -96,7 +86,7 @@ async fn a_removed_state_directory_is_written_back_and_a_restart_adopts_the_live
     h.crash().await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     h.restart().await;
-    answers(&h, "v1").await;
+    h.wait_serving("v1").await;
     let status = h.status().await;
     assert_eq!(status.live, Some(Slot::Blue), "{status:?}");
     assert_eq!(
@@ -147,5 +137,5 @@ async fn a_store_write_that_fails_stops_the_deployment_and_names_the_sqlite_caus
     let status = h.status().await;
     assert_eq!(status.live, Some(Slot::Blue), "{status:?}");
     assert!(!status.slots[Slot::Green.index()].running, "v2 was stopped");
-    answers(&h, "v1").await;
+    h.wait_serving("v1").await;
 }

@@ -19,16 +19,6 @@ async fn event_kinds(h: &Harness) -> Vec<String> {
     events.into_iter().map(|e| e.kind).collect()
 }
 
-async fn answers(h: &Harness, version: &str) {
-    wait_until(30, &format!("the proxy to answer {version}"), || async {
-        match h.get_proxy("/").await {
-            Ok((200, body)) if body.trim() == format!("hello from {version}") => Some(()),
-            _ => None,
-        }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_release_that_dies_between_deployments_is_restarted() {
     let mut h = Harness::builder().watch("0s").build().await;
@@ -42,7 +32,7 @@ async fn a_live_release_that_dies_between_deployments_is_restarted() {
     })
     .await;
     assert_ne!(after, before);
-    answers(&h, "v1").await;
+    h.wait_serving("v1").await;
 
     let status = h.status().await;
     assert_eq!(status.live, Some(Slot::Blue));
@@ -78,7 +68,7 @@ async fn with_failover_traffic_moves_to_the_healthy_warm_standby() {
     let blue = slot_pid(&status, Slot::Blue).expect("blue is the warm standby");
 
     kill(Pid::from_raw(green as i32), Signal::SIGKILL).unwrap();
-    answers(&h, "v1").await;
+    h.wait_serving("v1").await;
     let status = h.status().await;
     assert_eq!(status.live, Some(Slot::Blue), "{status:?}");
     assert_eq!(

@@ -412,6 +412,18 @@ impl Harness {
         run_cli(config, args).await
     }
 
+    /// Waits (up to 30 s) until the proxy answers `/` with `hello from {version}`.
+    pub async fn wait_serving(&self, version: &str) {
+        let expected = format!("hello from {version}");
+        wait_until(30, &format!("the proxy to answer {expected}"), || async {
+            match self.get_proxy("/").await {
+                Ok((200, body)) if body.trim() == expected => Some(()),
+                _ => None,
+            }
+        })
+        .await;
+    }
+
     /// `GET http://proxy{path}`: status and body.
     pub async fn get_proxy(&self, path: &str) -> Result<(u16, String), String> {
         http_get(self.proxy, path).await
