@@ -151,6 +151,13 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
                 if let Some(r) = running.take() {
                     r.stop().await;
                 }
+                // A deployment the API accepted while it was stopping must finish here.
+                if controller.deploying_any() {
+                    tracing::error!("SIGHUP: a deployment began meanwhile; not handing over now (send SIGHUP again once it finished)");
+                    let lock = StateLock::acquire(&state_dir)?;
+                    running = Some(plane.start(sockets.api.try_clone()?, lock)?);
+                    continue;
+                }
                 match hand_over(&invocation, &sockets).await {
                     Ok(()) => {
                         handed_over = true;
