@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 use super::raw::{RawHook, RawHttpHook};
 use super::read::{join, read, Problems, Sub};
-use super::rules::{duration, positive, status, unique_name};
+use super::rules::{duration, http_method, positive, status, unique_name};
 use super::smoke::headers;
 
 /// Reads every hook of a service. `dir` is where commands run: the process runtime's
@@ -167,19 +167,7 @@ fn http_hook(at: &str, sub: &Sub<RawHttpHook>, p: &mut Problems) -> Option<HttpH
         });
     let method = r
         .or("method", r.raw.method.as_deref(), "POST")
-        .and_then(|m| {
-            let upper = m.trim().to_ascii_uppercase();
-            match http::Method::from_bytes(upper.as_bytes()) {
-                Ok(_) if !upper.is_empty() => Some(upper),
-                _ => {
-                    p.add(
-                        r.key("method"),
-                        format!("expected an HTTP method like \"POST\" or \"GET\", got {m:?}"),
-                    );
-                    None
-                }
-            }
-        });
+        .and_then(|m| http_method(p, r.key("method"), m, "\"POST\" or \"GET\""));
     let headers = r.optional("headers", r.raw.headers.as_ref(), |h| {
         headers(p, &r.key("headers"), h)
     });

@@ -334,3 +334,18 @@ pub(super) fn timeout<T>(
 ) -> Option<Duration> {
     duration(r, "timeout", value, default).and_then(|d| positive(p, r.key("timeout"), d))
 }
+
+/// An HTTP method (any case in the file), upper-cased; `example` shows one in the error.
+pub(super) fn http_method(p: &mut Problems, key: String, m: &str, example: &str) -> Option<String> {
+    let upper = m.trim().to_ascii_uppercase();
+    match http::Method::from_bytes(upper.as_bytes()) {
+        Ok(_) if !upper.is_empty() => Some(upper),
+        _ => {
+            p.add(
+                key,
+                format!("expected an HTTP method like {example}, got {m:?}"),
+            );
+            None
+        }
+    }
+}

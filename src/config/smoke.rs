@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{SmokeConfig, SmokeStep};
 use super::raw::{RawSmoke, RawStep};
 use super::read::{join, read, read_opt, Problems, Sub};
-use super::rules::{conditions, duration, positive, status, unique_name, url_path};
+use super::rules::{conditions, duration, http_method, positive, status, unique_name, url_path};
 use super::values::{is_identifier, template_vars};
 
 pub(super) fn smoke(
@@ -59,19 +59,7 @@ fn step(
         .and_then(|n| unique_name(p, r.key("name"), n, i, seen, "steps").map(|_| n.to_string()));
     let method = r
         .or("method", r.raw.method.as_deref(), "GET")
-        .and_then(|m| {
-            let upper = m.trim().to_ascii_uppercase();
-            match http::Method::from_bytes(upper.as_bytes()) {
-                Ok(_) if !upper.is_empty() => Some(upper),
-                _ => {
-                    p.add(
-                        r.key("method"),
-                        format!("expected an HTTP method like \"GET\" or \"POST\", got {m:?}"),
-                    );
-                    None
-                }
-            }
-        });
+        .and_then(|m| http_method(p, r.key("method"), m, "\"GET\" or \"POST\""));
     let path = r
         .required("path", r.raw.path.as_deref(), "a path like \"/items\"", p)
         .and_then(|path| url_path(p, r.key("path"), path));
