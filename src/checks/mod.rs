@@ -52,6 +52,19 @@ pub struct ProbeTarget {
     pub version: String,
 }
 
+impl ProbeTarget {
+    /// The slot as the store records it, while its release runs (`None` without an
+    /// address).
+    pub fn of_slot(service: &str, rec: &crate::store::SlotRecord) -> Option<ProbeTarget> {
+        Some(ProbeTarget {
+            endpoint: rec.endpoint()?,
+            service: service.to_string(),
+            slot: rec.slot,
+            version: rec.version.clone().unwrap_or_default(),
+        })
+    }
+}
+
 /// The outcome of a smoke test run.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SmokeReport {
@@ -109,6 +122,20 @@ pub fn human_duration(d: Duration) -> String {
         format!("{}ms", d.as_millis())
     } else {
         format!("{:.1}ms", d.as_secs_f64() * 1000.0)
+    }
+}
+
+/// One line for a round: every failure's detail, or "ok".
+pub fn summarize(results: &[CheckResult]) -> String {
+    let failed: Vec<String> = results
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| format!("{}: {}", r.name, r.detail))
+        .collect();
+    if failed.is_empty() {
+        "ok".into()
+    } else {
+        failed.join("; ")
     }
 }
 

@@ -143,21 +143,16 @@ impl Controller {
         match runtime.status(&w.name, live).await {
             SlotStatus::Exited { detail } => (false, true, format!("exited: {detail}")),
             SlotStatus::NotRunning => (false, true, "not running".into()),
-            SlotStatus::Running { .. } => match probe_target(rec, live) {
-                None => (false, true, "no address".into()),
-                Some(target) => {
-                    let results = checks::health_round(&w.cfg.health, &target).await;
-                    let failed: Vec<String> = results
-                        .iter()
-                        .filter(|r| !r.ok)
-                        .map(|r| format!("{}: {}", r.name, r.detail))
-                        .collect();
-                    match failed.is_empty() {
-                        true => (true, false, "ok".into()),
-                        false => (false, false, failed.join("; ")),
+            SlotStatus::Running { .. } => {
+                match ProbeTarget::of_slot(&rec.name, &rec.slots[live.index()]) {
+                    None => (false, true, "no address".into()),
+                    Some(target) => {
+                        let results = checks::health_round(&w.cfg.health, &target).await;
+                        let healthy = results.iter().all(|r| r.ok);
+                        (healthy, false, checks::summarize(&results))
                     }
                 }
-            },
+            }
         }
     }
 
@@ -204,7 +199,7 @@ impl Controller {
         {
             return false;
         }
-        let Some(target) = probe_target(rec, standby) else {
+        let Some(target) = ProbeTarget::of_slot(&rec.name, s) else {
             return false;
         };
         if !checks::health_round(&w.cfg.health, &target)
@@ -305,14 +300,4 @@ impl Controller {
             at,
         });
     }
-}
-
-fn probe_target(rec: &ServiceRecord, slot: Slot) -> Option<ProbeTarget> {
-    let s = &rec.slots[slot.index()];
-    Some(ProbeTarget {
-        endpoint: s.endpoint()?,
-        service: rec.name.clone(),
-        slot,
-        version: s.version.clone().unwrap_or_default(),
-    })
 }

@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::{Input, Runner};
-use crate::checks::{self, CheckResult, ProbeTarget};
+use crate::checks::{self, ProbeTarget};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::Target;
 use crate::domain::{now_ms, Slot};
@@ -104,12 +104,7 @@ impl Runner {
     }
 
     pub(super) fn probe_target(&self, slot: Slot) -> Option<ProbeTarget> {
-        Some(ProbeTarget {
-            endpoint: self.addr_of(slot)?,
-            service: self.service.name.clone(),
-            slot,
-            version: self.slots[slot.index()].version.clone().unwrap_or_default(),
-        })
+        ProbeTarget::of_slot(&self.service.name, &self.slots[slot.index()])
     }
 
     pub(super) fn spawn_start(&mut self, slot: Slot, tx: &mpsc::Sender<Input>) {
@@ -198,7 +193,7 @@ impl Runner {
             // only count against the deadline (a slow starter is not unhealthy).
             let answered =
                 ok || !judging && target.endpoint.connect_within(cfg.timeout).await.is_ok();
-            let detail = summarize(&results);
+            let detail = checks::summarize(&results);
             let event = Event::HealthRound {
                 ok,
                 answered,
@@ -288,20 +283,6 @@ impl Runner {
             ..Default::default()
         };
         self.persist(&t);
-    }
-}
-
-/// One line for a round: every failure's detail, or "ok".
-fn summarize(results: &[CheckResult]) -> String {
-    let failed: Vec<String> = results
-        .iter()
-        .filter(|r| !r.ok)
-        .map(|r| format!("{}: {}", r.name, r.detail))
-        .collect();
-    if failed.is_empty() {
-        "ok".into()
-    } else {
-        failed.join("; ")
     }
 }
 
