@@ -49,6 +49,7 @@ mod service;
 mod smoke;
 mod strategy;
 mod supervise;
+mod tls;
 mod validate;
 mod values;
 mod watch;
@@ -61,6 +62,7 @@ mod tests;
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
+pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

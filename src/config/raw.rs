@@ -66,6 +66,9 @@ pub struct RawProxy {
     pub allow_connect: Option<bool>,
     pub slot_header: Option<bool>,
     pub preview: Option<Sub<super::edge::RawPreview>>,
+    pub h2c: Option<bool>,
+    /// `[[proxy.tls]]`, read in `tls.rs`.
+    pub tls: Option<Vec<Sub<super::tls::RawTls>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,7 @@ pub mod server;
 pub mod split;
 pub mod stats;
 pub mod table;
+pub mod tls;
 mod upgrade;
 pub mod upstream;
 pub mod workers;
@@ -130,6 +131,11 @@ pub struct ProxySettings {
     /// sends everything through the general (hyper) path. On unless
     /// `CUTOVER_PROXY_FAST_PATH=0`.
     pub fast_path: bool,
+    /// TLS listeners, redirect listeners and ACME challenges (`tls`); empty unless
+    /// the daemon set it from `[[proxy.tls]]`.
+    pub tls: Arc<tls::TlsEdge>,
+    /// Prior-knowledge HTTP/2 (h2c) on plaintext listeners.
+    pub h2c: bool,
 }
 
 impl ProxySettings {
@@ -157,6 +163,8 @@ impl ProxySettings {
             max_connections: c.edge.max_connections,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            tls: Arc::default(),
+            h2c: c.edge.h2c,
         }
     }
 }
@@ -188,6 +196,8 @@ impl Default for ProxySettings {
             max_connections: 10_000,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            tls: Arc::default(),
+            h2c: false,
         }
     }
 }
