@@ -37,6 +37,8 @@ pub struct ServeOptions {
     /// Stop every slot's release when the daemon exits (by default they keep running
     /// and are adopted by the next `serve`).
     pub stop_on_exit: bool,
+    /// The TLS listeners' certificates, loaded (and checked) before anything starts.
+    pub tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// Runs the daemon until a shutdown signal; on `SIGHUP`, hands its sockets to a new
@@ -96,7 +98,8 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()).with_sticky(sticky));
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
-    let settings = ProxySettings::from_config(&config.proxy);
+    let mut settings = ProxySettings::from_config(&config.proxy);
+    settings.tls = opts.tls.clone();
     let config = Arc::new(config);
     let controller = Controller::new(config.clone(), store.clone(), routers, runtimes.clone());
     controller
@@ -137,11 +140,20 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         config.services.len()
     );
 
+    // Certificates follow their files; SIGUSR1 (not SIGHUP: that is the hand-over)
+    // reloads them at once.
+    let tls_reload = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(proxy::tls::reload::watch(
+        opts.tls.clone(),
+        tls_reload.clone(),
+        stop_tx.subscribe(),
+    ));
     let mut signals = Signals::new()?;
     let mut handed_over = false;
     loop {
         match signals.next().await {
             Received::Stop => break,
+            Received::ReloadTls => tls_reload.notify_one(),
             Received::Upgrade => {
                 if controller.deploying_any() {
                     tracing::error!("SIGHUP: a deployment is running; not handing over now (send SIGHUP again once it finished)");
@@ -382,12 +394,15 @@ enum Received {
     Stop,
     /// SIGHUP: hand the sockets to a new daemon, then drain and exit.
     Upgrade,
+    /// SIGUSR1: reload the TLS certificates from their files.
+    ReloadTls,
 }
 
 /// The signals the daemon acts on, registered once (so none is missed between waits).
 struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -396,6 +411,7 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -404,6 +420,7 @@ impl Signals {
             _ = tokio::signal::ctrl_c() => Received::Stop,
             _ = self.term.recv() => Received::Stop,
             _ = self.hup.recv() => Received::Upgrade,
+            _ = self.usr1.recv() => Received::ReloadTls,
         }
     }
 }

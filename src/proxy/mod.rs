@@ -57,6 +57,7 @@ mod h1;
 mod headers;
 pub mod mirror;
 pub mod preview;
+mod redirect;
 pub mod server;
 pub mod split;
 pub mod stats;
@@ -242,16 +243,23 @@ impl ListenerRoutes {
 /// Every listener the config asks for: each service's `listen` (grouped by address;
 /// `hosts` -> by_host, no hosts -> default) and each `preview_listen` (preview_only,
 /// default = that service).
+/// Then each `[[proxy.tls]]` `redirect_from` (no routes: it only redirects).
 pub fn listeners_from_config(c: &crate::config::Config) -> Vec<(SocketAddr, ListenerRoutes)> {
     // Services behind an external router (nginx, HAProxy, ...) have no listener here.
-    group_listeners(c.services.values().filter_map(|s| {
+    let mut out = group_listeners(c.services.values().filter_map(|s| {
         Some(ListenSpec {
             service: &s.name,
             listen: s.listen.filter(|_| s.router.is_builtin())?,
             hosts: &s.hosts,
             preview_listen: s.preview_listen,
         })
-    }))
+    }));
+    for t in &c.proxy.edge.tls {
+        if let Some(from) = t.redirect_from {
+            out.push((from, ListenerRoutes::default()));
+        }
+    }
+    out
 }
 
 /// The parts of a service's config that decide its listeners.
