@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::read::{join, read, Problems, Read, Sub};
+use super::read::{read, Problems, Read, Sub};
 use super::rules::{addr, duration, positive};
 use super::values::RawDuration;
 
@@ -213,7 +213,7 @@ fn certificates(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<Vec<C
         .iter()
         .enumerate()
         .map(|(i, sub)| {
-            let at = join(&r.at, &format!("certificates[{i}]"));
+            let at = format!("{}.certificates[{i}]", r.at);
             let c = read::<RawCertificate>(sub.value(), &at, p)?;
             let cert = pem_file(&c, "cert", c.raw.cert.as_deref(), base, "CERTIFICATE", p);
             let key = pem_file(&c, "key", c.raw.key.as_deref(), base, "PRIVATE KEY", p);

@@ -115,11 +115,9 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         stop_rx,
         config.proxy.drain_timeout,
     )?;
-    let registry = Arc::new(api::metrics::registry(
-        stats,
-        store.clone(),
-        controller.switch_times(),
-    ));
+    let mut registry = api::metrics::registry(stats, store.clone(), controller.switch_times());
+    api::tls_metrics::register(&mut registry, opts.tls.clone());
+    let registry = Arc::new(registry);
     let plane = ControlPlane {
         controller: controller.clone(),
         store: store.clone(),
@@ -127,6 +125,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         token,
         registry,
         api_guard: Arc::new(api::ApiGuard::new(&config.api)),
+        tls: opts.tls.clone(),
     };
     let api_addr = api_std.local_addr()?;
     let mut running = Some(plane.start(api_std, lock)?);
@@ -268,6 +267,7 @@ struct ControlPlane {
     registry: Arc<prometheus_client::registry::Registry>,
     /// Kept across restarts of the control plane (its failed-authentication lockouts).
     api_guard: Arc<api::ApiGuard>,
+    tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// A running control plane; [`Running::stop`] ends it and releases the state lock.
@@ -295,6 +295,7 @@ impl ControlPlane {
             registry: self.registry.clone(),
             stop: api_stop_rx.clone(),
             guard: self.api_guard.clone(),
+            tls: self.tls.clone(),
         };
         let api = tokio::spawn(async move {
             let mut rx = api_stop_rx;

@@ -40,7 +40,7 @@ pub struct Served {
 }
 
 /// What `cutover status` and `/metrics` show about one configured certificate.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CertStatus {
     /// The first name it serves (the metric's `name` label).
     pub name: String,
