@@ -493,3 +493,107 @@ print(ok, fail, " ".join(sorted(subjects)), dict(x[0] for x in keep.getpeercert(
     );
     let _ = stop.0.send(true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_installed_at_runtime_wins_and_acme_tls_alpn_gets_only_the_challenge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certs) = three_certs(dir.path());
+    let cfg = listener_config("127.0.0.1:0".parse().unwrap(), certs);
+    let (proxy, _b, _r) = echo_proxy(cfg, ProxySettings::default()).await;
+    let addr = proxy.addr;
+    let pem = |pair: &(std::path::PathBuf, std::path::PathBuf)| {
+        cutover::proxy::tls::certified_key_from_pem(
+            &std::fs::read(&pair.0).unwrap(),
+            &std::fs::read(&pair.1).unwrap(),
+        )
+        .unwrap()
+    };
+    let store = proxy.edge.store(addr).expect("a TLS listener");
+    let dynamic = ca.leaf("dyn", "dynamic-a", &["a.test"], Key::EcdsaP256);
+    store.set_dynamic("a.test", pem(&dynamic)).unwrap();
+    let got = blocking(move || tls::served_subject(addr, Some("a.test"))).await;
+    assert!(got.unwrap().ends_with("CN = dynamic-a"));
+    assert!(store
+        .status()
+        .iter()
+        .any(|c| c.source == "dynamic" && c.name == "a.test"));
+    store.remove_dynamic("a.test");
+    let got = blocking(move || tls::served_subject(addr, Some("a.test"))).await;
+    assert!(got.unwrap().ends_with("CN = a.test"));
+
+    // TLS-ALPN-01: only a client offering just `acme-tls/1` sees the challenge.
+    let challenge = ca.leaf("chal", "acme-challenge", &["new.test"], Key::EcdsaP256);
+    proxy
+        .edge
+        .challenges()
+        .set_tls_alpn01("new.test", pem(&challenge));
+    let script = r#"
+import socket, ssl, sys
+port, alpn, name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(alpn.split(","))
+try:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=name)
+    import subprocess
+    der = s.getpeercert(binary_form=True)
+    pem = ssl.DER_cert_to_PEM_cert(der)
+    out = subprocess.run(["openssl", "x509", "-noout", "-subject"], input=pem.encode(), capture_output=True).stdout.decode().strip()
+    print(s.selected_alpn_protocol(), out)
+except ssl.SSLError as e:
+    print("refused")
+"#;
+    let port = addr.port().to_string();
+    let run = move |alpn: &'static str, name: &'static str| {
+        let port = port.clone();
+        async move { stdout(&blocking(move || tls::python(script, &[&port, alpn, name])).await) }
+    };
+    assert_eq!(
+        run("acme-tls/1", "new.test").await.trim(),
+        "acme-tls/1 subject=CN = acme-challenge"
+    );
+    assert_eq!(
+        run("h2,http/1.1", "new.test").await.trim(),
+        "h2 subject=CN = default.test"
+    );
+    // No challenge for this name: refused, never a real certificate.
+    assert_eq!(run("acme-tls/1", "a.test").await.trim(), "refused");
+    proxy.edge.challenges().remove_tls_alpn01("new.test");
+    assert_eq!(run("acme-tls/1", "new.test").await.trim(), "refused");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prior_knowledge_h2c_is_off_by_default_and_served_when_turned_on() {
+    let backend = Backend::text("plain").await;
+    let up = upstream(Slot::Blue, backend.addr);
+    for h2c in [false, true] {
+        let settings = ProxySettings {
+            h2c,
+            ..ProxySettings::default()
+        };
+        let (proxy, _routes) = harness::TestProxy::with_live(&up, settings).await;
+        let url = proxy.url("/");
+        let out = blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-sS",
+                    "--max-time",
+                    "5",
+                    "--http2-prior-knowledge",
+                    "-o",
+                    "/dev/null",
+                ])
+                .args(["-w", "%{http_version} %{http_code}"])
+                .arg(url)
+                .output()
+                .unwrap()
+        })
+        .await;
+        if h2c {
+            assert_eq!(stdout(&out), "2 200");
+        } else {
+            assert_ne!(stdout(&out), "2 200", "h2c must be off by default");
+        }
+    }
+}

@@ -33,6 +33,18 @@ impl CertFiles {
     }
 }
 
+/// A certificate chain and key in PEM, as rustls serves them (for
+/// [`CertStore::set_dynamic`](super::CertStore::set_dynamic) and challenge
+/// certificates).
+pub fn certified_key_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKey>, TlsError> {
+    let files = CertFiles {
+        cert: PathBuf::from("(certificate)"),
+        key: PathBuf::from("(key)"),
+        names: Vec::new(),
+    };
+    parse_pair(&files, cert, key).map(|s| s.key)
+}
+
 /// Reads and parses a pair; returns what is served and the bytes it came from.
 pub fn load_pair(files: &CertFiles) -> Result<(Served, (Vec<u8>, Vec<u8>)), TlsError> {
     let bytes = files.read()?;

@@ -50,7 +50,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use challenge::Challenges;
 pub use der::CertFacts;
-pub use load::CertFiles;
+pub use load::{certified_key_from_pem, CertFiles};
 pub use store::{CertStatus, CertStore};
 
 /// Why a TLS listener cannot be set up or a certificate not (re)loaded.
