@@ -210,7 +210,7 @@ impl Job {
 
         // What a rollback with `down_on_rollback` takes the database back to.
         self.ok(
-            "db:migrate",
+            VERSION_PHASE,
             VERSION_BEFORE,
             pending.version.clone(),
             Duration::ZERO,
@@ -515,9 +515,10 @@ impl Job {
 
 const LIVE: &str = "live release";
 
-/// The record (phase `db:migrate`) holding the migration version before a deployment:
-/// what its rollback takes the database back to with `down_on_rollback`.
-pub(super) const VERSION_BEFORE: &str = "version before";
+/// The record (phase `db:version`, name `before`) holding the migration version before
+/// a deployment: what its rollback takes the database back to with `down_on_rollback`.
+pub(super) const VERSION_PHASE: &str = "db:version";
+pub(super) const VERSION_BEFORE: &str = "before";
 const WARM: &str = "kept-warm release";
 
 /// The releases the proof must run against the migrated copy (slot, version, role), or

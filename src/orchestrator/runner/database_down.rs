@@ -2,7 +2,7 @@
 //! `Event::Database`), for a service with `down_on_rollback`.
 //!
 //! What is undone: the migrations applied since the version recorded before the
-//! deployment being rolled back (its `db:migrate` / `version before` record): the
+//! deployment being rolled back (its `db:version` / `before` record): the
 //! deployment itself when a deploy switches back, the deploy that brought the release
 //! being left when a rollback deployment runs. Each down file runs newest first in its
 //! own transaction with its version row (`database::migrate::down`), recorded as a
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
-use super::database::VERSION_BEFORE;
+use super::database::{VERSION_BEFORE, VERSION_PHASE};
 use super::{Input, Runner};
 use crate::config::MigrationSource;
 use crate::database::{files, migrate, Database};
@@ -113,7 +113,7 @@ impl Down {
         let before = record
             .checks
             .iter()
-            .find(|c| c.phase == "db:migrate" && c.name == VERSION_BEFORE)
+            .find(|c| c.phase == VERSION_PHASE && c.name == VERSION_BEFORE)
             .and_then(|c| c.detail.trim().parse::<i64>().ok());
         let Some(before) = before else {
             self.record(
