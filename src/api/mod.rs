@@ -9,6 +9,7 @@
 //! The response shapes are the stable `--json` output documented in the README.
 
 pub mod client;
+mod db;
 mod error;
 mod events;
 mod guard;
@@ -70,6 +71,7 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/events", get(events::feed))
         .route("/api/v1/tls/reload", post(tls_reload))
+        .merge(db::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
         })

@@ -370,6 +370,14 @@ pub struct RawDatabase {
     pub backup_dir: Option<String>,
     pub keep_backups: Option<i64>,
     pub prove: Option<bool>,
-    pub down_on_rollback: Option<bool>,
+    pub down_on_rollback: Option<RawFlagOrWord>,
     pub pg_bin: Option<String>,
+}
+
+/// A key that takes `false` or a word (`down_on_rollback = "manual"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFlagOrWord {
+    Flag(bool),
+    Word(String),
 }
