@@ -7,6 +7,7 @@
 //! before the proxy accepts a single request, and the proxy keeps serving while
 //! deployments run.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -132,7 +133,10 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tracing::info!("took over from the previous daemon");
     }
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
-    eprintln!(
+    // For a person at the terminal, on stdout: stderr carries the log lines only, so
+    // `--log-format json` stays one JSON object a line.
+    let _ = writeln!(
+        std::io::stdout(),
         "cutover: serving {} service(s); API on http://{api_addr}",
         config.services.len()
     );
@@ -337,7 +341,7 @@ async fn guard_state_dir(mut lock: StateLock, store: Arc<Store>, config: Arc<Con
         }
         let shown = dir.display();
         tracing::error!(state_dir = %shown, "the state directory was removed while the daemon runs; writing its state back");
-        eprintln!("cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
+        let _ = writeln!(std::io::stdout(), "cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
         let restored = StateLock::acquire(&dir)
             .map_err(anyhow::Error::from)
             .and_then(|new_lock| {
