@@ -15,6 +15,8 @@
 # The daemon is stopped by its PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/local-daemon.sh
+. scripts/lib/local-daemon.sh
 bin="$(realpath "${1:-target/debug/cutover}")"
 max_examples="${SCHEMATHESIS_MAX_EXAMPLES:-25}"
 command -v schemathesis >/dev/null || {
@@ -25,50 +27,14 @@ api=127.0.0.1:26510
 proxy=127.0.0.1:26511
 token=schemathesis-token
 dir="$(mktemp -d)"
-pid=
+daemon_pid=
 cleanup() {
-    if [ -n "$pid" ]; then kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    stop_local_daemon
     rm -rf "$dir"
 }
 trap cleanup EXIT
 
-touch "$dir/behaviour.toml"
-cat > "$dir/cutover.toml" <<TOML
-[daemon]
-state_dir = "state"
-
-[api]
-listen = "$api"
-token = "$token"
-
-[services.web]
-listen = "$proxy"
-warm_for = "5s"
-
-[services.web.runtime]
-kind = "process"
-command = ["$bin", "demo-app", "--port", "{port}", "--version", "{version}", "--behaviour", "$dir/behaviour.toml"]
-stop_grace = "2s"
-
-[services.web.health]
-interval = "100ms"
-deadline = "10s"
-
-[[services.web.health.checks]]
-name = "live"
-http = { path = "/health" }
-
-[services.web.watch]
-duration = "1s"
-TOML
-"$bin" -c "$dir/cutover.toml" validate
-"$bin" -c "$dir/cutover.toml" serve --stop-on-exit 2>"$dir/daemon.log" &
-pid=$!
-for _ in $(seq 1 100); do
-    curl -fsS "http://$api/healthz" >/dev/null 2>&1 && break
-    kill -0 "$pid" 2>/dev/null || { cat "$dir/daemon.log" >&2; exit 1; }
-    sleep 0.1
-done
+start_local_daemon "$bin" "$dir" "$api" "$proxy" "$token"
 curl -fsS -X POST -H "Authorization: Bearer $token" -d '{"version":"v1"}' \
     "http://$api/api/v1/services/web/deploy"
 echo
