@@ -80,7 +80,10 @@ async fn every_route_the_document_describes_is_served_with_its_method() {
         status_of(h.api, "POST", "/api/v1/services/web/explode").await,
         404
     );
-    assert_eq!(status_of(h.api, "GET", "/api/v1/services/web/deploy").await, 405);
+    assert_eq!(
+        status_of(h.api, "GET", "/api/v1/services/web/deploy").await,
+        405
+    );
     // Nothing above changed the service: still v1 and one deployment.
     let history = h.cli(&["history", SERVICE, "--json"]).await.json();
     assert_eq!(history.as_array().unwrap().len(), 1, "{history}");
@@ -132,7 +135,10 @@ async fn json_logs_carry_the_service_and_deployment_id_and_metrics_name_build_an
             in_deployment += 1;
         }
     }
-    assert!(lines > 0 && in_deployment > 0, "{lines} lines, {in_deployment} in the deployment:\n{log}");
+    assert!(
+        lines > 0 && in_deployment > 0,
+        "{lines} lines, {in_deployment} in the deployment:\n{log}"
+    );
 }
 
 #[tokio::test]

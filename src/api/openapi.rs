@@ -71,9 +71,7 @@ fn build() -> Value {
                 "content": { "application/json": { "schema": { "$ref": schema_ref(body) } } },
             });
         }
-        let entry = paths
-            .entry(r.path.to_string())
-            .or_insert_with(|| json!({}));
+        let entry = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         entry[r.method.as_str().to_ascii_lowercase()] = op;
     }
     json!({
@@ -110,7 +108,8 @@ fn object(required: &[&str], properties: Value) -> Value {
 /// The JSON views (`views.rs`, the store's records, the check report) as JSON Schema.
 fn schemas() -> Value {
     let ms = json!({ "type": "integer", "description": "Unix time in milliseconds" });
-    let ms_or_null = json!({ "type": ["integer", "null"], "description": "Unix time in milliseconds" });
+    let ms_or_null =
+        json!({ "type": ["integer", "null"], "description": "Unix time in milliseconds" });
     let text_or_null = json!({ "type": ["string", "null"] });
     let slot = json!({ "$ref": schema_ref("Slot") });
     json!({
@@ -268,7 +267,10 @@ mod tests {
             .values()
             .map(|p| p.as_object().unwrap().len())
             .sum();
-        assert_eq!(in_doc, described, "the document describes a route the table lacks");
+        assert_eq!(
+            in_doc, described,
+            "the document describes a route the table lacks"
+        );
         let text = doc.to_string();
         for (i, _) in text.match_indices("#/components/schemas/") {
             let name: String = text[i + 21..]
@@ -313,7 +315,10 @@ mod tests {
             assert!(props.contains_key(key), "Deployment schema lacks `{key}`");
         }
         for req in schema["required"].as_array().unwrap() {
-            assert!(v.get(req.as_str().unwrap()).is_some(), "{req} is not serialised");
+            assert!(
+                v.get(req.as_str().unwrap()).is_some(),
+                "{req} is not serialised"
+            );
         }
     }
 }

@@ -325,9 +325,9 @@ pub fn table() -> Vec<Route> {
 /// The router with every route of [`table`] (state, fallback and layers are added by
 /// [`super::app`]).
 pub fn router() -> axum::Router<ApiState> {
-    table()
-        .into_iter()
-        .fold(axum::Router::new(), |r, route| r.route(route.path, route.handler))
+    table().into_iter().fold(axum::Router::new(), |r, route| {
+        r.route(route.path, route.handler)
+    })
 }
 
 /// The fallback for any path the table does not hold.

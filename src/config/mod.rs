@@ -42,6 +42,7 @@ mod model;
 mod notify;
 mod raw;
 mod read;
+mod retention;
 mod router;
 mod rules;
 mod runtime;
@@ -61,6 +62,7 @@ mod tests;
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
+pub use retention::RetentionConfig;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

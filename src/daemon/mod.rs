@@ -28,6 +28,7 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod housekeeping;
 mod state_lock;
 pub mod upgrade;
 
@@ -270,6 +271,8 @@ struct Running {
     supervisor: tokio::task::JoinHandle<()>,
     /// Holds the state lock.
     guard: tokio::task::JoinHandle<()>,
+    /// Retention and slot log rotation.
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl ControlPlane {
@@ -309,6 +312,7 @@ impl ControlPlane {
                 self.store.clone(),
                 self.config.clone(),
             )),
+            housekeeping: tokio::spawn(housekeeping::run(self.store.clone(), self.config.clone())),
         })
     }
 }
@@ -320,6 +324,7 @@ impl Running {
         self.reaper.abort();
         self.supervisor.abort();
         self.guard.abort();
+        self.housekeeping.abort();
         // Dropping the guard's future releases the lock.
         let _ = self.guard.await;
         let _ = self.supervisor.await;
