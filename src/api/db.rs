@@ -7,24 +7,95 @@
 //! 409 with nothing changed.
 
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Method};
 use axum::routing::{get, post};
 use axum::Json;
 use serde::Deserialize;
 
+use super::routes::{json_answer, Access, Param, Route, NAME};
 use super::{actor, authorize, known, parse_json, ApiError, ApiState};
 use crate::database::backup::BackupMeta;
 use crate::orchestrator::database_ops::{DbStatus, DownView, LintView, RestoreView};
 
-/// The database routes, merged into `app()`.
-pub(super) fn routes() -> axum::Router<ApiState> {
-    axum::Router::new()
-        .route("/api/v1/services/{name}/db/status", get(status))
-        .route("/api/v1/services/{name}/db/lint", get(lint))
-        .route("/api/v1/services/{name}/db/backups", get(backups))
-        .route("/api/v1/services/{name}/db/backup", post(backup))
-        .route("/api/v1/services/{name}/db/restore", post(restore))
-        .route("/api/v1/services/{name}/db/down", post(down))
+/// The database routes, listed in the API's route table (`routes.rs`).
+pub(super) fn table() -> Vec<Route> {
+    let body = |schema: &'static str| Some((schema, false));
+    vec![
+        Route {
+            method: Method::GET,
+            path: "/api/v1/services/{name}/db/status",
+            operation_id: "dbStatus",
+            summary: "Applied and pending migrations, and what the gate's lint would say.",
+            access: Access::Read,
+            params: &[NAME],
+            body: None,
+            answer: json_answer(200, "DbStatus", "The database's migration status."),
+            handler: get(status),
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/services/{name}/db/lint",
+            operation_id: "dbLint",
+            summary: "Lint the pending migrations (or every one, with `all`).",
+            access: Access::Read,
+            params: &[
+                NAME,
+                Param {
+                    name: "all",
+                    in_path: false,
+                    schema: r#"{"type": "boolean"}"#,
+                    description: "Lint every migration file, not only the pending ones.",
+                },
+            ],
+            body: None,
+            answer: json_answer(200, "LintView", "The lint's findings and verdict."),
+            handler: get(lint),
+        },
+        Route {
+            method: Method::GET,
+            path: "/api/v1/services/{name}/db/backups",
+            operation_id: "dbBackups",
+            summary: "The service's backups, newest first.",
+            access: Access::Read,
+            params: &[NAME],
+            body: None,
+            answer: json_answer(200, "BackupList", "Backup metadata."),
+            handler: get(backups),
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/services/{name}/db/backup",
+            operation_id: "dbBackup",
+            summary: "Take a backup (`pg_dump` custom format) now.",
+            access: Access::Write,
+            params: &[NAME],
+            body: body("DbBackupBody"),
+            answer: json_answer(200, "BackupMeta", "The backup taken."),
+            handler: post(backup),
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/services/{name}/db/restore",
+            operation_id: "dbRestore",
+            summary: "Restore a backup (refused while a slot still writes unless `force`).",
+            access: Access::Write,
+            params: &[NAME],
+            body: body("DbRestoreBody"),
+            answer: json_answer(200, "RestoreView", "What was (or, dry, would be) restored."),
+            handler: post(restore),
+        },
+        Route {
+            method: Method::POST,
+            path: "/api/v1/services/{name}/db/down",
+            operation_id: "dbDown",
+            summary: "Run down-migrations back to a version (refused while a slot still writes unless `force`).",
+            access: Access::Write,
+            params: &[NAME],
+            body: Some(("DbDownBody", true)),
+            answer: json_answer(200, "DownView", "What was (or, dry, would be) undone."),
+            handler: post(down),
+        },
+    ]
 }
 
 async fn status(

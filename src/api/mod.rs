@@ -14,6 +14,8 @@ mod error;
 mod events;
 mod guard;
 pub mod metrics;
+mod openapi;
+pub mod routes;
 pub mod tls_metrics;
 mod views;
 
@@ -26,7 +28,6 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::Json;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -54,27 +55,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The API as an axum router (testable without a socket).
 pub fn app(state: ApiState) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/services", get(list_services))
-        .route("/api/v1/services/{name}", get(get_service))
-        .route("/api/v1/services/{name}/history", get(history))
-        .route("/api/v1/services/{name}/events", get(events))
-        .route("/api/v1/services/{name}/deploy", post(deploy))
-        .route("/api/v1/services/{name}/check", post(check))
-        // rollback, abort, promote, pause, resume
-        .route("/api/v1/services/{name}/{action}", post(act))
-        .route("/api/v1/deployments/{id}", get(get_deployment))
-        .route("/api/v1/events", get(events::feed))
-        .route("/api/v1/tls/reload", post(tls_reload))
-        .merge(db::routes())
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
-        })
+    routes::router()
+        .fallback(routes::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -303,19 +285,6 @@ enum Action {
     Resume,
 }
 
-impl Action {
-    fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "rollback" => Action::Rollback,
-            "abort" => Action::Abort,
-            "promote" => Action::Promote,
-            "pause" => Action::Pause,
-            "resume" => Action::Resume,
-            _ => return None,
-        })
-    }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
@@ -326,17 +295,17 @@ struct ActionBody {
     triggered_by: Option<String>,
 }
 
-/// `POST /api/v1/services/{name}/{rollback|abort|promote|pause|resume}`: authorised,
+/// `POST /api/v1/services/{name}/{rollback|abort|promote|pause|resume}` (one route per
+/// action in `routes.rs`): authorised,
 /// for a configured service, with an optional JSON body naming who asked; answers 202
 /// with the deployment the operation applies to.
 async fn act(
+    action: Action,
     State(s): State<ApiState>,
-    Path((name, action)): Path<(String, String)>,
+    Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let action = Action::parse(&action)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route"))?;
     authorize(&s, &headers)?;
     known(&s, &name)?;
     let b: ActionBody = parse_json(&body, false)?;

@@ -34,6 +34,10 @@ pub struct Cli {
         default_value = "cutover.toml"
     )]
     pub config: PathBuf,
+    /// Log lines on stderr: `text`, or `json` (one object a line; a deployment's lines
+    /// carry `span.service` and `span.id`).
+    #[arg(long, global = true, env = "CUTOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -121,6 +125,7 @@ pub enum Command {
 /// same parser, see `main.rs`: `cli` and `demo` sit side by side and do not import each
 /// other).
 pub fn main(cli: Cli) -> ExitCode {
+    let _ = LOG_FORMAT.set(cli.log_format);
     let default_log = match cli.command {
         Command::Serve { .. } => "info",
         _ => "warn",
@@ -155,13 +160,40 @@ pub fn edge(
     }
 }
 
+/// The log line format on stderr (`--log-format`, `CUTOVER_LOG_FORMAT`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set by [`main`] from the parsed flag; the demo's commands (parsed apart) read the
+/// environment variable.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let format = LOG_FORMAT.get().copied().unwrap_or_else(|| {
+        match std::env::var("CUTOVER_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // One object a line: timestamp, level, target, `fields.message`, and the
+        // innermost span (`span.name`, `span.service`, `span.id` inside a deployment)
+        // plus the list of enclosing spans.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+    };
 }
 
 /// Loads the config, printing every problem and returning exit code 2 on failure.

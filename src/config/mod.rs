@@ -42,6 +42,7 @@ mod model;
 mod notify;
 mod raw;
 mod read;
+mod retention;
 mod router;
 mod rules;
 mod runtime;
@@ -62,6 +63,7 @@ mod tests;
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
+pub use retention::RetentionConfig;
 pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;

@@ -37,6 +37,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Webhooks that hear about deployments. Default: none.
     pub notifications: NotificationsConfig,
+    /// How much history the store and the slot logs keep (`[retention]`).
+    pub retention: super::retention::RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]

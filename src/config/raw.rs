@@ -29,6 +29,18 @@ pub struct RawConfig {
     pub services: Option<BTreeMap<String, Sub<RawService>>>,
     /// `[notifications]`, read in `notify.rs`.
     pub notifications: Option<Sub<RawNotifications>>,
+    /// `[retention]`, read in `retention.rs`.
+    pub retention: Option<Sub<RawRetention>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub keep_deployments: Option<i64>,
+    pub max_age: Option<RawDuration>,
+    pub interval: Option<RawDuration>,
+    pub slot_log_max_bytes: Option<i64>,
+    pub slot_log_files: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -127,6 +127,7 @@ fn a_minimal_config_gets_every_documented_default() {
     let cwd = std::env::current_dir().unwrap();
     let expected = Config {
         notifications: NotificationsConfig::default(),
+        retention: crate::config::RetentionConfig::default(),
         path: None,
         daemon: DaemonConfig {
             state_dir: cwd.join(".cutover"),
@@ -286,7 +287,7 @@ fn an_unknown_key_is_named_with_a_hint_and_the_expected_keys() {
     assert_eq!(
         message_at(&text, "servics"),
         "unknown key `servics` (did you mean `services`?), expected one of: daemon, api, proxy, \
-         services, notifications"
+         services, notifications, retention"
     );
 }
 

@@ -39,6 +39,7 @@ pub(super) fn validate(
         .and_then(|r| proxy(&r, env, base, &mut p));
 
     let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
+    let retention = super::retention::retention(root.raw.retention.as_ref(), &mut p);
 
     let drafts: Vec<Draft> = root
         .raw
@@ -75,14 +76,22 @@ pub(super) fn validate(
         .into_iter()
         .map(|d| d.config.map(|c| (d.name, c)))
         .collect();
-    match (daemon, api, proxy, services, notifications) {
-        (Some(daemon), Some(api), Some(proxy), Some(services), Some(notifications)) => Ok(Config {
+    match (daemon, api, proxy, services, notifications, retention) {
+        (
+            Some(daemon),
+            Some(api),
+            Some(proxy),
+            Some(services),
+            Some(notifications),
+            Some(retention),
+        ) => Ok(Config {
             path: path.map(Path::to_path_buf),
             daemon,
             api,
             proxy,
             services,
             notifications,
+            retention,
         }),
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.

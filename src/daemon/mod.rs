@@ -7,6 +7,7 @@
 //! before the proxy accepts a single request, and the proxy keeps serving while
 //! deployments run.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod housekeeping;
 mod state_lock;
 pub mod upgrade;
 
@@ -134,7 +136,10 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tracing::info!("took over from the previous daemon");
     }
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
-    eprintln!(
+    // For a person at the terminal, on stdout: stderr carries the log lines only, so
+    // `--log-format json` stays one JSON object a line.
+    let _ = writeln!(
+        std::io::stdout(),
         "cutover: serving {} service(s); API on http://{api_addr}",
         config.services.len()
     );
@@ -278,6 +283,8 @@ struct Running {
     supervisor: tokio::task::JoinHandle<()>,
     /// Holds the state lock.
     guard: tokio::task::JoinHandle<()>,
+    /// Retention and slot log rotation.
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl ControlPlane {
@@ -318,6 +325,7 @@ impl ControlPlane {
                 self.store.clone(),
                 self.config.clone(),
             )),
+            housekeeping: tokio::spawn(housekeeping::run(self.store.clone(), self.config.clone())),
         })
     }
 }
@@ -329,6 +337,7 @@ impl Running {
         self.reaper.abort();
         self.supervisor.abort();
         self.guard.abort();
+        self.housekeeping.abort();
         // Dropping the guard's future releases the lock.
         let _ = self.guard.await;
         let _ = self.supervisor.await;
@@ -350,7 +359,7 @@ async fn guard_state_dir(mut lock: StateLock, store: Arc<Store>, config: Arc<Con
         }
         let shown = dir.display();
         tracing::error!(state_dir = %shown, "the state directory was removed while the daemon runs; writing its state back");
-        eprintln!("cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
+        let _ = writeln!(std::io::stdout(), "cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
         let restored = StateLock::acquire(&dir)
             .map_err(anyhow::Error::from)
             .and_then(|new_lock| {
