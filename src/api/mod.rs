@@ -12,6 +12,7 @@ pub mod client;
 mod error;
 mod events;
 mod guard;
+mod ops;
 pub mod metrics;
 mod views;
 
@@ -62,6 +63,8 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services/{name}/events", get(events))
         .route("/api/v1/services/{name}/deploy", post(deploy))
         .route("/api/v1/services/{name}/check", post(check))
+        .route("/api/v1/services/{name}/plan", post(ops::plan))
+        .route("/api/v1/services/{name}/logs", get(ops::logs))
         // rollback, abort, promote, pause, resume
         .route("/api/v1/services/{name}/{action}", post(act))
         .route("/api/v1/deployments/{id}", get(get_deployment))

@@ -45,6 +45,9 @@ pub struct ServiceStatus {
     /// before its first round or while a deployment runs.
     #[serde(default)]
     pub live_health: Option<crate::orchestrator::supervisor::LiveHealth>,
+    /// The service's `environment` (`production` makes the CLI ask before changing it).
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,5 +99,6 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
         active_deployment: active,
         last_deployment: last,
         live_health,
+        environment: cfg.environment.clone(),
     })
 }

@@ -22,6 +22,8 @@ use super::values::{RawDuration, RawFraction};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `environment = "production"` for every service (a service's own wins).
+    pub environment: Option<String>,
     pub daemon: Option<Sub<RawDaemon>>,
     pub api: Option<Sub<RawApi>>,
     pub proxy: Option<Sub<RawProxy>>,
@@ -71,6 +73,7 @@ pub struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
+    pub environment: Option<String>,
     pub listen: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub preview_listen: Option<String>,

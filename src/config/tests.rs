@@ -161,6 +161,7 @@ fn a_minimal_config_gets_every_documented_default() {
                     stop_grace: Duration::from_secs(10),
                     ports: None,
                 }),
+                environment: None,
                 health: HealthConfig {
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(2),

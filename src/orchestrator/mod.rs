@@ -15,6 +15,7 @@ pub mod controller;
 pub mod machine;
 pub mod policy;
 pub mod progress;
+pub mod dry_run;
 mod recovery;
 pub mod runner;
 pub mod supervisor;
