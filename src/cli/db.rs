@@ -6,13 +6,16 @@
 //! daemon is only asked whether a slot still runs, because undoing a migration or
 //! restoring a backup under a release that still writes loses its writes: `restore`
 //! and `down` are refused while a slot runs unless `--force`, and ask for
-//! confirmation unless `--yes`.
+//! confirmation unless `--yes` (for a production service: the service's name typed on
+//! a terminal, refused without one). Every subcommand answers `--json` too.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use serde_json::json;
 
+use super::output::{fail, json_out, mode, say};
 use crate::api::ServiceStatus;
 use crate::config::{Config, MigrationSource};
 use crate::database::{backup, files, lint, migrate, Database};
@@ -37,8 +40,6 @@ pub enum DbCommand {
         service: String,
         #[arg(default_value = "latest")]
         backup: String,
-        #[arg(long)]
-        yes: bool,
         /// Even while a slot still runs (its writes since the backup are lost).
         #[arg(long)]
         force: bool,
@@ -48,8 +49,6 @@ pub enum DbCommand {
         service: String,
         #[arg(long)]
         to: i64,
-        #[arg(long)]
-        yes: bool,
         #[arg(long)]
         force: bool,
     },
@@ -66,16 +65,21 @@ fn service_of(cmd: &DbCommand) -> &str {
     }
 }
 
-pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
+/// Runs one `db` command; `yes` skips the confirmations, `actor` is recorded with a
+/// manual backup.
+pub async fn run(cfg: &Config, cmd: DbCommand, yes: bool, actor: &str) -> anyhow::Result<ExitCode> {
     let name = service_of(&cmd).to_string();
     let Some(svc) = cfg.services.get(&name) else {
-        eprintln!("error: no service `{name}` in the config");
-        return Ok(ExitCode::from(2));
+        return Ok(fail(2, "unknown_service", format!("no service `{name}` in the config")));
     };
     let Some(dbcfg) = svc.database.clone() else {
-        eprintln!("error: service `{name}` has no [services.{name}.database]");
-        return Ok(ExitCode::from(2));
+        return Ok(fail(
+            2,
+            "no_database",
+            format!("service `{name}` has no [services.{name}.database]"),
+        ));
     };
+    let env = svc.environment.clone();
     let db = Database::new(&name, dbcfg, &cfg.daemon.state_dir);
     let dir = match &db.cfg.migrations {
         MigrationSource::Files(dir) => Some(dir.clone()),
@@ -85,37 +89,55 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         DbCommand::Status { .. } => {
             let client = db.connect(None).await?;
             let applied = migrate::applied(&client).await?;
-            println!(
+            let Some(dir) = dir else {
+                let v = crate::database::command::version(&db, &db.base_name()).await?;
+                if mode().json {
+                    json_out(&json!({
+                        "database": db.base_name(), "strategy": db.cfg.strategy.as_str(),
+                        "applied": applied, "version": v,
+                    }));
+                    return Ok(ExitCode::SUCCESS);
+                }
+                say!("database {} (strategy {})", db.base_name(), db.cfg.strategy.as_str());
+                say!("  version (version_command): {v}");
+                return Ok(ExitCode::SUCCESS);
+            };
+            let all = files::load(&dir)?;
+            let pending = migrate::pending(&all, &applied);
+            let report = lint::lint(&pending, db.cfg.prove);
+            if mode().json {
+                json_out(&json!({
+                    "database": db.base_name(), "strategy": db.cfg.strategy.as_str(),
+                    "applied": applied,
+                    "pending": pending.iter().map(|m| m.label()).collect::<Vec<_>>(),
+                    "gate": gate_json(&report),
+                }));
+                return Ok(ExitCode::SUCCESS);
+            }
+            say!(
                 "database {} (strategy {})",
                 db.base_name(),
                 db.cfg.strategy.as_str()
             );
             for a in &applied {
-                println!(
+                say!(
                     "  applied  {:03}_{}  {}  {}ms",
                     a.version, a.name, a.applied_at, a.duration_ms
                 );
             }
-            let Some(dir) = dir else {
-                let v = crate::database::command::version(&db, &db.base_name()).await?;
-                println!("  version (version_command): {v}");
-                return Ok(ExitCode::SUCCESS);
-            };
-            let all = files::load(&dir)?;
-            let pending = migrate::pending(&all, &applied);
             for m in &pending {
-                println!("  pending  {}", m.label());
+                say!("  pending  {}", m.label());
             }
-            let report = lint::lint(&pending, db.cfg.prove);
             print_lint(&report);
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Lint { all, .. } => {
             let Some(dir) = dir else {
-                eprintln!(
-                    "error: `{name}` migrates with its own command; there are no files to lint"
-                );
-                return Ok(ExitCode::from(2));
+                return Ok(fail(
+                    2,
+                    "usage",
+                    format!("`{name}` migrates with its own command; there are no files to lint"),
+                ));
             };
             let every = files::load(&dir)?;
             let chosen: Vec<&files::Migration> = if all {
@@ -126,7 +148,11 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 migrate::pending(&every, &applied)
             };
             let report = lint::lint(&chosen, db.cfg.prove);
-            print_lint(&report);
+            if mode().json {
+                json_out(&gate_json(&report));
+            } else {
+                print_lint(&report);
+            }
             Ok(if report.passed() {
                 ExitCode::SUCCESS
             } else {
@@ -142,10 +168,17 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 None,
                 live.as_deref().unwrap_or("-"),
                 &version,
-                "manual",
+                &format!("manual ({actor})"),
             )
             .await?;
-            println!(
+            if mode().json {
+                json_out(&json!({
+                    "path": db.backup_dir.join(&meta.file),
+                    "backup": meta,
+                }));
+                return Ok(ExitCode::SUCCESS);
+            }
+            say!(
                 "{} ({} bytes, version {}, {}ms)",
                 db.backup_dir.join(&meta.file).display(),
                 meta.size_bytes,
@@ -155,8 +188,13 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         DbCommand::Backups { .. } => {
-            for m in backup::list(&db.backup_dir) {
-                println!(
+            let list = backup::list(&db.backup_dir);
+            if mode().json {
+                json_out(&list);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for m in list {
+                say!(
                     "{}  {}  release {}  version {}  {} bytes  {}",
                     m.file, m.created_at, m.release, m.migration_version, m.size_bytes, m.reason
                 );
@@ -165,7 +203,6 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         }
         DbCommand::Restore {
             backup: which,
-            yes,
             force,
             ..
         } => {
@@ -180,17 +217,24 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 meta.migration_version,
                 db.base_name()
             );
-            if !yes && !confirm(&what) {
-                return Ok(ExitCode::from(1));
+            if let Err(code) = confirm_change(env.as_deref(), &name, &what, yes) {
+                return Ok(code);
             }
             backup::restore_into(&db, &db.backup_dir.join(&meta.file), &db.base_name()).await?;
-            println!("restored {} into {}", meta.file, db.base_name());
+            if mode().json {
+                json_out(&json!({ "restored": meta.file, "into": db.base_name() }));
+            } else {
+                say!("restored {} into {}", meta.file, db.base_name());
+            }
             Ok(ExitCode::SUCCESS)
         }
-        DbCommand::Down { to, yes, force, .. } => {
+        DbCommand::Down { to, force, .. } => {
             let Some(dir) = dir else {
-                eprintln!("error: `{name}` migrates with its own command; run its down command");
-                return Ok(ExitCode::from(2));
+                return Ok(fail(
+                    2,
+                    "usage",
+                    format!("`{name}` migrates with its own command; run its down command"),
+                ));
             };
             let all = files::load(&dir)?;
             let client = db.connect(None).await?;
@@ -201,19 +245,29 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 .filter(|m| m.version > to && applied.iter().any(|a| a.version == m.version))
                 .collect();
             if undo.is_empty() {
-                println!("nothing to undo: no applied migration above {to}");
+                if mode().json {
+                    json_out(&json!({ "down": [] }));
+                } else {
+                    say!("nothing to undo: no applied migration above {to}");
+                }
                 return Ok(ExitCode::SUCCESS);
             }
             if let Some(code) = guard(cfg, &name, force).await {
                 return Ok(code);
             }
             let labels: Vec<String> = undo.iter().map(|m| m.label()).collect();
-            if !yes && !confirm(&format!("run the down-migrations of {}", labels.join(", "))) {
-                return Ok(ExitCode::from(1));
+            let what = format!("run the down-migrations of {}", labels.join(", "));
+            if let Err(code) = confirm_change(env.as_deref(), &name, &what, yes) {
+                return Ok(code);
             }
+            let mut done = Vec::new();
             for m in undo {
                 let run = migrate::down(&db, None, m, migrate::Options::of(&db)).await?;
-                println!("down {}", run.detail());
+                say!("down {}", run.detail());
+                done.push(run.detail());
+            }
+            if mode().json {
+                json_out(&json!({ "down": done }));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -222,16 +276,42 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
 
 fn print_lint(report: &lint::Report) {
     for f in &report.findings {
-        println!("  {}", f.describe());
+        say!("  {}", f.describe());
     }
     match report.reason() {
-        None => println!("gate: pass ({} file(s))", report.files),
-        Some(why) => println!("gate: REFUSE: {why}"),
+        None => say!("gate: pass ({} file(s))", report.files),
+        Some(why) => say!("gate: REFUSE: {why}"),
+    }
+}
+
+/// The gate's verdict as `--json` shows it.
+fn gate_json(report: &lint::Report) -> serde_json::Value {
+    json!({
+        "passed": report.passed(),
+        "reason": report.reason(),
+        "files": report.files,
+        "findings": report.findings.iter().map(|f| f.describe()).collect::<Vec<_>>(),
+    })
+}
+
+/// A production service: its name typed on a terminal (or `--yes`); otherwise the
+/// usual `[y/N]` unless `--yes`.
+fn confirm_change(env: Option<&str>, service: &str, what: &str, yes: bool) -> Result<(), ExitCode> {
+    if yes {
+        return Ok(());
+    }
+    if env == Some("production") {
+        return super::confirm::production(env, service, what, false);
+    }
+    if confirm(what) {
+        Ok(())
+    } else {
+        Err(fail(1, "not_confirmed", "not confirmed; nothing was changed"))
     }
 }
 
 async fn status(cfg: &Config, service: &str) -> Option<ServiceStatus> {
-    super::client_for(cfg)
+    crate::api::client::ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg))
         .get(&format!("/api/v1/services/{service}"))
         .await
         .ok()
@@ -247,21 +327,15 @@ async fn guard(cfg: &Config, service: &str, force: bool) -> Option<ExitCode> {
         return None;
     }
     match status(cfg, service).await {
-        None => {
-            eprintln!("error: cannot ask the daemon whether a slot of `{service}` still runs; use --force if none does");
-            Some(ExitCode::from(1))
-        }
-        Some(s) if s.slots.iter().any(|v| v.running) => {
-            eprintln!("error: a slot of `{service}` still runs and writes to the database; stop it first or use --force (its writes since then are lost)");
-            Some(ExitCode::from(1))
-        }
+        None => Some(fail(1, "daemon_unreachable", format!("cannot ask the daemon whether a slot of `{service}` still runs; use --force if none does"))),
+        Some(s) if s.slots.iter().any(|v| v.running) => Some(fail(1, "slot_running", format!("a slot of `{service}` still runs and writes to the database; stop it first or use --force (its writes since then are lost)"))),
         Some(_) => None,
     }
 }
 
 fn confirm(what: &str) -> bool {
-    print!("{what}? [y/N] ");
-    let _ = std::io::stdout().flush();
+    eprint!("{what}? [y/N] ");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     matches!(line.trim(), "y" | "Y" | "yes")
