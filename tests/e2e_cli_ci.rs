@@ -32,14 +32,18 @@ fn api_env(h: &Harness) -> (String, String) {
 /// The `{"error": {"code", "message"}}` a `--json` command prints on failure.
 fn json_error(out: &CliOutput) -> (String, String) {
     let v = out.json();
-    let code = v["error"]["code"].as_str().unwrap_or_else(|| panic!("no error.code:\n{out}"));
-    let msg = v["error"]["message"].as_str().unwrap_or_else(|| panic!("no error.message:\n{out}"));
+    let code = v["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code:\n{out}"));
+    let msg = v["error"]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.message:\n{out}"));
     (code.to_string(), msg.to_string())
 }
 
 #[tokio::test]
-async fn with_no_daemon_address_anywhere_the_cli_exits_2_naming_the_flag_the_variable_and_the_file(
-) {
+async fn with_no_daemon_address_anywhere_the_cli_exits_2_naming_the_flag_the_variable_and_the_file()
+{
     let dir = tempfile::tempdir().expect("temp dir");
     for args in [&["status"][..], &["deploy", "web", "v2"], &["logs", "web"]] {
         let out = run_bare(dir.path(), args, &[]).await;
@@ -95,9 +99,9 @@ async fn every_daemon_command_works_with_env_vars_and_no_config_file_and_answers
     assert_eq!(out.code, 0, "{out}");
     let lines = out.json()["lines"].as_array().cloned().unwrap_or_default();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.as_str().is_some_and(|l| l.contains("demo-app v1 listening on"))),
+        lines.iter().any(|l| l
+            .as_str()
+            .is_some_and(|l| l.contains("demo-app v1 listening on"))),
         "the demo app's start line is not in its slot's log:\n{out}"
     );
 
@@ -165,7 +169,9 @@ async fn every_daemon_command_works_with_env_vars_and_no_config_file_and_answers
     // The token from the flag works too; a wrong one is a JSON 401 (exit 2).
     let out = run_bare(
         dir.path(),
-        &["--api", &url, "--token", "wrong", "--json", "deploy", "web", "v4"],
+        &[
+            "--api", &url, "--token", "wrong", "--json", "deploy", "web", "v4",
+        ],
         &[],
     )
     .await;
@@ -181,11 +187,17 @@ async fn quiet_prints_nothing_and_verbose_shows_the_api_calls() {
     assert_eq!(out.stdout, "", "{out}");
     let out = h.cli(&["-q", "abort", "web"]).await;
     assert_eq!(out.code, 1, "{out}");
-    assert!(out.stderr.contains("no deployment of `web`"), "errors still print:\n{out}");
+    assert!(
+        out.stderr.contains("no deployment of `web`"),
+        "errors still print:\n{out}"
+    );
     let out = h.cli(&["-v", "status", "web"]).await;
     assert_eq!(out.code, 0, "{out}");
     assert!(out.stderr.contains("→ GET http://"), "{out}");
-    assert!(out.stderr.contains("← 200 GET /api/v1/services/web"), "{out}");
+    assert!(
+        out.stderr.contains("← 200 GET /api/v1/services/web"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,7 +352,10 @@ async fn a_production_service_is_changed_only_with_yes_or_its_name_typed_on_a_te
     assert_eq!(code, 1, "{shown}");
     assert!(shown.contains("PRODUCTION"), "{shown}");
     let s = h.status().await;
-    assert!(s.last_deployment.is_none() && s.active_deployment.is_none(), "{s:?}");
+    assert!(
+        s.last_deployment.is_none() && s.active_deployment.is_none(),
+        "{s:?}"
+    );
 
     // The right name: it deploys.
     let (code, shown) = on_a_terminal(&h, "web", &["deploy", "web", "v1"]).await;
@@ -384,7 +399,13 @@ async fn world(h: &Harness) -> (Value, Value, Value, Option<cutover::domain::Slo
     let observed: Option<cutover::domain::Slot> =
         serde_json::from_value(status["observed_live"].clone()).expect("observed_live");
     let (code, body) = h.get_proxy("/").await.expect("the proxy answers");
-    (slots, history, events, observed, format!("{code} {}", body.trim()))
+    (
+        slots,
+        history,
+        events,
+        observed,
+        format!("{code} {}", body.trim()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,21 +428,24 @@ async fn plan_and_dry_run_show_the_deploy_and_change_nothing() {
         .iter()
         .filter_map(|c| c["name"].as_str())
         .collect();
-    assert!(checks.contains(&"live") && checks.contains(&"deep"), "{out}");
+    assert!(
+        checks.contains(&"live") && checks.contains(&"deep"),
+        "{out}"
+    );
     assert!(!p["smoke"].as_array().expect("smoke").is_empty(), "{out}");
     assert_eq!(p["strategy"]["kind"], "blue-green", "{out}");
-    assert_eq!(p["router"]["change"], "traffic moves from blue to green", "{out}");
+    assert_eq!(
+        p["router"]["change"], "traffic moves from blue to green",
+        "{out}"
+    );
     assert!(
-        p["watch"]["triggers"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t.as_str().is_some_and(|t| t.contains("error rate")))),
+        p["watch"]["triggers"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t.as_str().is_some_and(|t| t.contains("error rate")))),
         "{out}"
     );
     assert!(p["database"].is_null(), "{out}");
-    assert!(
-        p["steps"].as_array().is_some_and(|s| s.len() >= 4),
-        "{out}"
-    );
+    assert!(p["steps"].as_array().is_some_and(|s| s.len() >= 4), "{out}");
 
     let out = h.cli(&["deploy", "web", "v2", "--dry-run", "--json"]).await;
     assert_eq!(out.code, 0, "{out}");
@@ -441,7 +465,11 @@ async fn plan_and_dry_run_show_the_deploy_and_change_nothing() {
     assert_eq!(after.2, before.2, "events were recorded");
     assert_eq!(after.3, before.3, "the router changed");
     assert_eq!(after.4, before.4, "the proxy answers differently");
-    assert_eq!(h.slot_processes(), processes, "a release was started or stopped");
+    assert_eq!(
+        h.slot_processes(),
+        processes,
+        "a release was started or stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,16 +520,23 @@ async fn logs_show_what_the_release_printed_and_follow_new_lines() {
 }
 
 #[tokio::test]
-async fn init_writes_a_config_that_validates_for_each_runtime_and_never_overwrites_without_force(
-) {
+async fn init_writes_a_config_that_validates_for_each_runtime_and_never_overwrites_without_force() {
     let dir = tempfile::tempdir().expect("temp dir");
     for runtime in ["process", "docker", "compose"] {
         let file = format!("{runtime}.toml");
-        let out = run_bare(dir.path(), &["-c", &file, "init", "--runtime", runtime], &[]).await;
+        let out = run_bare(
+            dir.path(),
+            &["-c", &file, "init", "--runtime", runtime],
+            &[],
+        )
+        .await;
         assert_eq!(out.code, 0, "{out}");
         let text = std::fs::read_to_string(dir.path().join(&file)).expect("written");
         assert!(text.contains(&format!("kind = \"{runtime}\"")), "{text}");
-        assert!(text.lines().filter(|l| l.starts_with('#')).count() > 5, "not commented");
+        assert!(
+            text.lines().filter(|l| l.starts_with('#')).count() > 5,
+            "not commented"
+        );
         let out = run_bare(dir.path(), &["-c", &file, "validate"], &[]).await;
         assert_eq!(out.code, 0, "{runtime}: {out}");
     }
@@ -555,7 +590,11 @@ async fn completions_parse_and_the_man_page_renders_with_every_subcommand() {
         .arg(&script)
         .output()
         .expect("bash");
-    assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "bash -n: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     for c in &commands {
         assert!(out.stdout.contains(c.as_str()), "bash completion lacks {c}");
     }
@@ -569,7 +608,10 @@ async fn completions_parse_and_the_man_page_renders_with_every_subcommand() {
     assert!(out.stdout.contains(".TH cutover 1"), "no roff header");
     for c in &commands {
         let section = format!(".SH \"CUTOVER {}\"", c.to_uppercase());
-        assert!(out.stdout.contains(&section), "the man page lacks {section}");
+        assert!(
+            out.stdout.contains(&section),
+            "the man page lacks {section}"
+        );
     }
     let page = dir.path().join("cutover.1");
     std::fs::write(&page, &out.stdout).expect("write");

@@ -12,8 +12,8 @@ pub mod client;
 mod error;
 mod events;
 mod guard;
-mod ops;
 pub mod metrics;
+mod ops;
 mod views;
 
 pub use error::ApiError;

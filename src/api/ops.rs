@@ -56,7 +56,12 @@ async fn log_slot(s: &ApiState, name: &str, slot: Option<&str>) -> Result<Slot, 
         Some(v) => v
             .parse()
             .map_err(|e: String| ApiError::bad_request(format!("slot: {e}"))),
-        None => Ok(s.controller.store().service(name)?.live.unwrap_or(Slot::Blue)),
+        None => Ok(s
+            .controller
+            .store()
+            .service(name)?
+            .live
+            .unwrap_or(Slot::Blue)),
     }
 }
 
@@ -92,24 +97,33 @@ pub(super) async fn logs(
     };
     let tail = s.controller.slot_logs(&name, slot, lines).await?;
     if !follow {
-        return Ok(Json(serde_json::json!({ "service": name, "slot": slot, "lines": tail }))
-            .into_response());
+        return Ok(
+            Json(serde_json::json!({ "service": name, "slot": slot, "lines": tail }))
+                .into_response(),
+        );
     }
     // Followed: the tail, then new lines as they appear, one JSON string a line
     // (newline-delimited JSON), until the client hangs up or the daemon stops.
     let mut stop = s.stop.clone();
     let controller = s.controller.clone();
-    let stream = async_stream_lines(tail, move |prev| {
-        let controller = controller.clone();
-        let name = name.clone();
+    let stream = async_stream_lines(
+        tail,
+        move |prev| {
+            let controller = controller.clone();
+            let name = name.clone();
+            async move {
+                let now = controller
+                    .slot_logs(&name, slot, MAX_LOG_LINES)
+                    .await
+                    .unwrap_or_default();
+                let fresh = new_lines(&prev, &now);
+                (now, fresh)
+            }
+        },
         async move {
-            let now = controller.slot_logs(&name, slot, MAX_LOG_LINES).await.unwrap_or_default();
-            let fresh = new_lines(&prev, &now);
-            (now, fresh)
-        }
-    }, async move {
-        let _ = stop.wait_for(|v| *v).await;
-    });
+            let _ = stop.wait_for(|v| *v).await;
+        },
+    );
     Ok(Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .header(header::CACHE_CONTROL, "no-cache")
@@ -162,9 +176,10 @@ where
             prev = now;
         }
     });
-    futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok(b), rx))
-    })
+    futures_util::stream::unfold(
+        rx,
+        |mut rx| async move { rx.recv().await.map(|b| (Ok(b), rx)) },
+    )
 }
 
 /// The lines of `now` that `prev` did not have. Both are the end of the same growing
@@ -191,7 +206,10 @@ mod tests {
     #[test]
     fn only_the_lines_after_what_was_seen_are_new() {
         assert_eq!(new_lines(&v(&["a", "b"]), &v(&["a", "b", "c"])), v(&["c"]));
-        assert_eq!(new_lines(&v(&["a", "b"]), &v(&["b", "c", "d"])), v(&["c", "d"]));
+        assert_eq!(
+            new_lines(&v(&["a", "b"]), &v(&["b", "c", "d"])),
+            v(&["c", "d"])
+        );
         assert_eq!(new_lines(&v(&["a", "b"]), &v(&["a", "b"])), v(&[]));
         assert_eq!(new_lines(&v(&[]), &v(&["x"])), v(&["x"]));
         // A log that started over (rotated): all of it is new.

@@ -28,9 +28,7 @@ pub fn production(
             ),
         ));
     }
-    eprint!(
-        "`{service}` is a PRODUCTION service: {what}.\nType the service name to confirm: "
-    );
+    eprint!("`{service}` is a PRODUCTION service: {what}.\nType the service name to confirm: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);

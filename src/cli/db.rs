@@ -70,7 +70,11 @@ fn service_of(cmd: &DbCommand) -> &str {
 pub async fn run(cfg: &Config, cmd: DbCommand, yes: bool, actor: &str) -> anyhow::Result<ExitCode> {
     let name = service_of(&cmd).to_string();
     let Some(svc) = cfg.services.get(&name) else {
-        return Ok(fail(2, "unknown_service", format!("no service `{name}` in the config")));
+        return Ok(fail(
+            2,
+            "unknown_service",
+            format!("no service `{name}` in the config"),
+        ));
     };
     let Some(dbcfg) = svc.database.clone() else {
         return Ok(fail(
@@ -98,7 +102,11 @@ pub async fn run(cfg: &Config, cmd: DbCommand, yes: bool, actor: &str) -> anyhow
                     }));
                     return Ok(ExitCode::SUCCESS);
                 }
-                say!("database {} (strategy {})", db.base_name(), db.cfg.strategy.as_str());
+                say!(
+                    "database {} (strategy {})",
+                    db.base_name(),
+                    db.cfg.strategy.as_str()
+                );
                 say!("  version (version_command): {v}");
                 return Ok(ExitCode::SUCCESS);
             };
@@ -122,7 +130,10 @@ pub async fn run(cfg: &Config, cmd: DbCommand, yes: bool, actor: &str) -> anyhow
             for a in &applied {
                 say!(
                     "  applied  {:03}_{}  {}  {}ms",
-                    a.version, a.name, a.applied_at, a.duration_ms
+                    a.version,
+                    a.name,
+                    a.applied_at,
+                    a.duration_ms
                 );
             }
             for m in &pending {
@@ -196,7 +207,12 @@ pub async fn run(cfg: &Config, cmd: DbCommand, yes: bool, actor: &str) -> anyhow
             for m in list {
                 say!(
                     "{}  {}  release {}  version {}  {} bytes  {}",
-                    m.file, m.created_at, m.release, m.migration_version, m.size_bytes, m.reason
+                    m.file,
+                    m.created_at,
+                    m.release,
+                    m.migration_version,
+                    m.size_bytes,
+                    m.reason
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -306,7 +322,11 @@ fn confirm_change(env: Option<&str>, service: &str, what: &str, yes: bool) -> Re
     if confirm(what) {
         Ok(())
     } else {
-        Err(fail(1, "not_confirmed", "not confirmed; nothing was changed"))
+        Err(fail(
+            1,
+            "not_confirmed",
+            "not confirmed; nothing was changed",
+        ))
     }
 }
 

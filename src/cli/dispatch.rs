@@ -85,8 +85,7 @@ pub async fn client_command(t: &Target, cli: &Cli) -> ExitCode {
             deploy::deploy(c, service, version, *no_wait, &by).await
         }
         Command::Rollback { service, no_wait } => {
-            if let Err(code) =
-                confirmed(t, cli, service, "roll back to the previous release").await
+            if let Err(code) = confirmed(t, cli, service, "roll back to the previous release").await
             {
                 return code;
             }

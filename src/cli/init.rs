@@ -150,7 +150,11 @@ mod tests {
 
     #[test]
     fn every_template_validates() {
-        for rt in [InitRuntime::Process, InitRuntime::Docker, InitRuntime::Compose] {
+        for rt in [
+            InitRuntime::Process,
+            InitRuntime::Docker,
+            InitRuntime::Compose,
+        ] {
             let text = template(rt);
             let cfg = crate::config::parse(&text, None)
                 .unwrap_or_else(|e| panic!("{} template: {e}\n{text}", rt.as_str()));

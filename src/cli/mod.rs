@@ -9,12 +9,12 @@
 mod confirm;
 mod db;
 pub(crate) mod deploy;
+mod dispatch;
 mod docs;
 mod init;
 mod ops;
-mod dispatch;
-mod preview;
 pub(crate) mod output;
+mod preview;
 mod show;
 mod target;
 

@@ -20,7 +20,11 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
         json_out(&p);
         return Ok(ExitCode::SUCCESS);
     }
-    let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+    let s = |v: &Value| {
+        v.as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| v.to_string())
+    };
     say!(
         "plan: deploy {service} {version}{} (dry run, nothing changes)",
         p["environment"]
@@ -66,10 +70,18 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
         .collect();
     say!(
         "  smoke:    {}",
-        if smoke.is_empty() { "none".into() } else { smoke.join(", ") }
+        if smoke.is_empty() {
+            "none".into()
+        } else {
+            smoke.join(", ")
+        }
     );
     say!("  strategy: {}", s(&p["strategy"]["kind"]));
-    say!("  router:   {} — {}", s(&p["router"]["kind"]), s(&p["router"]["change"]));
+    say!(
+        "  router:   {} — {}",
+        s(&p["router"]["kind"]),
+        s(&p["router"]["change"])
+    );
     if let Some(w) = p["watch"].as_object() {
         say!("  watch:    {} ms, rolls back when:", w["duration_ms"]);
         for t in w["triggers"].as_array().into_iter().flatten() {

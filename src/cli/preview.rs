@@ -61,4 +61,3 @@ pub fn preview_url(cfg: &Config, service: &str, ttl: Option<std::time::Duration>
     );
     ExitCode::SUCCESS
 }
-

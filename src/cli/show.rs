@@ -22,10 +22,7 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub async fn status(
-    c: &ApiClient,
-    service: Option<&str>,
-) -> Result<ExitCode, ClientError> {
+pub async fn status(c: &ApiClient, service: Option<&str>) -> Result<ExitCode, ClientError> {
     let services: Vec<ServiceStatus> = match service {
         Some(s) => vec![c.get(&format!("/api/v1/services/{s}")).await?],
         None => c.get("/api/v1/services").await?,
@@ -138,11 +135,7 @@ fn outcome(d: &DeploymentRecord) -> &'static str {
     d.outcome.map(|o| o.as_str()).unwrap_or("in progress")
 }
 
-pub async fn history(
-    c: &ApiClient,
-    service: &str,
-    limit: usize,
-) -> Result<ExitCode, ClientError> {
+pub async fn history(c: &ApiClient, service: &str, limit: usize) -> Result<ExitCode, ClientError> {
     let list: Vec<DeploymentRecord> = c
         .get(&format!("/api/v1/services/{service}/history?limit={limit}"))
         .await?;
@@ -193,11 +186,7 @@ pub async fn history(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn check(
-    c: &ApiClient,
-    service: &str,
-    slot: Slot,
-) -> Result<ExitCode, ClientError> {
+pub async fn check(c: &ApiClient, service: &str, slot: Slot) -> Result<ExitCode, ClientError> {
     let report: Value = c
         .post(
             &format!("/api/v1/services/{service}/check?slot={slot}"),

@@ -107,7 +107,11 @@ mod tests {
     use super::actor_from;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
     }
 
     #[test]
@@ -116,17 +120,26 @@ mod tests {
         assert_eq!(actor_from(Some("release-bot"), &env(&all)), "release-bot");
         assert_eq!(actor_from(None, &env(&all)), "github:octocat");
         assert_eq!(
-            actor_from(None, &env(&[("GITLAB_USER_LOGIN", "gl"), ("USER", "alice")])),
+            actor_from(
+                None,
+                &env(&[("GITLAB_USER_LOGIN", "gl"), ("USER", "alice")])
+            ),
             "gitlab:gl"
         );
         assert_eq!(actor_from(None, &env(&[("USER", "alice")])), "cli:alice");
         assert_eq!(actor_from(None, &env(&[("LOGNAME", "bob")])), "cli:bob");
-        assert_eq!(actor_from(Some("  "), &env(&[("USER", "alice")])), "cli:alice");
+        assert_eq!(
+            actor_from(Some("  "), &env(&[("USER", "alice")])),
+            "cli:alice"
+        );
     }
 
     #[test]
     fn with_no_variable_at_all_the_uid_names_the_user_never_unknown() {
         let a = actor_from(None, &env(&[]));
-        assert!(a.starts_with("cli:") && a.len() > 4 && !a.contains("unknown"), "{a}");
+        assert!(
+            a.starts_with("cli:") && a.len() > 4 && !a.contains("unknown"),
+            "{a}"
+        );
     }
 }

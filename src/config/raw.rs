@@ -22,8 +22,6 @@ use super::values::{RawDuration, RawFraction};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// `environment = "production"` for every service (a service's own wins).
-    pub environment: Option<String>,
     pub daemon: Option<Sub<RawDaemon>>,
     pub api: Option<Sub<RawApi>>,
     pub proxy: Option<Sub<RawProxy>>,
@@ -31,6 +29,8 @@ pub struct RawConfig {
     pub services: Option<BTreeMap<String, Sub<RawService>>>,
     /// `[notifications]`, read in `notify.rs`.
     pub notifications: Option<Sub<RawNotifications>>,
+    /// `environment = "production"` for every service (a service's own wins).
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -73,7 +73,6 @@ pub struct RawProxy {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
-    pub environment: Option<String>,
     pub listen: Option<String>,
     pub hosts: Option<Vec<String>>,
     pub preview_listen: Option<String>,
@@ -95,6 +94,8 @@ pub struct RawService {
     pub hooks: Option<Vec<Sub<RawHook>>>,
     /// `[services.<name>.database]`, read in `database.rs`.
     pub database: Option<Sub<RawDatabase>>,
+    /// `production`, `staging`, ...: the CLI confirms changes to production.
+    pub environment: Option<String>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

@@ -12,10 +12,10 @@
 //!   it (or fails over to a warm standby) when it fails.
 
 pub mod controller;
+pub mod dry_run;
 pub mod machine;
 pub mod policy;
 pub mod progress;
-pub mod dry_run;
 mod recovery;
 pub mod runner;
 pub mod supervisor;
