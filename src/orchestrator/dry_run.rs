@@ -275,11 +275,11 @@ fn hooks(cfg: &ServiceConfig, plan: &Plan) -> Vec<Value> {
 fn steps(cfg: &ServiceConfig, plan: &Plan) -> Vec<String> {
     let has = |p: crate::config::HookPoint| plan.hooks.contains(&p);
     let mut out = Vec::new();
-    if plan.database {
-        out.push("database: backup, migrations through the compatibility gate".into());
-    }
     if has(crate::config::HookPoint::BeforeStart) {
         out.push("hooks before_start".into());
+    }
+    if plan.database {
+        out.push("database: backup, migrations through the compatibility gate".into());
     }
     out.push(format!("start {} in {}", cfg.name, plan.target));
     out.push("wait until healthy".into());
