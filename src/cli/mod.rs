@@ -219,7 +219,8 @@ fn init_tracing(default: &str) {
 
 /// Prints an API/client error; 4xx usage errors exit 2, the rest 1.
 pub(crate) fn report(e: ClientError) -> ExitCode {
-    fail(if e.is_usage() { 2 } else { 1 }, &e.code().to_string(), e)
+    let kind = e.code().to_owned();
+    fail(if e.is_usage() { 2 } else { 1 }, &kind, e)
 }
 
 async fn run(cli: Cli, full: clap::Command) -> anyhow::Result<ExitCode> {
