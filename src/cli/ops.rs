@@ -37,7 +37,7 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
     }
     let now = &p["target_now"];
     say!(
-        "  slot:     {} (now {} {}) ",
+        "  slot:     {} (now {} {})",
         s(&p["target_slot"]),
         now["state"].as_str().unwrap_or("?"),
         now["version"].as_str().unwrap_or("-")
@@ -57,10 +57,10 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
         .map(|c| format!("{} ({})", s(&c["name"]), s(&c["probe"])))
         .collect();
     say!(
-        "  health:   {} — {} healthy rounds within {} ms",
+        "  health:   {} — {} healthy rounds within {}",
         checks.join(", "),
         h["healthy_threshold"],
-        h["deadline_ms"]
+        dur(&h["deadline_ms"])
     );
     let smoke: Vec<String> = p["smoke"]
         .as_array()
@@ -83,7 +83,7 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
         s(&p["router"]["change"])
     );
     if let Some(w) = p["watch"].as_object() {
-        say!("  watch:    {} ms, rolls back when:", w["duration_ms"]);
+        say!("  watch:    {}, rolls back when:", dur(&w["duration_ms"]));
         for t in w["triggers"].as_array().into_iter().flatten() {
             say!("              {}", s(t));
         }
@@ -122,6 +122,12 @@ pub async fn plan(c: &ApiClient, service: &str, version: &str) -> Result<ExitCod
         say!("    {}. {}", i + 1, s(step));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Milliseconds as `1m 30s`.
+fn dur(ms: &Value) -> String {
+    let d = std::time::Duration::from_millis(ms.as_u64().unwrap_or_default());
+    humantime::format_duration(d).to_string()
 }
 
 pub async fn logs(
