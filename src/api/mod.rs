@@ -15,6 +15,7 @@ mod events;
 mod guard;
 pub mod metrics;
 mod openapi;
+mod ops;
 pub mod routes;
 pub mod tls_metrics;
 mod views;

@@ -246,17 +246,17 @@ fn schemas() -> Value {
             })),
         })),
     });
-    let Value::Object(extra) = db_and_tls_schemas() else {
+    let Value::Object(extra) = more_schemas() else {
         unreachable!("an object")
     };
     all.as_object_mut().expect("an object").extend(extra);
     all
 }
 
-/// The database routes' and the TLS reload's views (`orchestrator/database_ops.rs`,
+/// The views of the database routes, the TLS reload, `plan` and `logs`
 /// `database/backup.rs`); a second `json!` because one would pass the macro's
 /// recursion limit.
-fn db_and_tls_schemas() -> Value {
+fn more_schemas() -> Value {
     let text_or_null = json!({ "type": ["string", "null"] });
     json!({
         "TlsReload": object(&["changed", "errors"], json!({
@@ -299,6 +299,36 @@ fn db_and_tls_schemas() -> Value {
             "migrations": { "type": "array", "items": { "type": "string" } },
             "runs": { "type": "array", "items": { "type": "object" } },
             "dry_run": { "type": "boolean" },
+        })),
+        "PlanBody": {
+            "type": "object", "required": ["version"], "additionalProperties": false,
+            "properties": {
+                "version": { "type": "string", "pattern": "^[A-Za-z0-9_+][A-Za-z0-9._+-]{0,127}$" },
+            },
+        },
+        "Plan": object(
+            &["service", "version", "environment", "target_slot", "target_now", "from_slot",
+              "replaces_version", "blocked_by", "health", "smoke", "strategy", "mirror",
+              "analysis", "watch", "router", "hooks", "database", "warm_for_ms", "steps"],
+            json!({
+                "service": { "type": "string" }, "version": { "type": "string" },
+                "environment": text_or_null,
+                "target_slot": { "type": "string", "enum": ["blue", "green"] },
+                "target_now": {},
+                "from_slot": { "type": ["string", "null"], "enum": ["blue", "green", null] },
+                "replaces_version": text_or_null,
+                "blocked_by": { "type": ["integer", "null"] },
+                "health": {}, "smoke": { "type": "array", "items": { "type": "string" } },
+                "strategy": {}, "mirror": {}, "analysis": {}, "watch": {}, "router": {},
+                "hooks": { "type": "array" }, "database": {},
+                "warm_for_ms": { "type": "integer", "minimum": 0 },
+                "steps": { "type": "array", "items": { "type": "string" } },
+            }),
+        ),
+        "SlotLogs": object(&["service", "slot", "lines"], json!({
+            "service": { "type": "string" },
+            "slot": { "type": "string", "enum": ["blue", "green"] },
+            "lines": { "type": "array", "items": { "type": "string" } },
         })),
         "DbBackupBody": {
             "type": "object", "additionalProperties": false,

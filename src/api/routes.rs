@@ -339,6 +339,7 @@ pub fn table() -> Vec<Route> {
             handler: post(super::tls_reload),
         },
     ];
+    routes.extend(super::ops::table());
     routes.extend(super::db::table());
     routes
 }

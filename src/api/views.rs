@@ -49,6 +49,9 @@ pub struct ServiceStatus {
     /// `not_after` Unix time, the last reload error); empty otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_certificates: Vec<crate::proxy::tls::CertStatus>,
+    /// The service's `environment` (`production` makes the CLI ask before changing it).
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -101,5 +104,6 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
         last_deployment: last,
         live_health,
         tls_certificates: Vec::new(),
+        environment: cfg.environment.clone(),
     })
 }

@@ -3,12 +3,15 @@
 //! restore, down.
 //!
 //! Every command goes through the daemon's API (`/api/v1/services/{name}/db/...`,
-//! `api/db.rs`): the daemon knows whether a slot still runs and writes, holds the
-//! service's guard so nothing races a deployment, and records what was done. `restore`
-//! and `down` first ask the daemon what they would do (a dry run, refused there while a
-//! slot runs unless `--force`), show it, ask for confirmation unless `--yes`, then do
-//! it. The one direct mode is `cutover db lint SERVICE --all`: it reads only the
-//! migration files, so CI can run it with neither a daemon nor a database.
+//! `api/db.rs`), so it works with `--api`/`CUTOVER_API_URL` and no config file: the
+//! daemon knows whether a slot still runs and writes, holds the service's guard so
+//! nothing races a deployment, and records what was done. `restore` and `down` first
+//! ask the daemon what they would do (a dry run, refused there while a slot runs unless
+//! `--force`), show it, ask for confirmation unless `--yes` (a production service: its
+//! name typed on a terminal, refused without one), then do it. The one direct mode is
+//! `cutover db lint SERVICE --all`: it reads only the migration files of the config, so
+//! CI can run it with neither a daemon nor a database. Every subcommand answers
+//! `--json` (the API's JSON as it is).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -16,12 +19,14 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{json, Value};
 
+use super::output::{fail, json_out, mode, say};
 use super::report;
-use crate::api::client::ApiClient;
+use crate::api::client::{ApiClient, ClientError};
+use crate::api::ServiceStatus;
 use crate::config::{Config, MigrationSource};
 use crate::database::{files, lint};
 
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand, Debug, Clone)]
 pub enum DbCommand {
     /// Applied and pending migrations, and what the gate would say about the pending.
     Status { service: String },
@@ -42,9 +47,6 @@ pub enum DbCommand {
         service: String,
         #[arg(default_value = "latest")]
         backup: String,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
         /// Even while a slot still runs (its writes since the backup are lost).
         #[arg(long)]
         force: bool,
@@ -54,9 +56,6 @@ pub enum DbCommand {
         service: String,
         #[arg(long)]
         to: i64,
-        /// Do not ask for confirmation.
-        #[arg(long)]
-        yes: bool,
         /// Even while a slot still runs (what the down files drop, it loses).
         #[arg(long)]
         force: bool,
@@ -74,38 +73,48 @@ fn service_of(cmd: &DbCommand) -> &str {
     }
 }
 
-pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
-    let name = service_of(&cmd).to_string();
-    let Some(svc) = cfg.services.get(&name) else {
-        eprintln!("error: no service `{name}` in the config");
-        return Ok(ExitCode::from(2));
+/// `cutover db lint SERVICE --all`: every migration file of the config, linted here.
+pub fn lint_all(cfg: &Config, name: &str) -> anyhow::Result<ExitCode> {
+    let Some(svc) = cfg.services.get(name) else {
+        return Ok(fail(
+            2,
+            "unknown_service",
+            format!("no service `{name}` in the config"),
+        ));
     };
-    let Some(dbcfg) = svc.database.clone() else {
-        eprintln!("error: service `{name}` has no [services.{name}.database]");
-        return Ok(ExitCode::from(2));
+    let Some(dbcfg) = svc.database.as_ref() else {
+        return Ok(fail(
+            2,
+            "no_database",
+            format!("service `{name}` has no [services.{name}.database]"),
+        ));
     };
-    let client = super::client_for(cfg);
+    let MigrationSource::Files(dir) = &dbcfg.migrations else {
+        return Ok(fail(
+            2,
+            "usage",
+            format!("`{name}` migrates with its own command; there are no files to lint"),
+        ));
+    };
+    let every = files::load(dir)?;
+    let report = lint::lint(&every.iter().collect::<Vec<_>>(), dbcfg.prove);
+    let view = json!({
+        "passed": report.passed(),
+        "reason": report.reason(),
+        "files": report.files,
+        "findings": report.findings,
+    });
+    Ok(print_lint(&view))
+}
+
+/// Runs one `db` command through the daemon; `yes` skips the confirmations, `actor` is
+/// recorded with what it does.
+pub async fn run(client: &ApiClient, cmd: &DbCommand, yes: bool, actor: &str) -> ExitCode {
+    let name = service_of(cmd).to_string();
     let base = format!("/api/v1/services/{name}/db");
     let result = match cmd {
-        DbCommand::Lint { all: true, .. } => {
-            let MigrationSource::Files(dir) = &dbcfg.migrations else {
-                eprintln!(
-                    "error: `{name}` migrates with its own command; there are no files to lint"
-                );
-                return Ok(ExitCode::from(2));
-            };
-            let every = files::load(dir)?;
-            let report = lint::lint(&every.iter().collect::<Vec<_>>(), dbcfg.prove);
-            let view = json!({
-                "passed": report.passed(),
-                "reason": report.reason(),
-                "files": report.files,
-                "findings": report.findings,
-            });
-            return Ok(print_lint(&view));
-        }
-        DbCommand::Lint { .. } => client
-            .get::<Value>(&format!("{base}/lint"))
+        DbCommand::Lint { all, .. } => client
+            .get::<Value>(&format!("{base}/lint?all={all}"))
             .await
             .map(|v| print_lint(&v)),
         DbCommand::Status { .. } => client
@@ -113,19 +122,20 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
             .await
             .map(|v| print_status(&v)),
         DbCommand::Backup { .. } => client
-            .post::<Value>(
-                &format!("{base}/backup"),
-                json!({ "triggered_by": super::deploy::actor() }),
-            )
+            .post::<Value>(&format!("{base}/backup"), json!({ "triggered_by": actor }))
             .await
             .map(|m| {
-                println!(
-                    "{} ({} bytes, version {}, {}ms)",
-                    m["file"].as_str().unwrap_or(""),
-                    m["size_bytes"],
-                    m["migration_version"].as_str().unwrap_or(""),
-                    m["duration_ms"]
-                );
+                if mode().json {
+                    json_out(&m);
+                } else {
+                    say!(
+                        "{} ({} bytes, version {}, {}ms)",
+                        text(&m["file"]),
+                        m["size_bytes"],
+                        text(&m["migration_version"]),
+                        m["duration_ms"]
+                    );
+                }
                 ExitCode::SUCCESS
             }),
         DbCommand::Backups { .. } => {
@@ -133,8 +143,12 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                 .get::<Value>(&format!("{base}/backups"))
                 .await
                 .map(|list| {
+                    if mode().json {
+                        json_out(&list);
+                        return ExitCode::SUCCESS;
+                    }
                     for m in list.as_array().into_iter().flatten() {
-                        println!(
+                        say!(
                             "{}  {}  release {}  version {}  {} bytes  {}",
                             text(&m["file"]),
                             text(&m["created_at"]),
@@ -147,50 +161,71 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
                     ExitCode::SUCCESS
                 })
         }
-        DbCommand::Restore {
-            backup, yes, force, ..
-        } => {
-            let body =
-                json!({ "backup": backup, "force": force, "triggered_by": super::deploy::actor() });
-            restore(&client, &format!("{base}/restore"), body, yes).await
+        DbCommand::Restore { backup, force, .. } => {
+            let body = json!({ "backup": backup, "force": force, "triggered_by": actor });
+            restore(client, &name, &format!("{base}/restore"), body, yes).await
         }
-        DbCommand::Down { to, yes, force, .. } => {
-            let body = json!({ "to": to, "force": force, "triggered_by": super::deploy::actor() });
-            down(&client, &format!("{base}/down"), body, yes).await
+        DbCommand::Down { to, force, .. } => {
+            let body = json!({ "to": to, "force": force, "triggered_by": actor });
+            down(client, &name, &format!("{base}/down"), body, yes).await
         }
     };
-    Ok(result.unwrap_or_else(report))
+    result.unwrap_or_else(report)
+}
+
+/// What a confirmed change came to.
+enum Outcome {
+    /// Nothing to do (the dry run found nothing).
+    Nothing,
+    /// Refused by the operator (or no terminal): the exit code, already reported.
+    Refused(ExitCode),
+    Done(Value),
 }
 
 /// Asks the daemon what `path` would do (refused there while a slot runs unless
 /// forced), asks for confirmation unless `yes`, then does it.
 async fn confirmed(
     client: &ApiClient,
+    service: &str,
     path: &str,
     mut body: Value,
     yes: bool,
     describe: impl Fn(&Value) -> Option<String>,
-) -> Result<Option<Value>, crate::api::client::ClientError> {
+) -> Result<Outcome, ClientError> {
     body["dry_run"] = json!(true);
     let plan: Value = client.post(path, body.clone()).await?;
     let Some(what) = describe(&plan) else {
-        return Ok(None);
+        return Ok(Outcome::Nothing);
     };
-    if !yes && !confirm(&what) {
-        eprintln!("not confirmed; nothing changed");
-        return Ok(Some(Value::Null));
+    if !yes {
+        let status: ServiceStatus = client.get(&format!("/api/v1/services/{service}")).await?;
+        let go = if status.environment.as_deref() == Some("production") {
+            super::confirm::production(status.environment.as_deref(), service, &what, false)
+        } else if confirm(&what) {
+            Ok(())
+        } else {
+            Err(fail(
+                1,
+                "not_confirmed",
+                "not confirmed; nothing was changed",
+            ))
+        };
+        if let Err(code) = go {
+            return Ok(Outcome::Refused(code));
+        }
     }
     body["dry_run"] = json!(false);
-    client.post(path, body).await.map(Some)
+    client.post(path, body).await.map(Outcome::Done)
 }
 
 async fn restore(
     client: &ApiClient,
+    service: &str,
     path: &str,
     body: Value,
     yes: bool,
-) -> Result<ExitCode, crate::api::client::ClientError> {
-    let done = confirmed(client, path, body, yes, |p| {
+) -> Result<ExitCode, ClientError> {
+    let done = confirmed(client, service, path, body, yes, |p| {
         Some(format!(
             "restore {} (taken {}, version {}) into {}, replacing everything in it",
             text(&p["backup"]["file"]),
@@ -201,13 +236,18 @@ async fn restore(
     })
     .await?;
     Ok(match done {
-        Some(Value::Null) | None => ExitCode::from(1),
-        Some(v) => {
-            println!(
-                "restored {} into {}",
-                text(&v["backup"]["file"]),
-                text(&v["database"])
-            );
+        Outcome::Refused(code) => code,
+        Outcome::Nothing => ExitCode::from(1),
+        Outcome::Done(v) => {
+            if mode().json {
+                json_out(&v);
+            } else {
+                say!(
+                    "restored {} into {}",
+                    text(&v["backup"]["file"]),
+                    text(&v["database"])
+                );
+            }
             ExitCode::SUCCESS
         }
     })
@@ -215,12 +255,13 @@ async fn restore(
 
 async fn down(
     client: &ApiClient,
+    service: &str,
     path: &str,
     body: Value,
     yes: bool,
-) -> Result<ExitCode, crate::api::client::ClientError> {
+) -> Result<ExitCode, ClientError> {
     let to = body["to"].clone();
-    let done = confirmed(client, path, body, yes, |p| {
+    let done = confirmed(client, service, path, body, yes, |p| {
         let list: Vec<&str> = p["migrations"]
             .as_array()
             .into_iter()
@@ -231,14 +272,22 @@ async fn down(
     })
     .await?;
     Ok(match done {
-        None => {
-            println!("nothing to undo: no applied migration above {to}");
+        Outcome::Nothing => {
+            if mode().json {
+                json_out(&json!({ "to": to, "migrations": [], "runs": [], "dry_run": false }));
+            } else {
+                say!("nothing to undo: no applied migration above {to}");
+            }
             ExitCode::SUCCESS
         }
-        Some(Value::Null) => ExitCode::from(1),
-        Some(v) => {
+        Outcome::Refused(code) => code,
+        Outcome::Done(v) if mode().json => {
+            json_out(&v);
+            ExitCode::SUCCESS
+        }
+        Outcome::Done(v) => {
             for run in v["runs"].as_array().into_iter().flatten() {
-                println!(
+                say!(
                     "down {:03}_{} in {}ms",
                     run["version"].as_i64().unwrap_or(0),
                     text(&run["name"]),
@@ -251,14 +300,18 @@ async fn down(
 }
 
 fn print_status(v: &Value) -> ExitCode {
-    println!(
+    if mode().json {
+        json_out(v);
+        return ExitCode::SUCCESS;
+    }
+    say!(
         "database {} (strategy {}), version {}",
         text(&v["database"]),
         text(&v["strategy"]),
         text(&v["version"])
     );
     for a in v["applied"].as_array().into_iter().flatten() {
-        println!(
+        say!(
             "  applied  {:03}_{}  {}  {}ms",
             a["version"].as_i64().unwrap_or(0),
             text(&a["name"]),
@@ -267,7 +320,7 @@ fn print_status(v: &Value) -> ExitCode {
         );
     }
     for p in v["pending"].as_array().into_iter().flatten() {
-        println!("  pending  {}", text(p));
+        say!("  pending  {}", text(p));
     }
     if !v["lint"].is_null() {
         print_lint(&v["lint"]);
@@ -277,12 +330,20 @@ fn print_status(v: &Value) -> ExitCode {
 
 /// Prints the findings and the verdict; exit 1 when the gate would refuse.
 fn print_lint(v: &Value) -> ExitCode {
+    if mode().json {
+        json_out(v);
+        return if v["passed"].as_bool() == Some(true) {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     for f in v["findings"].as_array().into_iter().flatten() {
         let allowed = match f["allowed"].as_bool() {
             Some(true) => " (allowed: contract step)",
             _ => "",
         };
-        println!(
+        say!(
             "  {}:{}: {} — {}: `{}`{allowed}",
             text(&f["file"]),
             f["line"],
@@ -293,11 +354,11 @@ fn print_lint(v: &Value) -> ExitCode {
     }
     match v["reason"].as_str() {
         None => {
-            println!("gate: pass ({} file(s))", v["files"]);
+            say!("gate: pass ({} file(s))", v["files"]);
             ExitCode::SUCCESS
         }
         Some(why) => {
-            println!("gate: REFUSE: {why}");
+            say!("gate: REFUSE: {why}");
             ExitCode::from(1)
         }
     }
@@ -308,8 +369,8 @@ fn text(v: &Value) -> &str {
 }
 
 fn confirm(what: &str) -> bool {
-    print!("{what}? [y/N] ");
-    let _ = std::io::stdout().flush();
+    eprint!("{what}? [y/N] ");
+    let _ = std::io::stderr().flush();
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);
     matches!(line.trim(), "y" | "Y" | "yes")

@@ -116,6 +116,17 @@ pub struct ServiceConfig {
     pub warm_for: Duration,
     /// Supervision of the live release between deployments.
     pub supervise: SuperviseConfig,
+    /// `environment` of the service, else of the file (`production` makes the CLI ask
+    /// for confirmation before deploy, rollback and destructive `db` commands).
+    /// Default: none.
+    pub environment: Option<String>,
+}
+
+impl ServiceConfig {
+    /// Whether the CLI must confirm changes to this service.
+    pub fn is_production(&self) -> bool {
+        self.environment.as_deref() == Some("production")
+    }
 }
 
 /// `[services.<name>.supervise]`: between deployments the live release is checked

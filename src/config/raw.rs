@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub notifications: Option<Sub<RawNotifications>>,
     /// `[retention]`, read in `retention.rs`.
     pub retention: Option<Sub<RawRetention>>,
+    /// `environment = "production"` for every service (a service's own wins).
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +109,8 @@ pub struct RawService {
     pub hooks: Option<Vec<Sub<RawHook>>>,
     /// `[services.<name>.database]`, read in `database.rs`.
     pub database: Option<Sub<RawDatabase>>,
+    /// `production`, `staging`, ...: the CLI confirms changes to production.
+    pub environment: Option<String>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

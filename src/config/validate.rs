@@ -38,6 +38,9 @@ pub(super) fn validate(
     let proxy = read_opt(root.raw.proxy.as_ref(), "proxy", &mut p)
         .and_then(|r| proxy(&r, env, base, &mut p));
 
+    let environment = root.optional("environment", root.raw.environment.as_deref(), |e| {
+        service::environment("environment", e, &mut p)
+    });
     let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
     let retention = super::retention::retention(root.raw.retention.as_ref(), &mut p);
 
@@ -72,9 +75,15 @@ pub(super) fn validate(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let file_env = environment.flatten();
     let services: Option<BTreeMap<_, _>> = drafts
         .into_iter()
-        .map(|d| d.config.map(|c| (d.name, c)))
+        .map(|d| {
+            d.config.map(|mut c| {
+                c.environment = c.environment.or_else(|| file_env.clone());
+                (d.name, c)
+            })
+        })
         .collect();
     match (daemon, api, proxy, services, notifications, retention) {
         (

@@ -15,6 +15,7 @@
 
 pub mod controller;
 pub mod database_ops;
+pub mod dry_run;
 pub mod machine;
 pub mod policy;
 pub mod progress;
