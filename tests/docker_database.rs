@@ -56,24 +56,21 @@ fn bridge() -> (String, String) {
     (subnet, gateway)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proof_runs_the_live_image_in_its_own_container_against_the_migrated_copy() {
-    let scope = Scope::new();
-    let svc = scope.service.clone();
-    let (subnet, gateway) = bridge();
-    let pg = PgServer::listening_also_on(&gateway, &subnet);
+/// A started harness whose service `svc` runs on `runtime_toml` with a database on
+/// `pg` reached at the bridge gateway; its migrations directory holds `001_items`.
+async fn harness(
+    svc: &str,
+    runtime_toml: &str,
+    pg: &PgServer,
+    gateway: &str,
+) -> (Harness, String, std::path::PathBuf) {
     let db = pg.fresh_db("docker_proof");
-
     let mut h = Harness::builder()
         .watch("2s")
         .without_latency_trigger()
         .build()
         .await;
-    use_runtime(
-        &h,
-        &svc,
-        "kind = \"docker\"\nimage = \"cutover-demo:{version}\"\nport = 8080\nstop_grace = \"5s\"\ncommand = [\"--version\", \"{version}\"]\n",
-    );
+    use_runtime(&h, svc, runtime_toml);
     let migrations = h.dir().join("db");
     std::fs::create_dir_all(&migrations).unwrap();
     std::fs::write(
@@ -89,6 +86,22 @@ async fn the_proof_runs_the_live_image_in_its_own_container_against_the_migrated
     ));
     std::fs::write(&h.config_path, config).unwrap();
     h.start().await;
+    (h, db, migrations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_runs_the_live_image_in_its_own_container_against_the_migrated_copy() {
+    let scope = Scope::new();
+    let svc = scope.service.clone();
+    let (subnet, gateway) = bridge();
+    let pg = PgServer::listening_also_on(&gateway, &subnet);
+    let (h, db, migrations) = harness(
+        &svc,
+        "kind = \"docker\"\nimage = \"cutover-demo:{version}\"\nport = 8080\nstop_grace = \"5s\"\ncommand = [\"--version\", \"{version}\"]\n",
+        &pg,
+        &gateway,
+    )
+    .await;
 
     let v1 = deploy_and_wait(&h, &svc, "v1").await;
     assert_eq!(
@@ -158,6 +171,78 @@ async fn the_proof_runs_the_live_image_in_its_own_container_against_the_migrated
     })
     .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, body) = h.get_proxy("/").await.expect("v2 answers");
+    assert_eq!((status, body.trim()), (200, "hello from v2"));
+}
+
+/// One component; the slot's database URL reaches it through the file. On the default
+/// bridge (`network_mode: bridge`), whose subnet PostgreSQL trusts: a project's own
+/// network would get another subnet.
+const STACK: &str = r#"services:
+  app:
+    image: cutover-demo:${CUTOVER_VERSION}
+    network_mode: bridge
+    command: ["--version", "${CUTOVER_VERSION}"]
+    ports:
+      - "127.0.0.1:${CUTOVER_PORT}:8080"
+    environment:
+      DATABASE_URL: ${DATABASE_URL}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compose_the_proof_runs_the_live_release_as_its_own_project() {
+    let scope = Scope::new();
+    let svc = scope.service.clone();
+    let (subnet, gateway) = bridge();
+    let pg = PgServer::listening_also_on(&gateway, &subnet);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("stack.yaml");
+    std::fs::write(&file, STACK).unwrap();
+    let runtime = format!(
+        "kind = \"compose\"\nfile = \"{}\"\nentry = \"app\"\npublic = [\"app\"]\nstop_grace = \"5s\"\n",
+        file.display()
+    );
+    let (h, db, migrations) = harness(&svc, &runtime, &pg, &gateway).await;
+    let v1 = deploy_and_wait(&h, &svc, "v1").await;
+    assert_eq!(
+        v1.outcome,
+        Some(DeploymentOutcome::Succeeded),
+        "{v1:?}\n{}",
+        h.daemon_logs()
+    );
+    std::fs::write(
+        migrations.join("002_note.up.sql"),
+        "ALTER TABLE items ADD COLUMN note text;\n",
+    )
+    .unwrap();
+    let v2 = deploy_and_wait(&h, &svc, "v2").await;
+    assert_eq!(
+        v2.outcome,
+        Some(DeploymentOutcome::Succeeded),
+        "{v2:?}\n{}",
+        h.daemon_logs()
+    );
+    let proof = v2
+        .checks
+        .iter()
+        .find(|c| c.phase == "db:prove" && c.name.starts_with("v1 on"))
+        .unwrap_or_else(|| panic!("no proof: {:#?}", v2.checks));
+    assert!(
+        proof.ok && proof.detail.contains("passed its smoke tests"),
+        "{proof:?}"
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT max(version) FROM cutover_schema_migrations"),
+        "2"
+    );
+    let extra = format!("label=com.docker.compose.project={svc}-extra");
+    support::wait_until(30, "the extra project to be brought down", || async {
+        docker(&["ps", "-aq", "--filter", &extra])
+            .ok()
+            .filter(|out| out.is_empty())
+    })
+    .await;
+    let _ = docker(&["network", "rm", &format!("{svc}-extra_default")]);
     let (status, body) = h.get_proxy("/").await.expect("v2 answers");
     assert_eq!((status, body.trim()), (200, "hello from v2"));
 }

@@ -363,3 +363,65 @@ if [ "$(q -c "SELECT to_regclass('team_version') IS NULL")" = t ]; then echo 0; 
     assert_eq!(status.code, 0, "{status}");
     assert!(status.stdout.contains("version 2"), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contract_step_is_proven_against_the_live_release_and_the_one_kept_warm() {
+    let pg = PgServer::shared();
+    let db = pg.fresh_db("contract");
+    let mut h = with_files(&pg, &db, "").await;
+    add(
+        &h,
+        "002_legacy.up.sql",
+        "ALTER TABLE items ADD COLUMN legacy text;\n",
+    );
+    h.start().await;
+    for v in ["v1", "v2"] {
+        let out = h.cli(&["deploy", "web", v]).await;
+        assert_eq!(out.code, 0, "deploy {v}:\n{out}\n{}", h.daemon_logs());
+    }
+    // v2 is live, v1 kept warm in the other slot (warm_for 60s).
+    let status = h.status().await;
+    assert!(
+        status
+            .slots
+            .iter()
+            .any(|s| s.record.version.as_deref() == Some("v1") && s.running),
+        "{status:?}"
+    );
+    add(
+        &h,
+        "003_drop_legacy.up.sql",
+        "-- cutover:contract\nALTER TABLE items DROP COLUMN legacy;\n",
+    );
+    let v3 = h.cli(&["deploy", "web", "v3"]).await;
+    assert_eq!(v3.code, 0, "deploy v3:\n{v3}\n{}", h.daemon_logs());
+    assert_eq!(version(&pg, &db), "3");
+    let hist = h.cli(&["history", "web", "--json"]).await.json();
+    let proofs: Vec<String> = hist[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["phase"] == "db:prove" && c["ok"] == true)
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect();
+    for wanted in [
+        "v2 on the migrated copy",
+        "v1 (kept-warm release) on the migrated copy",
+    ] {
+        assert!(proofs.iter().any(|p| p == wanted), "{wanted}: {proofs:?}");
+    }
+    let lint: Vec<&Value> = hist[0]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["phase"] == "db:lint" && c["name"] == "ban-drop-column")
+        .collect();
+    assert!(
+        lint.iter().all(|c| c["ok"] == true
+            && c["detail"]
+                .as_str()
+                .unwrap_or("")
+                .contains("allowed: contract step")),
+        "{lint:?}"
+    );
+}

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 
 mod database;
 mod database_down;
+mod database_gate;
 mod effects;
 pub mod fault;
 pub(crate) mod hooks;
