@@ -47,6 +47,7 @@
 //! - Requests that never reach an upstream (404, 503, 413) are not recorded.
 //! - Nothing on the request path takes a lock.
 
+mod affine;
 mod body;
 mod conn;
 mod cookies;
@@ -130,6 +131,10 @@ pub struct ProxySettings {
     /// sends everything through the general (hyper) path. On unless
     /// `CUTOVER_PROXY_FAST_PATH=0`.
     pub fast_path: bool,
+    /// The general path sends through an upstream connection owned by the client
+    /// connection (`affine`) instead of the pool, and the fast path is off. A
+    /// benchmark setting, not a supported one: `CUTOVER_PROXY_AFFINE=1`.
+    pub affine_upstream: bool,
 }
 
 impl ProxySettings {
@@ -157,6 +162,7 @@ impl ProxySettings {
             max_connections: c.edge.max_connections,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            affine_upstream: affine_from_env(),
         }
     }
 }
@@ -166,6 +172,14 @@ fn fast_path_from_env() -> bool {
     !matches!(
         std::env::var("CUTOVER_PROXY_FAST_PATH").as_deref(),
         Ok("0" | "off" | "false")
+    )
+}
+
+/// `CUTOVER_PROXY_AFFINE=1` (or `on`, `true`): see `affine`.
+fn affine_from_env() -> bool {
+    matches!(
+        std::env::var("CUTOVER_PROXY_AFFINE").as_deref(),
+        Ok("1" | "on" | "true")
     )
 }
 
@@ -188,6 +202,7 @@ impl Default for ProxySettings {
             max_connections: 10_000,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            affine_upstream: affine_from_env(),
         }
     }
 }

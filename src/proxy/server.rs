@@ -172,7 +172,11 @@ async fn serve_connection(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let trusted = proxy.settings().trusts(peer.ip());
-    let (stream, pre) = if proxy.settings().fast_path {
+    let affine = proxy
+        .settings()
+        .affine_upstream
+        .then(|| Arc::new(super::affine::Affine::default()));
+    let (stream, pre) = if proxy.settings().fast_path && affine.is_none() {
         match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
             super::h1::End::Closed => return,
             super::h1::End::General(stream, pre) => (stream, pre),
@@ -182,7 +186,12 @@ async fn serve_connection(
     };
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let svc_affine = affine.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if let Some(a) = &svc_affine {
+            req.extensions_mut()
+                .insert(super::affine::Handle(a.clone()));
+        }
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
@@ -203,14 +212,25 @@ async fn serve_connection(
         .serve_connection(TokioIo::new(super::h1::Rewind::new(stream, pre)), service)
         .with_upgrades();
     tokio::pin!(conn);
+    // With a connection-affine upstream (`affine`), its connection is driven here, in
+    // this task, around each poll of the client connection.
+    let serve = |cx: &mut std::task::Context<'_>, conn: std::pin::Pin<&mut _>| {
+        let Some(a) = &affine else {
+            return Future::poll(conn, cx);
+        };
+        a.poll_drive(cx);
+        let res = Future::poll(conn, cx);
+        a.poll_drive(cx);
+        res
+    };
 
     tokio::select! {
-        res = conn.as_mut() => return log_end(res, peer),
+        res = std::future::poll_fn(|cx| serve(cx, conn.as_mut())) => return log_end(res, peer),
         _ = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped)) => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
-        res = conn.as_mut() => log_end(res, peer),
+        res = std::future::poll_fn(|cx| serve(cx, conn.as_mut())) => log_end(res, peer),
         () = stopped(&mut state) => {}
     }
 }
