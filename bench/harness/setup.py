@@ -138,7 +138,7 @@ def haproxy_conf(d):
     return f"""global
   stats socket {d}/haproxy.sock mode 600 level admin
   maxconn 12000
-  ulimit-n 19000
+  no strict-limits
 defaults
   mode http
   timeout connect 5s

@@ -172,11 +172,8 @@ async fn serve_connection(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let trusted = proxy.settings().trusts(peer.ip());
-    let affine = proxy
-        .settings()
-        .affine_upstream
-        .then(|| Arc::new(super::affine::Affine::default()));
-    let (stream, pre) = if proxy.settings().fast_path && affine.is_none() {
+    let settings = proxy.settings();
+    let (stream, pre) = if settings.fast_path && !settings.affine_upstream {
         match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
             super::h1::End::Closed => return,
             super::h1::End::General(stream, pre) => (stream, pre),
@@ -184,6 +181,25 @@ async fn serve_connection(
     } else {
         (stream, bytes::Bytes::new())
     };
+    let stream = super::h1::Rewind::new(stream, pre);
+    // Boxed: a connection on the fast path (most) never has room for hyper's states in
+    // its task, which keeps an idle connection's task small.
+    Box::pin(serve_general(proxy, ctx, stream, peer, client_ip, trusted)).await;
+}
+
+/// The general (hyper) path for the rest of a connection.
+async fn serve_general(
+    proxy: Arc<Proxy>,
+    ctx: Arc<ListenerCtx>,
+    stream: super::h1::Rewind,
+    peer: SocketAddr,
+    client_ip: HeaderValue,
+    trusted: bool,
+) {
+    let affine = proxy
+        .settings()
+        .affine_upstream
+        .then(|| Arc::new(super::affine::Affine::default()));
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
     let svc_affine = affine.clone();
@@ -209,7 +225,7 @@ async fn serve_connection(
     });
     let conn = ctx
         .http
-        .serve_connection(TokioIo::new(super::h1::Rewind::new(stream, pre)), service)
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
     // With a connection-affine upstream (`affine`), its connection is driven here, in

@@ -57,8 +57,11 @@ use response::{Additions, Framing, RespHead, RespParse};
 /// Largest request body the fast path forwards; larger bodies take the general path,
 /// which streams both directions at once (an upstream may answer before reading it).
 pub const FAST_BODY_MAX: u64 = 64 * 1024;
-/// Bytes read at a time.
-const READ_CHUNK: usize = pool::READ_BUF;
+/// Bytes read at a time while passing a body on.
+const READ_CHUNK: usize = 16 * 1024;
+/// Room made for a head (most are well under 1 KiB; a larger one grows the buffer).
+/// Smaller than [`READ_CHUNK`] so that a burst of new connections costs less memory.
+const HEAD_CHUNK: usize = pool::READ_BUF;
 /// A request or response head larger than this is not the fast path's business.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -160,7 +163,7 @@ pub(crate) async fn serve(
                 look = false;
                 match conn.plan(proxy, ctx, client_ip, trusted) {
                     Step::Forward(plan) => break plan,
-                    Step::TooLarge => return conn.refuse_head().await,
+                    Step::TooLarge => return Box::pin(conn.refuse_head()).await,
                     // hyper would refuse it at once too (400): no need for the rest.
                     Step::Invalid => return End::General(conn.client, conn.cbuf.freeze()),
                     // The general path gets only whole heads, so a head is read under
@@ -172,7 +175,7 @@ pub(crate) async fn serve(
                 }
             }
             if conn.cbuf.len() >= settings.max_header_bytes {
-                return conn.refuse_head().await;
+                return Box::pin(conn.refuse_head()).await;
             }
             if drain_seen {
                 return End::Closed;
@@ -187,7 +190,7 @@ pub(crate) async fn serve(
                     deadline.set(head_by.min(Instant::now() + IDLE_RELEASE));
                 }
             } else {
-                conn.cbuf.reserve(READ_CHUNK);
+                conn.cbuf.reserve(HEAD_CHUNK);
             }
             let before = conn.cbuf.len();
             tokio::select! {
@@ -216,7 +219,8 @@ pub(crate) async fn serve(
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
-            keep = conn.forward(plan, recorder, &mut deadline, settings) => keep,
+            // Boxed: the task of an idle connection holds no room for a request's states.
+            keep = Box::pin(conn.forward(plan, recorder, &mut deadline, settings)) => keep,
         };
         if !keep_alive {
             return End::Closed;
@@ -518,7 +522,7 @@ impl Conn {
             close: plan.close,
         };
         loop {
-            self.ubuf.reserve(READ_CHUNK);
+            self.ubuf.reserve(HEAD_CHUNK);
             match upstream.read_buf(&mut self.ubuf).await {
                 Ok(0) | Err(_) if self.ubuf.is_empty() && plan.body_left == 0 => {
                     return Err(Fail::Stale)

@@ -2,7 +2,8 @@
 //!
 //! Why: most open keep-alive connections are idle, and a connection that keeps its
 //! 16 KiB read buffers while it waits costs the proxy far more memory than the socket
-//! itself (issue #16 measured 13 KiB per idle connection). The fast path gives its
+//! itself (issue #16 measured 13 KiB per idle connection, most of it two 16 KiB read
+//! buffers partly written). The fast path gives its
 //! buffers back here when it starts waiting for a request head and takes them again
 //! once the client's socket is readable. A busy connection takes and gives back once
 //! per request: a thread-local stack push and pop, no lock, no allocation after
@@ -16,8 +17,8 @@ use bytes::BytesMut;
 /// Spare buffers one worker thread keeps, of each kind.
 const KEEP: usize = 64;
 
-/// Capacity of a fresh read buffer.
-pub const READ_BUF: usize = 16 * 1024;
+/// Capacity of a fresh read buffer: room for a head; bodies grow it.
+pub const READ_BUF: usize = 4 * 1024;
 /// Capacity of a fresh head buffer.
 const OUT_BUF: usize = 1024;
 
