@@ -6,9 +6,9 @@
 Why: wall-clock benchmarks on a shared machine move by ±15 % between runs, too much to
 see a change of a few per cent in the proxy's own code. Callgrind counts the
 instructions the daemon executes, which do not depend on the machine's load. Method:
-the daemon runs under `valgrind --tool=callgrind` with its counters off
-(`--collect-atstart=no`); after the deploy, the counters are switched on
-(`callgrind_control -i on`), `h2load --h1 -n N -c 8` sends N requests through the
+the daemon runs under `valgrind --tool=callgrind` with its instrumentation off
+(`--instr-atstart=no`); after the deploy, it is switched on and the counters zeroed
+(`callgrind_control -i on`, `-z`), `h2load --h1 -n N -c 8` sends N requests through the
 proxy, the counters are dumped, and the total instruction count (`Ir`) is divided by
 N. The kernel's share (system calls, TCP) is not counted: this measures the proxy's
 user-space code only. Set CUTOVER_PROXY_FAST_PATH=0 or CUTOVER_PROXY_AFFINE=1 in the
@@ -40,7 +40,7 @@ def main():
         setup.write_configs(d, os.path.abspath(a.cutover_bin))
         env = dict(os.environ, XDG_CONFIG_HOME=f"{d}/xdg", XDG_DATA_HOME=f"{d}/xdg", RUST_LOG="warn")
         daemon = ps.start("cutover", [
-            "valgrind", "--tool=callgrind", "--collect-atstart=no", f"--callgrind-out-file={d}/cg.out.%p",
+            "valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={d}/cg.out.%p",
             os.path.abspath(a.cutover_bin), "-c", f"{d}/cutover-general.toml", "serve", "--stop-on-exit",
         ], cwd=d, env=env)
         procs.wait_port(setup.GENERAL["api"], timeout=120, proc=daemon)
@@ -51,8 +51,8 @@ def main():
                 ps.adopt(f"general-{s['slot']}", int(s["handle"].split(":")[0]))
         url = f"http://127.0.0.1:{setup.GENERAL['listen']}/"
         subprocess.run(["h2load", "--h1", "-n", "200", "-c", "8", url], check=True, capture_output=True)
-        subprocess.run(["callgrind_control", "-z", str(daemon.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-i", "on", str(daemon.pid)], check=True, capture_output=True)
+        subprocess.run(["callgrind_control", "-z", str(daemon.pid)], check=True, capture_output=True)
         out = subprocess.run(["h2load", "--h1", "-n", str(a.requests), "-c", "8", url],
                              check=True, capture_output=True, text=True).stdout
         subprocess.run(["callgrind_control", "-i", "off", str(daemon.pid)], check=True, capture_output=True)
@@ -63,7 +63,8 @@ def main():
         total = 0
         for f in glob.glob(f"{d}/cg.out.*"):
             for line in open(f, errors="replace"):
-                if line.startswith("summary:") or line.startswith("totals:"):
+                # `totals`: `summary` wraps around after the counters are zeroed.
+                if line.startswith("totals:"):
                     total += int(line.split()[1])
                     break
         print(f"requests succeeded: {ok} of {a.requests}")
@@ -71,7 +72,10 @@ def main():
         print(f"instructions per request: {total / max(ok, 1):,.0f}")
     finally:
         ps.stop_all()
-        subprocess.run(["rm", "-rf", d])
+        if os.environ.get("KEEP"):
+            print(d)
+        else:
+            subprocess.run(["rm", "-rf", d])
 
 
 if __name__ == "__main__":

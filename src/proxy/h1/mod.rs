@@ -153,7 +153,8 @@ pub(crate) async fn serve(
     let mut drain_seen = false;
 
     loop {
-        let head_by = Instant::now() + settings.header_read_timeout;
+        let waiting_since = Instant::now();
+        let head_by = waiting_since + settings.header_read_timeout;
         deadline.set(head_by);
         // How far `cbuf` was searched for the end of the head, and whether bytes that
         // may complete a head (a line end) arrived since the last look.
@@ -187,7 +188,7 @@ pub(crate) async fn serve(
             if idle {
                 conn.release_buffers();
                 if release {
-                    deadline.set(head_by.min(Instant::now() + IDLE_RELEASE));
+                    deadline.set(head_by.min(waiting_since + IDLE_RELEASE));
                 }
             } else {
                 conn.cbuf.reserve(HEAD_CHUNK);
