@@ -108,7 +108,11 @@ async fn read_response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>
         }
         let mut chunk = [0u8; 4096];
         let n = c.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(buf));
+        assert!(
+            n > 0,
+            "closed before a response: {:?}",
+            String::from_utf8_lossy(buf)
+        );
         buf.extend_from_slice(&chunk[..n]);
     }
 }
@@ -142,7 +146,10 @@ async fn an_idle_client_connection_lets_go_of_its_upstream_connection_and_is_ser
         // The client connection is still open and served, on a new upstream connection.
         c.write_all(GET).await.unwrap();
         let (status, body) = read_response(&mut c, &mut buf).await;
-        assert_eq!((status.as_str(), body.as_slice()), ("HTTP/1.1 200 OK", &b"ok"[..]));
+        assert_eq!(
+            (status.as_str(), body.as_slice()),
+            ("HTTP/1.1 200 OK", &b"ok"[..])
+        );
         assert_eq!(conns.load(Ordering::SeqCst), 2);
     })
     .await;
@@ -238,7 +245,10 @@ async fn the_affine_path_replaces_a_connection_the_app_closed_without_a_failed_r
         for _ in 0..5 {
             c.write_all(GET).await.unwrap();
             let (status, body) = read_response(&mut c, &mut buf).await;
-            assert_eq!((status.as_str(), body.as_slice()), ("HTTP/1.1 200 OK", &b"ok"[..]));
+            assert_eq!(
+                (status.as_str(), body.as_slice()),
+                ("HTTP/1.1 200 OK", &b"ok"[..])
+            );
             // Let the close arrive, as between a real client's requests.
             tokio::time::sleep(Duration::from_millis(30)).await;
         }

@@ -36,7 +36,12 @@ fn normalize(raw: &str) -> String {
 
 /// `affine`: the general path with a connection-affine upstream connection (the
 /// benchmark's third build, `CUTOVER_PROXY_AFFINE=1`).
-async fn run(fast: bool, affine: bool, request: &[u8], answer: &'static [u8]) -> (String, Vec<String>) {
+async fn run(
+    fast: bool,
+    affine: bool,
+    request: &[u8],
+    answer: &'static [u8],
+) -> (String, Vec<String>) {
     let backend = RawBackend::start_with(answer).await;
     let up = upstream(Slot::Blue, backend.addr);
     let settings = ProxySettings {

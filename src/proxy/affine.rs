@@ -149,7 +149,10 @@ impl Affine {
         }
     }
 
-    async fn open(&self, endpoint: &Endpoint) -> Result<http1::SendRequest<LimitedBody>, SendError> {
+    async fn open(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<http1::SendRequest<LimitedBody>, SendError> {
         let stream: TcpStream = endpoint.connect().await.map_err(SendError::Connect)?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await

@@ -116,6 +116,10 @@ mod tests {
         let mut big = vec![0u8; 100 * 1024];
         give_out(&mut big);
         assert_eq!(big.capacity(), 0);
-        assert_ne!(out_buf().capacity(), 100 * 1024, "a 100 KiB buffer is not kept");
+        assert_ne!(
+            out_buf().capacity(),
+            100 * 1024,
+            "a 100 KiB buffer is not kept"
+        );
     }
 }
