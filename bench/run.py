@@ -54,12 +54,13 @@ def parse_args():
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--paths", action="store_true",
                    help="only Cutover's three proxy paths beside nginx and HAProxy, and memory per idle connection")
-    p.add_argument("--idle-conns", type=int, default=10000, help="idle keep-alive connections held (default 10000)")
+    p.add_argument("--idle-conns", type=int, help="idle keep-alive connections held (default 10000, smoke 1000)")
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.smoke else 5)
     a.duration = a.duration or (2 if a.smoke else 10)
     a.switches = a.switches or (10 if a.smoke else 100)
     a.rollback_reps = a.rollback_reps or (1 if a.smoke else 5)
+    a.idle_conns = a.idle_conns or (1000 if a.smoke else 10000)
     a.fixed_duration = a.duration
     a.fixed_rounds = 1 if a.smoke else 3
     return a
