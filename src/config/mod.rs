@@ -46,6 +46,7 @@ mod router;
 mod rules;
 mod runtime;
 mod service;
+mod shield;
 mod smoke;
 mod strategy;
 mod supervise;
@@ -60,6 +61,7 @@ mod tests;
 
 pub use delivery::*;
 pub use model::*;
+pub use shield::{BurstConfig, ShieldConfig};
 pub use read::Problem;
 
 use std::fmt;

@@ -112,6 +112,10 @@ pub struct ServiceConfig {
     pub warm_for: Duration,
     /// Supervision of the live release between deployments.
     pub supervise: SuperviseConfig,
+    /// Retrying a failed request on the previous release during a deployment.
+    pub shield: super::shield::ShieldConfig,
+    /// The data plane's burst trigger; `None` = off (the default).
+    pub burst: Option<super::shield::BurstConfig>,
 }
 
 /// `[services.<name>.supervise]`: between deployments the live release is checked

@@ -92,6 +92,9 @@ pub struct RawService {
     pub hooks: Option<Vec<Sub<RawHook>>>,
     /// `[services.<name>.database]`, read in `database.rs`.
     pub database: Option<Sub<RawDatabase>>,
+    /// `[services.<name>.shield]` and `[services.<name>.burst]`, read in `shield.rs`.
+    pub shield: Option<Sub<super::shield::RawShield>>,
+    pub burst: Option<Sub<super::shield::RawBurst>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

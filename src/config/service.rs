@@ -100,6 +100,8 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     };
 
     let database = database::database(&at, r.raw.database.as_ref(), base, p);
+    let shield = super::shield::shield(&at, r.raw.shield.as_ref(), p);
+    let burst = super::shield::burst(&at, r.raw.burst.as_ref(), p);
 
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
@@ -126,6 +128,8 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             hooks: hooks?,
             supervise: supervise?,
             database: database?,
+            shield: shield?,
+            burst: burst?,
         })
     })();
     draft
