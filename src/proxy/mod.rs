@@ -25,6 +25,8 @@
 //! - [`split`]: weighted canary split and sticky cookies; `cookies`: reading and
 //!   stripping the proxy's own cookies (preview, sticky).
 //! - [`mirror`]: copying a sample of live requests to another slot, and the report.
+//! - [`shield`]: a deployment's guard over its new slot (retry on the previous
+//!   release, the burst trigger); `shield_path`: the general path's guarded send.
 //!
 //! # Cost per request (the hot path)
 //! On the fast path (`h1`), for the common request: one read of the client's head and
@@ -58,9 +60,11 @@ mod headers;
 pub mod mirror;
 pub mod preview;
 pub mod server;
+pub mod shield;
 pub mod split;
 pub mod stats;
 pub mod table;
+mod shield_path;
 mod upgrade;
 pub mod upstream;
 pub mod workers;
