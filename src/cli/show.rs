@@ -77,6 +77,12 @@ pub async fn status(
                 v.requests,
                 v.errors,
             );
+            if v.shield_retries > 0 {
+                say!(
+                    "         {} failed requests retried on the previous release (shield)",
+                    v.shield_retries
+                );
+            }
         }
         if let Some(d) = &s.active_deployment {
             let phase = s

@@ -221,6 +221,11 @@ impl Router for BuiltinRouter {
         }
     }
 
+    fn shield_retries(&self, service: &str, slot: Slot) -> u64 {
+        let retries = self.stats.get(service, slot).map(|s| s.shield_retries());
+        retries.map_or(0, |r| r.iter().sum())
+    }
+
     fn unprotect(&self, service: &str) {
         self.routes.set_guard(service, None);
     }

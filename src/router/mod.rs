@@ -121,6 +121,12 @@ pub trait Router: Send + Sync {
         let _ = service;
     }
 
+    /// Requests to `slot` the shield retried on the previous slot, all reasons.
+    fn shield_retries(&self, service: &str, slot: Slot) -> u64 {
+        let _ = (service, slot);
+        0
+    }
+
     /// The previous release stops (or a new deployment begins): no guard any more.
     fn unprotect(&self, service: &str) {
         let _ = service;
