@@ -39,7 +39,7 @@ async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
 /// request to `/` with a 500 (its health check passes).
 #[derive(Default)]
 struct FakeRuntime {
-    releases: Mutex<HashMap<Slot, (String, SocketAddr, tokio::task::JoinHandle<()>)>>,
+    releases: Mutex<HashMap<Slot, tokio::task::JoinHandle<()>>>,
 }
 
 #[async_trait]
@@ -60,10 +60,7 @@ impl Runtime for FakeRuntime {
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
-        self.releases
-            .lock()
-            .unwrap()
-            .insert(spec.slot, (spec.version.clone(), addr, task));
+        self.releases.lock().unwrap().insert(spec.slot, task);
         Ok(RunningSlot {
             endpoint: addr.into(),
             handle: format!("fake:{}:{}", spec.slot, spec.version),
@@ -72,7 +69,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
-        if let Some((_, _, task)) = self.releases.lock().unwrap().remove(&slot) {
+        if let Some(task) = self.releases.lock().unwrap().remove(&slot) {
             task.abort();
         }
         Ok(())
@@ -232,7 +229,11 @@ impl World {
 async fn the_trigger_rolls_back(extra: &str) -> (World, Vec<u16>, String) {
     let w = world(extra).await;
     w.first_release().await;
-    let id = w.controller.deploy(SERVICE, "bad-v2", "test").await.unwrap();
+    let id = w
+        .controller
+        .deploy(SERVICE, "bad-v2", "test")
+        .await
+        .unwrap();
     within("bad-v2 to take traffic", async {
         while w.live() != Some(Slot::Green) {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -253,7 +254,10 @@ async fn the_burst_trigger_switches_back_after_exactly_n_failures_and_the_deploy
     // The shield retries only connection failures by default: the 500s reach clients.
     assert_eq!(&statuses[..4], &[500; 4], "{statuses:?}");
     assert!(statuses[4..].iter().all(|&s| s == 200), "{statuses:?}");
-    assert!(reason.contains("burst trigger: 4 consecutive failures on green"), "{reason}");
+    assert!(
+        reason.contains("burst trigger: 4 consecutive failures on green"),
+        "{reason}"
+    );
     let green = w.stats.get(SERVICE, Slot::Green).unwrap().snapshot();
     assert_eq!(green.status_class[4], 4);
 }

@@ -58,7 +58,10 @@ impl Setup {
             proxy,
             client: http_client(),
         };
-        s.router.apply(SERVICE, Some(s.target(Slot::Blue)), None).await.unwrap();
+        s.router
+            .apply(SERVICE, Some(s.target(Slot::Blue)), None)
+            .await
+            .unwrap();
         s
     }
 
@@ -74,7 +77,13 @@ impl Setup {
     async fn switch(&self, shield: &ShieldConfig, burst: Option<&BurstConfig>) -> Arc<Guard> {
         let guard = self
             .router
-            .protect(SERVICE, self.target(Slot::Green), self.target(Slot::Blue), shield, burst)
+            .protect(
+                SERVICE,
+                self.target(Slot::Green),
+                self.target(Slot::Blue),
+                shield,
+                burst,
+            )
             .expect("the built-in router guards");
         self.router
             .apply(SERVICE, Some(self.target(Slot::Green)), None)
@@ -152,7 +161,11 @@ async fn with_the_shield_no_get_fails_when_the_new_release_fails_every_request_u
         }
         assert_eq!(answers.len(), 200);
         for (status, slot, body) in &answers {
-            assert_eq!((*status, slot.as_str(), body.as_str()), (200, "blue", "blue:"), "fast={fast}");
+            assert_eq!(
+                (*status, slot.as_str(), body.as_str()),
+                (200, "blue", "blue:"),
+                "fast={fast}"
+            );
         }
         // The signal stays honest: every failure is green's, in its own counters.
         let g = s.snap(Slot::Green);
@@ -171,7 +184,10 @@ async fn connection_failures_are_retried_by_default_for_any_method_and_statuses_
         let blue = blue_echo().await;
         let s = Setup::new(blue.addr, dead_addr().await, fast).await;
         s.switch(&ShieldConfig::default(), None).await;
-        assert_eq!(s.send(Method::GET, "").await, (200, "blue".into(), "blue:".into()));
+        assert_eq!(
+            s.send(Method::GET, "").await,
+            (200, "blue".into(), "blue:".into())
+        );
         assert_eq!(
             s.send(Method::POST, "small body").await,
             (200, "blue".into(), "blue:small body".into()),
@@ -220,8 +236,16 @@ async fn once_the_budget_is_spent_failures_reach_the_client() {
         for _ in 0..10 {
             statuses.push(s.send(Method::GET, "").await.0);
         }
-        assert_eq!(statuses.iter().filter(|&&c| c == 200).count(), 3, "fast={fast}");
-        assert_eq!(statuses.iter().filter(|&&c| c == 502).count(), 7, "fast={fast}");
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 200).count(),
+            3,
+            "fast={fast}"
+        );
+        assert_eq!(
+            statuses.iter().filter(|&&c| c == 502).count(),
+            7,
+            "fast={fast}"
+        );
         assert_eq!(s.retries(), 3);
         assert_eq!(s.snap(Slot::Green).upstream_failed, 10);
     }
@@ -232,7 +256,10 @@ async fn nothing_is_retried_when_no_previous_release_runs() {
     for fast in PATHS {
         let s = Setup::new(dead_addr().await, dead_addr().await, fast).await;
         // A first deployment: no previous release, so the runner guards nothing.
-        s.router.apply(SERVICE, Some(s.target(Slot::Green)), None).await.unwrap();
+        s.router
+            .apply(SERVICE, Some(s.target(Slot::Green)), None)
+            .await
+            .unwrap();
         assert_eq!(s.send(Method::GET, "").await.0, 502);
         // And a guard naming the same slot twice is refused.
         let same = s.router.protect(
@@ -275,9 +302,19 @@ async fn the_burst_trigger_switches_back_after_exactly_n_failures() {
             statuses.push(s.send(Method::GET, "").await.0);
         }
         assert_eq!(&statuses[..5], &[500; 5], "fast={fast}");
-        assert!(statuses[5..].iter().all(|&c| c == 200), "fast={fast}: {statuses:?}");
-        assert_eq!(green.hits(), 5, "exactly N requests reached the failing release");
-        assert_eq!(s.router.observed_live(SERVICE).await.unwrap(), Some(Slot::Blue));
+        assert!(
+            statuses[5..].iter().all(|&c| c == 200),
+            "fast={fast}: {statuses:?}"
+        );
+        assert_eq!(
+            green.hits(),
+            5,
+            "exactly N requests reached the failing release"
+        );
+        assert_eq!(
+            s.router.observed_live(SERVICE).await.unwrap(),
+            Some(Slot::Blue)
+        );
         let why = within(5, guard.tripped()).await;
         assert!(why.contains("5 consecutive failures on green"), "{why}");
         assert!(guard.has_tripped());
@@ -357,14 +394,23 @@ async fn a_disarmed_trigger_never_fires_and_the_previous_slot_is_never_guarded()
         let guard = s.switch(&shield_on_status(1.0), Some(&burst)).await;
         s.router.end_trigger(SERVICE);
         // The operator switches back by hand: requests to blue are not guarded.
-        s.router.apply(SERVICE, Some(s.target(Slot::Blue)), None).await.unwrap();
+        s.router
+            .apply(SERVICE, Some(s.target(Slot::Blue)), None)
+            .await
+            .unwrap();
         assert_eq!(s.send(Method::GET, "").await.0, 503);
-        s.router.apply(SERVICE, Some(s.target(Slot::Green)), None).await.unwrap();
+        s.router
+            .apply(SERVICE, Some(s.target(Slot::Green)), None)
+            .await
+            .unwrap();
         // Green is still shielded (retried on blue, which fails too: the client gets
         // blue's answer), but the trigger stays quiet.
         assert_eq!(s.send(Method::GET, "").await.0, 503, "fast={fast}");
         assert!(!guard.has_tripped());
-        assert_eq!(s.router.observed_live(SERVICE).await.unwrap(), Some(Slot::Green));
+        assert_eq!(
+            s.router.observed_live(SERVICE).await.unwrap(),
+            Some(Slot::Green)
+        );
         assert_eq!(blue.hits(), 2);
         assert_eq!(green.hits(), 1);
     }

@@ -61,8 +61,8 @@ mod tests;
 
 pub use delivery::*;
 pub use model::*;
-pub use shield::{BurstConfig, ShieldConfig};
 pub use read::Problem;
+pub use shield::{BurstConfig, ShieldConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

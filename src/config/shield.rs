@@ -180,7 +180,15 @@ pub(super) fn shield(
         .and_then(|v| positive(p, r.key("budget_window"), v));
     let max_body = r
         .or("max_body", r.raw.max_body, d.max_body as i64)
-        .and_then(|v| int_range(p, r.key("max_body"), v, 0, ShieldConfig::MAX_MAX_BODY as i64))
+        .and_then(|v| {
+            int_range(
+                p,
+                r.key("max_body"),
+                v,
+                0,
+                ShieldConfig::MAX_MAX_BODY as i64,
+            )
+        })
         .map(|v| v as u64);
     let (on_connect, on_status) = retry_on?.unwrap_or((d.on_connect, d.on_status));
     Some(ShieldConfig {
@@ -222,7 +230,11 @@ pub(super) fn burst(
         }
     });
     let window = r
-        .or("window", r.raw.window, i64::from(BurstConfig::DEFAULT_WINDOW))
+        .or(
+            "window",
+            r.raw.window,
+            i64::from(BurstConfig::DEFAULT_WINDOW),
+        )
         .and_then(|v| int_range(p, r.key("window"), v, 1, i64::from(BurstConfig::MAX_WINDOW)))
         .map(|v| v as u32);
     let min_requests = r
@@ -284,7 +296,12 @@ mod tests {
         );
         assert!(shield("services.web", Some(&sub), &mut p).is_none());
         let text = format!("{:?}", p.into_vec());
-        for key in ["shield.retry_on", "shield.statuses", "shield.budget", "shield.max_body"] {
+        for key in [
+            "shield.retry_on",
+            "shield.statuses",
+            "shield.budget",
+            "shield.max_body",
+        ] {
             assert!(text.contains(key), "{key} in {text}");
         }
     }

@@ -327,7 +327,12 @@ impl Proxy {
     /// a connection (pooled connections are reused without a lookup). A `CONNECT`'s
     /// authority-form target is kept as it is (the app decides what it means; the
     /// connection goes to the slot all the same).
-    pub(super) fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri, connect: bool) -> Option<Uri> {
+    pub(super) fn upstream_uri(
+        &self,
+        endpoint: &Endpoint,
+        original: &Uri,
+        connect: bool,
+    ) -> Option<Uri> {
         if connect {
             return Some(original.clone());
         }

@@ -320,7 +320,9 @@ impl Trigger {
             run: AtomicU32::new(0),
             seen: AtomicU64::new(0),
             failed_total: AtomicU64::new(0),
-            ring: (0..c.window.max(1)).map(|_| AtomicBool::new(false)).collect(),
+            ring: (0..c.window.max(1))
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             ring_failed: AtomicU32::new(0),
         }
     }
@@ -328,7 +330,9 @@ impl Trigger {
     /// Takes one outcome; the reason when this one crossed a threshold.
     pub fn observe(&self, failed: bool, slot: Slot) -> Option<String> {
         let n = self.seen.fetch_add(1, Ordering::AcqRel) + 1;
-        let total_failed = self.failed_total.fetch_add(u64::from(failed), Ordering::AcqRel)
+        let total_failed = self
+            .failed_total
+            .fetch_add(u64::from(failed), Ordering::AcqRel)
             + u64::from(failed);
         let run = if failed {
             self.run.fetch_add(1, Ordering::AcqRel) + 1

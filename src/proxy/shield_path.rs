@@ -68,8 +68,11 @@ impl Proxy {
                 return Err(client_fault(&e));
             }
         };
-        let (method, original, headers) =
-            (parts.method.clone(), parts.uri.clone(), parts.headers.clone());
+        let (method, original, headers) = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        );
         let first = Request::from_parts(parts, LimitedBody::full(bytes.clone()));
         let sent = upstream_wait(self.client.request(first), timeout, received, None).await;
         let kind = match &sent {

@@ -13,8 +13,8 @@
 //! release) is never guarded.
 
 use super::{Input, Runner};
-use crate::orchestrator::machine::{Event, Machine, Phase};
 use crate::config::HookPoint;
+use crate::orchestrator::machine::{Event, Machine, Phase};
 use crate::store::{DeploymentKind, DeploymentOutcome};
 
 impl Runner {
