@@ -181,6 +181,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--cutover-bin", default=os.path.join(REPO, "target", "release", "cutover"))
+    p.add_argument("--out", help="JSON file (default bench/results/<date>-rollback-shield.json)")
     a = p.parse_args()
     cutover_bin = os.path.abspath(a.cutover_bin)
     d = tempfile.mkdtemp(prefix="cutover-rollback-bench-")
@@ -213,7 +214,7 @@ def main():
         ps.stop_all()
     res["uptime_after"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(json.dumps(res, indent=1))
-    out = os.path.join(REPO, "bench", "results", "rollback-shield.json")
+    out = a.out or os.path.join(REPO, "bench", "results", f"{res['date'][:10]}-rollback-shield.json")
     with open(out, "w") as f:
         json.dump(res, f, indent=1)
     return 0
