@@ -415,3 +415,56 @@ async fn a_disarmed_trigger_never_fires_and_the_previous_slot_is_never_guarded()
         assert_eq!(green.hits(), 1);
     }
 }
+
+#[tokio::test]
+async fn a_client_that_stalls_its_body_gets_408_is_never_retried_and_never_counts_against_the_release(
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for fast in PATHS {
+        let blue = blue_echo().await;
+        let green = Backend::status(503).await;
+        let routes = Arc::new(Routes::new());
+        let stats = Arc::new(StatsRegistry::new([SERVICE]));
+        let router = BuiltinRouter::new(routes.clone(), stats.clone());
+        let settings = ProxySettings {
+            fast_path: fast,
+            client_body_timeout: std::time::Duration::from_millis(200),
+            ..ProxySettings::default()
+        };
+        let proxy = TestProxy::start(&routes, default_listener(SERVICE), settings).await;
+        let target = |slot, addr| Target::new(SERVICE, slot, addr);
+        let burst = BurstConfig {
+            consecutive_failures: Some(1),
+            failure_ratio: None,
+            window: 20,
+            min_requests: 10,
+        };
+        let guard = router
+            .protect(
+                SERVICE,
+                target(Slot::Green, green.addr),
+                target(Slot::Blue, blue.addr),
+                &shield_on_status(1.0),
+                Some(&burst),
+            )
+            .unwrap();
+        router
+            .apply(SERVICE, Some(target(Slot::Green, green.addr)), None)
+            .await
+            .unwrap();
+        let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        c.write_all(b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhalf!")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        within(10, c.read_to_end(&mut answer)).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "fast={fast}: {answer}");
+        let g = stats.get(SERVICE, Slot::Green).unwrap();
+        assert_eq!(g.snapshot().client_failed, 1);
+        assert_eq!(g.snapshot().errors(), 0, "not the release's fault");
+        assert_eq!(g.shield_retries(), [0, 0]);
+        assert!(!guard.has_tripped());
+        assert_eq!((blue.hits(), green.hits()), (0, 0));
+    }
+}
