@@ -258,6 +258,24 @@ async fn the_burst_trigger_switches_back_after_exactly_n_failures_and_the_deploy
         reason.contains("burst trigger: 4 consecutive failures on green"),
         "{reason}"
     );
+    // In the event log too: the switch back and the outcome, each naming the trigger.
+    let events = w.store.events(SERVICE, 100).unwrap();
+    let lines: Vec<_> = events
+        .iter()
+        .map(|e| format!("{}: {}", e.kind, e.message))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("switching traffic back to blue: burst trigger")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("deployment_rolled_back: burst trigger")),
+        "{lines:#?}"
+    );
     let green = w.stats.get(SERVICE, Slot::Green).unwrap().snapshot();
     assert_eq!(green.status_class[4], 4);
 }
