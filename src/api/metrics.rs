@@ -76,6 +76,25 @@ impl Collector for CutoverCollector {
         }
 
         let mut e = enc.encode_descriptor(
+            "cutover_proxy_shield_retries",
+            "Requests to a deployment's new slot that failed in a retry-safe way and were \
+             retried on the previous slot (the failure is counted in cutover_requests too).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (svc, slot, stats) in &slots {
+            let retries = stats.shield_retries();
+            for kind in crate::proxy::shield::RetryKind::ALL {
+                let labels = [
+                    ("service", svc.as_str()),
+                    ("slot", slot.as_str()),
+                    ("reason", kind.as_str()),
+                ];
+                ConstCounter::new(retries[kind.index()]).encode(e.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut e = enc.encode_descriptor(
             "cutover_requests_in_flight",
             "Requests currently in flight to a slot.",
             None,

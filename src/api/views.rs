@@ -19,6 +19,10 @@ pub struct SlotView {
     /// 5xx answers and upstream failures among them.
     pub errors: u64,
     pub in_flight: i64,
+    /// Failed requests to this slot retried on the previous slot (the shield), since
+    /// the daemon started; counted in `errors` too.
+    #[serde(default)]
+    pub shield_retries: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +88,7 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
             requests: stats.requests,
             errors: stats.errors(),
             in_flight: stats.in_flight,
+            shield_retries: c.router(name).shield_retries(name, s.slot),
         });
     }
     let history = c.store().history(name, 2)?;

@@ -63,6 +63,12 @@ pub async fn status(c: &ApiClient, service: Option<&str>) -> Result<ExitCode, Cl
                 v.requests,
                 v.errors,
             );
+            if v.shield_retries > 0 {
+                say!(
+                    "         {} failed requests retried on the previous release (shield)",
+                    v.shield_retries
+                );
+            }
         }
         for c in &s.tls_certificates {
             let left = c.not_after - now_unix();

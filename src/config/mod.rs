@@ -47,6 +47,7 @@ mod router;
 mod rules;
 mod runtime;
 mod service;
+mod shield;
 mod smoke;
 mod strategy;
 mod supervise;
@@ -64,6 +65,7 @@ pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
 pub use retention::RetentionConfig;
+pub use shield::{BurstConfig, ShieldConfig};
 pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;

@@ -120,6 +120,10 @@ pub struct ServiceConfig {
     /// for confirmation before deploy, rollback and destructive `db` commands).
     /// Default: none.
     pub environment: Option<String>,
+    /// Retrying a failed request on the previous release during a deployment.
+    pub shield: super::shield::ShieldConfig,
+    /// The data plane's burst trigger; `None` = off (the default).
+    pub burst: Option<super::shield::BurstConfig>,
 }
 
 impl ServiceConfig {

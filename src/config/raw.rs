@@ -111,6 +111,9 @@ pub struct RawService {
     pub database: Option<Sub<RawDatabase>>,
     /// `production`, `staging`, ...: the CLI confirms changes to production.
     pub environment: Option<String>,
+    /// `[services.<name>.shield]` and `[services.<name>.burst]`, read in `shield.rs`.
+    pub shield: Option<Sub<super::shield::RawShield>>,
+    pub burst: Option<Sub<super::shield::RawBurst>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

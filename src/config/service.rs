@@ -103,6 +103,8 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let environment = r.optional("environment", r.raw.environment.as_deref(), |e| {
         self::environment(&r.key("environment"), e, p)
     });
+    let shield = super::shield::shield(&at, r.raw.shield.as_ref(), p);
+    let burst = super::shield::burst(&at, r.raw.burst.as_ref(), p);
 
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
@@ -130,6 +132,8 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             supervise: supervise?,
             database: database?,
             environment: environment?,
+            shield: shield?,
+            burst: burst?,
         })
     })();
     draft

@@ -197,6 +197,8 @@ fn a_minimal_config_gets_every_documented_default() {
                     failover: false,
                     max_backoff: Duration::from_secs(60),
                 },
+                shield: Default::default(),
+                burst: None,
             },
         )]),
     };

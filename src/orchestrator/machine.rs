@@ -199,6 +199,11 @@ pub enum Event {
         point: HookPoint,
         failure: Option<String>,
     },
+    /// The proxy's burst trigger fired on the target and already moved normal traffic
+    /// back to `from` (the reason names the trigger and its counts): end rolled back,
+    /// through the same switch-back as any other trigger (which re-applies the route,
+    /// for external routers too).
+    Tripped(String),
     /// The database phase is over; `failure` says why it stopped the deployment
     /// (nothing was started and the live database was not migrated, unless the
     /// reason says a migration failed).
@@ -527,6 +532,9 @@ impl Machine {
             }
             (Phase::Watch, Event::Exited(why)) => {
                 let why = format!("the new release exited: {why}");
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
+            }
+            (Phase::Watch, Event::Tripped(why)) => {
                 self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
             }
             (Phase::Watch, Event::Rollback { by }) => {

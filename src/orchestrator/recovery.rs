@@ -200,6 +200,8 @@ impl Controller {
                     continue;
                 }
                 let runtime = self.runtime_of(&rec.name)?;
+                // The warm period is over: no more retries on this slot.
+                self.router(&rec.name).unprotect(&rec.name);
                 let _ = self
                     .router(&rec.name)
                     .drain(&rec.name, s.slot, self.config().proxy.drain_timeout)

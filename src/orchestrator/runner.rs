@@ -34,6 +34,7 @@ mod database_down;
 mod database_gate;
 mod effects;
 pub mod fault;
+mod guard;
 pub(crate) mod hooks;
 mod perform;
 mod progressive;
@@ -105,6 +106,14 @@ pub struct Runner {
     database_task: Option<tokio::task::JoinHandle<()>>,
     /// The daemon's state directory (default home of the backups).
     pub state_dir: std::path::PathBuf,
+    /// The data plane's guard over the target (`runner/guard.rs`) and the task that
+    /// waits for its burst trigger.
+    guard: Option<(
+        Arc<crate::proxy::shield::Guard>,
+        Option<tokio::task::JoinHandle<()>>,
+    )>,
+    /// The runner's own channel, for the guard's watcher.
+    events: Option<mpsc::Sender<Input>>,
 }
 
 /// Everything a runner needs, from the controller.
@@ -147,6 +156,8 @@ impl Runner {
             hooks_task: None,
             database_task: None,
             state_dir: p.state_dir,
+            guard: None,
+            events: None,
         }
     }
 
@@ -160,6 +171,9 @@ impl Runner {
         mut rx: mpsc::Receiver<Input>,
     ) {
         let clock = Instant::now();
+        self.events = Some(tx.clone());
+        // A guard left from the deployment before protects a slot this one replaces.
+        self.router.unprotect(&self.service.name);
         let mut queue: VecDeque<Input> = VecDeque::from([Input::Event(Event::Begin)]);
         loop {
             let input = match queue.pop_front() {
@@ -174,6 +188,7 @@ impl Runner {
             let sampled = matches!(event, Event::Sample { .. });
             let now = clock.elapsed().as_millis() as u64;
             let effects = machine.step(now, event);
+            self.settle_trigger(&machine);
             self.cancel_stale_hooks(&machine);
             self.cancel_stale_database(&machine);
             // The decision to move traffic: the switch's clock starts here.
@@ -202,6 +217,7 @@ impl Runner {
             }
             if let Some((outcome, reason)) = step.finish {
                 fault::pause_at("finish").await;
+                self.settle_guard(&machine, outcome).await;
                 self.finish(outcome, reason);
                 // A start still in flight after an abort must not leave a process behind.
                 self.drain_late_starts(&mut machine, &mut rx).await;

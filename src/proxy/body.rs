@@ -35,6 +35,8 @@ use super::stats::{Outcome, OwnedInFlight, SlotStats};
 pub struct Recorder {
     in_flight: Option<OwnedInFlight>,
     received: Instant,
+    /// The deployment's guard, told the outcome (requests to a guarded new slot).
+    guard: Option<Arc<super::shield::Guard>>,
 }
 
 impl Recorder {
@@ -42,7 +44,14 @@ impl Recorder {
         Self {
             in_flight: Some(stats.begin_owned()),
             received,
+            guard: None,
         }
+    }
+
+    /// Also tells `guard` how the request ended (its burst trigger).
+    pub fn guarded(mut self, guard: Arc<super::shield::Guard>) -> Self {
+        self.guard = Some(guard);
+        self
     }
 
     pub fn finish(mut self, outcome: Outcome) {
@@ -52,8 +61,12 @@ impl Recorder {
     fn record(&mut self, outcome: Outcome) {
         // Record before the in-flight guard drops, so a drain that sees zero in
         // flight also sees every request recorded.
-        if let Some(guard) = self.in_flight.take() {
-            guard.stats().record(outcome, self.received.elapsed());
+        if let Some(in_flight) = self.in_flight.take() {
+            in_flight.stats().record(outcome, self.received.elapsed());
+            drop(in_flight);
+            if let Some(guard) = self.guard.take() {
+                guard.observe(outcome);
+            }
         }
     }
 }
@@ -186,7 +199,7 @@ pub async fn upstream_wait<F: Future>(
 /// ([`Tee`]).
 #[derive(Debug)]
 pub struct LimitedBody {
-    inner: Incoming,
+    inner: Source,
     remaining: u64,
     limit: u64,
     /// Boxed: only mirrored requests have one, and the common case stays small.
@@ -200,11 +213,24 @@ pub struct LimitedBody {
 impl LimitedBody {
     pub fn new(inner: Incoming, limit: u64, timeout: Duration) -> Self {
         Self {
-            inner,
+            inner: Source::Incoming(inner),
             remaining: limit,
             limit,
             tee: None,
             timeout,
+            sleep: None,
+            watch: None,
+        }
+    }
+
+    /// A body already received in full (kept for a retry on another slot).
+    pub fn full(bytes: Bytes) -> Self {
+        Self {
+            inner: Source::Full((!bytes.is_empty()).then_some(bytes)),
+            remaining: u64::MAX,
+            limit: u64::MAX,
+            tee: None,
+            timeout: Duration::MAX,
             sleep: None,
             watch: None,
         }
@@ -275,7 +301,11 @@ impl Body for LimitedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         let this = self.get_mut();
-        let polled = match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.inner {
+            Source::Incoming(inner) => inner,
+            Source::Full(bytes) => return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        };
+        let polled = match Pin::new(inner).poll_frame(cx) {
             Poll::Pending => {
                 let timeout = this.timeout;
                 let sleep = this
@@ -332,7 +362,26 @@ impl Body for LimitedBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Source::Incoming(inner) => inner.size_hint(),
+            Source::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+/// Where a [`LimitedBody`]'s bytes come from.
+#[derive(Debug)]
+enum Source {
+    Incoming(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl Source {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Source::Incoming(inner) => inner.is_end_stream(),
+            Source::Full(b) => b.is_none(),
+        }
     }
 }
 

@@ -105,7 +105,11 @@ impl Proxy {
         else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
-        let recorder = Recorder::start(&chosen.stats, received);
+        let mut recorder = Recorder::start(&chosen.stats, received);
+        if let Some(guard) = &chosen.guard {
+            guard.admitted();
+            recorder = recorder.guarded(guard.clone());
+        }
 
         let connect = req.method() == Method::CONNECT;
         let upgrade = connect || headers::is_upgrade(req.headers());
@@ -146,23 +150,36 @@ impl Proxy {
             ),
             _ => None,
         };
-        let upstream_req = Request::from_parts(parts, body);
-
         // The upstream's clock: `upstream_timeout` past the end of what the client
         // sent, never running while the client keeps the body waiting.
-        let send = async {
-            match &affine {
-                Some(a) => a.0.send(&endpoint, upstream_req).await,
-                None => self.client.request(upstream_req).await.map_err(Into::into),
+        let (sent, slot, recorder) = match chosen.guard.clone() {
+            Some(guard) if !upgrade && mirrored.is_none() && guard.retries() => {
+                let first = (slot, recorder, received);
+                match self.send_shielded(guard, parts, body, first).await {
+                    Ok((sent, slot, recorder)) => {
+                        (sent.map(|r| r.map_err(SendError::from)), slot, recorder)
+                    }
+                    Err(refused) => return refused,
+                }
+            }
+            _ => {
+                let upstream_req = Request::from_parts(parts, body);
+                let send = async {
+                    match &affine {
+                        Some(a) => a.0.send(&endpoint, upstream_req).await,
+                        None => self.client.request(upstream_req).await.map_err(Into::into),
+                    }
+                };
+                let sent = upstream_wait(
+                    send,
+                    self.settings.upstream_timeout,
+                    received,
+                    watch.as_deref(),
+                )
+                .await;
+                (sent, slot, recorder)
             }
         };
-        let sent = upstream_wait(
-            send,
-            self.settings.upstream_timeout,
-            received,
-            watch.as_deref(),
-        )
-        .await;
         let mut resp = match sent {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => {
@@ -216,7 +233,8 @@ impl Proxy {
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.insert(X_CUTOVER_SLOT, slot_value(slot));
-        if let Some(cookie) = chosen.set_cookie {
+        // A retried request was answered by the previous slot: no cookie for the new.
+        if let Some(cookie) = chosen.set_cookie.filter(|_| slot == chosen.slot) {
             parts.headers.append(SET_COOKIE, cookie);
         }
         Response::from_parts(
@@ -311,9 +329,11 @@ impl Proxy {
             Some(split) => split.pick(sticky),
             None => (entry.route.live.as_ref().ok_or("no live slot\n")?, None),
         };
+        let guard = entry.guard.as_ref().filter(|g| g.new.slot == up.slot);
         Ok(Chosen {
             set_cookie: set_cookie.cloned(),
             mirror: entry.mirror.clone(),
+            guard: guard.cloned(),
             ..Chosen::plain(up)
         })
     }
@@ -323,7 +343,12 @@ impl Proxy {
     /// a connection (pooled connections are reused without a lookup). A `CONNECT`'s
     /// authority-form target is kept as it is (the app decides what it means; the
     /// connection goes to the slot all the same).
-    fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri, connect: bool) -> Option<Uri> {
+    pub(super) fn upstream_uri(
+        &self,
+        endpoint: &Endpoint,
+        original: &Uri,
+        connect: bool,
+    ) -> Option<Uri> {
         if connect {
             return Some(original.clone());
         }
@@ -370,6 +395,8 @@ pub(super) struct Chosen {
     pub(super) set_cookie: Option<HeaderValue>,
     /// The service's mirror, if mirroring (normal traffic only).
     pub(super) mirror: Option<std::sync::Arc<Mirror>>,
+    /// The deployment's guard, when this normal request goes to its new slot.
+    pub(super) guard: Option<std::sync::Arc<super::shield::Guard>>,
 }
 
 impl Chosen {
@@ -380,12 +407,13 @@ impl Chosen {
             stats: up.stats.clone(),
             set_cookie: None,
             mirror: None,
+            guard: None,
         }
     }
 }
 
 /// The response for a request the upstream client could not complete.
-fn failed(e: SendError, slot: Slot, recorder: Recorder) -> Response<ProxyBody> {
+pub(super) fn failed(e: SendError, slot: Slot, recorder: Recorder) -> Response<ProxyBody> {
     if let Some(client) = ClientBodyError::find(e.as_error()) {
         recorder.finish(Outcome::ClientFailed);
         return match client {
@@ -495,7 +523,7 @@ fn refused((status, msg): Refusal) -> Response<ProxyBody> {
     resp
 }
 
-fn declared_length<B>(req: &Request<B>) -> Option<u64> {
+pub(super) fn declared_length<B>(req: &Request<B>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)?
         .to_str()
@@ -506,7 +534,7 @@ fn declared_length<B>(req: &Request<B>) -> Option<u64> {
 }
 
 /// A short plain-text response written by the proxy itself.
-fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
+pub(super) fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::local(Bytes::from_static(msg.as_bytes())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(

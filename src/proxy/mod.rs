@@ -25,6 +25,8 @@
 //! - [`split`]: weighted canary split and sticky cookies; `cookies`: reading and
 //!   stripping the proxy's own cookies (preview, sticky).
 //! - [`mirror`]: copying a sample of live requests to another slot, and the report.
+//! - [`shield`]: a deployment's guard over its new slot (retry on the previous
+//!   release, the burst trigger); `shield_path`: the general path's guarded send.
 //!
 //! # Cost per request (the hot path)
 //! On the fast path (`h1`), for the common request: one read of the client's head and
@@ -60,6 +62,8 @@ pub mod mirror;
 pub mod preview;
 mod redirect;
 pub mod server;
+pub mod shield;
+mod shield_path;
 pub mod split;
 pub mod stats;
 pub mod table;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::shield::RetryKind;
 use crate::domain::stats::{StatsSnapshot, BUCKETS, LATENCY_BOUNDS_US};
 
 /// How a proxied request ended, from the proxy's point of view.
@@ -35,6 +36,10 @@ pub struct SlotStats {
     latency_buckets: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     in_flight: AtomicI64,
+    /// Requests to this slot the shield retried on the previous slot, by
+    /// [`RetryKind`] (kept out of the snapshot: the failures themselves are counted
+    /// above like any other).
+    shield_retries: [AtomicU64; 2],
 }
 
 /// Marks a request as in flight until dropped.
@@ -97,6 +102,16 @@ impl SlotStats {
         let bucket = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
         self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    /// One request to this slot was retried on the previous slot.
+    pub fn shield_retried(&self, kind: RetryKind) {
+        self.shield_retries[kind.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Retries so far, indexed by [`RetryKind::index`].
+    pub fn shield_retries(&self) -> [u64; 2] {
+        std::array::from_fn(|i| self.shield_retries[i].load(Ordering::Relaxed))
     }
 
     pub fn in_flight(&self) -> i64 {

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use super::mirror::Mirror;
+use super::shield::Guard;
 use super::split::Split;
 use super::stats::SlotStats;
 use super::upstream::Upstream;
@@ -40,6 +41,9 @@ pub struct ServiceEntry {
     pub split: Option<Arc<Split>>,
     /// When set, a sample of normal traffic is copied to the mirror target.
     pub mirror: Option<Arc<Mirror>>,
+    /// While a deployment's previous release runs beside its new one: the shield and
+    /// burst trigger over normal traffic to the new slot (`shield`).
+    pub guard: Option<Arc<Guard>>,
 }
 
 /// An immutable snapshot of every service's route.
@@ -119,6 +123,26 @@ impl Routes {
     /// Starts (`Some`) or stops (`None`) mirroring the service's normal traffic.
     pub fn set_mirror(&self, service: &str, mirror: Option<Arc<Mirror>>) {
         self.update(service, |e| e.mirror = mirror);
+    }
+
+    /// Sets (`Some`) or removes (`None`) the service's guard; returns the one replaced.
+    pub fn set_guard(&self, service: &str, guard: Option<Arc<Guard>>) -> Option<Arc<Guard>> {
+        self.update(service, |e| std::mem::replace(&mut e.guard, guard))
+    }
+
+    /// The burst trigger fired: normal traffic goes back to the guard's previous slot
+    /// (the split ends), if `guard` is still the service's guard and normal traffic
+    /// still reaches its new slot. One swap, no await: the worker that saw the failure
+    /// calls it.
+    pub fn trip(&self, service: &str, guard: &Guard) {
+        self.update(service, |e| {
+            let ours = e.guard.as_deref().is_some_and(|g| std::ptr::eq(g, guard));
+            let live_new = e.route.live.as_ref().map(|u| u.slot) == Some(guard.new.slot);
+            if ours && (e.split.is_some() || live_new) {
+                e.split = None;
+                e.route.live = Some(guard.previous.clone());
+            }
+        });
     }
 
     /// Read-copy-update of one service's entry under the writer lock.

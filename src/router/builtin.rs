@@ -21,6 +21,7 @@ use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
 use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
 use crate::proxy::mirror::Mirror;
+use crate::proxy::shield::Guard;
 use crate::proxy::split::Split;
 use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry};
 use crate::proxy::upstream::Upstream;
@@ -187,6 +188,46 @@ impl Router for BuiltinRouter {
 
     async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot> {
         self.stats.get(service, slot).map(|s| s.snapshot())
+    }
+
+    fn protect(
+        &self,
+        service: &str,
+        new: Target,
+        previous: Target,
+        shield: &crate::config::ShieldConfig,
+        burst: Option<&crate::config::BurstConfig>,
+    ) -> Option<Arc<Guard>> {
+        if new.slot == previous.slot {
+            return None;
+        }
+        let new = self.upstream_of(service, new).ok()?;
+        let previous = self.upstream_of(service, previous).ok()?;
+        let guard = Arc::new(Guard::new(
+            service,
+            new,
+            previous,
+            shield,
+            burst,
+            &self.routes,
+        ));
+        self.routes.set_guard(service, Some(guard.clone()));
+        Some(guard)
+    }
+
+    fn end_trigger(&self, service: &str) {
+        if let Some(guard) = self.routes.entry(service).guard {
+            guard.disarm_trigger();
+        }
+    }
+
+    fn shield_retries(&self, service: &str, slot: Slot) -> u64 {
+        let retries = self.stats.get(service, slot).map(|s| s.shield_retries());
+        retries.map_or(0, |r| r.iter().sum())
+    }
+
+    fn unprotect(&self, service: &str) {
+        self.routes.set_guard(service, None);
     }
 }
 

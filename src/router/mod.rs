@@ -99,6 +99,38 @@ pub trait Router: Send + Sync {
 
     /// Cumulative request statistics of one slot, if this router can see them.
     async fn stats(&self, service: &str, slot: Slot) -> Option<StatsSnapshot>;
+
+    /// Guards a deployment's new slot in the data plane while `previous` still runs:
+    /// the shield and the burst trigger (`proxy::shield`). Only the built-in proxy
+    /// sees requests, so only it guards; the others return `None` and do nothing.
+    fn protect(
+        &self,
+        service: &str,
+        new: Target,
+        previous: Target,
+        shield: &crate::config::ShieldConfig,
+        burst: Option<&crate::config::BurstConfig>,
+    ) -> Option<std::sync::Arc<crate::proxy::shield::Guard>> {
+        let _ = (service, new, previous, shield, burst);
+        None
+    }
+
+    /// The watch is over: the burst trigger stops firing; the shield goes on while the
+    /// previous release stays warm.
+    fn end_trigger(&self, service: &str) {
+        let _ = service;
+    }
+
+    /// Requests to `slot` the shield retried on the previous slot, all reasons.
+    fn shield_retries(&self, service: &str, slot: Slot) -> u64 {
+        let _ = (service, slot);
+        0
+    }
+
+    /// The previous release stops (or a new deployment begins): no guard any more.
+    fn unprotect(&self, service: &str) {
+        let _ = service;
+    }
 }
 
 /// Builds the router of every configured service; the only place that knows which

@@ -74,6 +74,12 @@ impl Machine {
                 }
                 _ => {}
             },
+            Event::Tripped(why) => match point {
+                HookPoint::PostSwitch | HookPoint::AfterSuccess => {
+                    self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
+                }
+                _ => {}
+            },
             Event::Exited(why) => match point {
                 HookPoint::PreSwitch => {
                     self.fail_before_switch(now, format!("the new release exited: {why}"), fx)

@@ -292,6 +292,10 @@ impl Machine {
                 let why = format!("rollback requested by {by} during canary step {}", n + 1);
                 self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
             }
+            Event::Tripped(why) => {
+                let why = format!("{why} during canary step {}", n + 1);
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
+            }
             _ => {}
         }
     }

@@ -51,6 +51,9 @@ impl Runner {
                     }));
                 }
                 Effect::Split { canary_percent } => {
+                    if canary_percent > 0 {
+                        self.arm_guard(machine);
+                    }
                     let result = self.split(machine, canary_percent).await;
                     queue.push_back(Input::Event(match result {
                         Ok(()) => {

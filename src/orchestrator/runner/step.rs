@@ -118,6 +118,10 @@ impl Runner {
             switched,
         }) = effects.iter().find(|e| matches!(e, Effect::Route { .. }))
         {
+            if switched {
+                // Guarded from the first request that reaches the target.
+                self.arm_guard(machine);
+            }
             let result = self.route(live, preview).await;
             if result.is_ok() && switched {
                 self.switch_times

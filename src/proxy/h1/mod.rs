@@ -12,7 +12,8 @@
 //!
 //! What it takes: see `request` (HTTP/1.1, origin-form, a `Content-Length` body up to
 //! [`FAST_BODY_MAX`], no upgrade, no `Expect`, no `Transfer-Encoding`); requests to a
-//! service that is mirroring; anything routed to a local answer (404, 503). Everything
+//! service that is mirroring; requests to a deployment's guarded new slot (`shield`);
+//! anything routed to a local answer (404, 503). Everything
 //! else is handed, with the bytes already read, to the general path for the rest of
 //! the connection ([`End::General`], [`Rewind`]), which answers exactly as before.
 //! Both paths choose the upstream the same way ([`Proxy::choose`]) and record each
@@ -315,8 +316,10 @@ impl Conn {
             // The general path answers 403.
             None => return Step::General,
         };
+        // A request to a guarded new slot (a deployment's shield and burst trigger)
+        // takes the general path, which retries and records it (`shield_path`).
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
-            Ok(c) if c.mirror.is_none() => c,
+            Ok(c) if c.mirror.is_none() && c.guard.is_none() => c,
             _ => return Step::General,
         };
         if self.out.capacity() == 0 {
