@@ -317,8 +317,16 @@ command = ["./web", "--port", "{port}"]
     fn pem_files(dir: &std::path::Path) -> (String, String) {
         let cert = dir.join("c.pem");
         let key = dir.join("k.pem");
-        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n").unwrap();
-        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n").unwrap();
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
         (cert.display().to_string(), key.display().to_string())
     }
 
@@ -360,7 +368,8 @@ command = ["./web", "--port", "{port}"]
         assert!(keys_of(&twice).contains(&"proxy.tls[1].listen".to_string()));
         let redirect_on_service = format!("{SERVICE}{table}redirect_from = \"127.0.0.1:8443\"\n");
         assert!(keys_of(&redirect_on_service).contains(&"proxy.tls[0].redirect_from".to_string()));
-        let hsts = format!("{SERVICE}{table}hsts_max_age = \"365d\"\nhsts_include_subdomains = true\n");
+        let hsts =
+            format!("{SERVICE}{table}hsts_max_age = \"365d\"\nhsts_include_subdomains = true\n");
         let c = parse(&hsts, None).unwrap();
         assert_eq!(
             c.proxy.edge.tls[0].hsts.as_ref().unwrap().header(),

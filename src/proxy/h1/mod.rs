@@ -35,7 +35,7 @@ pub(super) mod wire;
 use std::time::Instant as StdInstant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -62,10 +62,10 @@ const READ_CHUNK: usize = 16 * 1024;
 const MAX_HEAD: usize = 64 * 1024;
 
 /// How the fast path left a client connection.
-pub(crate) enum End {
+pub(crate) enum End<S> {
     Closed,
     /// The general path takes over; `Bytes` were read from the client and not used.
-    General(TcpStream, Bytes),
+    General(S, Bytes),
 }
 
 /// A request the fast path is forwarding: where to, and what is left to do.
@@ -105,8 +105,8 @@ enum Broke {
 }
 
 /// A client connection's buffers and upstream connections.
-struct Conn {
-    client: TcpStream,
+struct Conn<S> {
+    client: S,
     /// Bytes from the client not yet used.
     cbuf: BytesMut,
     /// Bytes from the upstream not yet passed on.
@@ -117,13 +117,16 @@ struct Conn {
 }
 
 /// Serves `client` on the fast path until it closes or needs the general path.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     proxy: &Proxy,
     ctx: &ListenerCtx,
-    client: TcpStream,
+    client: S,
     client_ip: &[u8],
     trusted: bool,
-) -> End {
+) -> End<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let settings = proxy.settings();
     let mut conn = Conn {
         client,
@@ -224,7 +227,7 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
     found
 }
 
-impl Conn {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
     /// and the body bytes already received to `out` and consumes them from `cbuf`.
     fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], trusted: bool) -> Step {
@@ -263,7 +266,14 @@ impl Conn {
         };
         self.out.clear();
         let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
-        head.write_upstream(&mut self.out, client_ip, trusted, preview_header, strip);
+        let https = ctx.tls.is_some();
+        head.write_upstream(
+            &mut self.out,
+            client_ip,
+            (trusted, https),
+            preview_header,
+            strip,
+        );
         let closing = *ctx.state.borrow() != ConnState::Serving;
         let (head_len, body_len) = (head.len, head.body_len);
         let (head_request, retryable, close) = (head.is_head(), head.retryable(), head.close);
@@ -288,10 +298,11 @@ impl Conn {
     }
 
     /// Answers 431 to a head over the limits and closes: the rest of it is not read.
-    async fn refuse_head(mut self) -> End {
+    async fn refuse_head(mut self) -> End<S> {
         self.out.clear();
         response::refusal(&mut self.out, 431, "request head too large\n");
         let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.flush().await;
         let _ = self.client.shutdown().await;
         End::Closed
     }
@@ -328,6 +339,7 @@ impl Conn {
                     true,
                 );
                 let _ = self.client.write_all(&self.out).await;
+                let _ = self.client.flush().await;
                 return false;
             }
             Err(fail) => {
@@ -343,7 +355,9 @@ impl Conn {
                 self.out.clear();
                 let slot_name = settings.slot_header.then_some(slot.as_str());
                 response::local(&mut self.out, status, slot_name, msg, close);
-                return self.client.write_all(&self.out).await.is_ok() && !close;
+                return self.client.write_all(&self.out).await.is_ok()
+                    && self.client.flush().await.is_ok()
+                    && !close;
             }
         };
         match self
@@ -476,7 +490,9 @@ impl Conn {
                     }
                     RespParse::Informational { len } => {
                         self.ubuf.advance(len);
-                        if self.client.write_all(&self.out).await.is_err() {
+                        if self.client.write_all(&self.out).await.is_err()
+                            || self.client.flush().await.is_err()
+                        {
                             return Err(Fail::Client);
                         }
                         if self.ubuf.is_empty() {
@@ -577,7 +593,9 @@ impl Conn {
         self.client
             .write_all(&self.out)
             .await
-            .map_err(|_| Broke::Client)
+            .map_err(|_| Broke::Client)?;
+        // A no-op on TCP; over TLS it sends what the record layer still holds.
+        self.client.flush().await.map_err(|_| Broke::Client)
     }
 
     /// Writes the first `n` bytes of `ubuf` to the client and consumes them.
@@ -586,6 +604,7 @@ impl Conn {
             .write_all(&self.ubuf[..n])
             .await
             .map_err(|_| Broke::Client)?;
+        self.client.flush().await.map_err(|_| Broke::Client)?;
         self.ubuf.advance(n);
         Ok(())
     }
