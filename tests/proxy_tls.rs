@@ -597,3 +597,64 @@ async fn prior_knowledge_h2c_is_off_by_default_and_served_when_turned_on() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_over_tls_takes_the_fast_path_and_still_overwrites_a_clients_proto() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, certs) = three_certs(dir.path());
+    let cfg = listener_config("127.0.0.1:0".parse().unwrap(), certs);
+    for fast_path in [true, false] {
+        let settings = ProxySettings {
+            fast_path,
+            ..ProxySettings::default()
+        };
+        let (proxy, _b, _r) = echo_proxy(cfg.clone(), settings).await;
+        let (addr, caf) = (proxy.addr, ca.cert.clone());
+        // Two requests on one connection, the second with a body.
+        let out = blocking(move || {
+            tls::curl(
+                addr,
+                "a.test",
+                &caf,
+                &[
+                    "--http1.1",
+                    "-H",
+                    "X-Forwarded-Proto: http",
+                    "-H",
+                    "X-Forwarded-For: 6.6.6.6",
+                ],
+                "/one",
+            )
+        })
+        .await;
+        let text = stdout(&out);
+        assert!(
+            text.contains("x-forwarded-proto: https\n"),
+            "fast path {fast_path}: {text}"
+        );
+        assert!(
+            text.contains("x-forwarded-for: 127.0.0.1\n"),
+            "fast path {fast_path}: {text}"
+        );
+        let caf = ca.cert.clone();
+        let out = blocking(move || {
+            tls::curl(
+                addr,
+                "a.test",
+                &caf,
+                &[
+                    "--http1.1",
+                    "-d",
+                    "hello",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ],
+                "/two",
+            )
+        })
+        .await;
+        assert_eq!(stdout(&out), "200");
+    }
+}

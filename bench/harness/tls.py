@@ -97,8 +97,8 @@ http {{
     keepalive_requests 1000000;
   }}
   server {{
-    listen 127.0.0.1:{PORTS['nginx']} ssl backlog=4096;
-    http2 on;
+    # `listen ... http2`: nginx 1.22 (Debian 12) predates the `http2 on;` directive.
+    listen 127.0.0.1:{PORTS['nginx']} ssl http2 backlog=4096;
     ssl_certificate {d}/tls-cert.pem;
     ssl_certificate_key {d}/tls-key.pem;
     ssl_protocols TLSv1.2 TLSv1.3;

@@ -263,6 +263,12 @@ fn print_result(r: &Value) {
     );
 }
 
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
 #[cfg(test)]
 mod printable_tests {
     #[test]
@@ -270,10 +276,4 @@ mod printable_tests {
         assert_eq!(super::printable("ci\u{1b}[2J\u{7}bot\r\n"), "ci[2Jbot");
         assert_eq!(super::printable("plain · text"), "plain · text");
     }
-}
-
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -300,3 +300,80 @@ pub(super) fn tls_listen_rule(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+
+    const SERVICE: &str = r#"
+[services.web]
+listen = "127.0.0.1:8443"
+
+[services.web.runtime]
+kind = "process"
+command = ["./web", "--port", "{port}"]
+"#;
+
+    fn pem_files(dir: &std::path::Path) -> (String, String) {
+        let cert = dir.join("c.pem");
+        let key = dir.join("k.pem");
+        std::fs::write(
+            &cert,
+            "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &key,
+            "-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        (cert.display().to_string(), key.display().to_string())
+    }
+
+    fn keys_of(text: &str) -> Vec<String> {
+        match parse(text, None) {
+            Ok(_) => panic!("expected problems"),
+            Err(e) => e.problems.into_iter().map(|p| p.key).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_safe_and_every_mistake_names_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_files(dir.path());
+        let table = format!(
+            "\n[[proxy.tls]]\nlisten = \"127.0.0.1:8443\"\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n"
+        );
+        let c = parse(&format!("{SERVICE}{table}"), None).unwrap();
+        let t = &c.proxy.edge.tls[0];
+        assert_eq!(t.handshake_timeout, std::time::Duration::from_secs(10));
+        assert!(t.http2 && !t.refuse_unknown_sni && t.hsts.is_none() && t.redirect_from.is_none());
+        assert!(!c.proxy.edge.h2c);
+
+        let bad = format!(
+            "{SERVICE}\n[[proxy.tls]]\nlisten = \"127.0.0.1:8443\"\ncertificates = [{{ cert = \"{key}\", key = \"{cert}\", names = [\"a b\"] }}]\n\
+             unknown_sni = \"maybe\"\nhsts_preload = true\nredirect_from = \"127.0.0.1:8443\"\n"
+        );
+        let keys = keys_of(&bad);
+        for k in [
+            "proxy.tls[0].certificates[0].cert",
+            "proxy.tls[0].certificates[0].key",
+            "proxy.tls[0].certificates[0].names",
+            "proxy.tls[0].unknown_sni",
+            "proxy.tls[0].hsts_max_age",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k} not in {keys:?}");
+        }
+        let twice = format!("{SERVICE}{table}{table}");
+        assert!(keys_of(&twice).contains(&"proxy.tls[1].listen".to_string()));
+        let redirect_on_service = format!("{SERVICE}{table}redirect_from = \"127.0.0.1:8443\"\n");
+        assert!(keys_of(&redirect_on_service).contains(&"proxy.tls[0].redirect_from".to_string()));
+        let hsts =
+            format!("{SERVICE}{table}hsts_max_age = \"365d\"\nhsts_include_subdomains = true\n");
+        let c = parse(&hsts, None).unwrap();
+        assert_eq!(
+            c.proxy.edge.tls[0].hsts.as_ref().unwrap().header(),
+            "max-age=31536000; includeSubDomains"
+        );
+    }
+}

@@ -43,7 +43,7 @@ pub fn request_head(buf: &[u8]) -> RequestVerdict {
             head.write_upstream(
                 &mut upstream_head,
                 b"10.0.0.9",
-                false,
+                (false, false),
                 "x-cutover-preview",
                 None,
             );

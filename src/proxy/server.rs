@@ -230,12 +230,33 @@ async fn serve_connection(
                 return;
             }
         };
-        return serve_auto(proxy, ctx, TokioIo::new(stream), peer, client_ip, trusted).await;
+        // HTTP/1.1 over TLS takes the fast path like plaintext (HSTS, which the fast
+        // path does not write, sends it to the general path); HTTP/2 the general one.
+        let h2 = stream.get_ref().1.alpn_protocol() == Some(super::tls::ALPN_H2);
+        if h2 || tls.hsts.is_some() || !proxy.settings().fast_path {
+            return serve_auto(proxy, ctx, TokioIo::new(stream), peer, client_ip, trusted).await;
+        }
+        return serve_fast_then_h1(proxy, ctx, stream, peer, client_ip, trusted).await;
     }
     if ctx.auto.is_some() {
         let io = TokioIo::new(stream);
         return serve_auto(proxy, ctx, io, peer, client_ip, trusted).await;
     }
+    serve_fast_then_h1(proxy, ctx, stream, peer, client_ip, trusted).await;
+}
+
+/// HTTP/1.1: the fast path first, then (if it hands the connection over) hyper's
+/// HTTP/1.1 server on the general path.
+async fn serve_fast_then_h1<S>(
+    proxy: Arc<Proxy>,
+    ctx: Arc<ListenerCtx>,
+    stream: S,
+    peer: SocketAddr,
+    client_ip: HeaderValue,
+    trusted: bool,
+) where
+    S: super::h1::ClientIo + Send + 'static,
+{
     let settings = proxy.settings();
     let (stream, pre) = if settings.fast_path && !settings.affine_upstream {
         match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
@@ -251,15 +272,17 @@ async fn serve_connection(
     Box::pin(serve_h1(proxy, ctx, stream, peer, client_ip, trusted)).await;
 }
 
-/// The general (hyper) HTTP/1.1 path for the rest of a plaintext connection.
-async fn serve_h1(
+/// The general (hyper) HTTP/1.1 path for the rest of a connection.
+async fn serve_h1<S>(
     proxy: Arc<Proxy>,
     ctx: Arc<ListenerCtx>,
-    stream: super::h1::Rewind,
+    stream: super::h1::Rewind<S>,
     peer: SocketAddr,
     client_ip: HeaderValue,
     trusted: bool,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let affine = proxy
         .settings()
         .affine_upstream

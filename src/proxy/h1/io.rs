@@ -160,18 +160,18 @@ pub async fn connect(endpoint: &Endpoint) -> io::Result<TcpStream> {
 
 /// A client connection handed to the general path: the bytes the fast path already
 /// read (the head it did not take, and anything after it) come first.
-pub struct Rewind {
+pub struct Rewind<S> {
     pre: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
-    pub fn new(inner: TcpStream, pre: Bytes) -> Self {
+impl<S> Rewind<S> {
+    pub fn new(inner: S, pre: Bytes) -> Self {
         Self { pre, inner }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -187,7 +187,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -37,7 +37,7 @@ pub(super) mod wire;
 use std::time::Instant as StdInstant;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -67,10 +67,10 @@ const HEAD_CHUNK: usize = pool::READ_BUF;
 const MAX_HEAD: usize = 64 * 1024;
 
 /// How the fast path left a client connection.
-pub(crate) enum End {
+pub(crate) enum End<S> {
     Closed,
     /// The general path takes over; `Bytes` were read from the client and not used.
-    General(TcpStream, Bytes),
+    General(S, Bytes),
 }
 
 /// A request the fast path is forwarding: where to, and what is left to do.
@@ -109,11 +109,12 @@ enum Broke {
     Client,
 }
 
-/// A client connection's buffers and upstream connections. While the connection waits
-/// for a request head with nothing buffered, its buffers are back in the thread's
-/// spares (`pool`) and it holds none: an idle connection costs its task and sockets.
-struct Conn {
-    client: TcpStream,
+/// A client connection's buffers and upstream connections. While a plaintext
+/// connection waits for a request head with nothing buffered, its buffers are back in
+/// the thread's spares (`pool`) and it holds none: an idle connection costs its task
+/// and sockets.
+struct Conn<S> {
+    client: S,
     /// Bytes from the client not yet used.
     cbuf: BytesMut,
     /// Bytes from the upstream not yet passed on.
@@ -124,13 +125,16 @@ struct Conn {
 }
 
 /// Serves `client` on the fast path until it closes or needs the general path.
-pub(crate) async fn serve(
+pub(crate) async fn serve<S>(
     proxy: &Proxy,
     ctx: &ListenerCtx,
-    client: TcpStream,
+    client: S,
     client_ip: &[u8],
     trusted: bool,
-) -> End {
+) -> End<S>
+where
+    S: ClientIo,
+{
     let settings = proxy.settings();
     let mut conn = Conn {
         client,
@@ -230,22 +234,48 @@ pub(crate) async fn serve(
     }
 }
 
+/// A client connection the fast path serves: plain TCP, or TLS (rustls) over it.
+pub(crate) trait ClientIo: AsyncRead + AsyncWrite + Unpin {
+    /// The socket itself when the stream is plain TCP: an idle read then waits for it
+    /// to be readable before taking a buffer. A TLS stream may hold decrypted bytes
+    /// the socket does not show, so it reads with a buffer held (rustls keeps its own
+    /// buffers for the connection anyway).
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
+        None
+    }
+}
+
+impl ClientIo for TcpStream {
+    fn tcp(&mut self) -> Option<&mut TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientIo for tokio_rustls::server::TlsStream<TcpStream> {}
+
 /// Reads from the client into `cbuf`: `Some(0)` at EOF, `None` after a spurious
-/// wake-up. `idle`: `cbuf` holds no memory; it gets a buffer from the spares only once
-/// the socket is readable, so a connection waiting for its next request holds none.
-async fn read_client(
-    client: &mut TcpStream,
+/// wake-up. `idle`: `cbuf` holds no memory; on plain TCP it gets a buffer from the
+/// spares only once the socket is readable, so a connection waiting for its next
+/// request holds none.
+async fn read_client<S: ClientIo>(
+    client: &mut S,
     cbuf: &mut BytesMut,
     idle: bool,
 ) -> std::io::Result<Option<usize>> {
     if !idle {
         return client.read_buf(cbuf).await.map(Some);
     }
-    client.readable().await?;
+    let Some(tcp) = client.tcp() else {
+        if cbuf.capacity() == 0 {
+            *cbuf = pool::read_buf();
+        }
+        return client.read_buf(cbuf).await.map(Some);
+    };
+    tcp.readable().await?;
     if cbuf.capacity() == 0 {
         *cbuf = pool::read_buf();
     }
-    match client.try_read_buf(cbuf) {
+    match tcp.try_read_buf(cbuf) {
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
         Err(e) => Err(e),
@@ -276,7 +306,7 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
     found
 }
 
-impl Conn {
+impl<S: ClientIo> Conn<S> {
     /// Gives the (empty) buffers back to the thread's spares.
     fn release_buffers(&mut self) {
         pool::give_read(&mut self.cbuf);
@@ -327,7 +357,14 @@ impl Conn {
         }
         self.out.clear();
         let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
-        head.write_upstream(&mut self.out, client_ip, trusted, preview_header, strip);
+        let https = ctx.tls.is_some();
+        head.write_upstream(
+            &mut self.out,
+            client_ip,
+            (trusted, https),
+            preview_header,
+            strip,
+        );
         let closing = *ctx.state.borrow() != ConnState::Serving;
         let (head_len, body_len) = (head.len, head.body_len);
         let (head_request, retryable, close) = (head.is_head(), head.retryable(), head.close);
@@ -352,10 +389,11 @@ impl Conn {
     }
 
     /// Answers 431 to a head over the limits and closes: the rest of it is not read.
-    async fn refuse_head(mut self) -> End {
+    async fn refuse_head(mut self) -> End<S> {
         self.out.clear();
         response::refusal(&mut self.out, 431, "request head too large\n");
         let _ = self.client.write_all(&self.out).await;
+        let _ = self.client.flush().await;
         let _ = self.client.shutdown().await;
         End::Closed
     }
@@ -392,6 +430,7 @@ impl Conn {
                     true,
                 );
                 let _ = self.client.write_all(&self.out).await;
+                let _ = self.client.flush().await;
                 return false;
             }
             Err(fail) => {
@@ -407,7 +446,9 @@ impl Conn {
                 self.out.clear();
                 let slot_name = settings.slot_header.then_some(slot.as_str());
                 response::local(&mut self.out, status, slot_name, msg, close);
-                return self.client.write_all(&self.out).await.is_ok() && !close;
+                return self.client.write_all(&self.out).await.is_ok()
+                    && self.client.flush().await.is_ok()
+                    && !close;
             }
         };
         match self
@@ -543,7 +584,9 @@ impl Conn {
                     }
                     RespParse::Informational { len } => {
                         self.ubuf.advance(len);
-                        if self.client.write_all(&self.out).await.is_err() {
+                        if self.client.write_all(&self.out).await.is_err()
+                            || self.client.flush().await.is_err()
+                        {
                             return Err(Fail::Client);
                         }
                         if self.ubuf.is_empty() {
@@ -644,7 +687,9 @@ impl Conn {
         self.client
             .write_all(&self.out)
             .await
-            .map_err(|_| Broke::Client)
+            .map_err(|_| Broke::Client)?;
+        // A no-op on TCP; over TLS it sends what the record layer still holds.
+        self.client.flush().await.map_err(|_| Broke::Client)
     }
 
     /// Writes the first `n` bytes of `ubuf` to the client and consumes them.
@@ -653,6 +698,7 @@ impl Conn {
             .write_all(&self.ubuf[..n])
             .await
             .map_err(|_| Broke::Client)?;
+        self.client.flush().await.map_err(|_| Broke::Client)?;
         self.ubuf.advance(n);
         Ok(())
     }

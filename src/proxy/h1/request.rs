@@ -212,12 +212,12 @@ impl Head<'_, '_> {
     /// `trusted` peer (a proxy in `trusted_proxies`), `X-Forwarded-For` is joined with
     /// its address and `X-Forwarded-Proto`/`-Host` and `Forwarded` are kept, the first
     /// two added when absent; from anyone else all four are replaced by what the proxy
-    /// saw.
+    /// saw (`X-Forwarded-Proto: https` when the client came over TLS).
     pub fn write_upstream(
         &self,
         out: &mut Vec<u8>,
         client_ip: &[u8],
-        trusted: bool,
+        (trusted, https): (bool, bool),
         preview_header: &str,
         strip_cookies_named: Option<&str>,
     ) {
@@ -259,7 +259,9 @@ impl Head<'_, '_> {
         }
         out.extend_from_slice(client_ip);
         out.extend_from_slice(b"\r\n");
-        if !has_proto {
+        if !has_proto && https {
+            out.extend_from_slice(b"x-forwarded-proto: https\r\n");
+        } else if !has_proto {
             out.extend_from_slice(b"x-forwarded-proto: http\r\n");
         }
         if !has_host {
@@ -301,7 +303,7 @@ mod tests {
     fn upstream_head_from(raw: &str, strip: Option<&str>, trusted: bool) -> String {
         let mut out = Vec::new();
         fast(raw, |h| {
-            h.write_upstream(&mut out, b"10.0.0.9", trusted, PREVIEW, strip)
+            h.write_upstream(&mut out, b"10.0.0.9", (trusted, false), PREVIEW, strip)
         });
         String::from_utf8(out).unwrap()
     }

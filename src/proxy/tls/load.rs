@@ -45,8 +45,11 @@ pub fn certified_key_from_pem(cert: &[u8], key: &[u8]) -> Result<Arc<CertifiedKe
     parse_pair(&files, cert, key).map(|s| s.key)
 }
 
+/// A pair's file contents: (certificate chain, key).
+pub type PairBytes = (Vec<u8>, Vec<u8>);
+
 /// Reads and parses a pair; returns what is served and the bytes it came from.
-pub fn load_pair(files: &CertFiles) -> Result<(Served, (Vec<u8>, Vec<u8>)), TlsError> {
+pub fn load_pair(files: &CertFiles) -> Result<(Served, PairBytes), TlsError> {
     let bytes = files.read()?;
     let served = parse_pair(files, &bytes.0, &bytes.1)?;
     Ok((served, bytes))
