@@ -162,8 +162,8 @@ mod tests {
         std::fs::read_to_string(p)
             .unwrap()
             .lines()
-            .filter_map(|l| l.split_whitespace().nth(1)?.parse().ok())
-            .last()
+            .rev()
+            .find_map(|l| l.split_whitespace().nth(1)?.parse().ok())
             .unwrap()
     }
 

@@ -18,7 +18,7 @@ fn prometheus_binary() -> PathBuf {
             return candidate;
         }
     }
-    panic!("this test needs the `prometheus` binary (Debian package `prometheus`; .ci/run installs it), found none on PATH");
+    panic!("this test needs the `prometheus` binary (Debian package `prometheus`; scripts/test installs it), found none on PATH");
 }
 
 // Also loaded by `support/mod.rs` in the test files that have both; this file is

@@ -25,7 +25,7 @@ pub fn require(program: &str, install: &str) -> PathBuf {
             .find(|p| p.is_file())
     });
     found.unwrap_or_else(|| {
-        panic!("`{program}` is not installed, and this test needs the real one: run `{install}` (.ci/run does)")
+        panic!("`{program}` is not installed, and this test needs the real one: run `{install}` (scripts/test does)")
     })
 }
 
