@@ -24,7 +24,8 @@ enum DemoCommand {
 }
 
 fn main() -> ExitCode {
-    let matches = DemoCommand::augment_subcommands(Cli::command()).get_matches();
+    let full = DemoCommand::augment_subcommands(Cli::command());
+    let matches = full.clone().get_matches();
     match matches.subcommand_name() {
         Some(name) if DemoCommand::has_subcommand(name) => {
             match DemoCommand::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()) {
@@ -32,6 +33,9 @@ fn main() -> ExitCode {
                 DemoCommand::DemoApp(cmd) => cli::edge("warn", cmd.run()),
             }
         }
-        _ => cli::main(Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())),
+        _ => cli::main(
+            Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit()),
+            full,
+        ),
     }
 }

@@ -298,7 +298,9 @@ async fn check_reports_the_live_slot_healthy_with_its_smoke_tests_passed() {
     // Green never ran: checking it is refused, not reported healthy.
     let out = h.cli(&["check", "web", "--slot", "green", "--json"]).await;
     assert_ne!(out.code, 0, "{out}");
-    assert!(out.stderr.contains("not running"), "{out}");
+    // With --json the error is JSON on stdout too.
+    assert!(out.stdout.contains("not running"), "{out}");
+    assert_eq!(out.json()["error"]["code"], "slot_not_running", "{out}");
 }
 
 /// `name{labels} value` lines of a Prometheus text exposition.

@@ -126,8 +126,10 @@ impl Collector for CutoverCollector {
 
         let mut e = enc.encode_descriptor(
             "cutover_switch_duration_seconds",
-            "Time from the decision to switch traffic to the new route being in effect \
-             (the phase persisted, then the router applied).",
+            "Time inside Cutover from the state machine deciding to move traffic to the \
+             router reporting the new route in effect (only the router's apply: one atomic \
+             swap for the built-in proxy, config write + test + reload for nginx; the store \
+             write comes after and is not included). Rollback switches count too.",
             None,
             MetricType::Histogram,
         )?;
@@ -173,8 +175,57 @@ impl Collector for CutoverCollector {
                 }
             }
         }
-        Ok(())
+        phase_gauge(&self.store, &mut enc)?;
+        build_info(&mut enc)
     }
+}
+
+/// `cutover_deployment_phase{service, phase} 1`: one series per service naming the
+/// phase of its deployment in progress, or `idle` between deployments (the info-metric
+/// pattern: the series for the previous phase goes away, so `sum by (phase)` counts
+/// services per phase and a `phase!="idle"` alert finds stuck deployments).
+fn phase_gauge(store: &Store, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let Ok(services) = store.services() else {
+        return Ok(());
+    };
+    let mut e = enc.encode_descriptor(
+        "cutover_deployment_phase",
+        "1 for the phase each service's deployment in progress is in (`idle` when none runs).",
+        None,
+        MetricType::Gauge,
+    )?;
+    for svc in &services {
+        let phase = store
+            .history(&svc.name, 1)
+            .ok()
+            .and_then(|h| h.into_iter().next())
+            .filter(|d| d.outcome.is_none())
+            .map_or_else(|| "idle".to_string(), |d| d.phase);
+        let labels = [("service", svc.name.as_str()), ("phase", phase.as_str())];
+        ConstGauge::new(1i64).encode(e.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// `cutover_build_info{version, commit, rustc} 1`; `commit` and `rustc` are present
+/// when the build set `CUTOVER_GIT_COMMIT` / `CUTOVER_RUSTC_VERSION`
+/// (`scripts/build-release.sh` does).
+fn build_info(enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let mut e = enc.encode_descriptor(
+        "cutover_build_info",
+        "Always 1; the labels say which build of Cutover is running.",
+        None,
+        MetricType::Gauge,
+    )?;
+    let mut labels = vec![("version", env!("CARGO_PKG_VERSION"))];
+    if let Some(c) = option_env!("CUTOVER_GIT_COMMIT") {
+        labels.push(("commit", c));
+    }
+    if let Some(r) = option_env!("CUTOVER_RUSTC_VERSION") {
+        labels.push(("rustc", r));
+    }
+    ConstGauge::new(1i64).encode(e.encode_family(&labels)?)?;
+    Ok(())
 }
 
 /// Per-bucket counts (not cumulative: the encoder sums them) with their upper bounds

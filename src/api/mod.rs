@@ -9,10 +9,15 @@
 //! The response shapes are the stable `--json` output documented in the README.
 
 pub mod client;
+mod db;
 mod error;
 mod events;
 mod guard;
 pub mod metrics;
+mod openapi;
+mod ops;
+pub mod routes;
+pub mod tls_metrics;
 mod views;
 
 pub use error::ApiError;
@@ -24,7 +29,6 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::Json;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -43,6 +47,8 @@ pub struct ApiState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Host check, read token, failed-authentication lockout.
     pub guard: Arc<ApiGuard>,
+    /// The proxy's TLS listeners (certificates shown in status, reloaded on request).
+    pub tls: Arc<crate::proxy::tls::TlsEdge>,
 }
 
 /// Largest request body the API reads (its bodies are a few fields of JSON).
@@ -50,25 +56,8 @@ pub const MAX_BODY: usize = 64 * 1024;
 
 /// The API as an axum router (testable without a socket).
 pub fn app(state: ApiState) -> axum::Router {
-    axum::Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
-        .route("/metrics", get(metrics_text))
-        .route("/api/v1/services", get(list_services))
-        .route("/api/v1/services/{name}", get(get_service))
-        .route("/api/v1/services/{name}/history", get(history))
-        .route("/api/v1/services/{name}/events", get(events))
-        .route("/api/v1/services/{name}/deploy", post(deploy))
-        .route("/api/v1/services/{name}/check", post(check))
-        // rollback, abort, promote, pause, resume
-        .route("/api/v1/services/{name}/{action}", post(act))
-        .route("/api/v1/deployments/{id}", get(get_deployment))
-        .route("/api/v1/events", get(events::feed))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
-        })
+    routes::router()
+        .fallback(routes::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -106,7 +95,10 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
 async fn list_services(State(s): State<ApiState>) -> Result<Json<Vec<ServiceStatus>>, ApiError> {
     let mut out = Vec::new();
     for name in s.controller.config().services.keys() {
-        out.push(views::service_status(&s.controller, name).await?);
+        out.push(with_tls(
+            &s,
+            views::service_status(&s.controller, name).await?,
+        ));
     }
     Ok(Json(out))
 }
@@ -115,7 +107,41 @@ async fn get_service(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    Ok(Json(views::service_status(&s.controller, &name).await?))
+    Ok(Json(with_tls(
+        &s,
+        views::service_status(&s.controller, &name).await?,
+    )))
+}
+
+/// `status` plus the certificates of the service's TLS listener, if it has one.
+fn with_tls(s: &ApiState, mut status: ServiceStatus) -> ServiceStatus {
+    let listen = status.listen.as_deref().and_then(|a| a.parse().ok());
+    if let Some(store) = listen.and_then(|a| s.tls.store(a)) {
+        status.tls_certificates = store.status();
+    }
+    status
+}
+
+/// `POST /api/v1/tls/reload`: re-reads every changed certificate file now (as
+/// `SIGUSR1` does). 200 with what changed; a file that failed keeps its previous
+/// certificate and is listed in `errors`.
+async fn tls_reload(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    let edge = s.tls.clone();
+    let (changed, failures) = tokio::task::spawn_blocking(move || edge.reload())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "reload failed",
+            )
+        })?;
+    let errors: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({ "changed": changed, "errors": errors })))
 }
 
 #[derive(Deserialize)]
@@ -260,19 +286,6 @@ enum Action {
     Resume,
 }
 
-impl Action {
-    fn parse(s: &str) -> Option<Action> {
-        Some(match s {
-            "rollback" => Action::Rollback,
-            "abort" => Action::Abort,
-            "promote" => Action::Promote,
-            "pause" => Action::Pause,
-            "resume" => Action::Resume,
-            _ => return None,
-        })
-    }
-}
-
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ActionBody {
@@ -283,17 +296,17 @@ struct ActionBody {
     triggered_by: Option<String>,
 }
 
-/// `POST /api/v1/services/{name}/{rollback|abort|promote|pause|resume}`: authorised,
+/// `POST /api/v1/services/{name}/{rollback|abort|promote|pause|resume}` (one route per
+/// action in `routes.rs`): authorised,
 /// for a configured service, with an optional JSON body naming who asked; answers 202
 /// with the deployment the operation applies to.
 async fn act(
+    action: Action,
     State(s): State<ApiState>,
-    Path((name, action)): Path<(String, String)>,
+    Path(name): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<impl IntoResponse, ApiError> {
-    let action = Action::parse(&action)
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route"))?;
     authorize(&s, &headers)?;
     known(&s, &name)?;
     let b: ActionBody = parse_json(&body, false)?;

@@ -1,60 +1,71 @@
-//! `deploy`, `rollback` and `abort`: start the operation through the API, then follow
-//! the deployment through the live event feed until it finishes (`api::client::follow`
-//! prints phases, check results and the watch window as they happen). Exit 0 only when
-//! the release is live and settled.
+//! `deploy`, `rollback`, `abort`, `promote`, `pause` and `resume`: start the operation
+//! through the API, then (deploy, rollback) follow the deployment through the live event
+//! feed until it finishes (`api::client::follow` prints phases, check results and the
+//! watch window as they happen). Exit 0 only when the release is live and settled.
+//! `by` is who asked (`target::actor`), stored as the deployment's `triggered_by`.
 
 use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
-use crate::api::client::{follow, ApiClient, ClientError};
+use super::output::{json_out, mode, say};
+use crate::api::client::{follow, follow_quietly, ApiClient, ClientError};
 use crate::api::DeploymentView;
 use crate::store::{DeploymentKind, DeploymentOutcome};
+
+/// Follows deployment `id` the way the output mode asks.
+async fn follow_mode(c: &ApiClient, id: i64) -> Result<ExitCode, ClientError> {
+    let m = mode();
+    if m.quiet {
+        follow_quietly(c, id).await
+    } else {
+        follow(c, id, m.json).await
+    }
+}
 
 pub async fn deploy(
     c: &ApiClient,
     service: &str,
     version: &str,
     no_wait: bool,
-    json: bool,
+    by: &str,
 ) -> Result<ExitCode, ClientError> {
-    let body = json!({ "version": version, "triggered_by": actor() });
+    let body = json!({ "version": version, "triggered_by": by });
     let started: Value = c
         .post(&format!("/api/v1/services/{service}/deploy"), body)
         .await?;
     let id = started["deployment_id"].as_i64().unwrap_or_default();
-    if !json {
-        println!("deployment #{id}: {service} {version}");
-    }
+    say!("deployment #{id}: {service} {version}");
     if no_wait {
-        if json {
-            println!("{started}");
+        if mode().json {
+            json_out(&started);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    follow(c, id, json).await
+    follow_mode(c, id).await
 }
 
 pub async fn rollback(
     c: &ApiClient,
     service: &str,
     no_wait: bool,
-    json: bool,
+    by: &str,
 ) -> Result<ExitCode, ClientError> {
     let started: Value = c
         .post(
             &format!("/api/v1/services/{service}/rollback"),
-            json!({ "triggered_by": actor() }),
+            json!({ "triggered_by": by }),
         )
         .await?;
     let id = started["deployment_id"].as_i64().unwrap_or_default();
-    if !json {
-        println!("rolling back {service} (deployment #{id})");
-    }
+    say!("rolling back {service} (deployment #{id})");
     if no_wait {
+        if mode().json {
+            json_out(&started);
+        }
         return Ok(ExitCode::SUCCESS);
     }
-    let code = follow(c, id, json).await?;
+    let code = follow_mode(c, id).await?;
     // A rollback requested during a watch ends that deployment as `rolled_back`: that
     // is the rollback succeeding.
     let view: DeploymentView = c.get(&format!("/api/v1/deployments/{id}")).await?;
@@ -70,40 +81,34 @@ pub async fn rollback(
     })
 }
 
-pub async fn abort(c: &ApiClient, service: &str) -> Result<ExitCode, ClientError> {
-    let v: Value = c
-        .post(
-            &format!("/api/v1/services/{service}/abort"),
-            json!({ "triggered_by": actor() }),
-        )
-        .await?;
-    println!("abort requested for deployment #{}", v["deployment_id"]);
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `promote`, `pause` or `resume` of a canary in progress.
-pub async fn canary_action(
+/// `abort`, `promote`, `pause` or `resume` of a deployment in progress. `--json`:
+/// `{"action", "deployment_id", "service"}`.
+pub async fn action(
     c: &ApiClient,
     service: &str,
     action: &str,
     full: bool,
+    by: &str,
 ) -> Result<ExitCode, ClientError> {
-    let mut body = json!({ "triggered_by": actor() });
+    let mut body = json!({ "triggered_by": by });
     if full {
         body["full"] = json!(true);
     }
     let v: Value = c
         .post(&format!("/api/v1/services/{service}/{action}"), body)
         .await?;
+    if mode().json {
+        json_out(&json!({
+            "action": if full { "promote_full" } else { action },
+            "service": service,
+            "deployment_id": v["deployment_id"],
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     let what = match (action, full) {
         ("promote", true) => "promote to 100%",
         (a, _) => a,
     };
-    println!("{what} requested for deployment #{}", v["deployment_id"]);
+    say!("{what} requested for deployment #{}", v["deployment_id"]);
     Ok(ExitCode::SUCCESS)
-}
-
-fn actor() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    format!("cli:{user}")
 }

@@ -2,21 +2,30 @@
 //!
 //! Exit codes (CI-friendly, documented in the README): 0 success; 1 the deployment
 //! failed, was rolled back or was refused; 2 bad configuration or usage.
-//! Every command except `serve`, `validate`, `demo` and `demo-app` talks to the
-//! daemon's API; the API address and token come from the config file.
+//! Every command except `serve`, `validate`, `init`, `completions`, `man`, `demo` and
+//! `demo-app` talks to the daemon's API, found through `--api`/`CUTOVER_API_URL` or the
+//! config file (`target.rs`); `db` and `preview-url` read the config file itself.
 
+mod confirm;
 mod db;
 pub(crate) mod deploy;
+mod dispatch;
+mod docs;
+mod init;
+mod ops;
+pub(crate) mod output;
+mod preview;
 mod show;
+mod target;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::api::client::{ApiClient, ClientError};
-use crate::config::{self, Config};
+use crate::api::client::ClientError;
 use crate::domain::Slot;
+use output::{fail, json_out, mode, say};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +43,33 @@ pub struct Cli {
         default_value = "cutover.toml"
     )]
     pub config: PathBuf,
+    /// Log lines on stderr: `text`, or `json` (one object a line; a deployment's lines
+    /// carry `span.service` and `span.id`).
+    #[arg(long, global = true, env = "CUTOVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// The daemon's API, e.g. http://10.0.0.5:7070 (else `[api] listen` of the config).
+    #[arg(long, global = true, env = "CUTOVER_API_URL", value_name = "URL")]
+    pub api: Option<String>,
+    /// The API token (else the config's). Prefer CUTOVER_TOKEN: an argument is visible
+    /// in the process list.
+    #[arg(long, global = true, env = "CUTOVER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Who is asking, recorded as the deployment's `triggered_by` (else a CI user
+    /// variable such as GITHUB_ACTOR, else the OS user).
+    #[arg(long, global = true, env = "CUTOVER_ACTOR", value_name = "NAME")]
+    pub actor: Option<String>,
+    /// Print the result as JSON (errors too: {"error": {"code", "message"}} on stdout).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print only errors; the exit code says the rest.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// More detail: -v the API calls, -vv debug logs too.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Go ahead without asking (needed for production services without a terminal).
+    #[arg(short = 'y', long, global = true)]
+    pub yes: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -54,31 +90,26 @@ pub enum Command {
         /// Return once the deployment has started instead of following it.
         #[arg(long)]
         no_wait: bool,
-        /// Print the final deployment record as JSON instead of progress.
+        /// Show what the deploy would do (like `plan`) and change nothing.
         #[arg(long)]
-        json: bool,
+        dry_run: bool,
     },
+    /// What deploying VERSION of SERVICE would do now: slot, checks, strategy, router
+    /// change, hooks, pending migrations. Changes nothing.
+    Plan { service: String, version: String },
     /// Show services, slots, traffic and any deployment in progress.
-    Status {
-        service: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    Status { service: Option<String> },
     /// Past deployments of SERVICE, newest first.
     History {
         service: String,
         #[arg(long, default_value_t = 20)]
         limit: usize,
-        #[arg(long)]
-        json: bool,
     },
     /// Send SERVICE's traffic back to its previous release.
     Rollback {
         service: String,
         #[arg(long)]
         no_wait: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// Stop SERVICE's deployment in progress safely (during canary steps: all traffic
     /// back to the old slot).
@@ -99,11 +130,29 @@ pub enum Command {
         service: String,
         #[arg(long)]
         slot: Slot,
+    },
+    /// The output of SERVICE's release in a slot (default: the live one).
+    Logs {
+        service: String,
         #[arg(long)]
-        json: bool,
+        slot: Option<Slot>,
+        /// Keep printing new lines until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines (1-10000).
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
     },
     /// Check the config file and report every mistake.
     Validate,
+    /// Write a commented starting config file (to -c, default cutover.toml).
+    Init {
+        #[arg(long, value_enum, default_value = "process")]
+        runtime: init::InitRuntime,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// A service's PostgreSQL database: status, lint, backup, backups, restore, down.
     #[command(subcommand)]
     Db(db::DbCommand),
@@ -115,22 +164,37 @@ pub enum Command {
         #[arg(long)]
         ttl: Option<humantime::Duration>,
     },
+    /// Print a shell completion script: `cutover completions bash > /etc/bash_completion.d/cutover`.
+    Completions {
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print the man page (roff): `cutover man | man -l -`.
+    Man,
 }
 
-/// Runs one parsed command of this module (the binary adds the demo's commands to the
-/// same parser, see `main.rs`: `cli` and `demo` sit side by side and do not import each
-/// other).
-pub fn main(cli: Cli) -> ExitCode {
-    let default_log = match cli.command {
-        Command::Serve { .. } => "info",
-        _ => "warn",
+/// Runs one parsed command of this module; `full` is the whole command line
+/// definition (with the demo's commands `main.rs` adds) for completions and the man
+/// page.
+pub fn main(cli: Cli, full: clap::Command) -> ExitCode {
+    let _ = LOG_FORMAT.set(cli.log_format);
+    output::set(output::Mode {
+        json: cli.json,
+        quiet: cli.quiet,
+        verbose: cli.verbose,
+    });
+    let default_log = match (&cli.command, cli.verbose) {
+        (Command::Serve { .. }, _) => "info",
+        (_, 0) => "warn",
+        (_, 1) => "info",
+        _ => "debug",
     };
-    edge(default_log, run(cli))
+    edge(default_log, run(cli, full))
 }
 
 /// Runs one command at the binary's edge: logs to stderr (`CUTOVER_LOG`, else
 /// `default_log`), a multi-threaded runtime, and an error printed with its causes as
-/// exit code 1.
+/// exit code 1 (as JSON on stdout under `--json`).
 pub fn edge(
     default_log: &str,
     command: impl std::future::Future<Output = anyhow::Result<ExitCode>>,
@@ -141,195 +205,119 @@ pub fn edge(
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fail(1, "runtime", format!("cannot start the async runtime: {e}")),
     };
     match rt.block_on(command) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
-        }
+        Err(e) => fail(1, "failed", format!("{e:#}")),
     }
 }
+
+/// The log line format on stderr (`--log-format`, `CUTOVER_LOG_FORMAT`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Set by [`main`] from the parsed flag; the demo's commands (parsed apart) read the
+/// environment variable.
+static LOG_FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CUTOVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let format = LOG_FORMAT.get().copied().unwrap_or_else(|| {
+        match std::env::var("CUTOVER_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    });
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
-/// Loads the config, printing every problem and returning exit code 2 on failure.
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
-    config::load(path).map_err(|e| {
-        eprintln!("error: {e}");
-        ExitCode::from(2)
-    })
-}
-
-/// `cutover preview-url SERVICE`: a token signed with the preview secret, printed
-/// with the header and cookie that carry it. Exit 2 when preview is off or the service
-/// unknown.
-fn preview_url(cfg: &Config, service: &str, ttl: Option<std::time::Duration>) -> ExitCode {
-    let preview = &cfg.proxy.edge.preview;
-    let Some(svc) = cfg.services.get(service) else {
-        eprintln!("error: unknown service `{service}`");
-        return ExitCode::from(2);
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        // One object a line: timestamp, level, target, `fields.message`, and the
+        // innermost span (`span.name`, `span.service`, `span.id` inside a deployment)
+        // plus the list of enclosing spans.
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
     };
-    let (true, Some(secret)) = (preview.enabled, preview.secret.as_deref()) else {
-        eprintln!(
-            "error: preview by header or cookie is off: set [proxy.preview] enabled = true \
-             and a secret (secret_env = {:?})",
-            preview.secret_env
-        );
-        return ExitCode::from(2);
-    };
-    let ttl = ttl.unwrap_or(preview.token_ttl).min(preview.token_ttl);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let expires = now + ttl.as_secs().max(1);
-    let token = crate::proxy::preview::sign(secret, service, expires);
-    let host = svc
-        .hosts
-        .first()
-        .cloned()
-        .or_else(|| svc.listen.map(|l| l.to_string()))
-        .unwrap_or_else(|| "localhost".into());
-    println!("{token}");
-    eprintln!(
-        "valid for {} (until Unix time {expires}); send it as\n  {}: {token}\nor as the cookie\n  {}={token}\ne.g. curl -H '{}: {token}' http://{host}/",
-        humantime::format_duration(std::time::Duration::from_secs(expires - now)),
-        cfg.proxy.preview_header,
-        cfg.proxy.preview_cookie,
-        cfg.proxy.preview_header,
-    );
-    ExitCode::SUCCESS
 }
 
-pub(crate) fn client_for(cfg: &Config) -> ApiClient {
-    ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg))
+/// Loads every `[[proxy.tls]]` certificate; a file that cannot be used is a config
+/// error (exit 2) naming the file and what is wrong with it.
+fn tls_edge(
+    c: &crate::config::Config,
+) -> Result<std::sync::Arc<crate::proxy::tls::TlsEdge>, ExitCode> {
+    crate::proxy::tls::TlsEdge::from_config(&c.proxy.edge.tls)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            eprintln!("error: proxy.tls: {e}");
+            ExitCode::from(2)
+        })
 }
 
 /// Prints an API/client error; 4xx usage errors exit 2, the rest 1.
 pub(crate) fn report(e: ClientError) -> ExitCode {
-    eprintln!("error: {e}");
-    ExitCode::from(if e.is_usage() { 2 } else { 1 })
+    let kind = e.code().to_owned();
+    fail(if e.is_usage() { 2 } else { 1 }, &kind, e)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(cli: Cli, full: clap::Command) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone();
-    let cfg = || load_config(&path);
+    let cfg = || target::load_config(&path);
     Ok(match cli.command {
-        Command::Validate => match cfg() {
+        Command::Validate => match cfg().and_then(|c| tls_edge(&c).map(|_| c)) {
             Ok(c) => {
-                println!("{}: ok ({} service(s))", path.display(), c.services.len());
+                if mode().json {
+                    let names: Vec<&String> = c.services.keys().collect();
+                    json_out(&serde_json::json!({
+                        "file": path, "ok": true, "services": names
+                    }));
+                } else {
+                    say!("{}: ok ({} service(s))", path.display(), c.services.len());
+                }
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        Command::Db(cmd) => match cfg() {
-            Ok(c) => db::run(&c, cmd).await?,
+        Command::Init { runtime, force } => init::run(&path, runtime, force),
+        Command::Completions { shell } => docs::completions(full, shell),
+        Command::Man => docs::man(full),
+        Command::Db(db::DbCommand::Lint {
+            ref service,
+            all: true,
+        }) if path.exists() => match cfg() {
+            Ok(c) => db::lint_all(&c, service)?,
+            Err(code) => code,
+        },
+        Command::Db(ref cmd) => match target::resolve(&cli) {
+            Ok(t) => {
+                let actor = target::actor(cli.actor.as_deref());
+                db::run(&t.client, cmd, cli.yes, &actor).await
+            }
             Err(code) => code,
         },
         Command::PreviewUrl { service, ttl } => match cfg() {
-            Ok(c) => preview_url(&c, &service, ttl.map(Into::into)),
+            Ok(c) => preview::preview_url(&c, &service, ttl.map(Into::into)),
             Err(code) => code,
         },
-        Command::Serve { stop_on_exit } => match cfg() {
-            Ok(c) => {
-                crate::daemon::serve(c, crate::daemon::ServeOptions { stop_on_exit }).await?;
+        Command::Serve { stop_on_exit } => match cfg().and_then(|c| Ok((tls_edge(&c)?, c))) {
+            Ok((tls, c)) => {
+                let opts = crate::daemon::ServeOptions { stop_on_exit, tls };
+                crate::daemon::serve(c, opts).await?;
                 ExitCode::SUCCESS
             }
             Err(code) => code,
         },
-        other => match cfg() {
-            Ok(c) => client_command(&c, other).await,
+        _ => match target::resolve(&cli) {
+            Ok(t) => dispatch::client_command(&t, &cli).await,
             Err(code) => code,
         },
     })
-}
-
-async fn client_command(cfg: &Config, cmd: Command) -> ExitCode {
-    let client = client_for(cfg);
-    let known = |s: &str| -> Result<(), ExitCode> {
-        if cfg.services.contains_key(s) {
-            Ok(())
-        } else {
-            let names: Vec<&str> = cfg.services.keys().map(String::as_str).collect();
-            eprintln!(
-                "error: unknown service `{s}`; the config has: {}",
-                names.join(", ")
-            );
-            Err(ExitCode::from(2))
-        }
-    };
-    let res = match cmd {
-        Command::Deploy {
-            service,
-            version,
-            no_wait,
-            json,
-        } => match known(&service) {
-            Ok(()) => deploy::deploy(&client, &service, &version, no_wait, json).await,
-            Err(c) => return c,
-        },
-        Command::Rollback {
-            service,
-            no_wait,
-            json,
-        } => match known(&service) {
-            Ok(()) => deploy::rollback(&client, &service, no_wait, json).await,
-            Err(c) => return c,
-        },
-        Command::Abort { service } => match known(&service) {
-            Ok(()) => deploy::abort(&client, &service).await,
-            Err(c) => return c,
-        },
-        Command::Promote { service, full } => match known(&service) {
-            Ok(()) => deploy::canary_action(&client, &service, "promote", full).await,
-            Err(c) => return c,
-        },
-        Command::Pause { service } => match known(&service) {
-            Ok(()) => deploy::canary_action(&client, &service, "pause", false).await,
-            Err(c) => return c,
-        },
-        Command::Resume { service } => match known(&service) {
-            Ok(()) => deploy::canary_action(&client, &service, "resume", false).await,
-            Err(c) => return c,
-        },
-        Command::Status { service, json } => {
-            if let Some(s) = &service {
-                if let Err(c) = known(s) {
-                    return c;
-                }
-            }
-            show::status(&client, service.as_deref(), json).await
-        }
-        Command::History {
-            service,
-            limit,
-            json,
-        } => match known(&service) {
-            Ok(()) => show::history(&client, &service, limit, json).await,
-            Err(c) => return c,
-        },
-        Command::Check {
-            service,
-            slot,
-            json,
-        } => match known(&service) {
-            Ok(()) => show::check(&client, &service, slot, json).await,
-            Err(c) => return c,
-        },
-        Command::Serve { .. } | Command::Validate | Command::Db(_) | Command::PreviewUrl { .. } => {
-            unreachable!("handled in run")
-        }
-    };
-    res.unwrap_or_else(report)
 }

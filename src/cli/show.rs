@@ -5,21 +5,15 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
+use super::output::{json_out, mode, say};
 use crate::api::client::{ApiClient, ClientError};
 use crate::api::ServiceStatus;
 use crate::domain::{format_ms, Slot};
 use crate::store::DeploymentRecord;
 
-/// `println!` for text meant for a terminal: the values it shows (versions, reasons,
-/// who triggered what, check details) come from API callers and apps, and a control
-/// character in them (an escape sequence) must not reach the terminal.
-macro_rules! say {
-    ($($arg:tt)*) => {
-        println!("{}", printable(&format!($($arg)*)))
-    };
-}
-
-/// `text` without control characters.
+/// `text` without control characters: the values the CLI shows (versions, reasons,
+/// who triggered what, check details, app output) come from API callers and apps, and
+/// a control character in them (an escape sequence) must not reach the terminal.
 pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     if text.chars().any(char::is_control) {
         text.chars().filter(|c| !c.is_control()).collect()
@@ -28,24 +22,16 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-pub async fn status(
-    c: &ApiClient,
-    service: Option<&str>,
-    json: bool,
-) -> Result<ExitCode, ClientError> {
+pub async fn status(c: &ApiClient, service: Option<&str>) -> Result<ExitCode, ClientError> {
     let services: Vec<ServiceStatus> = match service {
         Some(s) => vec![c.get(&format!("/api/v1/services/{s}")).await?],
         None => c.get("/api/v1/services").await?,
     };
-    if json {
-        let v = match service {
-            Some(_) => serde_json::to_value(&services[0]),
-            None => serde_json::to_value(&services),
-        };
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&v.unwrap_or_default()).unwrap_or_default()
-        );
+    if mode().json {
+        match service {
+            Some(_) => json_out(&services[0]),
+            None => json_out(&services),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     for s in &services {
@@ -83,6 +69,19 @@ pub async fn status(
                     v.shield_retries
                 );
             }
+        }
+        for c in &s.tls_certificates {
+            let left = c.not_after - now_unix();
+            say!(
+                "  tls {} ({}) expires in {}d{}",
+                c.name,
+                c.source,
+                left.div_euclid(86_400),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" — reload failed, serving the previous one: {e}"))
+                    .unwrap_or_default()
+            );
         }
         if let Some(d) = &s.active_deployment {
             let phase = s
@@ -155,20 +154,12 @@ fn outcome(d: &DeploymentRecord) -> &'static str {
     d.outcome.map(|o| o.as_str()).unwrap_or("in progress")
 }
 
-pub async fn history(
-    c: &ApiClient,
-    service: &str,
-    limit: usize,
-    json: bool,
-) -> Result<ExitCode, ClientError> {
+pub async fn history(c: &ApiClient, service: &str, limit: usize) -> Result<ExitCode, ClientError> {
     let list: Vec<DeploymentRecord> = c
         .get(&format!("/api/v1/services/{service}/history?limit={limit}"))
         .await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&list).unwrap_or_default()
-        );
+    if mode().json {
+        json_out(&list);
         return Ok(ExitCode::SUCCESS);
     }
     say!(
@@ -214,12 +205,7 @@ pub async fn history(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn check(
-    c: &ApiClient,
-    service: &str,
-    slot: Slot,
-    json: bool,
-) -> Result<ExitCode, ClientError> {
+pub async fn check(c: &ApiClient, service: &str, slot: Slot) -> Result<ExitCode, ClientError> {
     let report: Value = c
         .post(
             &format!("/api/v1/services/{service}/check?slot={slot}"),
@@ -228,11 +214,8 @@ pub async fn check(
         .await?;
     let healthy = report["healthy"].as_bool().unwrap_or(false);
     let smoke_ok = report["smoke"]["passed"].as_bool().unwrap_or(false);
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).unwrap_or_default()
-        );
+    if mode().json {
+        json_out(&report);
     } else {
         say!(
             "{service} {slot} ({}) at {}",
@@ -287,4 +270,10 @@ mod printable_tests {
         assert_eq!(super::printable("ci\u{1b}[2J\u{7}bot\r\n"), "ci[2Jbot");
         assert_eq!(super::printable("plain · text"), "plain · text");
     }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::database_types::{DatabaseConfig, DbStrategy, MigrationSource, PasswordSource};
+pub use super::database_types::{
+    DatabaseConfig, DbStrategy, DownOnRollback, MigrationSource, PasswordSource,
+};
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
 pub use super::edge::{ApiEdge, IpNet, PreviewConfig, ProxyEdge, MIN_PUBLIC_TOKEN_LEN};
 pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
@@ -35,6 +37,8 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
     /// Webhooks that hear about deployments. Default: none.
     pub notifications: NotificationsConfig,
+    /// How much history the store and the slot logs keep (`[retention]`).
+    pub retention: super::retention::RetentionConfig,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -116,6 +120,17 @@ pub struct ServiceConfig {
     pub shield: super::shield::ShieldConfig,
     /// The data plane's burst trigger; `None` = off (the default).
     pub burst: Option<super::shield::BurstConfig>,
+    /// `environment` of the service, else of the file (`production` makes the CLI ask
+    /// for confirmation before deploy, rollback and destructive `db` commands).
+    /// Default: none.
+    pub environment: Option<String>,
+}
+
+impl ServiceConfig {
+    /// Whether the CLI must confirm changes to this service.
+    pub fn is_production(&self) -> bool {
+        self.environment.as_deref() == Some("production")
+    }
 }
 
 /// `[services.<name>.supervise]`: between deployments the live release is checked

@@ -29,6 +29,20 @@ pub struct RawConfig {
     pub services: Option<BTreeMap<String, Sub<RawService>>>,
     /// `[notifications]`, read in `notify.rs`.
     pub notifications: Option<Sub<RawNotifications>>,
+    /// `[retention]`, read in `retention.rs`.
+    pub retention: Option<Sub<RawRetention>>,
+    /// `environment = "production"` for every service (a service's own wins).
+    pub environment: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub keep_deployments: Option<i64>,
+    pub max_age: Option<RawDuration>,
+    pub interval: Option<RawDuration>,
+    pub slot_log_max_bytes: Option<i64>,
+    pub slot_log_files: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -66,6 +80,9 @@ pub struct RawProxy {
     pub allow_connect: Option<bool>,
     pub slot_header: Option<bool>,
     pub preview: Option<Sub<super::edge::RawPreview>>,
+    pub h2c: Option<bool>,
+    /// `[[proxy.tls]]`, read in `tls.rs`.
+    pub tls: Option<Vec<Sub<super::tls::RawTls>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +112,8 @@ pub struct RawService {
     /// `[services.<name>.shield]` and `[services.<name>.burst]`, read in `shield.rs`.
     pub shield: Option<Sub<super::shield::RawShield>>,
     pub burst: Option<Sub<super::shield::RawBurst>>,
+    /// `production`, `staging`, ...: the CLI confirms changes to production.
+    pub environment: Option<String>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -370,6 +389,14 @@ pub struct RawDatabase {
     pub backup_dir: Option<String>,
     pub keep_backups: Option<i64>,
     pub prove: Option<bool>,
-    pub down_on_rollback: Option<bool>,
+    pub down_on_rollback: Option<RawFlagOrWord>,
     pub pg_bin: Option<String>,
+}
+
+/// A key that takes `false` or a word (`down_on_rollback = "manual"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFlagOrWord {
+    Flag(bool),
+    Word(String),
 }

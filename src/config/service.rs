@@ -102,6 +102,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let database = database::database(&at, r.raw.database.as_ref(), base, p);
     let shield = super::shield::shield(&at, r.raw.shield.as_ref(), p);
     let burst = super::shield::burst(&at, r.raw.burst.as_ref(), p);
+    let environment = r.optional("environment", r.raw.environment.as_deref(), |e| {
+        self::environment(&r.key("environment"), e, p)
+    });
 
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
@@ -130,6 +133,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             database: database?,
             shield: shield?,
             burst: burst?,
+            environment: environment?,
         })
     })();
     draft
@@ -153,6 +157,23 @@ fn no_proxy_keys(r: &Read<RawService>, kind: &str, p: &mut Problems) -> Option<O
         }
     }
     (p.count() == before).then_some(None)
+}
+
+/// `environment`: a short lower-case name (`production`, `staging`, ...).
+pub(super) fn environment(key: &str, value: &str, p: &mut Problems) -> Option<String> {
+    let mut chars = value.chars();
+    let ok = value.len() <= 64
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if ok {
+        Some(value.to_string())
+    } else {
+        p.add(
+            key,
+            format!("environment {value:?} is not allowed, expected a lower-case name of at most 64 letters, digits, `_` and `-` such as \"production\" or \"staging\""),
+        );
+        None
+    }
 }
 
 fn valid_service_name(name: &str) -> bool {

@@ -127,6 +127,7 @@ fn a_minimal_config_gets_every_documented_default() {
     let cwd = std::env::current_dir().unwrap();
     let expected = Config {
         notifications: NotificationsConfig::default(),
+        retention: crate::config::RetentionConfig::default(),
         path: None,
         daemon: DaemonConfig {
             state_dir: cwd.join(".cutover"),
@@ -161,6 +162,7 @@ fn a_minimal_config_gets_every_documented_default() {
                     stop_grace: Duration::from_secs(10),
                     ports: None,
                 }),
+                environment: None,
                 health: HealthConfig {
                     interval: Duration::from_secs(1),
                     timeout: Duration::from_secs(2),
@@ -288,7 +290,7 @@ fn an_unknown_key_is_named_with_a_hint_and_the_expected_keys() {
     assert_eq!(
         message_at(&text, "servics"),
         "unknown key `servics` (did you mean `services`?), expected one of: daemon, api, proxy, \
-         services, notifications"
+         services, notifications, retention, environment"
     );
 }
 
@@ -702,4 +704,26 @@ fn a_third_default_service_is_reported_against_the_first() {
         "{:?}",
         found[1]
     );
+}
+
+#[test]
+fn environment_is_taken_from_the_service_else_the_file_and_checked() {
+    assert_eq!(parse_ok(MINIMAL).services["web"].environment, None);
+    let file_wide = format!("environment = \"production\"\n{MINIMAL}");
+    let cfg = parse_ok(&file_wide);
+    assert!(cfg.services["web"].is_production());
+    let own = file_wide.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nenvironment = \"staging\"",
+    );
+    let cfg = parse_ok(&own);
+    assert_eq!(cfg.services["web"].environment.as_deref(), Some("staging"));
+    assert!(!cfg.services["web"].is_production());
+    let bad = MINIMAL.replace(
+        "listen = \"127.0.0.1:8080\"",
+        "listen = \"127.0.0.1:8080\"\nenvironment = \"Prod!\"",
+    );
+    assert!(message_at(&bad, "services.web.environment").contains("lower-case name"));
+    let bad_top = format!("environment = \"\"\n{MINIMAL}");
+    assert!(message_at(&bad_top, "environment").contains("\"production\""));
 }

@@ -35,10 +35,14 @@ pub(super) fn validate(
     let daemon =
         read_opt(root.raw.daemon.as_ref(), "daemon", &mut p).and_then(|r| daemon(&r, base, &mut p));
     let api = read_opt(root.raw.api.as_ref(), "api", &mut p).and_then(|r| api(&r, env, &mut p));
-    let proxy =
-        read_opt(root.raw.proxy.as_ref(), "proxy", &mut p).and_then(|r| proxy(&r, env, &mut p));
+    let proxy = read_opt(root.raw.proxy.as_ref(), "proxy", &mut p)
+        .and_then(|r| proxy(&r, env, base, &mut p));
 
+    let environment = root.optional("environment", root.raw.environment.as_deref(), |e| {
+        service::environment("environment", e, &mut p)
+    });
     let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
+    let retention = super::retention::retention(root.raw.retention.as_ref(), &mut p);
 
     let drafts: Vec<Draft> = root
         .raw
@@ -54,6 +58,10 @@ pub(super) fn validate(
         );
     }
     cross_service_rules(&drafts, api.as_ref().map(|a| a.listen), &mut p);
+    if let Some(proxy) = &proxy {
+        let listens: Vec<_> = drafts.iter().filter_map(|d| d.listen).collect();
+        super::tls::tls_listen_rule(&proxy.edge.tls, &listens, &mut p);
+    }
     for d in &drafts {
         super::edge::preview_listen_rule(
             &d.at,
@@ -67,18 +75,32 @@ pub(super) fn validate(
     if !problems.is_empty() {
         return Err(problems);
     }
+    let file_env = environment.flatten();
     let services: Option<BTreeMap<_, _>> = drafts
         .into_iter()
-        .map(|d| d.config.map(|c| (d.name, c)))
+        .map(|d| {
+            d.config.map(|mut c| {
+                c.environment = c.environment.or_else(|| file_env.clone());
+                (d.name, c)
+            })
+        })
         .collect();
-    match (daemon, api, proxy, services, notifications) {
-        (Some(daemon), Some(api), Some(proxy), Some(services), Some(notifications)) => Ok(Config {
+    match (daemon, api, proxy, services, notifications, retention) {
+        (
+            Some(daemon),
+            Some(api),
+            Some(proxy),
+            Some(services),
+            Some(notifications),
+            Some(retention),
+        ) => Ok(Config {
             path: path.map(Path::to_path_buf),
             daemon,
             api,
             proxy,
             services,
             notifications,
+            retention,
         }),
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.
@@ -147,7 +169,12 @@ fn api(r: &Read<RawApi>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ApiConf
     })
 }
 
-fn proxy(r: &Read<RawProxy>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ProxyConfig> {
+fn proxy(
+    r: &Read<RawProxy>,
+    env: EnvLookup<'_>,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<ProxyConfig> {
     let d = ProxyConfig::default();
     let preview_header = r
         .or(
@@ -207,7 +234,12 @@ fn proxy(r: &Read<RawProxy>, env: EnvLookup<'_>, p: &mut Problems) -> Option<Pro
     )
     .and_then(|v| positive(p, r.key("upstream_timeout"), v));
     let drain_timeout = duration(r, "drain_timeout", r.raw.drain_timeout, d.drain_timeout);
-    let edge = super::edge::proxy_edge(r, env, p);
+    let tls = match r.rejected("tls") {
+        true => None,
+        false => super::tls::tls_listeners(r.raw.tls.as_ref(), base, p),
+    };
+    let edge = super::edge::proxy_edge(r, env, p)
+        .and_then(|e| Some(super::edge::ProxyEdge { tls: tls?, ..e }));
     Some(ProxyConfig {
         preview_header: preview_header?,
         preview_cookie: preview_cookie?,

@@ -7,6 +7,7 @@
 //! before the proxy accepts a single request, and the proxy keeps serving while
 //! deployments run.
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod housekeeping;
 mod state_lock;
 pub mod upgrade;
 
@@ -37,6 +39,8 @@ pub struct ServeOptions {
     /// Stop every slot's release when the daemon exits (by default they keep running
     /// and are adopted by the next `serve`).
     pub stop_on_exit: bool,
+    /// The TLS listeners' certificates, loaded (and checked) before anything starts.
+    pub tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// Runs the daemon until a shutdown signal; on `SIGHUP`, hands its sockets to a new
@@ -96,7 +100,8 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()).with_sticky(sticky));
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
-    let settings = ProxySettings::from_config(&config.proxy);
+    let mut settings = ProxySettings::from_config(&config.proxy);
+    settings.tls = opts.tls.clone();
     let config = Arc::new(config);
     let controller = Controller::new(config.clone(), store.clone(), routers, runtimes.clone());
     controller
@@ -112,11 +117,9 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         stop_rx,
         config.proxy.drain_timeout,
     )?;
-    let registry = Arc::new(api::metrics::registry(
-        stats,
-        store.clone(),
-        controller.switch_times(),
-    ));
+    let mut registry = api::metrics::registry(stats, store.clone(), controller.switch_times());
+    api::tls_metrics::register(&mut registry, opts.tls.clone());
+    let registry = Arc::new(registry);
     let plane = ControlPlane {
         controller: controller.clone(),
         store: store.clone(),
@@ -124,6 +127,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         token,
         registry,
         api_guard: Arc::new(api::ApiGuard::new(&config.api)),
+        tls: opts.tls.clone(),
     };
     let api_addr = api_std.local_addr()?;
     let mut running = Some(plane.start(api_std, lock)?);
@@ -132,16 +136,28 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tracing::info!("took over from the previous daemon");
     }
     tracing::info!(api = %api_addr, services = config.services.len(), "cutover is serving");
-    eprintln!(
+    // For a person at the terminal, on stdout: stderr carries the log lines only, so
+    // `--log-format json` stays one JSON object a line.
+    let _ = writeln!(
+        std::io::stdout(),
         "cutover: serving {} service(s); API on http://{api_addr}",
         config.services.len()
     );
 
+    // Certificates follow their files; SIGUSR1 (not SIGHUP: that is the hand-over)
+    // reloads them at once.
+    let tls_reload = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(proxy::tls::reload::watch(
+        opts.tls.clone(),
+        tls_reload.clone(),
+        stop_tx.subscribe(),
+    ));
     let mut signals = Signals::new()?;
     let mut handed_over = false;
     loop {
         match signals.next().await {
             Received::Stop => break,
+            Received::ReloadTls => tls_reload.notify_one(),
             Received::Upgrade => {
                 if controller.deploying_any() {
                     tracing::error!("SIGHUP: a deployment is running; not handing over now (send SIGHUP again once it finished)");
@@ -256,6 +272,7 @@ struct ControlPlane {
     registry: Arc<prometheus_client::registry::Registry>,
     /// Kept across restarts of the control plane (its failed-authentication lockouts).
     api_guard: Arc<api::ApiGuard>,
+    tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// A running control plane; [`Running::stop`] ends it and releases the state lock.
@@ -266,6 +283,8 @@ struct Running {
     supervisor: tokio::task::JoinHandle<()>,
     /// Holds the state lock.
     guard: tokio::task::JoinHandle<()>,
+    /// Retention and slot log rotation.
+    housekeeping: tokio::task::JoinHandle<()>,
 }
 
 impl ControlPlane {
@@ -283,6 +302,7 @@ impl ControlPlane {
             registry: self.registry.clone(),
             stop: api_stop_rx.clone(),
             guard: self.api_guard.clone(),
+            tls: self.tls.clone(),
         };
         let api = tokio::spawn(async move {
             let mut rx = api_stop_rx;
@@ -305,6 +325,7 @@ impl ControlPlane {
                 self.store.clone(),
                 self.config.clone(),
             )),
+            housekeeping: tokio::spawn(housekeeping::run(self.store.clone(), self.config.clone())),
         })
     }
 }
@@ -316,6 +337,7 @@ impl Running {
         self.reaper.abort();
         self.supervisor.abort();
         self.guard.abort();
+        self.housekeeping.abort();
         // Dropping the guard's future releases the lock.
         let _ = self.guard.await;
         let _ = self.supervisor.await;
@@ -337,7 +359,7 @@ async fn guard_state_dir(mut lock: StateLock, store: Arc<Store>, config: Arc<Con
         }
         let shown = dir.display();
         tracing::error!(state_dir = %shown, "the state directory was removed while the daemon runs; writing its state back");
-        eprintln!("cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
+        let _ = writeln!(std::io::stdout(), "cutover: ERROR: the state directory {shown} was removed while the daemon runs; writing its state back");
         let restored = StateLock::acquire(&dir)
             .map_err(anyhow::Error::from)
             .and_then(|new_lock| {
@@ -382,12 +404,15 @@ enum Received {
     Stop,
     /// SIGHUP: hand the sockets to a new daemon, then drain and exit.
     Upgrade,
+    /// SIGUSR1: reload the TLS certificates from their files.
+    ReloadTls,
 }
 
 /// The signals the daemon acts on, registered once (so none is missed between waits).
 struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -396,6 +421,7 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -404,6 +430,7 @@ impl Signals {
             _ = tokio::signal::ctrl_c() => Received::Stop,
             _ = self.term.recv() => Received::Stop,
             _ = self.hup.recv() => Received::Upgrade,
+            _ = self.usr1.recv() => Received::ReloadTls,
         }
     }
 }

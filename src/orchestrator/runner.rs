@@ -30,6 +30,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod database;
+mod database_down;
+mod database_gate;
 mod effects;
 pub mod fault;
 mod guard;

@@ -11,6 +11,9 @@
 //!   (`com.docker.compose.project` / `.service`), not by parsing CLI output: the
 //!   `public` components must run (and be healthy, if they have a HEALTHCHECK); the
 //!   restarts of every component count, so a crash-looping worker rolls the stack back;
+//! - the database compatibility proof starts the live release once more as its own
+//!   project, `<service>-extra`, on a free port with Cutover's variables (the scratch
+//!   copy's URL) in the environment, brought down when the proof ends;
 //! - `stop` stops the project's containers (kept, with their logs, like `compose
 //!   stop`); the project is removed (`compose down`) when its slot is started again.
 
@@ -27,7 +30,9 @@ use tokio::sync::{Mutex, OnceCell};
 use super::docker::engine::{self, message, Engine};
 use super::docker::spec::{exit_detail, health_of, restarts, status_of};
 use super::process::substitute;
-use super::{RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus};
+use super::{
+    ExtraInstance, RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus,
+};
 use crate::config::ComposeRuntimeConfig;
 use crate::domain::Slot;
 
@@ -124,10 +129,15 @@ impl ComposeRuntime {
         }
     }
 
+    /// The project the database proof starts outside both slots: `<service>-extra`.
+    pub fn extra_project(&self) -> String {
+        format!("{}-extra", self.service)
+    }
+
     /// Runs `compose -p <project> -f <file> <args>` with `env`; stdout, or why not.
     async fn compose(
         &self,
-        slot: Slot,
+        project: &str,
         env: &[(String, String)],
         args: &[&str],
     ) -> Result<String, String> {
@@ -135,7 +145,7 @@ impl ComposeRuntime {
         let mut cmd = Command::new(&cli.program);
         cmd.args(&cli.args)
             .arg("-p")
-            .arg(self.project(slot))
+            .arg(project)
             .arg("-f")
             .arg(&self.cfg.file)
             .args(args)
@@ -177,6 +187,9 @@ impl ComposeRuntime {
             ("CUTOVER_SLOT".to_string(), spec.slot.as_str().to_string()),
             ("CUTOVER_SERVICE".to_string(), spec.service.clone()),
         ]);
+        // Cutover's own variables (the slot's database URL): the file passes them on
+        // (`environment: [DATABASE_URL]`).
+        env.extend(spec.env.iter().cloned());
         env
     }
 
@@ -237,22 +250,30 @@ impl ComposeRuntime {
     }
 
     async fn launch(&self, spec: &SlotSpec) -> Result<(SocketAddr, Current), String> {
-        let slot = spec.slot;
         let port = match self.cfg.ports {
-            Some(p) => p.get(slot),
-            None => TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|e| format!("no free loopback port: {e}"))?
-                .port(),
+            Some(p) => p.get(spec.slot),
+            None => free_port()?,
         };
+        self.launch_project(spec, &self.project(spec.slot), port)
+            .await
+    }
+
+    /// Brings `project` up (after removing what it held) with `spec`'s release on
+    /// `port`, and waits for it to settle.
+    async fn launch_project(
+        &self,
+        spec: &SlotSpec,
+        project: &str,
+        port: u16,
+    ) -> Result<(SocketAddr, Current), String> {
         let env = self.environment(spec, port);
         let grace = self.grace();
-        self.compose(slot, &env, &["down", "--remove-orphans", "-t", &grace])
+        self.compose(project, &env, &["down", "--remove-orphans", "-t", &grace])
             .await
-            .map_err(|e| format!("cannot remove the slot's previous project: {e}"))?;
-        self.compose(slot, &env, &["up", "-d", "--remove-orphans"])
+            .map_err(|e| format!("cannot remove the project's previous containers: {e}"))?;
+        self.compose(project, &env, &["up", "-d", "--remove-orphans"])
             .await?;
-        let project = self.project(slot);
+        let project = project.to_string();
         let started = tokio::time::Instant::now();
         loop {
             let containers = self.containers(&project).await?;
@@ -273,6 +294,13 @@ impl ComposeRuntime {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+fn free_port() -> Result<u16, String> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free loopback port: {e}"))?
+        .port())
 }
 
 fn baseline_of(containers: &[(String, ContainerInspectResponse)]) -> HashMap<String, u32> {
@@ -301,6 +329,55 @@ impl Runtime for ComposeRuntime {
             identity: handle.clone(),
             handle,
         })
+    }
+
+    /// The project `<service>-extra` on a free port with `spec.env` added; brought
+    /// down (`compose down`) in the background when the proof drops it.
+    async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
+        let project = self.extra_project();
+        let port = free_port().map_err(|e| self.err(spec.slot, e))?;
+        let down = |rt: &ComposeRuntime| {
+            let env = rt.environment(spec, port);
+            let grace = rt.grace();
+            let project = project.clone();
+            let cli = rt.cli.get().cloned();
+            let (file, dir) = (
+                rt.cfg.file.clone(),
+                rt.cfg.file.parent().map(|d| d.to_path_buf()),
+            );
+            move || {
+                let (Some(cli), Ok(handle)) = (cli, tokio::runtime::Handle::try_current()) else {
+                    return;
+                };
+                handle.spawn(async move {
+                    let mut cmd = Command::new(&cli.program);
+                    cmd.args(&cli.args)
+                        .arg("-p")
+                        .arg(&project)
+                        .arg("-f")
+                        .arg(&file)
+                        .args(["down", "--remove-orphans", "-t", &grace])
+                        .envs(env)
+                        .stdin(std::process::Stdio::null());
+                    if let Some(dir) = dir {
+                        cmd.current_dir(dir);
+                    }
+                    if let Err(e) = cmd.output().await {
+                        tracing::warn!(%project, error = %e, "cannot bring the extra project down");
+                    }
+                });
+            }
+        };
+        match self.launch_project(spec, &project, port).await {
+            Ok((addr, _)) => {
+                tracing::info!(service = %self.service, version = %spec.version, %project, %addr, "started an extra instance");
+                Ok(ExtraInstance::new(addr, down(self)))
+            }
+            Err(e) => {
+                down(self)();
+                Err(self.err(spec.slot, format!("the extra instance: {e}")))
+            }
+        }
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {

@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod docker;
+pub mod log_files;
 pub mod process;
 
 use std::net::SocketAddr;
@@ -182,7 +183,8 @@ pub fn runtimes_from_config(
     for svc in config.services.values() {
         let rt: std::sync::Arc<dyn Runtime> = match &svc.runtime {
             crate::config::RuntimeConfig::Process(p) => std::sync::Arc::new(
-                process::ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs")),
+                process::ProcessRuntime::new(&svc.name, p.clone(), state_dir.join("logs"))
+                    .with_log_files(config.retention.slot_log_files),
             ),
             crate::config::RuntimeConfig::Docker(d) => std::sync::Arc::new(
                 docker::DockerRuntime::new(&svc.name, d.clone(), state_dir.join("docker")),

@@ -10,10 +10,10 @@
 //! - processes outlive the daemon: a restarted daemon adopts them by pid (persisted in
 //!   the store) instead of starting duplicates;
 //! - stdout and stderr go to `<state_dir>/logs/<service>-<slot>.log`, so a failed start
-//!   can be explained with the last lines the release wrote.
+//!   can be explained with the last lines the release wrote (rotated by size and at
+//!   each start, see `log_files.rs`).
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct ProcessRuntime {
     service: String,
     cfg: ProcessRuntimeConfig,
     log_dir: PathBuf,
+    /// Rotated copies of a slot's log kept.
+    log_files: u32,
     /// One entry per slot; the async mutex also serialises start/stop of a slot.
     slots: [Mutex<Option<Proc>>; 2],
 }
@@ -62,8 +64,15 @@ impl ProcessRuntime {
             service: service.to_string(),
             cfg,
             log_dir,
+            log_files: 5,
             slots: [Mutex::new(None), Mutex::new(None)],
         }
+    }
+
+    /// How many rotated copies of a slot's log to keep (`[retention] slot_log_files`).
+    pub fn with_log_files(mut self, keep: u32) -> Self {
+        self.log_files = keep;
+        self
     }
 
     fn log_path(&self, slot: Slot) -> PathBuf {
@@ -111,12 +120,9 @@ impl ProcessRuntime {
             )
         })?;
         // The release's output may hold secrets: readable by the daemon's user only.
-        let log = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(log_path)
+        // Appending, so the daemon can rotate it by size (`log_files.rs`); the previous
+        // release's log becomes `.1`.
+        let log = super::log_files::open_slot_log(log_path, self.log_files)
             .map_err(|e| self.err(slot, format!("cannot create {}: {e}", log_path.display())))?;
         let log2 = log.try_clone().map_err(|e| self.err(slot, e.to_string()))?;
 

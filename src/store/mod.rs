@@ -11,12 +11,14 @@
 
 mod feed;
 mod records;
+mod retention;
 mod rows;
 mod schema;
 mod sqlite;
 
 pub use feed::{EventFilter, CAPACITY as FEED_CAPACITY};
 pub use records::*;
+pub use retention::{PrunePolicy, Pruned};
 pub use sqlite::Store;
 
 #[derive(Debug, thiserror::Error)]

@@ -538,7 +538,7 @@ impl Store {
     }
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction, committed only if `f` succeeds.
-    fn write<T>(
+    pub(super) fn write<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
@@ -556,7 +556,7 @@ impl Store {
     }
 
     /// Runs `f` in a read transaction, so multi-statement reads see one snapshot.
-    fn read<T>(
+    pub(super) fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {

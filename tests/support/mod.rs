@@ -490,6 +490,7 @@ pub async fn run_cli(config: &Path, args: &[&str]) -> CliOutput {
         .env_remove("CUTOVER_LOG")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    clean_env(&mut cmd);
     let out = within(120, &format!("cutover {}", args.join(" ")), cmd.output())
         .await
         .expect("run cutover");
@@ -573,4 +574,45 @@ pub fn slot_pid(status: &ServiceStatus, slot: cutover::domain::Slot) -> Option<u
 /// The pid in a process runtime's handle (`pid:start_time`, or a bare pid).
 pub fn pid_of_handle(handle: &str) -> Option<u32> {
     handle.split(':').next()?.parse().ok()
+}
+
+/// Variables of the outer environment that would change what the CLI does (the daemon
+/// to call, the token, who is asking): removed so a test sees only what it sets.
+pub const CLI_ENV: [&str; 10] = [
+    "CUTOVER_CONFIG",
+    "CUTOVER_API_URL",
+    "CUTOVER_TOKEN",
+    "CUTOVER_ACTOR",
+    "CUTOVER_LOG",
+    "GITHUB_ACTOR",
+    "GITLAB_USER_LOGIN",
+    "BUILDKITE_BUILD_CREATOR",
+    "CIRCLE_USERNAME",
+    "BITBUCKET_STEP_TRIGGERER_UUID",
+];
+
+fn clean_env(cmd: &mut tokio::process::Command) {
+    for var in CLI_ENV {
+        cmd.env_remove(var);
+    }
+}
+
+/// Runs the binary in `dir` (where there is no config file unless the test wrote one)
+/// with only `env` set of the CLI's variables: how a CI runner calls a remote daemon.
+pub async fn run_bare(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
+    let mut cmd = tokio::process::Command::new(exe());
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    clean_env(&mut cmd);
+    cmd.envs(env.iter().copied());
+    let out = within(120, &format!("cutover {}", args.join(" ")), cmd.output())
+        .await
+        .expect("run cutover");
+    CliOutput {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }

@@ -30,8 +30,22 @@ const RECONNECT_FOR: Duration = Duration::from_secs(30);
 /// Follows deployment `id` to its end; prints progress unless `json` (then only the
 /// final record). Exit 0 only when it succeeded.
 pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, ClientError> {
-    let tty = std::io::stdout().is_terminal() && !json;
-    let mut out = Printer::new(tty, !json);
+    follow_as(c, id, json, false).await
+}
+
+/// [`follow`] printing nothing at all (`-q`: the exit code says how it ended).
+pub async fn follow_quietly(c: &ApiClient, id: i64) -> Result<ExitCode, ClientError> {
+    follow_as(c, id, false, true).await
+}
+
+async fn follow_as(
+    c: &ApiClient,
+    id: i64,
+    json: bool,
+    quiet: bool,
+) -> Result<ExitCode, ClientError> {
+    let tty = std::io::stdout().is_terminal() && !json && !quiet;
+    let mut out = Printer::new(tty, !json && !quiet);
     let mut last = None;
     let mut gone_since: Option<Instant> = None;
     let path = format!("/api/v1/events?deployment={id}");
@@ -44,7 +58,7 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
                     last = Some(e.id);
                     out.event(&e);
                     if e.is_final() {
-                        return finish(c, id, json, tty).await;
+                        return finish(c, id, json, quiet, tty).await;
                     }
                 }
             }
@@ -59,13 +73,20 @@ pub async fn follow(c: &ApiClient, id: i64, json: bool) -> Result<ExitCode, Clie
     }
 }
 
-async fn finish(c: &ApiClient, id: i64, json: bool, tty: bool) -> Result<ExitCode, ClientError> {
+async fn finish(
+    c: &ApiClient,
+    id: i64,
+    json: bool,
+    quiet: bool,
+    tty: bool,
+) -> Result<ExitCode, ClientError> {
     let view: DeploymentView = c.get(&format!("/api/v1/deployments/{id}")).await?;
     let d = &view.deployment;
     if tty {
         println!();
     }
-    if json {
+    if quiet {
+    } else if json {
         println!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
     } else {
         let outcome = d.outcome.map(|o| o.as_str()).unwrap_or("unknown");

@@ -1,6 +1,7 @@
-//! The CLI's client for the daemon's API: JSON over HTTP/1.1 on the API address from
-//! the config, with the bearer token for mutating calls, and the event feed
-//! (`follow.rs` follows one deployment through it; `sse.rs` reads the stream).
+//! The CLI's client for the daemon's API: JSON over HTTP/1.1 on a base URL (the
+//! config's API address, or `--api`/`CUTOVER_API_URL`), with the bearer token, and the
+//! event feed (`follow.rs` follows one deployment through it; `sse.rs` reads the
+//! stream).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,14 +14,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 mod follow;
+pub mod lines;
 pub mod sse;
 
-pub use follow::follow;
+pub use follow::{follow, follow_quietly};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("cannot reach the cutover daemon at {addr} ({reason}); is `cutover serve` running?")]
-    Unreachable { addr: SocketAddr, reason: String },
+    Unreachable { addr: String, reason: String },
     /// The daemon answered with an error body.
     #[error("{message}")]
     Api {
@@ -37,21 +39,79 @@ impl ClientError {
     pub fn is_usage(&self) -> bool {
         matches!(self, ClientError::Api { status, .. } if (400..500).contains(status) && *status != 409)
     }
+
+    /// A short machine-readable name of the failure (`--json` errors).
+    pub fn code(&self) -> &str {
+        match self {
+            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::Api { code, .. } => code,
+            ClientError::Protocol(_) => "protocol",
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct ApiClient {
-    addr: SocketAddr,
+    /// `http://host:port` (and any path prefix), without a trailing `/`.
+    base: String,
     token: Option<String>,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// Print each call and its answer to stderr (`-v`).
+    trace: bool,
 }
 
 impl ApiClient {
     pub fn new(addr: SocketAddr, token: Option<String>) -> Self {
+        Self::with_base(format!("http://{addr}"), token)
+    }
+
+    /// A client for the daemon at `url` (`http://host:port`, as `--api` takes it).
+    pub fn from_url(url: &str, token: Option<String>) -> Result<Self, String> {
+        let base = url.trim().trim_end_matches('/');
+        let uri: hyper::Uri = base
+            .parse()
+            .map_err(|e| format!("`{url}` is not a URL ({e}); expected http://HOST:PORT"))?;
+        match (uri.scheme_str(), uri.authority()) {
+            (Some("http"), Some(_)) if uri.query().is_none() => {
+                Ok(Self::with_base(base.to_string(), token))
+            }
+            _ => Err(format!(
+                "`{url}` is not a daemon address; expected http://HOST:PORT"
+            )),
+        }
+    }
+
+    fn with_base(base: String, token: Option<String>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Self { addr, token, http }
+        Self {
+            base,
+            token,
+            http,
+            trace: false,
+        }
+    }
+
+    /// Prints every call and its status to stderr.
+    pub fn traced(mut self, on: bool) -> Self {
+        self.trace = on;
+        self
+    }
+
+    /// The daemon's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Opens a streamed answer of `GET path` (newline-delimited JSON, see `lines.rs`).
+    pub async fn lines(&self, path: &str) -> Result<lines::LineStream, ClientError> {
+        let resp = self.open(path, "application/x-ndjson", None).await?;
+        Ok(lines::LineStream::new(resp))
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -73,10 +133,23 @@ impl ApiClient {
         path: &str,
         last_event_id: Option<i64>,
     ) -> Result<EventStream, ClientError> {
+        Ok(EventStream {
+            body: self.open(path, "text/event-stream", last_event_id).await?,
+            parser: sse::SseParser::default(),
+        })
+    }
+
+    /// `GET path` whose body is read as it comes (10 s to answer).
+    async fn open(
+        &self,
+        path: &str,
+        accept: &str,
+        last_event_id: Option<i64>,
+    ) -> Result<hyper::body::Incoming, ClientError> {
         let mut req = hyper::Request::builder()
             .method("GET")
-            .uri(format!("http://{}{}", self.addr, path))
-            .header("accept", "text/event-stream");
+            .uri(self.url(path))
+            .header("accept", accept);
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
         }
@@ -91,6 +164,7 @@ impl ApiClient {
             .map_err(|_| self.unreachable("timed out".into()))?
             .map_err(|e| self.unreachable(format!("{e:#}")))?;
         let status = resp.status().as_u16();
+        self.note(&format!("← {status} GET {path} (streamed)"));
         if status >= 400 {
             let bytes = resp
                 .into_body()
@@ -100,16 +174,19 @@ impl ApiClient {
                 .to_bytes();
             return Err(api_error(status, &bytes));
         }
-        Ok(EventStream {
-            body: resp.into_body(),
-            parser: sse::SseParser::default(),
-        })
+        Ok(resp.into_body())
     }
 
     fn unreachable(&self, reason: String) -> ClientError {
         ClientError::Unreachable {
-            addr: self.addr,
+            addr: self.base.clone(),
             reason,
+        }
+    }
+
+    fn note(&self, line: &str) {
+        if self.trace {
+            eprintln!("{line}");
         }
     }
 
@@ -119,9 +196,11 @@ impl ApiClient {
         path: &str,
         body: Option<Value>,
     ) -> Result<T, ClientError> {
+        self.note(&format!("→ {method} {}", self.url(path)));
+        let began = std::time::Instant::now();
         let mut req = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(self.url(path))
             .header("content-type", "application/json");
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -135,6 +214,10 @@ impl ApiClient {
             .map_err(|_| self.unreachable("timed out".into()))?
             .map_err(|e| self.unreachable(format!("{e:#}")))?;
         let status = resp.status().as_u16();
+        self.note(&format!(
+            "← {status} {method} {path} in {} ms",
+            began.elapsed().as_millis()
+        ));
         let bytes = resp
             .into_body()
             .collect()

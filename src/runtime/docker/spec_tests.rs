@@ -185,3 +185,25 @@ fn the_address_is_the_published_loopback_port_or_the_network_address() {
     assert!(belongs_to(&c, "shop", Slot::Green));
     assert!(!belongs_to(&c, "shop", Slot::Blue));
 }
+
+#[test]
+fn the_extra_instance_has_no_slot_label_never_restarts_and_gets_the_proof_env() {
+    let mut s = spec();
+    s.env = vec![(
+        "DATABASE_URL".into(),
+        "postgres://h/app_cutover_scratch".into(),
+    )];
+    let env = environment(&cfg(), &s, Vec::new());
+    assert!(env.contains(&"DATABASE_URL=postgres://h/app_cutover_scratch".to_string()));
+    let body = extra_body(create_body(&cfg(), &s, 41000, env));
+    let labels = body.labels.clone().unwrap_or_default();
+    assert!(!labels.contains_key(LABEL_SLOT), "{labels:?}");
+    assert_eq!(labels.get(LABEL_ROLE).map(String::as_str), Some("extra"));
+    assert_eq!(labels.get(LABEL_SERVICE).map(String::as_str), Some("shop"));
+    let host = body.host_config.expect("host config");
+    assert_eq!(
+        host.restart_policy.and_then(|r| r.name),
+        Some(RestartPolicyNameEnum::NO)
+    );
+    assert_eq!(extra_name("shop"), "cutover-shop-extra");
+}
