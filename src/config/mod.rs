@@ -64,8 +64,8 @@ mod tests;
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
-pub use shield::{BurstConfig, ShieldConfig};
 pub use retention::RetentionConfig;
+pub use shield::{BurstConfig, ShieldConfig};
 pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;
