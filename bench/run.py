@@ -5,6 +5,10 @@
                                     # writes bench/results/<date>.json and BENCHMARKS.md
     python3 bench/run.py --smoke    # a few seconds per measurement; installs nothing
                                     # (says what is missing), writes bench/results/smoke.json
+    python3 bench/run.py --paths    # only the proxy paths and the anchors: the three
+                                    # Cutover builds, nginx, HAProxy (throughput, CPU per
+                                    # request, memory per idle connection); writes
+                                    # bench/results/<date>-paths-<time>.json
 
 It compares the backend direct, Cutover's built-in proxy, nginx, HAProxy, Traefik and
 Caddy (throughput, latency, memory, CPU per request), then switches blue↔green under
@@ -24,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import aux, measure, procs, report, setup, switch, tls  # noqa: E402
+from harness import aux, idle, measure, procs, report, setup, switch, tls  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,11 +53,15 @@ def parse_args():
     p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     p.add_argument("--tls-only", action="store_true", help="only the TLS comparison (Cutover, nginx, HAProxy over HTTPS)")
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
+    p.add_argument("--paths", action="store_true",
+                   help="only Cutover's three proxy paths beside nginx and HAProxy, and memory per idle connection")
+    p.add_argument("--idle-conns", type=int, help="idle keep-alive connections held (default 10000, smoke 1000)")
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.smoke else 5)
     a.duration = a.duration or (2 if a.smoke else 10)
     a.switches = a.switches or (10 if a.smoke else 100)
     a.rollback_reps = a.rollback_reps or (1 if a.smoke else 5)
+    a.idle_conns = a.idle_conns or (1000 if a.smoke else 10000)
     a.fixed_duration = a.duration
     a.fixed_rounds = 1 if a.smoke else 3
     return a
@@ -65,6 +73,10 @@ def uptime():
 
 class Timeout(Exception):
     pass
+
+
+class _PathsDone(Exception):
+    """--paths: the measurements it asks for are done."""
 
 
 def _alarm(*_):
@@ -119,7 +131,7 @@ def main():
     res = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": "smoke" if a.smoke else "full",
-        "command": "python3 bench/run.py" + (" --smoke" if a.smoke else ""),
+        "command": "python3 bench/run.py" + (" --smoke" if a.smoke else "") + (" --paths" if a.paths else ""),
         "machine": setup.machine(),
         "uptime_before": uptime(),
         "config": {
@@ -132,6 +144,10 @@ def main():
             "backend": "nginx `return 200 \"<slot>\"`, worker_processes 1, blue 127.0.0.1:18101, green :18102",
             "cutover-general": "the same binary with CUTOVER_PROXY_FAST_PATH=0 (every request on the general "
                                "hyper path), its own identical backend pair on :18171/:18172",
+            "cutover-affine": "the same binary with CUTOVER_PROXY_AFFINE=1 (the general hyper path, its upstream "
+                              "connection owned by the client connection: hyper::client::conn::http1, no pool, "
+                              "driven in the same task), its own identical backend pair on :18161/:18162",
+            "idle_conns": a.idle_conns,
         },
     }
     try:
@@ -146,8 +162,9 @@ def main():
         for v in ("v1", "v2"):
             dep = switch.deploy("web", v)
             assert dep["outcome"] == "succeeded", dep
-        dep = switch.deploy("web", "v1", port=setup.GENERAL["api"])
-        assert dep["outcome"] == "succeeded", dep
+        for ports in (setup.GENERAL, setup.AFFINE):
+            dep = switch.deploy("web", "v1", port=ports["api"])
+            assert dep["outcome"] == "succeeded", dep
         back = switch.api("POST", "/api/v1/services/web/rollback", {"triggered_by": "bench"})
         switch.wait_deployment(back["deployment_id"])
         rb_first = switch.api("POST", "/api/v1/services/rb/deploy", {"version": "v1", "triggered_by": "bench"})
@@ -155,21 +172,35 @@ def main():
             for s in switch.api("GET", f"/api/v1/services/{svc}")["slots"]:
                 if s.get("handle"):
                     ps.adopt(f"{svc}-{s['slot']}", int(s["handle"].split(":")[0]))
-        for s in switch.api("GET", "/api/v1/services/web", port=setup.GENERAL["api"])["slots"]:
-            if s.get("handle"):
-                ps.adopt(f"general-{s['slot']}", int(s["handle"].split(":")[0]))
+        for name, ports in (("general", setup.GENERAL), ("affine", setup.AFFINE)):
+            for s in switch.api("GET", "/api/v1/services/web", port=ports["api"])["slots"]:
+                if s.get("handle"):
+                    ps.adopt(f"{name}-{s['slot']}", int(s["handle"].split(":")[0]))
         measure.load.probe_until(setup.PORTS["cutover"], "blue")
         measure.load.probe_until(setup.GENERAL["listen"], "blue")
+        measure.load.probe_until(setup.AFFINE["listen"], "blue")
 
         targets = [measure.Target("direct", setup.PORTS["direct"])]
-        for name in ("cutover", "cutover-general", "nginx", "haproxy", "traefik", "caddy"):
+        names = ["cutover", "cutover-general", "cutover-affine", "nginx", "haproxy"]
+        if not a.paths:
+            names += ["traefik", "caddy"]
+        listen = {"cutover-general": setup.GENERAL["listen"], "cutover-affine": setup.AFFINE["listen"]}
+        for name in names:
             p, kids = started[name]
-            port = setup.GENERAL["listen"] if name == "cutover-general" else setup.PORTS[name]
-            targets.append(measure.Target(name, port, p.pid, kids))
+            targets.append(measure.Target(name, listen.get(name, setup.PORTS.get(name)), p.pid, kids))
         log(f"throughput: {a.rounds} rounds × {a.duration}s, wrk -t{a.threads} -c{a.conns}")
         res["saturation"] = measure.saturation(targets, a.rounds, a.duration, a.threads, a.conns, log)
         log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")
         res["fixed_rate_cpu"] = measure.fixed_rate_cpu(targets[1:], a.fixed_rounds, a.fixed_duration, a.fixed_rate, 50, log)
+        log(f"memory per idle connection: {a.idle_conns} held, then wrk -c{a.conns} through others")
+        idle.raise_fd_limit(a.idle_conns)
+        res["idle"] = {}
+        for t in targets[1:]:
+            if t.name in ("cutover", "cutover-general", "cutover-affine", "nginx", "haproxy"):
+                res["idle"][t.name] = idle.measure(t, a.idle_conns, 3.0, a.conns, min(a.duration, 5), log)
+                time.sleep(2)
+        if a.paths:
+            raise _PathsDone
 
         log("switch API call without load: 20 rollbacks between warm releases")
         res["switch_api_idle"] = switch.api_calls_without_load(20)
@@ -195,6 +226,8 @@ def main():
         res["rollback"] = switch.rollback_latency(a.rollback_reps)
         for r in res["rollback"]:
             log(f"  {r}")
+    except _PathsDone:
+        pass
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         return 130
@@ -215,12 +248,14 @@ def main():
     if "tls" in res:
         log(tls.markdown(res))
     name = "smoke.json" if a.smoke else f"{res['date'][:10]}.json"
+    if a.paths:
+        name = f"{res['date'][:10]}-paths-{res['date'][11:16].replace(':', '')}.json"
     if a.cutover_workers:
         name = name.replace(".json", f"-workers{a.cutover_workers}.json")
     path = os.path.join(REPO, "bench", "results", name)
     report.write_json(res, path)
     log(f"\nwrote {os.path.relpath(path, REPO)}")
-    if not a.smoke and not a.no_markdown and not a.cutover_workers:
+    if not a.smoke and not a.no_markdown and not a.cutover_workers and not a.paths:
         md = os.path.join(REPO, "BENCHMARKS.md")
         report.update_benchmarks_md(md, report.markdown_section(res, f"bench/results/{name}"))
         log("updated BENCHMARKS.md")

@@ -34,11 +34,19 @@ fn normalize(raw: &str) -> String {
     format!("{}\r\n\r\n{body}", lines.join("\r\n"))
 }
 
-async fn run(fast: bool, request: &[u8], answer: &'static [u8]) -> (String, Vec<String>) {
+/// `affine`: the general path with a connection-affine upstream connection (the
+/// benchmark's third build, `CUTOVER_PROXY_AFFINE=1`).
+async fn run(
+    fast: bool,
+    affine: bool,
+    request: &[u8],
+    answer: &'static [u8],
+) -> (String, Vec<String>) {
     let backend = RawBackend::start_with(answer).await;
     let up = upstream(Slot::Blue, backend.addr);
     let settings = ProxySettings {
         fast_path: fast,
+        affine_upstream: affine,
         ..ProxySettings::default()
     };
     let (proxy, _routes) = TestProxy::with_live(&up, settings).await;
@@ -55,8 +63,9 @@ async fn run(fast: bool, request: &[u8], answer: &'static [u8]) -> (String, Vec<
 }
 
 async fn agree(what: &str, request: &[u8], answer: &'static [u8]) -> (String, Vec<String>) {
-    let fast = run(true, request, answer).await;
-    let general = run(false, request, answer).await;
+    let fast = run(true, false, request, answer).await;
+    let general = run(false, false, request, answer).await;
+    let affine = run(false, true, request, answer).await;
     assert_eq!(
         fast.0, general.0,
         "{what}: the client's response differs (fast, general)"
@@ -64,6 +73,10 @@ async fn agree(what: &str, request: &[u8], answer: &'static [u8]) -> (String, Ve
     assert_eq!(
         fast.1, general.1,
         "{what}: what the app received differs (fast, general)"
+    );
+    assert_eq!(
+        general, affine,
+        "{what}: the general path differs with a connection-affine upstream"
     );
     fast
 }
@@ -87,8 +100,8 @@ async fn a_response_without_date_gets_one_on_both_paths() {
     assert!(resp.contains("\r\ndate: <date>\r\n"), "{resp}");
     let dated =
         b"HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok";
-    let fast = run(true, CLOSE_GET, dated).await;
-    let general = run(false, CLOSE_GET, dated).await;
+    let fast = run(true, false, CLOSE_GET, dated).await;
+    let general = run(false, false, CLOSE_GET, dated).await;
     assert_eq!(fast.0, general.0, "an app's own Date");
     assert_eq!(fast.0.matches("<date>").count(), 1, "one Date: {}", fast.0);
 }

@@ -97,6 +97,7 @@ def tables(res):
         for i, r in enumerate(res["rollback"], 1):
             rows.append(f"| {i} | {r['outcome']} | {_f(r['rollback_ms'], 0)} ms | {r['failed_requests']} of {r['probe_requests']} | {r['reason']} |")
         out += "\n\n" + "\n".join(rows)
+    out += paths_table(res) + idle_table(res)
     rows = ["| target | verdict | numbers |", "|---|---|---|"]
     for v in res["verdicts"]:
         rows.append(f"| {v['target']} | **{v['verdict']}** | {v['detail']} |")
@@ -136,3 +137,35 @@ def update_benchmarks_md(path, section):
         text += "\n" + section + "\n"
     with open(path, "w") as f:
         f.write(text)
+
+
+def paths_table(res):
+    """Issue #16's decision rule: connection-affine hyper within 5% of the fast path in
+    throughput and in CPU per request (saturated and at the fixed rate)?"""
+    sat, cpu = res["saturation"], res.get("fixed_rate_cpu", {})
+    if "cutover-affine" not in sat:
+        return ""
+    f, g = sat["cutover"], sat["cutover-affine"]
+    rows = ["| affine hyper ÷ fast path | ratio | within 5%? |", "|---|---:|---|"]
+    tp = g["rps"] / f["rps"]
+    rows.append(f"| throughput | {tp:.3f} | {'yes' if tp >= 0.95 else 'no'} |")
+    for label, a, b in (
+        ("CPU per request, saturated", g["cpu_us_per_req_saturated"], f["cpu_us_per_req_saturated"]),
+        ("CPU per request, fixed rate", cpu.get("cutover-affine", {}).get("cpu_us_per_req"),
+         cpu.get("cutover", {}).get("cpu_us_per_req")),
+    ):
+        if a and b:
+            rows.append(f"| {label} | {a / b:.3f} | {'yes' if a / b <= 1.05 else 'no'} |")
+    return "\n\n" + "\n".join(rows)
+
+
+def idle_table(res):
+    idle = res.get("idle")
+    if not idle:
+        return ""
+    rows = ["| target | idle connections held | KiB per idle connection | req/s through others while held | p99 ms | errors | held still served (of 100) |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in idle.items():
+        rows.append(f"| {name} | {r['held']:,} (failed {r['failed_to_open']}) | {_f(r['kib_per_conn'], 2)} | {_f(r['rps'], 0)} | "
+                    f"{_f(r['p99_ms'], 2)} | {r['errors']} | {r['sample_still_served']} |")
+    return "\n\n" + "\n".join(rows)

@@ -30,10 +30,13 @@ API = 18190
 # A second Cutover daemon with the fast path off (CUTOVER_PROXY_FAST_PATH=0): the
 # general hyper path, measured beside the fast one in the same run; own slot pair.
 GENERAL = {"listen": 18170, "blue": 18171, "green": 18172, "api": 18192}
+# A third with CUTOVER_PROXY_AFFINE=1: the general path with a connection-affine
+# upstream connection (hyper client conn per client connection, no pool).
+AFFINE = {"listen": 18160, "blue": 18161, "green": 18162, "api": 18193}
 CADDY_ADMIN = 18141
 TOKEN = "bench-token"
 ALL_PORTS = [*PORTS.values(), GREEN, *AUX.values(), *RB_PORTS.values(), RB_LISTEN, API, CADDY_ADMIN,
-             *GENERAL.values()]
+             *GENERAL.values(), *AFFINE.values()]
 
 TOOLS = ["wrk", "h2load", "nginx", "haproxy", "traefik", "caddy"]
 
@@ -69,7 +72,8 @@ def backend_conf(d, slot, port, name=None):
     return f"""worker_processes 1;
 pid {d}/{name}.pid;
 error_log {d}/{name}-error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 19000;
+events {{ worker_connections 16384; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -94,7 +98,8 @@ def nginx_proxy_conf(d):
     return f"""worker_processes auto;
 pid {d}/nginx-proxy.pid;
 error_log {d}/nginx-proxy-error.log warn;
-events {{ worker_connections 4096; }}
+worker_rlimit_nofile 19000;
+events {{ worker_connections 16384; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
@@ -132,7 +137,8 @@ def nginx_upstream(port):
 def haproxy_conf(d):
     return f"""global
   stats socket {d}/haproxy.sock mode 600 level admin
-  maxconn 8000
+  maxconn 12000
+  no strict-limits
 defaults
   mode http
   timeout connect 5s
@@ -186,6 +192,9 @@ token = "{TOKEN}"
 
 [proxy]
 drain_timeout = "5s"
+# The idle-connection measurement holds 10,000 connections and loads through more.
+max_connections = 12000
+header_read_timeout = "60s"
 # The switch bench tells the slots apart by this header (off by default).
 slot_header = true
 
@@ -231,22 +240,26 @@ health_failures = 0
 """
 
 
-def cutover_general_toml(d):
-    """The same service `web` for the fast-path-off daemon: its own ports and state."""
+def cutover_general_toml(d, name="general", ports=GENERAL):
+    """The same service `web` for the fast-path-off daemons: their own ports and state."""
     return f"""[daemon]
-state_dir = "{d}/cutover-general-state"
+state_dir = "{d}/cutover-{name}-state"
 
 [api]
-listen = "127.0.0.1:{GENERAL['api']}"
+listen = "127.0.0.1:{ports['api']}"
 token = "{TOKEN}"
 
+[proxy]
+max_connections = 12000
+header_read_timeout = "60s"
+
 [services.web]
-listen = "127.0.0.1:{GENERAL['listen']}"
+listen = "127.0.0.1:{ports['listen']}"
 
 [services.web.runtime]
 kind = "process"
-command = ["nginx", "-p", "{d}/", "-e", "{d}/general-{{slot}}-error.log", "-c", "{d}/general-{{slot}}.conf", "-g", "daemon off;"]
-ports = {{ blue = {GENERAL['blue']}, green = {GENERAL['green']} }}
+command = ["nginx", "-p", "{d}/", "-e", "{d}/{name}-{{slot}}-error.log", "-c", "{d}/{name}-{{slot}}.conf", "-g", "daemon off;"]
+ports = {{ blue = {ports['blue']}, green = {ports['green']} }}
 stop_grace = "3s"
 
 [services.web.health]
@@ -273,6 +286,9 @@ def write_configs(d, cutover_bin):
         "Caddyfile": caddyfile(),
         "cutover.toml": cutover_toml(d, cutover_bin),
         "cutover-general.toml": cutover_general_toml(d),
+        "cutover-affine.toml": cutover_general_toml(d, "affine", AFFINE),
+        "affine-blue.conf": backend_conf(d, "blue", AFFINE["blue"], "affine-blue"),
+        "affine-green.conf": backend_conf(d, "green", AFFINE["green"], "affine-green"),
         "general-blue.conf": backend_conf(d, "blue", GENERAL["blue"], "general-blue"),
         "general-green.conf": backend_conf(d, "green", GENERAL["green"], "general-green"),
         "behaviour.toml": "[bad]\nerror_rate = 1.0\n",
@@ -291,6 +307,8 @@ def start_proxies(ps, d, cutover_bin, cutover_workers=None):
     started["cutover"] = (ps.start("cutover", [cutover_bin, "-c", f"{d}/cutover.toml", "serve", "--stop-on-exit"], cwd=d, env=cenv), False)
     genv = dict(cenv, CUTOVER_PROXY_FAST_PATH="0")
     started["cutover-general"] = (ps.start("cutover-general", [cutover_bin, "-c", f"{d}/cutover-general.toml", "serve", "--stop-on-exit"], cwd=d, env=genv), False)
+    aenv = dict(cenv, CUTOVER_PROXY_AFFINE="1")
+    started["cutover-affine"] = (ps.start("cutover-affine", [cutover_bin, "-c", f"{d}/cutover-affine.toml", "serve", "--stop-on-exit"], cwd=d, env=aenv), False)
     started["nginx"] = (ps.start("nginx-proxy", ["nginx", "-p", f"{d}/", "-e", f"{d}/nginx-proxy-error.log", "-c", f"{d}/nginx-proxy.conf", "-g", "daemon off;"]), True)
     started["haproxy"] = (ps.start("haproxy", ["haproxy", "-db", "-f", f"{d}/haproxy.cfg"]), False)
     started["traefik"] = (ps.start("traefik", [
@@ -301,6 +319,7 @@ def start_proxies(ps, d, cutover_bin, cutover_workers=None):
     started["caddy"] = (ps.start("caddy", ["caddy", "run", "--config", f"{d}/Caddyfile", "--adapter", "caddyfile"], env=env), False)
     procs.wait_port(API, proc=started["cutover"][0])
     procs.wait_port(GENERAL["api"], proc=started["cutover-general"][0])
+    procs.wait_port(AFFINE["api"], proc=started["cutover-affine"][0])
     for name in ("nginx", "haproxy", "traefik", "caddy"):
         procs.wait_port(PORTS[name], proc=started[name][0])
     return started

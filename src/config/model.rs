@@ -116,14 +116,14 @@ pub struct ServiceConfig {
     pub warm_for: Duration,
     /// Supervision of the live release between deployments.
     pub supervise: SuperviseConfig,
-    /// Retrying a failed request on the previous release during a deployment.
-    pub shield: super::shield::ShieldConfig,
-    /// The data plane's burst trigger; `None` = off (the default).
-    pub burst: Option<super::shield::BurstConfig>,
     /// `environment` of the service, else of the file (`production` makes the CLI ask
     /// for confirmation before deploy, rollback and destructive `db` commands).
     /// Default: none.
     pub environment: Option<String>,
+    /// Retrying a failed request on the previous release during a deployment.
+    pub shield: super::shield::ShieldConfig,
+    /// The data plane's burst trigger; `None` = off (the default).
+    pub burst: Option<super::shield::BurstConfig>,
 }
 
 impl ServiceConfig {

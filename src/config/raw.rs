@@ -109,11 +109,11 @@ pub struct RawService {
     pub hooks: Option<Vec<Sub<RawHook>>>,
     /// `[services.<name>.database]`, read in `database.rs`.
     pub database: Option<Sub<RawDatabase>>,
+    /// `production`, `staging`, ...: the CLI confirms changes to production.
+    pub environment: Option<String>,
     /// `[services.<name>.shield]` and `[services.<name>.burst]`, read in `shield.rs`.
     pub shield: Option<Sub<super::shield::RawShield>>,
     pub burst: Option<Sub<super::shield::RawBurst>>,
-    /// `production`, `staging`, ...: the CLI confirms changes to production.
-    pub environment: Option<String>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own

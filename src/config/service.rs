@@ -100,11 +100,11 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     };
 
     let database = database::database(&at, r.raw.database.as_ref(), base, p);
-    let shield = super::shield::shield(&at, r.raw.shield.as_ref(), p);
-    let burst = super::shield::burst(&at, r.raw.burst.as_ref(), p);
     let environment = r.optional("environment", r.raw.environment.as_deref(), |e| {
         self::environment(&r.key("environment"), e, p)
     });
+    let shield = super::shield::shield(&at, r.raw.shield.as_ref(), p);
+    let burst = super::shield::burst(&at, r.raw.burst.as_ref(), p);
 
     draft.listen = listen.flatten();
     draft.hosts = hosts.clone().map(Option::unwrap_or_default);
@@ -131,9 +131,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             hooks: hooks?,
             supervise: supervise?,
             database: database?,
+            environment: environment?,
             shield: shield?,
             burst: burst?,
-            environment: environment?,
         })
     })();
     draft

@@ -29,6 +29,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
+use super::affine::{self, SendError};
 use super::body::{upstream_wait, ClientBodyError, LimitedBody, ProxyBody, Recorder};
 use super::conn::ListenerCtx;
 use super::headers::{self, X_CUTOVER_SLOT};
@@ -65,6 +66,8 @@ impl Proxy {
         trusted: bool,
     ) -> Response<ProxyBody> {
         let received = Instant::now();
+        // Set by `server` only with `CUTOVER_PROXY_AFFINE=1` (a benchmark setting).
+        let affine = req.extensions_mut().remove::<affine::Handle>();
         if let Err(refusal) = check_request(&mut req, self.settings.allow_connect) {
             return refused(refusal);
         }
@@ -153,14 +156,22 @@ impl Proxy {
             Some(guard) if !upgrade && mirrored.is_none() && guard.retries() => {
                 let first = (slot, recorder, received);
                 match self.send_shielded(guard, parts, body, first).await {
-                    Ok(sent) => sent,
+                    Ok((sent, slot, recorder)) => {
+                        (sent.map(|r| r.map_err(SendError::from)), slot, recorder)
+                    }
                     Err(refused) => return refused,
                 }
             }
             _ => {
                 let upstream_req = Request::from_parts(parts, body);
+                let send = async {
+                    match &affine {
+                        Some(a) => a.0.send(&endpoint, upstream_req).await,
+                        None => self.client.request(upstream_req).await.map_err(Into::into),
+                    }
+                };
                 let sent = upstream_wait(
-                    self.client.request(upstream_req),
+                    send,
                     self.settings.upstream_timeout,
                     received,
                     watch.as_deref(),
@@ -402,12 +413,8 @@ impl Chosen {
 }
 
 /// The response for a request the upstream client could not complete.
-pub(super) fn failed(
-    e: hyper_util::client::legacy::Error,
-    slot: Slot,
-    recorder: Recorder,
-) -> Response<ProxyBody> {
-    if let Some(client) = ClientBodyError::find(&e) {
+pub(super) fn failed(e: SendError, slot: Slot, recorder: Recorder) -> Response<ProxyBody> {
+    if let Some(client) = ClientBodyError::find(e.as_error()) {
         recorder.finish(Outcome::ClientFailed);
         return match client {
             ClientBodyError::TooLarge { .. } => {

@@ -49,6 +49,7 @@
 //! - Requests that never reach an upstream (404, 503, 413) are not recorded.
 //! - Nothing on the request path takes a lock.
 
+mod affine;
 mod body;
 mod conn;
 mod cookies;
@@ -141,6 +142,10 @@ pub struct ProxySettings {
     pub tls: Arc<tls::TlsEdge>,
     /// Prior-knowledge HTTP/2 (h2c) on plaintext listeners.
     pub h2c: bool,
+    /// The general path sends through an upstream connection owned by the client
+    /// connection (`affine`) instead of the pool, and the fast path is off. A
+    /// benchmark setting, not a supported one: `CUTOVER_PROXY_AFFINE=1`.
+    pub affine_upstream: bool,
 }
 
 impl ProxySettings {
@@ -170,6 +175,7 @@ impl ProxySettings {
             fast_path: fast_path_from_env(),
             tls: Arc::default(),
             h2c: c.edge.h2c,
+            affine_upstream: affine_from_env(),
         }
     }
 }
@@ -179,6 +185,14 @@ fn fast_path_from_env() -> bool {
     !matches!(
         std::env::var("CUTOVER_PROXY_FAST_PATH").as_deref(),
         Ok("0" | "off" | "false")
+    )
+}
+
+/// `CUTOVER_PROXY_AFFINE=1` (or `on`, `true`): see `affine`.
+fn affine_from_env() -> bool {
+    matches!(
+        std::env::var("CUTOVER_PROXY_AFFINE").as_deref(),
+        Ok("1" | "on" | "true")
     )
 }
 
@@ -203,6 +217,7 @@ impl Default for ProxySettings {
             fast_path: fast_path_from_env(),
             tls: Arc::default(),
             h2c: false,
+            affine_upstream: affine_from_env(),
         }
     }
 }

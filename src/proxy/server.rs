@@ -230,13 +230,14 @@ async fn serve_connection(
                 return;
             }
         };
-        return serve_general(proxy, ctx, TokioIo::new(stream), peer, client_ip, trusted).await;
+        return serve_auto(proxy, ctx, TokioIo::new(stream), peer, client_ip, trusted).await;
     }
     if ctx.auto.is_some() {
         let io = TokioIo::new(stream);
-        return serve_general(proxy, ctx, io, peer, client_ip, trusted).await;
+        return serve_auto(proxy, ctx, io, peer, client_ip, trusted).await;
     }
-    let (stream, pre) = if proxy.settings().fast_path {
+    let settings = proxy.settings();
+    let (stream, pre) = if settings.fast_path && !settings.affine_upstream {
         match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
             super::h1::End::Closed => return,
             super::h1::End::General(stream, pre) => (stream, pre),
@@ -244,9 +245,33 @@ async fn serve_connection(
     } else {
         (stream, bytes::Bytes::new())
     };
+    let stream = super::h1::Rewind::new(stream, pre);
+    // Boxed: a connection on the fast path (most) never has room for hyper's states in
+    // its task, which keeps an idle connection's task small.
+    Box::pin(serve_h1(proxy, ctx, stream, peer, client_ip, trusted)).await;
+}
+
+/// The general (hyper) HTTP/1.1 path for the rest of a plaintext connection.
+async fn serve_h1(
+    proxy: Arc<Proxy>,
+    ctx: Arc<ListenerCtx>,
+    stream: super::h1::Rewind,
+    peer: SocketAddr,
+    client_ip: HeaderValue,
+    trusted: bool,
+) {
+    let affine = proxy
+        .settings()
+        .affine_upstream
+        .then(|| Arc::new(super::affine::Affine::default()));
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let svc_affine = affine.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+        if let Some(a) = &svc_affine {
+            req.extensions_mut()
+                .insert(super::affine::Handle(a.clone()));
+        }
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
@@ -264,24 +289,35 @@ async fn serve_connection(
     });
     let conn = ctx
         .http
-        .serve_connection(TokioIo::new(super::h1::Rewind::new(stream, pre)), service)
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(conn);
+    // With a connection-affine upstream (`affine`), its connection is driven here, in
+    // this task, around each poll of the client connection.
+    let serve = |cx: &mut std::task::Context<'_>, conn: std::pin::Pin<&mut _>| {
+        let Some(a) = &affine else {
+            return Future::poll(conn, cx);
+        };
+        a.poll_drive(cx);
+        let res = Future::poll(conn, cx);
+        a.poll_drive(cx);
+        res
+    };
 
     tokio::select! {
-        res = conn.as_mut() => return log_end(res, peer),
+        res = std::future::poll_fn(|cx| serve(cx, conn.as_mut())) => return log_end(res, peer),
         _ = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped)) => {}
     }
     conn.as_mut().graceful_shutdown();
     tokio::select! {
-        res = conn.as_mut() => log_end(res, peer),
+        res = std::future::poll_fn(|cx| serve(cx, conn.as_mut())) => log_end(res, peer),
         () = stopped(&mut state) => {}
     }
 }
 
 /// The general path on the auto (HTTP/1.1 or HTTP/2) server, for TLS and h2c
 /// listeners. Draining sends HTTP/2 a GOAWAY: streams already open finish.
-async fn serve_general<I>(
+async fn serve_auto<I>(
     proxy: Arc<Proxy>,
     ctx: Arc<ListenerCtx>,
     io: I,

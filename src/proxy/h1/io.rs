@@ -61,6 +61,14 @@ impl Deadline {
 /// release that waits for its connections to close on `SIGTERM` is not held up.
 pub const IDLE_MAX: Duration = Duration::from_secs(4);
 
+/// How long a client connection may wait for its next request before its upstream
+/// connections are closed. Why: most open client connections are idle, and one that
+/// kept an upstream connection would cost the app a connection (and the proxy a
+/// descriptor) per idle client: 10,000 idle browsers would hold 10,000 connections to
+/// the app. A client sending its next request within this time (a page's follow-up
+/// requests, a busy API client) still reuses its connection.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
+
 /// Upstream connections owned by one client connection: at most one per upstream
 /// endpoint, at most two (a canary split alternates between the two slots).
 ///
@@ -99,6 +107,16 @@ impl Upstreams {
             .find(|c| c.as_ref().is_some_and(|i| i.endpoint == *endpoint))?;
         let idle = slot.take()?;
         still_open(&idle.stream).then_some(idle.stream)
+    }
+
+    /// Whether any upstream connection is held.
+    pub fn holds_any(&self) -> bool {
+        self.conns.iter().any(Option::is_some)
+    }
+
+    /// Closes every held upstream connection.
+    pub fn clear(&mut self) {
+        self.conns = [None, None];
     }
 
     /// Keeps `stream` for the next request to `endpoint`, idle from `now`; when both

@@ -29,6 +29,7 @@
 
 pub(super) mod chunked;
 mod io;
+mod pool;
 pub(super) mod request;
 pub(super) mod response;
 pub(super) mod wire;
@@ -50,15 +51,18 @@ use super::stats::Outcome;
 use super::{cookies, Proxy};
 use crate::domain::endpoint::Endpoint;
 use chunked::ChunkedEnd;
-use io::{Deadline, Upstreams};
+use io::{Deadline, Upstreams, IDLE_RELEASE};
 use request::Parse;
 use response::{Additions, Framing, RespHead, RespParse};
 
 /// Largest request body the fast path forwards; larger bodies take the general path,
 /// which streams both directions at once (an upstream may answer before reading it).
 pub const FAST_BODY_MAX: u64 = 64 * 1024;
-/// Bytes read at a time.
+/// Bytes read at a time while passing a body on.
 const READ_CHUNK: usize = 16 * 1024;
+/// Room made for a head (most are well under 1 KiB; a larger one grows the buffer).
+/// Smaller than [`READ_CHUNK`] so that a burst of new connections costs less memory.
+const HEAD_CHUNK: usize = pool::READ_BUF;
 /// A request or response head larger than this is not the fast path's business.
 const MAX_HEAD: usize = 64 * 1024;
 
@@ -105,7 +109,9 @@ enum Broke {
     Client,
 }
 
-/// A client connection's buffers and upstream connections.
+/// A client connection's buffers and upstream connections. While the connection waits
+/// for a request head with nothing buffered, its buffers are back in the thread's
+/// spares (`pool`) and it holds none: an idle connection costs its task and sockets.
 struct Conn {
     client: TcpStream,
     /// Bytes from the client not yet used.
@@ -128,9 +134,9 @@ pub(crate) async fn serve(
     let settings = proxy.settings();
     let mut conn = Conn {
         client,
-        cbuf: BytesMut::with_capacity(READ_CHUNK),
+        cbuf: BytesMut::new(),
         ubuf: BytesMut::new(),
-        out: Vec::with_capacity(1024),
+        out: Vec::new(),
         upstreams: Upstreams::default(),
     };
     let mut deadline = Deadline::new(Instant::now() + settings.header_read_timeout);
@@ -148,7 +154,9 @@ pub(crate) async fn serve(
     let mut drain_seen = false;
 
     loop {
-        deadline.set(Instant::now() + settings.header_read_timeout);
+        let waiting_since = Instant::now();
+        let head_by = waiting_since + settings.header_read_timeout;
+        deadline.set(head_by);
         // How far `cbuf` was searched for the end of the head, and whether bytes that
         // may complete a head (a line end) arrived since the last look.
         let (mut scanned, mut look) = (0, !conn.cbuf.is_empty());
@@ -157,7 +165,7 @@ pub(crate) async fn serve(
                 look = false;
                 match conn.plan(proxy, ctx, client_ip, trusted) {
                     Step::Forward(plan) => break plan,
-                    Step::TooLarge => return conn.refuse_head().await,
+                    Step::TooLarge => return Box::pin(conn.refuse_head()).await,
                     // hyper would refuse it at once too (400): no need for the rest.
                     Step::Invalid => return End::General(conn.client, conn.cbuf.freeze()),
                     // The general path gets only whole heads, so a head is read under
@@ -169,22 +177,42 @@ pub(crate) async fn serve(
                 }
             }
             if conn.cbuf.len() >= settings.max_header_bytes {
-                return conn.refuse_head().await;
+                return Box::pin(conn.refuse_head()).await;
             }
             if drain_seen {
                 return End::Closed;
             }
-            conn.cbuf.reserve(READ_CHUNK);
+            // Nothing buffered: idle between requests. Hold no buffer while waiting,
+            // and let go of the upstream connections after `IDLE_RELEASE`.
+            let idle = conn.cbuf.is_empty();
+            let release = idle && conn.upstreams.holds_any();
+            if idle {
+                conn.release_buffers();
+                if release {
+                    deadline.set(head_by.min(waiting_since + IDLE_RELEASE));
+                }
+            } else {
+                conn.cbuf.reserve(HEAD_CHUNK);
+            }
             let before = conn.cbuf.len();
             tokio::select! {
                 biased;
                 () = &mut draining, if !drain_seen => drain_seen = true,
-                read = conn.client.read_buf(&mut conn.cbuf) => match read {
-                    Ok(0) | Err(_) => return End::Closed,
+                read = read_client(&mut conn.client, &mut conn.cbuf, idle) => match read {
+                    Ok(Some(0)) | Err(_) => return End::Closed,
                     // A head can only end with a line end: parse again only then.
-                    Ok(_) => look = conn.cbuf[before..].contains(&b'\n'),
+                    Ok(Some(_)) => look = conn.cbuf[before..].contains(&b'\n'),
+                    // A spurious wake-up: wait again.
+                    Ok(None) => {}
                 },
-                () = deadline.expired() => return End::Closed,
+                () = deadline.expired() => {
+                    if Instant::now() >= head_by {
+                        return End::Closed;
+                    }
+                    // Idle for `IDLE_RELEASE`: the upstream connections go.
+                    conn.upstreams.clear();
+                    deadline.set(head_by);
+                }
             }
         };
 
@@ -193,11 +221,34 @@ pub(crate) async fn serve(
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
-            keep = conn.forward(plan, recorder, &mut deadline, settings) => keep,
+            // Boxed: the task of an idle connection holds no room for a request's states.
+            keep = Box::pin(conn.forward(plan, recorder, &mut deadline, settings)) => keep,
         };
         if !keep_alive {
             return End::Closed;
         }
+    }
+}
+
+/// Reads from the client into `cbuf`: `Some(0)` at EOF, `None` after a spurious
+/// wake-up. `idle`: `cbuf` holds no memory; it gets a buffer from the spares only once
+/// the socket is readable, so a connection waiting for its next request holds none.
+async fn read_client(
+    client: &mut TcpStream,
+    cbuf: &mut BytesMut,
+    idle: bool,
+) -> std::io::Result<Option<usize>> {
+    if !idle {
+        return client.read_buf(cbuf).await.map(Some);
+    }
+    client.readable().await?;
+    if cbuf.capacity() == 0 {
+        *cbuf = pool::read_buf();
+    }
+    match client.try_read_buf(cbuf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -226,6 +277,13 @@ fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
 }
 
 impl Conn {
+    /// Gives the (empty) buffers back to the thread's spares.
+    fn release_buffers(&mut self) {
+        pool::give_read(&mut self.cbuf);
+        pool::give_read(&mut self.ubuf);
+        pool::give_out(&mut self.out);
+    }
+
     /// Looks at the head in `cbuf`; for a fast-path request, writes the upstream head
     /// and the body bytes already received to `out` and consumes them from `cbuf`.
     fn plan(&mut self, proxy: &Proxy, ctx: &ListenerCtx, client_ip: &[u8], trusted: bool) -> Step {
@@ -264,6 +322,9 @@ impl Conn {
             Ok(c) if c.mirror.is_none() && c.guard.is_none() => c,
             _ => return Step::General,
         };
+        if self.out.capacity() == 0 {
+            self.out = pool::out_buf();
+        }
         self.out.clear();
         let strip = cookies.ours.then_some(settings.preview_cookie.as_str());
         head.write_upstream(&mut self.out, client_ip, trusted, preview_header, strip);
@@ -456,13 +517,16 @@ impl Conn {
         plan: &Plan,
     ) -> Result<RespHead, Fail> {
         self.ubuf.clear();
+        if self.ubuf.capacity() == 0 {
+            self.ubuf = pool::read_buf();
+        }
         let add = Additions {
             slot: plan.slot_header.then_some(plan.chosen.slot.as_str()),
             set_cookie: plan.chosen.set_cookie.as_ref().map(|v| v.as_bytes()),
             close: plan.close,
         };
         loop {
-            self.ubuf.reserve(READ_CHUNK);
+            self.ubuf.reserve(HEAD_CHUNK);
             match upstream.read_buf(&mut self.ubuf).await {
                 Ok(0) | Err(_) if self.ubuf.is_empty() && plan.body_left == 0 => {
                     return Err(Fail::Stale)
