@@ -112,6 +112,9 @@ pub struct ServiceConfig {
     pub warm_for: Duration,
     /// Supervision of the live release between deployments.
     pub supervise: SuperviseConfig,
+    /// `Some` when the slots serve TLS (`[services.<name>.upstream_tls]`): the proxy,
+    /// health checks and smoke tests then speak HTTPS to them with this trust.
+    pub upstream_tls: Option<crate::tls::ClientTls>,
 }
 
 /// `[services.<name>.supervise]`: between deployments the live release is checked

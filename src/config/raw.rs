@@ -92,6 +92,8 @@ pub struct RawService {
     pub hooks: Option<Vec<Sub<RawHook>>>,
     /// `[services.<name>.database]`, read in `database.rs`.
     pub database: Option<Sub<RawDatabase>>,
+    /// `[services.<name>.upstream_tls]`: the slots serve TLS; read in `client_tls.rs`.
+    pub upstream_tls: Option<Sub<RawUpstreamTls>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -283,11 +285,24 @@ pub struct RawBuiltin {
     pub min_requests: Option<i64>,
 }
 
+/// `[services.<name>.upstream_tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
     pub address: Option<String>,
     pub query: Option<String>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -298,6 +313,10 @@ pub struct RawWebhookMetric {
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
     pub json_value: Option<String>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -316,6 +335,10 @@ pub struct RawWebhook {
     pub headers: Option<BTreeMap<String, String>>,
     pub attempts: Option<i64>,
     pub timeout: Option<RawDuration>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 /// `[[services.<name>.hooks]]` as written.

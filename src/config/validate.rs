@@ -72,14 +72,18 @@ pub(super) fn validate(
         .map(|d| d.config.map(|c| (d.name, c)))
         .collect();
     match (daemon, api, proxy, services, notifications) {
-        (Some(daemon), Some(api), Some(proxy), Some(services), Some(notifications)) => Ok(Config {
-            path: path.map(Path::to_path_buf),
-            daemon,
-            api,
-            proxy,
-            services,
-            notifications,
-        }),
+        (Some(daemon), Some(api), Some(proxy), Some(services), Some(notifications)) => {
+            let mut config = Config {
+                path: path.map(Path::to_path_buf),
+                daemon,
+                api,
+                proxy,
+                services,
+                notifications,
+            };
+            super::client_tls::resolve_paths(&mut config, base);
+            Ok(config)
+        }
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.
         _ => Err(vec![Problem {
