@@ -80,11 +80,13 @@ pub(crate) async fn request(
         body,
     };
     let probe_tls = client.as_ref().map(|client| ProbeTls { client, host });
-    send_over(addr, probe_tls, req, left).await.map_err(|e| match e {
-        HttpError::Refused => format!("connection to {addr} refused"),
-        HttpError::Tls(why) => why,
-        other => format!("{other} ({addr})"),
-    })
+    send_over(addr, probe_tls, req, left)
+        .await
+        .map_err(|e| match e {
+            HttpError::Refused => format!("connection to {addr} refused"),
+            HttpError::Tls(why) => why,
+            other => format!("{other} ({addr})"),
+        })
 }
 
 /// Percent-encodes a query parameter value (everything but RFC 3986 unreserved).

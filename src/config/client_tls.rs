@@ -26,7 +26,10 @@ pub(super) fn client_tls<T>(
 ) -> Option<ClientTls> {
     let ca_file = r.optional("ca_file", ca_file, |f| {
         if f.trim().is_empty() {
-            p.add(r.key("ca_file"), "expected a path to a PEM CA file, got \"\"");
+            p.add(
+                r.key("ca_file"),
+                "expected a path to a PEM CA file, got \"\"",
+            );
             return None;
         }
         Some(f.into())
@@ -60,7 +63,11 @@ pub(super) fn resolve_paths(config: &mut Config, base: &Path) {
         if let Some(tls) = &mut service.upstream_tls {
             fix(tls);
         }
-        for metric in service.analysis.iter_mut().flat_map(|a| a.metrics.iter_mut()) {
+        for metric in service
+            .analysis
+            .iter_mut()
+            .flat_map(|a| a.metrics.iter_mut())
+        {
             match &mut metric.provider {
                 MetricProvider::Prometheus { tls, .. } | MetricProvider::Webhook { tls, .. } => {
                     fix(tls)

@@ -3,10 +3,10 @@
 //! The event names are checked here, against the list the notifier sends, so a typo
 //! (`rollback` for `rolled_back`) is a config error instead of a silent webhook.
 
+use super::client_tls::client_tls;
 use super::delivery::{NotificationsConfig, WebhookConfig, WebhookFormat};
 use super::raw::{RawNotifications, RawWebhook};
 use super::read::{read, read_opt, Problems, Sub};
-use super::client_tls::client_tls;
 use super::rules::{duration, headers, http_url, int_range, positive};
 
 pub(super) fn notifications(

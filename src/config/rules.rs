@@ -271,9 +271,7 @@ pub(super) fn http_url<'a>(p: &mut Problems, key: String, url: &'a str) -> Optio
     }
     let parsed = shape.parse::<http::Uri>();
     match parsed {
-        Ok(uri)
-            if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() =>
-        {
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
             Some(url)
         }
         _ => {

@@ -195,6 +195,7 @@ fn a_minimal_config_gets_every_documented_default() {
                     failover: false,
                     max_backoff: Duration::from_secs(60),
                 },
+                upstream_tls: None,
             },
         )]),
     };

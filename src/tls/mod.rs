@@ -141,7 +141,12 @@ impl TlsClient {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let name = self.server_name(host)?;
-        let shown = self.settings.server_name.as_deref().unwrap_or(host).to_string();
+        let shown = self
+            .settings
+            .server_name
+            .as_deref()
+            .unwrap_or(host)
+            .to_string();
         TlsConnector::from(self.config.clone())
             .connect(name, stream)
             .await
@@ -302,4 +307,3 @@ impl ServerCertVerifier for AcceptAny {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
-

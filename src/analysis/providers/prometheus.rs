@@ -53,14 +53,7 @@ async fn instant_query(
         address.trim_end_matches('/'),
         encode_query_value(query)
     );
-    let resp = request(
-        "GET",
-        &url,
-        &BTreeMap::new(),
-        None,
-        tls,
-        call_timeout(ctx),
-    )
+    let resp = request("GET", &url, &BTreeMap::new(), None, tls, call_timeout(ctx))
         .await
         .map_err(|e| format!("Prometheus at {address}: {e}"))?;
     let body: Value = serde_json::from_slice(&resp.body).map_err(|_| {

@@ -41,7 +41,9 @@ pub(super) async fn measure(
         body,
         gate.tls,
         call_timeout(ctx),
-    ).await {
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => return error(metric, format!("{} {url}: {e}", gate.method)),
     };
