@@ -93,7 +93,16 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             (svc.name.clone(), on)
         })
         .collect();
-    let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()).with_sticky(sticky));
+    let upstream_tls = config
+        .services
+        .values()
+        .filter_map(|svc| Some((svc.name.clone(), svc.upstream_tls.clone()?)))
+        .collect();
+    let router = Arc::new(
+        BuiltinRouter::new(routes.clone(), stats.clone())
+            .with_sticky(sticky)
+            .with_upstream_tls(upstream_tls),
+    );
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
     let settings = ProxySettings::from_config(&config.proxy);

@@ -98,7 +98,9 @@ impl Proxy {
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
         };
         let (slot, endpoint) = (chosen.slot, chosen.endpoint.clone());
-        let Some(uri) = self.upstream_uri(&endpoint, req.uri(), req.method() == Method::CONNECT)
+        let tls = chosen.tls.is_some();
+        let Some(uri) =
+            self.upstream_uri(&endpoint, req.uri(), req.method() == Method::CONNECT, tls)
         else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
@@ -142,8 +144,20 @@ impl Proxy {
 
         // The upstream's clock: `upstream_timeout` past the end of what the client
         // sent, never running while the client keeps the body waiting.
+        let request = match &chosen.tls {
+            None => self.client.request(upstream_req),
+            Some(settings) => match self.tls_pools.get(settings, &self.connector) {
+                Ok(pool) => pool.request(upstream_req),
+                Err(e) => {
+                    tracing::warn!(%slot, "TLS upstream: {e}");
+                    recorder.finish(Outcome::UpstreamFailed);
+                    let resp = local(StatusCode::BAD_GATEWAY, "upstream TLS misconfigured\n");
+                    return with_slot(resp, slot);
+                }
+            },
+        };
         let sent = upstream_wait(
-            self.client.request(upstream_req),
+            request,
             self.settings.upstream_timeout,
             received,
             watch.as_deref(),
@@ -309,12 +323,18 @@ impl Proxy {
     /// a connection (pooled connections are reused without a lookup). A `CONNECT`'s
     /// authority-form target is kept as it is (the app decides what it means; the
     /// connection goes to the slot all the same).
-    fn upstream_uri(&self, endpoint: &Endpoint, original: &Uri, connect: bool) -> Option<Uri> {
+    fn upstream_uri(
+        &self,
+        endpoint: &Endpoint,
+        original: &Uri,
+        connect: bool,
+        tls: bool,
+    ) -> Option<Uri> {
         if connect {
             return Some(original.clone());
         }
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
         parts.authority = Some(self.authority(endpoint));
         parts.path_and_query = Some(
             original
@@ -356,6 +376,8 @@ pub(super) struct Chosen {
     pub(super) set_cookie: Option<HeaderValue>,
     /// The service's mirror, if mirroring (normal traffic only).
     pub(super) mirror: Option<std::sync::Arc<Mirror>>,
+    /// The slot serves TLS (general path only).
+    pub(super) tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
 }
 
 impl Chosen {
@@ -366,6 +388,7 @@ impl Chosen {
             stats: up.stats.clone(),
             set_cookie: None,
             mirror: None,
+            tls: up.tls.clone(),
         }
     }
 }

@@ -258,7 +258,7 @@ impl Conn {
             None => return Step::General,
         };
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
-            Ok(c) if c.mirror.is_none() => c,
+            Ok(c) if c.mirror.is_none() && c.tls.is_none() => c,
             _ => return Step::General,
         };
         self.out.clear();
