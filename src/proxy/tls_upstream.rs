@@ -40,14 +40,14 @@ impl TlsPools {
         if let Some((_, pool)) = found.iter().find(|(s, _)| s == settings) {
             return Ok(pool.clone());
         }
-        let client = TlsClient::for_settings_alpn(settings, &[b"http/1.1"])?;
+        let client = TlsClient::for_settings(settings)?;
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            // `enable_http1` below offers ALPN `http/1.1` itself.
             .with_tls_config((*client.config()).clone())
             .https_only();
         let builder = match &settings.server_name {
-            Some(name) => builder.with_server_name_resolver(FixedServerNameResolver::new(
-                client.server_name(name)?,
-            )),
+            Some(name) => builder
+                .with_server_name_resolver(FixedServerNameResolver::new(client.server_name(name)?)),
             None => builder,
         };
         let mut http = base.clone();
