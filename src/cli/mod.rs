@@ -213,7 +213,15 @@ fn preview_url(cfg: &Config, service: &str, ttl: Option<std::time::Duration>) ->
 }
 
 pub(crate) fn client_for(cfg: &Config) -> ApiClient {
-    ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg))
+    let client = ApiClient::new(cfg.api.listen, crate::daemon::client_token(cfg));
+    match &cfg.api.tls {
+        // The API serves HTTPS: trust it by `tls_ca_file` (else the system store).
+        Some(tls) => client.with_tls(&crate::tls::ClientTls {
+            ca_file: tls.ca_file.clone(),
+            ..Default::default()
+        }),
+        None => client,
+    }
 }
 
 /// Prints an API/client error; 4xx usage errors exit 2, the rest 1.

@@ -10,7 +10,8 @@
 
 use std::path::Path;
 
-use super::model::Config;
+use super::model::{ApiTls, Config};
+use super::raw::RawApi;
 use super::raw::RawUpstreamTls;
 use super::read::{join, read, Problems, Read, Sub};
 use crate::config::MetricProvider;
@@ -51,6 +52,11 @@ pub(super) fn client_tls<T>(
 
 /// Joins every relative `ca_file` onto `base` (the config file's directory).
 pub(super) fn resolve_paths(config: &mut Config, base: &Path) {
+    if let Some(tls) = &mut config.api.tls {
+        tls.cert_file = base.join(&tls.cert_file);
+        tls.key_file = base.join(&tls.key_file);
+        tls.ca_file = tls.ca_file.as_ref().map(|f| base.join(f));
+    }
     let fix = |tls: &mut ClientTls| {
         if let Some(f) = &tls.ca_file {
             tls.ca_file = Some(base.join(f));
@@ -109,4 +115,44 @@ pub(super) fn upstream_tls(
         tls.server_name = name;
     }
     Some(Some(tls?)).filter(|_| server_name.is_some())
+}
+
+/// `[api] tls_cert_file`/`tls_key_file` (both or neither) and `tls_ca_file`.
+pub(super) fn api_tls(r: &Read<RawApi>, p: &mut Problems) -> Option<Option<ApiTls>> {
+    let before = p.count();
+    let path = |field: &str, value: &Option<String>, p: &mut Problems| match value {
+        Some(v) if v.trim().is_empty() => {
+            p.add(r.key(field), "expected a path to a PEM file, got \"\"");
+            None
+        }
+        other => other.as_ref().map(std::path::PathBuf::from),
+    };
+    let cert = path("tls_cert_file", &r.raw.tls_cert_file, p);
+    let key = path("tls_key_file", &r.raw.tls_key_file, p);
+    let ca = path("tls_ca_file", &r.raw.tls_ca_file, p);
+    let tls = match (cert, key) {
+        (Some(cert_file), Some(key_file)) => Some(ApiTls {
+            cert_file,
+            key_file,
+            ca_file: ca,
+        }),
+        (None, None) => {
+            if ca.is_some() {
+                p.add(
+                    r.key("tls_ca_file"),
+                    "tls_ca_file is what the CLI trusts the API's HTTPS by, but the API serves plain HTTP (set tls_cert_file and tls_key_file)",
+                );
+            }
+            None
+        }
+        (Some(_), None) => {
+            p.add(r.key("tls_key_file"), "missing: tls_cert_file is set, so the API serves HTTPS and needs its private key (a PEM file)");
+            None
+        }
+        (None, Some(_)) => {
+            p.add(r.key("tls_cert_file"), "missing: tls_key_file is set, so the API serves HTTPS and needs its certificate chain (a PEM file)");
+            None
+        }
+    };
+    (p.count() == before).then_some(tls)
 }

@@ -55,6 +55,20 @@ pub struct ApiConfig {
     pub token_env: String,
     /// Who may call the API at all (`edge.rs`).
     pub edge: ApiEdge,
+    /// `Some` when the API serves HTTPS (`tls_cert_file` + `tls_key_file`).
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api] tls_cert_file`, `tls_key_file` (the daemon serves HTTPS) and `tls_ca_file`
+/// (what the CLI trusts for it; default the system store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA file the CLI trusts the API's certificate by.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -275,6 +289,7 @@ impl Default for ApiConfig {
             token: None,
             token_env: "CUTOVER_TOKEN".to_string(),
             edge: ApiEdge::default(),
+            tls: None,
         }
     }
 }

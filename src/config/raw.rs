@@ -46,6 +46,10 @@ pub struct RawApi {
     /// Read in `edge.rs`.
     pub read_requires_token: Option<bool>,
     pub allowed_hosts: Option<Vec<String>>,
+    /// Read in `client_tls.rs`.
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

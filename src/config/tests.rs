@@ -136,6 +136,7 @@ fn a_minimal_config_gets_every_documented_default() {
             token: None,
             token_env: "CUTOVER_TOKEN".into(),
             edge: Default::default(),
+            tls: None,
         },
         proxy: ProxyConfig {
             preview_header: "x-cutover-preview".into(),

@@ -142,12 +142,14 @@ fn api(r: &Read<RawApi>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ApiConf
     });
     let (listen, token, token_env) = (listen?, token?, token_env?);
     let token = token.or_else(|| env(&token_env).filter(|v| !v.is_empty()));
-    let edge = super::edge::api_edge(r, Some(listen), token.as_deref(), p)?;
+    let edge = super::edge::api_edge(r, Some(listen), token.as_deref(), p);
+    let tls = super::client_tls::api_tls(r, p);
     Some(ApiConfig {
         listen,
         token,
         token_env,
-        edge,
+        edge: edge?,
+        tls: tls?,
     })
 }
 

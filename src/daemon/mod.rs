@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,6 +28,7 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod api_tls;
 mod state_lock;
 pub mod upgrade;
 
@@ -293,17 +295,31 @@ impl ControlPlane {
             stop: api_stop_rx.clone(),
             guard: self.api_guard.clone(),
         };
-        let api = tokio::spawn(async move {
-            let mut rx = api_stop_rx;
-            axum::serve(
-                api_listener,
-                api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-        });
+        let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut rx = api_stop_rx;
+        let stopped = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let api = match &self.config.api.tls {
+            None => tokio::spawn(async move {
+                axum::serve(api_listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+            Some(tls) => {
+                let config =
+                    crate::tls::server_config(&tls.cert_file, &tls.key_file, &[b"http/1.1"])
+                        .context("[api] tls_cert_file/tls_key_file")?;
+                // `tap_io` only for axum's `ConnectInfo<SocketAddr>`, which it provides
+                // for tapped listeners.
+                let listener = api_tls::TlsListener::new(api_listener, config)?.tap_io(|_| {});
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        };
         Ok(Running {
             api_stop,
             api,

@@ -1,6 +1,9 @@
 //! The CLI's client for the daemon's API: JSON over HTTP/1.1 on the API address from
 //! the config, with the bearer token for mutating calls, and the event feed
 //! (`follow.rs` follows one deployment through it; `sse.rs` reads the stream).
+//!
+//! Over HTTPS when the API serves it ([`ApiClient::with_tls`], `transport.rs`): the
+//! trust comes from `crate::tls`, as for every other call Cutover makes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,6 +17,9 @@ use serde_json::Value;
 
 mod follow;
 pub mod sse;
+mod transport;
+
+use transport::Transport;
 
 pub use follow::follow;
 
@@ -30,6 +36,9 @@ pub enum ClientError {
     },
     #[error("unexpected response from the daemon: {0}")]
     Protocol(String),
+    /// The client's TLS setup is wrong (an unreadable `tls_ca_file`).
+    #[error("cannot set up HTTPS to the daemon: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -43,15 +52,26 @@ impl ClientError {
 pub struct ApiClient {
     addr: SocketAddr,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Transport,
 }
 
 impl ApiClient {
     pub fn new(addr: SocketAddr, token: Option<String>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+        let http = Transport::Plain(Client::builder(TokioExecutor::new()).build(connector));
         Self { addr, token, http }
+    }
+
+    /// The same client speaking HTTPS, trusting what `tls` says (its `server_name`, if
+    /// set, is the name the certificate must carry; else the address's IP).
+    pub fn with_tls(mut self, tls: &crate::tls::ClientTls) -> Self {
+        self.http = Transport::tls(tls);
+        self
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}://{}{}", self.http.scheme(), self.addr, path)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -75,7 +95,7 @@ impl ApiClient {
     ) -> Result<EventStream, ClientError> {
         let mut req = hyper::Request::builder()
             .method("GET")
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(self.url(path))
             .header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id.to_string());
@@ -86,10 +106,10 @@ impl ApiClient {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req)?)
             .await
             .map_err(|_| self.unreachable("timed out".into()))?
-            .map_err(|e| self.unreachable(format!("{e:#}")))?;
+            .map_err(|e| self.unreachable(self.http.explain(&e)))?;
         let status = resp.status().as_u16();
         if status >= 400 {
             let bytes = resp
@@ -121,7 +141,7 @@ impl ApiClient {
     ) -> Result<T, ClientError> {
         let mut req = hyper::Request::builder()
             .method(method)
-            .uri(format!("http://{}{}", self.addr, path))
+            .uri(self.url(path))
             .header("content-type", "application/json");
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
@@ -130,10 +150,10 @@ impl ApiClient {
         let req = req
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(req)?)
             .await
             .map_err(|_| self.unreachable("timed out".into()))?
-            .map_err(|e| self.unreachable(format!("{e:#}")))?;
+            .map_err(|e| self.unreachable(self.http.explain(&e)))?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
