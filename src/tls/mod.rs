@@ -188,6 +188,22 @@ pub fn explain(e: &io::Error, server: &str, settings: &ClientTls) -> String {
     }
 }
 
+/// The TLS failure inside `err`, if it is one: a `rustls::Error` as it is, or inside
+/// `io::Error`s however deeply wrapped (tokio-rustls wraps it once, hyper-rustls twice).
+pub fn find_tls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+        return Some(tls.clone());
+    }
+    let mut io = err.downcast_ref::<io::Error>()?;
+    loop {
+        let inner: &(dyn std::error::Error + 'static) = io.get_ref()?;
+        if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+            return Some(tls.clone());
+        }
+        io = inner.downcast_ref::<io::Error>()?;
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

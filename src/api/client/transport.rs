@@ -56,15 +56,11 @@ impl Transport {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
         let mut chain = Vec::new();
         while let Some(err) = source {
-            if let (Transport::Tls(_, settings), Some(io)) =
-                (self, err.downcast_ref::<std::io::Error>())
-            {
-                if io
-                    .get_ref()
-                    .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
-                {
+            if let Transport::Tls(_, settings) = self {
+                if let Some(tls) = crate::tls::find_tls_error(err) {
+                    let io = std::io::Error::new(std::io::ErrorKind::InvalidData, tls);
                     let server = settings.server_name.as_deref().unwrap_or("the API");
-                    return crate::tls::explain(io, server, settings)
+                    return crate::tls::explain(&io, server, settings)
                         .replace("add ca_file", "set [api] tls_ca_file");
                 }
             }
