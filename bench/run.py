@@ -24,7 +24,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from harness import aux, measure, procs, report, setup, switch  # noqa: E402
+from harness import aux, measure, procs, report, setup, switch, tls  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,6 +47,7 @@ def parse_args():
     p.add_argument("--cutover-workers", type=int, help="TOKIO_WORKER_THREADS for the daemon (default: Tokio's, one per CPU)")
     p.add_argument("--no-install", action="store_true", help="never install missing tools")
     p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
+    p.add_argument("--tls-only", action="store_true", help="only the TLS comparison (Cutover, nginx, HAProxy over HTTPS)")
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.smoke else 5)
@@ -72,6 +73,25 @@ def _alarm(*_):
 
 def _terminate(*_):
     raise KeyboardInterrupt
+
+
+def run_tls(a, ps, d, cutover_bin, res):
+    """TLS termination: Cutover, nginx and HAProxy over HTTPS (harness/tls.py)."""
+    started = tls.start(ps, d, cutover_bin, log)
+    log(f"TLS: {a.rounds} rounds × {a.duration}s per measurement")
+    res["tls"] = tls.measure(started, a.rounds, a.duration, a.threads, a.conns, log)
+    res["tls"]["switch"] = tls.switches_over_tls(a.switches, a.threads, a.conns, log)
+
+
+def finish_tls(a, res):
+    res["uptime_after"] = uptime()
+    log("")
+    log(tls.markdown(res))
+    name = "tls-smoke.json" if a.smoke else f"tls-{res['date'][:10]}.json"
+    path = os.path.join(REPO, "bench", "results", name)
+    report.write_json(res, path)
+    log(f"\nwrote {os.path.relpath(path, REPO)}")
+    return 0
 
 
 def main():
@@ -116,6 +136,9 @@ def main():
     }
     try:
         res["versions"] = setup.versions(cutover_bin, REPO)
+        if a.tls_only:
+            run_tls(a, ps, d, cutover_bin, res)
+            return finish_tls(a, res)
         setup.write_configs(d, cutover_bin)
         auxs = aux.AuxServers(setup.AUX)
         started = setup.start_proxies(ps, d, cutover_bin, a.cutover_workers)
@@ -166,6 +189,7 @@ def main():
             res["websocket"][name] = switch.websocket_across_switch(port, sw)
             log(f"  slow request across a switch: {res['slow'][name]}; websocket: {res['websocket'][name]}")
 
+        run_tls(a, ps, d, cutover_bin, res)
         log(f"rollback latency: {a.rollback_reps} bad releases")
         switch.wait_deployment(rb_first["deployment_id"])
         res["rollback"] = switch.rollback_latency(a.rollback_reps)
@@ -188,6 +212,8 @@ def main():
 
     log("")
     log(report.tables(res))
+    if "tls" in res:
+        log(tls.markdown(res))
     name = "smoke.json" if a.smoke else f"{res['date'][:10]}.json"
     if a.cutover_workers:
         name = name.replace(".json", f"-workers{a.cutover_workers}.json")

@@ -23,7 +23,7 @@ fn database(pg: &PgServer, db: &str, migrations: &Path, state: &Path) -> Databas
         backup_dir: None,
         keep_backups: 3,
         prove: true,
-        down_on_rollback: false,
+        down_on_rollback: Default::default(),
         pg_bin: Some(pg_bin()),
     };
     Database::new("web", cfg, state)
@@ -257,4 +257,77 @@ async fn down_migrations_and_a_restore_round_trip_with_row_counts_checked() {
     let left = backup::list(&db.backup_dir);
     assert_eq!(left.len(), 3);
     assert_eq!(left[0].release, "v4");
+}
+
+#[tokio::test]
+async fn a_failed_concurrent_index_build_leaves_no_invalid_index_and_a_leftover_one_is_dropped_before_a_retry(
+) {
+    let pg = PgServer::shared();
+    let name = pg.fresh_db("invalid_index");
+    let dir = tempfile::tempdir().unwrap();
+    pg.psql(
+        &name,
+        "CREATE TABLE items (id bigserial PRIMARY KEY, k int); INSERT INTO items (k) SELECT g % 50 FROM generate_series(1, 200) g",
+    );
+    write(
+        dir.path(),
+        "001_unique_k.up.sql",
+        "CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS items_k ON items (k);",
+    );
+    let db = database(&pg, &name, dir.path(), dir.path());
+    let all = files::load(dir.path()).unwrap();
+    let invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid";
+
+    // The build fails on the duplicates; the INVALID index it left is dropped, named.
+    let err = migrate::up(&db, None, &all[0], migrate::Options::of(&db))
+        .await
+        .expect_err("duplicate keys")
+        .to_string();
+    assert!(err.contains("could not create unique index"), "{err}");
+    assert!(
+        err.contains("dropped the invalid index items_k it left"),
+        "{err}"
+    );
+    assert_eq!(pg.psql(&name, invalid), "0");
+    assert_eq!(pg.psql(&name, "SELECT to_regclass('items_k') IS NULL"), "t");
+    assert_eq!(
+        pg.psql(&name, "SELECT count(*) FROM cutover_schema_migrations"),
+        "0"
+    );
+
+    // A build that failed outside Cutover (psql) leaves one behind; `IF NOT EXISTS`
+    // would skip over it. Once the data is fixed, the runner drops it first.
+    let out = std::process::Command::new(pg_bin().join("psql"))
+        .args(["-X", "-q", "-d"])
+        .arg(pg.url(&name))
+        .args([
+            "-c",
+            "CREATE UNIQUE INDEX CONCURRENTLY items_k ON items (k)",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(pg.psql(&name, invalid), "1");
+    pg.psql(&name, "UPDATE items SET k = id");
+    let run = migrate::up(&db, None, &all[0], migrate::Options::of(&db))
+        .await
+        .expect("the retry goes through");
+    assert_eq!(run.statements[0].dropped_invalid, ["items_k"], "{run:?}");
+    assert!(
+        run.detail().contains("dropped the invalid index items_k"),
+        "{}",
+        run.detail()
+    );
+    assert_eq!(pg.psql(&name, invalid), "0");
+    assert_eq!(
+        pg.psql(
+            &name,
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_k'::regclass"
+        ),
+        "t"
+    );
+    assert_eq!(
+        pg.psql(&name, "SELECT max(version) FROM cutover_schema_migrations"),
+        "1"
+    );
 }

@@ -7,7 +7,7 @@
 
 mod support;
 
-#[path = "support/tls.rs"]
+#[path = "support/tls_client.rs"]
 mod tls;
 
 use support::Harness;

@@ -17,7 +17,7 @@ use cutover::domain::Slot;
 use cutover::notify::{Notifier, NotifyEvent};
 use cutover::tls::ClientTls;
 
-#[path = "support/tls.rs"]
+#[path = "support/tls_client.rs"]
 mod tls;
 use tls::{https_server, TestCerts};
 

@@ -7,7 +7,7 @@
 
 #[path = "support/proxy_harness.rs"]
 mod harness;
-#[path = "support/tls.rs"]
+#[path = "support/tls_client.rs"]
 mod tls;
 
 use std::sync::Arc;

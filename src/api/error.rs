@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::database::DatabaseError;
 use crate::orchestrator::ControlError;
 use crate::store::StoreError;
 
@@ -70,7 +71,27 @@ impl From<ControlError> for ApiError {
             ControlError::SlotNotRunning { .. } => {
                 Self::new(StatusCode::CONFLICT, "slot_not_running", msg)
             }
+            ControlError::NoDatabase(_) => Self::new(StatusCode::NOT_FOUND, "no_database", msg),
+            ControlError::StillWrites { .. } => {
+                Self::new(StatusCode::CONFLICT, "slot_still_writes", msg)
+            }
+            ControlError::Database(e) => e.into(),
             ControlError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<DatabaseError> for ApiError {
+    fn from(e: DatabaseError) -> Self {
+        let msg = e.to_string();
+        match e {
+            DatabaseError::NoBackup(_) => Self::new(StatusCode::NOT_FOUND, "backup_not_found", msg),
+            DatabaseError::Refused(_) => Self::new(StatusCode::CONFLICT, "refused", msg),
+            DatabaseError::Files { .. } => Self::new(StatusCode::CONFLICT, "migration_files", msg),
+            // The database or its tools failed, not the caller: 502, with what they said
+            // (the operator needs it; it carries no secret: passwords never enter URLs
+            // Cutover prints).
+            _ => Self::new(StatusCode::BAD_GATEWAY, "database_error", msg),
         }
     }
 }

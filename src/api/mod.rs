@@ -9,10 +9,12 @@
 //! The response shapes are the stable `--json` output documented in the README.
 
 pub mod client;
+mod db;
 mod error;
 mod events;
 mod guard;
 pub mod metrics;
+pub mod tls_metrics;
 mod views;
 
 pub use error::ApiError;
@@ -43,6 +45,8 @@ pub struct ApiState {
     pub stop: tokio::sync::watch::Receiver<bool>,
     /// Host check, read token, failed-authentication lockout.
     pub guard: Arc<ApiGuard>,
+    /// The proxy's TLS listeners (certificates shown in status, reloaded on request).
+    pub tls: Arc<crate::proxy::tls::TlsEdge>,
 }
 
 /// Largest request body the API reads (its bodies are a few fields of JSON).
@@ -66,6 +70,8 @@ pub fn app(state: ApiState) -> axum::Router {
         .route("/api/v1/services/{name}/{action}", post(act))
         .route("/api/v1/deployments/{id}", get(get_deployment))
         .route("/api/v1/events", get(events::feed))
+        .route("/api/v1/tls/reload", post(tls_reload))
+        .merge(db::routes())
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route")
         })
@@ -106,7 +112,10 @@ async fn metrics_text(State(s): State<ApiState>) -> impl IntoResponse {
 async fn list_services(State(s): State<ApiState>) -> Result<Json<Vec<ServiceStatus>>, ApiError> {
     let mut out = Vec::new();
     for name in s.controller.config().services.keys() {
-        out.push(views::service_status(&s.controller, name).await?);
+        out.push(with_tls(
+            &s,
+            views::service_status(&s.controller, name).await?,
+        ));
     }
     Ok(Json(out))
 }
@@ -115,7 +124,41 @@ async fn get_service(
     State(s): State<ApiState>,
     Path(name): Path<String>,
 ) -> Result<Json<ServiceStatus>, ApiError> {
-    Ok(Json(views::service_status(&s.controller, &name).await?))
+    Ok(Json(with_tls(
+        &s,
+        views::service_status(&s.controller, &name).await?,
+    )))
+}
+
+/// `status` plus the certificates of the service's TLS listener, if it has one.
+fn with_tls(s: &ApiState, mut status: ServiceStatus) -> ServiceStatus {
+    let listen = status.listen.as_deref().and_then(|a| a.parse().ok());
+    if let Some(store) = listen.and_then(|a| s.tls.store(a)) {
+        status.tls_certificates = store.status();
+    }
+    status
+}
+
+/// `POST /api/v1/tls/reload`: re-reads every changed certificate file now (as
+/// `SIGUSR1` does). 200 with what changed; a file that failed keeps its previous
+/// certificate and is listed in `errors`.
+async fn tls_reload(
+    State(s): State<ApiState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    authorize(&s, &headers)?;
+    let edge = s.tls.clone();
+    let (changed, failures) = tokio::task::spawn_blocking(move || edge.reload())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "reload failed",
+            )
+        })?;
+    let errors: Vec<String> = failures.iter().map(ToString::to_string).collect();
+    Ok(Json(json!({ "changed": changed, "errors": errors })))
 }
 
 #[derive(Deserialize)]

@@ -45,6 +45,10 @@ pub struct ServiceStatus {
     /// before its first round or while a deployment runs.
     #[serde(default)]
     pub live_health: Option<crate::orchestrator::supervisor::LiveHealth>,
+    /// The certificates its listener serves when it terminates TLS (name, file,
+    /// `not_after` Unix time, the last reload error); empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_certificates: Vec<crate::proxy::tls::CertStatus>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,5 +100,6 @@ pub async fn service_status(c: &Controller, name: &str) -> Result<ServiceStatus,
         active_deployment: active,
         last_deployment: last,
         live_health,
+        tls_certificates: Vec::new(),
     })
 }

@@ -2,27 +2,32 @@
 //! pending migrations, what the gate would say), lint (for CI), backup, backups,
 //! restore, down.
 //!
-//! These run here, against PostgreSQL directly, with the config's connection; the
-//! daemon is only asked whether a slot still runs, because undoing a migration or
-//! restoring a backup under a release that still writes loses its writes: `restore`
-//! and `down` are refused while a slot runs unless `--force`, and ask for
-//! confirmation unless `--yes`.
+//! Every command goes through the daemon's API (`/api/v1/services/{name}/db/...`,
+//! `api/db.rs`): the daemon knows whether a slot still runs and writes, holds the
+//! service's guard so nothing races a deployment, and records what was done. `restore`
+//! and `down` first ask the daemon what they would do (a dry run, refused there while a
+//! slot runs unless `--force`), show it, ask for confirmation unless `--yes`, then do
+//! it. The one direct mode is `cutover db lint SERVICE --all`: it reads only the
+//! migration files, so CI can run it with neither a daemon nor a database.
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use serde_json::{json, Value};
 
-use crate::api::ServiceStatus;
+use super::report;
+use crate::api::client::ApiClient;
 use crate::config::{Config, MigrationSource};
-use crate::database::{backup, files, lint, migrate, Database};
+use crate::database::{files, lint};
 
 #[derive(Subcommand, Debug)]
 pub enum DbCommand {
     /// Applied and pending migrations, and what the gate would say about the pending.
     Status { service: String },
     /// Lint the pending migrations (or, with --all, every file) like the gate; exit 1
-    /// when it would refuse. Reads only the files with --all (no database needed).
+    /// when it would refuse. With --all it reads only the files (no daemon, no
+    /// database: for CI).
     Lint {
         service: String,
         #[arg(long)]
@@ -37,6 +42,7 @@ pub enum DbCommand {
         service: String,
         #[arg(default_value = "latest")]
         backup: String,
+        /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
         /// Even while a slot still runs (its writes since the backup are lost).
@@ -48,8 +54,10 @@ pub enum DbCommand {
         service: String,
         #[arg(long)]
         to: i64,
+        /// Do not ask for confirmation.
         #[arg(long)]
         yes: bool,
+        /// Even while a slot still runs (what the down files drop, it loses).
         #[arg(long)]
         force: bool,
     },
@@ -76,187 +84,227 @@ pub async fn run(cfg: &Config, cmd: DbCommand) -> anyhow::Result<ExitCode> {
         eprintln!("error: service `{name}` has no [services.{name}.database]");
         return Ok(ExitCode::from(2));
     };
-    let db = Database::new(&name, dbcfg, &cfg.daemon.state_dir);
-    let dir = match &db.cfg.migrations {
-        MigrationSource::Files(dir) => Some(dir.clone()),
-        MigrationSource::Command { .. } => None,
-    };
-    match cmd {
-        DbCommand::Status { .. } => {
-            let client = db.connect(None).await?;
-            let applied = migrate::applied(&client).await?;
-            println!(
-                "database {} (strategy {})",
-                db.base_name(),
-                db.cfg.strategy.as_str()
-            );
-            for a in &applied {
-                println!(
-                    "  applied  {:03}_{}  {}  {}ms",
-                    a.version, a.name, a.applied_at, a.duration_ms
-                );
-            }
-            let Some(dir) = dir else {
-                let v = crate::database::command::version(&db, &db.base_name()).await?;
-                println!("  version (version_command): {v}");
-                return Ok(ExitCode::SUCCESS);
-            };
-            let all = files::load(&dir)?;
-            let pending = migrate::pending(&all, &applied);
-            for m in &pending {
-                println!("  pending  {}", m.label());
-            }
-            let report = lint::lint(&pending, db.cfg.prove);
-            print_lint(&report);
-            Ok(ExitCode::SUCCESS)
-        }
-        DbCommand::Lint { all, .. } => {
-            let Some(dir) = dir else {
+    let client = super::client_for(cfg);
+    let base = format!("/api/v1/services/{name}/db");
+    let result = match cmd {
+        DbCommand::Lint { all: true, .. } => {
+            let MigrationSource::Files(dir) = &dbcfg.migrations else {
                 eprintln!(
                     "error: `{name}` migrates with its own command; there are no files to lint"
                 );
                 return Ok(ExitCode::from(2));
             };
-            let every = files::load(&dir)?;
-            let chosen: Vec<&files::Migration> = if all {
-                every.iter().collect()
-            } else {
-                let client = db.connect(None).await?;
-                let applied = migrate::applied(&client).await?;
-                migrate::pending(&every, &applied)
-            };
-            let report = lint::lint(&chosen, db.cfg.prove);
-            print_lint(&report);
-            Ok(if report.passed() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let every = files::load(dir)?;
+            let report = lint::lint(&every.iter().collect::<Vec<_>>(), dbcfg.prove);
+            let view = json!({
+                "passed": report.passed(),
+                "reason": report.reason(),
+                "files": report.files,
+                "findings": report.findings,
+            });
+            return Ok(print_lint(&view));
         }
-        DbCommand::Backup { .. } => {
-            let client = db.connect(None).await?;
-            let version = migrate::current_version(&migrate::applied(&client).await?);
-            let live = live_version(cfg, &name).await;
-            let meta = backup::backup(
-                &db,
-                None,
-                live.as_deref().unwrap_or("-"),
-                &version,
-                "manual",
+        DbCommand::Lint { .. } => client
+            .get::<Value>(&format!("{base}/lint"))
+            .await
+            .map(|v| print_lint(&v)),
+        DbCommand::Status { .. } => client
+            .get::<Value>(&format!("{base}/status"))
+            .await
+            .map(|v| print_status(&v)),
+        DbCommand::Backup { .. } => client
+            .post::<Value>(
+                &format!("{base}/backup"),
+                json!({ "triggered_by": super::deploy::actor() }),
             )
-            .await?;
-            println!(
-                "{} ({} bytes, version {}, {}ms)",
-                db.backup_dir.join(&meta.file).display(),
-                meta.size_bytes,
-                meta.migration_version,
-                meta.duration_ms
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        DbCommand::Backups { .. } => {
-            for m in backup::list(&db.backup_dir) {
+            .await
+            .map(|m| {
                 println!(
-                    "{}  {}  release {}  version {}  {} bytes  {}",
-                    m.file, m.created_at, m.release, m.migration_version, m.size_bytes, m.reason
+                    "{} ({} bytes, version {}, {}ms)",
+                    m["file"].as_str().unwrap_or(""),
+                    m["size_bytes"],
+                    m["migration_version"].as_str().unwrap_or(""),
+                    m["duration_ms"]
                 );
-            }
-            Ok(ExitCode::SUCCESS)
+                ExitCode::SUCCESS
+            }),
+        DbCommand::Backups { .. } => {
+            client
+                .get::<Value>(&format!("{base}/backups"))
+                .await
+                .map(|list| {
+                    for m in list.as_array().into_iter().flatten() {
+                        println!(
+                            "{}  {}  release {}  version {}  {} bytes  {}",
+                            text(&m["file"]),
+                            text(&m["created_at"]),
+                            text(&m["release"]),
+                            text(&m["migration_version"]),
+                            m["size_bytes"],
+                            text(&m["reason"])
+                        );
+                    }
+                    ExitCode::SUCCESS
+                })
         }
         DbCommand::Restore {
-            backup: which,
-            yes,
-            force,
-            ..
+            backup, yes, force, ..
         } => {
-            let meta = backup::find(&db.backup_dir, &which)?;
-            if let Some(code) = guard(cfg, &name, force).await {
-                return Ok(code);
-            }
-            let what = format!(
-                "restore {} (taken {}, version {}) into {}, replacing everything in it",
-                meta.file,
-                meta.created_at,
-                meta.migration_version,
-                db.base_name()
-            );
-            if !yes && !confirm(&what) {
-                return Ok(ExitCode::from(1));
-            }
-            backup::restore_into(&db, &db.backup_dir.join(&meta.file), &db.base_name()).await?;
-            println!("restored {} into {}", meta.file, db.base_name());
-            Ok(ExitCode::SUCCESS)
+            let body =
+                json!({ "backup": backup, "force": force, "triggered_by": super::deploy::actor() });
+            restore(&client, &format!("{base}/restore"), body, yes).await
         }
         DbCommand::Down { to, yes, force, .. } => {
-            let Some(dir) = dir else {
-                eprintln!("error: `{name}` migrates with its own command; run its down command");
-                return Ok(ExitCode::from(2));
-            };
-            let all = files::load(&dir)?;
-            let client = db.connect(None).await?;
-            let applied = migrate::applied(&client).await?;
-            let undo: Vec<&files::Migration> = all
-                .iter()
-                .rev()
-                .filter(|m| m.version > to && applied.iter().any(|a| a.version == m.version))
-                .collect();
-            if undo.is_empty() {
-                println!("nothing to undo: no applied migration above {to}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            if let Some(code) = guard(cfg, &name, force).await {
-                return Ok(code);
-            }
-            let labels: Vec<String> = undo.iter().map(|m| m.label()).collect();
-            if !yes && !confirm(&format!("run the down-migrations of {}", labels.join(", "))) {
-                return Ok(ExitCode::from(1));
-            }
-            for m in undo {
-                let run = migrate::down(&db, None, m, migrate::Options::of(&db)).await?;
-                println!("down {}", run.detail());
-            }
-            Ok(ExitCode::SUCCESS)
+            let body = json!({ "to": to, "force": force, "triggered_by": super::deploy::actor() });
+            down(&client, &format!("{base}/down"), body, yes).await
         }
-    }
+    };
+    Ok(result.unwrap_or_else(report))
 }
 
-fn print_lint(report: &lint::Report) {
-    for f in &report.findings {
-        println!("  {}", f.describe());
+/// Asks the daemon what `path` would do (refused there while a slot runs unless
+/// forced), asks for confirmation unless `yes`, then does it.
+async fn confirmed(
+    client: &ApiClient,
+    path: &str,
+    mut body: Value,
+    yes: bool,
+    describe: impl Fn(&Value) -> Option<String>,
+) -> Result<Option<Value>, crate::api::client::ClientError> {
+    body["dry_run"] = json!(true);
+    let plan: Value = client.post(path, body.clone()).await?;
+    let Some(what) = describe(&plan) else {
+        return Ok(None);
+    };
+    if !yes && !confirm(&what) {
+        eprintln!("not confirmed; nothing changed");
+        return Ok(Some(Value::Null));
     }
-    match report.reason() {
-        None => println!("gate: pass ({} file(s))", report.files),
-        Some(why) => println!("gate: REFUSE: {why}"),
-    }
+    body["dry_run"] = json!(false);
+    client.post(path, body).await.map(Some)
 }
 
-async fn status(cfg: &Config, service: &str) -> Option<ServiceStatus> {
-    super::client_for(cfg)
-        .get(&format!("/api/v1/services/{service}"))
-        .await
-        .ok()
+async fn restore(
+    client: &ApiClient,
+    path: &str,
+    body: Value,
+    yes: bool,
+) -> Result<ExitCode, crate::api::client::ClientError> {
+    let done = confirmed(client, path, body, yes, |p| {
+        Some(format!(
+            "restore {} (taken {}, version {}) into {}, replacing everything in it",
+            text(&p["backup"]["file"]),
+            text(&p["backup"]["created_at"]),
+            text(&p["backup"]["migration_version"]),
+            text(&p["database"])
+        ))
+    })
+    .await?;
+    Ok(match done {
+        Some(Value::Null) | None => ExitCode::from(1),
+        Some(v) => {
+            println!(
+                "restored {} into {}",
+                text(&v["backup"]["file"]),
+                text(&v["database"])
+            );
+            ExitCode::SUCCESS
+        }
+    })
 }
 
-async fn live_version(cfg: &Config, service: &str) -> Option<String> {
-    status(cfg, service).await.and_then(|s| s.live_version)
-}
-
-/// Refuses (exit 1) while a slot of the service runs, unless `force`.
-async fn guard(cfg: &Config, service: &str, force: bool) -> Option<ExitCode> {
-    if force {
-        return None;
-    }
-    match status(cfg, service).await {
+async fn down(
+    client: &ApiClient,
+    path: &str,
+    body: Value,
+    yes: bool,
+) -> Result<ExitCode, crate::api::client::ClientError> {
+    let to = body["to"].clone();
+    let done = confirmed(client, path, body, yes, |p| {
+        let list: Vec<&str> = p["migrations"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        (!list.is_empty()).then(|| format!("run the down-migrations of {}", list.join(", ")))
+    })
+    .await?;
+    Ok(match done {
         None => {
-            eprintln!("error: cannot ask the daemon whether a slot of `{service}` still runs; use --force if none does");
-            Some(ExitCode::from(1))
+            println!("nothing to undo: no applied migration above {to}");
+            ExitCode::SUCCESS
         }
-        Some(s) if s.slots.iter().any(|v| v.running) => {
-            eprintln!("error: a slot of `{service}` still runs and writes to the database; stop it first or use --force (its writes since then are lost)");
-            Some(ExitCode::from(1))
+        Some(Value::Null) => ExitCode::from(1),
+        Some(v) => {
+            for run in v["runs"].as_array().into_iter().flatten() {
+                println!(
+                    "down {:03}_{} in {}ms",
+                    run["version"].as_i64().unwrap_or(0),
+                    text(&run["name"]),
+                    run["duration_ms"]
+                );
+            }
+            ExitCode::SUCCESS
         }
-        Some(_) => None,
+    })
+}
+
+fn print_status(v: &Value) -> ExitCode {
+    println!(
+        "database {} (strategy {}), version {}",
+        text(&v["database"]),
+        text(&v["strategy"]),
+        text(&v["version"])
+    );
+    for a in v["applied"].as_array().into_iter().flatten() {
+        println!(
+            "  applied  {:03}_{}  {}  {}ms",
+            a["version"].as_i64().unwrap_or(0),
+            text(&a["name"]),
+            text(&a["applied_at"]),
+            a["duration_ms"]
+        );
     }
+    for p in v["pending"].as_array().into_iter().flatten() {
+        println!("  pending  {}", text(p));
+    }
+    if !v["lint"].is_null() {
+        print_lint(&v["lint"]);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints the findings and the verdict; exit 1 when the gate would refuse.
+fn print_lint(v: &Value) -> ExitCode {
+    for f in v["findings"].as_array().into_iter().flatten() {
+        let allowed = match f["allowed"].as_bool() {
+            Some(true) => " (allowed: contract step)",
+            _ => "",
+        };
+        println!(
+            "  {}:{}: {} — {}: `{}`{allowed}",
+            text(&f["file"]),
+            f["line"],
+            text(&f["rule"]),
+            text(&f["message"]),
+            text(&f["statement"])
+        );
+    }
+    match v["reason"].as_str() {
+        None => {
+            println!("gate: pass ({} file(s))", v["files"]);
+            ExitCode::SUCCESS
+        }
+        Some(why) => {
+            println!("gate: REFUSE: {why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
 }
 
 fn confirm(what: &str) -> bool {

@@ -103,7 +103,7 @@ pub async fn canary_action(
     Ok(ExitCode::SUCCESS)
 }
 
-fn actor() -> String {
+pub(super) fn actor() -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
     format!("cli:{user}")
 }

@@ -172,6 +172,17 @@ fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
+/// Loads every `[[proxy.tls]]` certificate; a file that cannot be used is a config
+/// error (exit 2) naming the file and what is wrong with it.
+fn tls_edge(c: &Config) -> Result<std::sync::Arc<crate::proxy::tls::TlsEdge>, ExitCode> {
+    crate::proxy::tls::TlsEdge::from_config(&c.proxy.edge.tls)
+        .map(std::sync::Arc::new)
+        .map_err(|e| {
+            eprintln!("error: proxy.tls: {e}");
+            ExitCode::from(2)
+        })
+}
+
 /// `cutover preview-url SERVICE`: a token signed with the preview secret, printed
 /// with the header and cookie that carry it. Exit 2 when preview is off or the service
 /// unknown.
@@ -234,7 +245,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let path = cli.config.clone();
     let cfg = || load_config(&path);
     Ok(match cli.command {
-        Command::Validate => match cfg() {
+        Command::Validate => match cfg().and_then(|c| tls_edge(&c).map(|_| c)) {
             Ok(c) => {
                 println!("{}: ok ({} service(s))", path.display(), c.services.len());
                 ExitCode::SUCCESS
@@ -249,9 +260,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(c) => preview_url(&c, &service, ttl.map(Into::into)),
             Err(code) => code,
         },
-        Command::Serve { stop_on_exit } => match cfg() {
-            Ok(c) => {
-                crate::daemon::serve(c, crate::daemon::ServeOptions { stop_on_exit }).await?;
+        Command::Serve { stop_on_exit } => match cfg().and_then(|c| Ok((tls_edge(&c)?, c))) {
+            Ok((tls, c)) => {
+                let opts = crate::daemon::ServeOptions { stop_on_exit, tls };
+                crate::daemon::serve(c, opts).await?;
                 ExitCode::SUCCESS
             }
             Err(code) => code,

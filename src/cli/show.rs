@@ -78,6 +78,19 @@ pub async fn status(
                 v.errors,
             );
         }
+        for c in &s.tls_certificates {
+            let left = c.not_after - now_unix();
+            say!(
+                "  tls {} ({}) expires in {}d{}",
+                c.name,
+                c.source,
+                left.div_euclid(86_400),
+                c.error
+                    .as_deref()
+                    .map(|e| format!(" — reload failed, serving the previous one: {e}"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(d) = &s.active_deployment {
             let phase = s
                 .progress
@@ -281,4 +294,10 @@ mod printable_tests {
         assert_eq!(super::printable("ci\u{1b}[2J\u{7}bot\r\n"), "ci[2Jbot");
         assert_eq!(super::printable("plain · text"), "plain · text");
     }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -8,8 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::database_types::{DatabaseConfig, DbStrategy, MigrationSource, PasswordSource};
-use super::raw::RawDatabase;
+use super::database_types::{
+    DatabaseConfig, DbStrategy, DownOnRollback, MigrationSource, PasswordSource,
+};
+use super::raw::{RawDatabase, RawFlagOrWord};
 use super::read::{join, read, Problems, Sub};
 use super::rules::{argv_ok, duration, int_range, is_env_name, positive};
 
@@ -146,12 +148,12 @@ pub(super) fn database(
         )
         .and_then(|n| int_range(p, r.key("keep_backups"), n, 1, 10_000))
         .map(|n| n as u32);
-    if raw.down_on_rollback == Some(true) {
-        p.add(
-            r.key("down_on_rollback"),
-            "running down-migrations on rollback is not implemented yet: roll the database back with `cutover db down` or `cutover db restore`",
-        );
-    }
+    let down_on_rollback = down_on_rollback(
+        p,
+        r.key("down_on_rollback"),
+        raw.down_on_rollback.as_ref(),
+        (&migrations, &strategy),
+    );
     let backup_dir = raw.backup_dir.as_ref().map(|d| base.join(d));
     let pg_bin = raw.pg_bin.as_ref().map(PathBuf::from);
     if p.count() != before {
@@ -168,9 +170,50 @@ pub(super) fn database(
         backup_dir,
         keep_backups: keep_backups?,
         prove: raw.prove.unwrap_or(true),
-        down_on_rollback: raw.down_on_rollback.unwrap_or(false),
+        down_on_rollback: down_on_rollback?,
         pg_bin,
     }))
+}
+
+/// `down_on_rollback`: `false`/`"never"`, `"manual"` or `"always"`; only with migration
+/// files (Cutover runs their down files) and the `shared` strategy (with `separate`,
+/// rolling back already returns to the old database).
+fn down_on_rollback(
+    p: &mut Problems,
+    key: String,
+    raw: Option<&RawFlagOrWord>,
+    (migrations, strategy): (&Option<MigrationSource>, &Option<DbStrategy>),
+) -> Option<DownOnRollback> {
+    let expected = "expected \"manual\" (when a person rolls back), \"always\" (a watch-window trigger too) or false";
+    let value = match raw {
+        None | Some(RawFlagOrWord::Flag(false)) => return Some(DownOnRollback::Never),
+        Some(RawFlagOrWord::Word(w)) if w == "never" => return Some(DownOnRollback::Never),
+        Some(RawFlagOrWord::Word(w)) if w == "manual" => DownOnRollback::Manual,
+        Some(RawFlagOrWord::Word(w)) if w == "always" => DownOnRollback::Always,
+        Some(RawFlagOrWord::Flag(true)) => {
+            p.add(key, format!("{expected}, got true (say which rollbacks)"));
+            return None;
+        }
+        Some(RawFlagOrWord::Word(w)) => {
+            p.add(key, format!("{expected}, got {w:?}"));
+            return None;
+        }
+    };
+    if let Some(MigrationSource::Command { .. }) = migrations {
+        p.add(
+            key,
+            "needs a `migrations` directory: Cutover runs its NNN_name.down.sql files, and a `migrate_command` has no down command",
+        );
+        return None;
+    }
+    if *strategy == Some(DbStrategy::Separate) {
+        p.add(
+            key,
+            "applies to the `shared` strategy only: with `separate`, a rollback already returns to the previous release's own database",
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// A `postgres://` URL naming a database (Cutover clones and restores by name).
@@ -231,7 +274,7 @@ command = ["./web", "--port", "{port}"]
         assert_eq!(db.password, Some(PasswordSource::Env("APP_PW".into())));
         assert!(matches!(db.migrations, MigrationSource::Files(ref d) if d.ends_with("db")));
         assert_eq!((db.retries, db.keep_backups, db.prove), (3, 10, true));
-        assert!(!db.down_on_rollback);
+        assert_eq!(db.down_on_rollback, crate::config::DownOnRollback::Never);
     }
 
     #[test]
@@ -258,5 +301,38 @@ command = ["./web", "--port", "{port}"]
         assert!(
             matches!(db.migrations, MigrationSource::Command { ref migrate, .. } if migrate[0] == "alembic")
         );
+    }
+
+    #[test]
+    fn down_on_rollback_says_which_rollbacks_and_needs_down_files_in_a_shared_database() {
+        let c = with(
+            "url = \"postgres://a@h/app\"\nmigrations = \"db\"\ndown_on_rollback = \"manual\"\n",
+        )
+        .expect("valid");
+        let db = c.services["web"].database.clone().expect("database");
+        assert_eq!(db.down_on_rollback, crate::config::DownOnRollback::Manual);
+        for (value, wanted) in [
+            ("true", "say which rollbacks"),
+            ("\"sometimes\"", "got \"sometimes\""),
+        ] {
+            let err = with(&format!(
+                "url = \"postgres://a@h/app\"\nmigrations = \"db\"\ndown_on_rollback = {value}\n"
+            ))
+            .expect_err("invalid")
+            .to_string();
+            assert!(
+                err.contains("services.web.database.down_on_rollback"),
+                "{err}"
+            );
+            assert!(err.contains(wanted), "{err}");
+        }
+        let err = with("url = \"postgres://a@h/app\"\nmigrate_command = [\"m\"]\nversion_command = [\"v\"]\ndown_on_rollback = \"always\"\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("has no down command"), "{err}");
+        let err = with("url = \"postgres://a@h/app\"\nmigrations = \"db\"\nstrategy = \"separate\"\ndown_on_rollback = \"always\"\n")
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("`shared` strategy only"), "{err}");
     }
 }

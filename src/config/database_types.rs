@@ -32,9 +32,9 @@ pub struct DatabaseConfig {
     /// Run the live release against a migrated scratch copy before migrating (shared
     /// strategy). Default true.
     pub prove: bool,
-    /// Run the down-migrations of the deployment's migrations when it is rolled back
-    /// (by a person or a trigger). Default false: database rollback is a decision.
-    pub down_on_rollback: bool,
+    /// Run the down-migrations of a deployment's migrations when traffic goes back to
+    /// the previous release. Default `Never`: database rollback is a decision.
+    pub down_on_rollback: DownOnRollback,
     /// Directory of `pg_dump`/`pg_restore`; default: found on `PATH`.
     pub pg_bin: Option<PathBuf>,
 }
@@ -44,6 +44,31 @@ impl DatabaseConfig {
     pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(5);
     pub const DEFAULT_RETRIES: u32 = 3;
     pub const DEFAULT_KEEP_BACKUPS: u32 = 10;
+}
+
+/// When traffic going back to the previous release also takes the database back to
+/// the version it had before the deployment (its down-migrations, newest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DownOnRollback {
+    /// Never on its own (`cutover db down` is the decision). The default.
+    #[default]
+    Never,
+    /// When a person rolls back (`cutover rollback`, during the watch or after), never
+    /// for a watch-window trigger.
+    Manual,
+    /// Also when a watch-window trigger (error rate, latency, health, a failed
+    /// `post_switch` hook, an exited release) sends traffic back.
+    Always,
+}
+
+impl DownOnRollback {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DownOnRollback::Never => "never",
+            DownOnRollback::Manual => "manual",
+            DownOnRollback::Always => "always",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -43,6 +43,10 @@ pub struct ProxyEdge {
     /// accept queue. Default 10000.
     pub max_connections: usize,
     pub preview: PreviewConfig,
+    /// Prior-knowledge HTTP/2 (h2c) on plaintext listeners. Default false.
+    pub h2c: bool,
+    /// `[[proxy.tls]]`: TLS listeners (`tls.rs`). Default none.
+    pub tls: Vec<super::tls::TlsListenerConfig>,
 }
 
 /// `[proxy.preview]`: reaching the preview slot by header or cookie.
@@ -82,6 +86,8 @@ impl Default for ProxyEdge {
             slot_header: false,
             max_connections: 10_000,
             preview: PreviewConfig::default(),
+            h2c: false,
+            tls: Vec::new(),
         }
     }
 }
@@ -208,6 +214,7 @@ pub(super) fn proxy_edge(
             d.max_connections as i64,
         )
         .and_then(|v| int_range(p, r.key("max_connections"), v, 1, 1_000_000));
+    let h2c = r.or("h2c", r.raw.h2c, d.h2c);
     let preview =
         read_opt(r.raw.preview.as_ref(), &r.key("preview"), p).and_then(|pr| preview(&pr, env, p));
     Some(ProxyEdge {
@@ -219,6 +226,8 @@ pub(super) fn proxy_edge(
         slot_header: slot_header?,
         max_connections: max_connections? as usize,
         preview: preview?,
+        h2c: h2c?,
+        tls: Vec::new(),
     })
 }
 

@@ -50,6 +50,7 @@ mod service;
 mod smoke;
 mod strategy;
 mod supervise;
+mod tls;
 mod validate;
 mod values;
 mod watch;
@@ -62,6 +63,7 @@ mod tests;
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
+pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -12,7 +12,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use super::database_types::{DatabaseConfig, DbStrategy, MigrationSource, PasswordSource};
+pub use super::database_types::{
+    DatabaseConfig, DbStrategy, DownOnRollback, MigrationSource, PasswordSource,
+};
 use super::delivery::{AnalysisConfig, MirrorConfig, NotificationsConfig, Strategy};
 pub use super::edge::{ApiEdge, IpNet, PreviewConfig, ProxyEdge, MIN_PUBLIC_TOKEN_LEN};
 pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};

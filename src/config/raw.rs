@@ -70,6 +70,9 @@ pub struct RawProxy {
     pub allow_connect: Option<bool>,
     pub slot_header: Option<bool>,
     pub preview: Option<Sub<super::edge::RawPreview>>,
+    pub h2c: Option<bool>,
+    /// `[[proxy.tls]]`, read in `tls.rs`.
+    pub tls: Option<Vec<Sub<super::tls::RawTls>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -394,6 +397,14 @@ pub struct RawDatabase {
     pub backup_dir: Option<String>,
     pub keep_backups: Option<i64>,
     pub prove: Option<bool>,
-    pub down_on_rollback: Option<bool>,
+    pub down_on_rollback: Option<RawFlagOrWord>,
     pub pg_bin: Option<String>,
+}
+
+/// A key that takes `false` or a word (`down_on_rollback = "manual"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawFlagOrWord {
+    Flag(bool),
+    Word(String),
 }

@@ -35,8 +35,8 @@ pub(super) fn validate(
     let daemon =
         read_opt(root.raw.daemon.as_ref(), "daemon", &mut p).and_then(|r| daemon(&r, base, &mut p));
     let api = read_opt(root.raw.api.as_ref(), "api", &mut p).and_then(|r| api(&r, env, &mut p));
-    let proxy =
-        read_opt(root.raw.proxy.as_ref(), "proxy", &mut p).and_then(|r| proxy(&r, env, &mut p));
+    let proxy = read_opt(root.raw.proxy.as_ref(), "proxy", &mut p)
+        .and_then(|r| proxy(&r, env, base, &mut p));
 
     let notifications = super::notify::notifications(root.raw.notifications.as_ref(), &mut p);
 
@@ -54,6 +54,10 @@ pub(super) fn validate(
         );
     }
     cross_service_rules(&drafts, api.as_ref().map(|a| a.listen), &mut p);
+    if let Some(proxy) = &proxy {
+        let listens: Vec<_> = drafts.iter().filter_map(|d| d.listen).collect();
+        super::tls::tls_listen_rule(&proxy.edge.tls, &listens, &mut p);
+    }
     for d in &drafts {
         super::edge::preview_listen_rule(
             &d.at,
@@ -153,7 +157,12 @@ fn api(r: &Read<RawApi>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ApiConf
     })
 }
 
-fn proxy(r: &Read<RawProxy>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ProxyConfig> {
+fn proxy(
+    r: &Read<RawProxy>,
+    env: EnvLookup<'_>,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<ProxyConfig> {
     let d = ProxyConfig::default();
     let preview_header = r
         .or(
@@ -213,7 +222,12 @@ fn proxy(r: &Read<RawProxy>, env: EnvLookup<'_>, p: &mut Problems) -> Option<Pro
     )
     .and_then(|v| positive(p, r.key("upstream_timeout"), v));
     let drain_timeout = duration(r, "drain_timeout", r.raw.drain_timeout, d.drain_timeout);
-    let edge = super::edge::proxy_edge(r, env, p);
+    let tls = match r.rejected("tls") {
+        true => None,
+        false => super::tls::tls_listeners(r.raw.tls.as_ref(), base, p),
+    };
+    let edge = super::edge::proxy_edge(r, env, p)
+        .and_then(|e| Some(super::edge::ProxyEdge { tls: tls?, ..e }));
     Some(ProxyConfig {
         preview_header: preview_header?,
         preview_cookie: preview_cookie?,

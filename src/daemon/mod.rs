@@ -39,6 +39,8 @@ pub struct ServeOptions {
     /// Stop every slot's release when the daemon exits (by default they keep running
     /// and are adopted by the next `serve`).
     pub stop_on_exit: bool,
+    /// The TLS listeners' certificates, loaded (and checked) before anything starts.
+    pub tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// Runs the daemon until a shutdown signal; on `SIGHUP`, hands its sockets to a new
@@ -107,7 +109,8 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
     );
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
-    let settings = ProxySettings::from_config(&config.proxy);
+    let mut settings = ProxySettings::from_config(&config.proxy);
+    settings.tls = opts.tls.clone();
     let config = Arc::new(config);
     let controller = Controller::new(config.clone(), store.clone(), routers, runtimes.clone());
     controller
@@ -123,11 +126,9 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         stop_rx,
         config.proxy.drain_timeout,
     )?;
-    let registry = Arc::new(api::metrics::registry(
-        stats,
-        store.clone(),
-        controller.switch_times(),
-    ));
+    let mut registry = api::metrics::registry(stats, store.clone(), controller.switch_times());
+    api::tls_metrics::register(&mut registry, opts.tls.clone());
+    let registry = Arc::new(registry);
     let plane = ControlPlane {
         controller: controller.clone(),
         store: store.clone(),
@@ -135,6 +136,7 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         token,
         registry,
         api_guard: Arc::new(api::ApiGuard::new(&config.api)),
+        tls: opts.tls.clone(),
     };
     let api_addr = api_std.local_addr()?;
     let mut running = Some(plane.start(api_std, lock)?);
@@ -148,11 +150,20 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         config.services.len()
     );
 
+    // Certificates follow their files; SIGUSR1 (not SIGHUP: that is the hand-over)
+    // reloads them at once.
+    let tls_reload = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn(proxy::tls::reload::watch(
+        opts.tls.clone(),
+        tls_reload.clone(),
+        stop_tx.subscribe(),
+    ));
     let mut signals = Signals::new()?;
     let mut handed_over = false;
     loop {
         match signals.next().await {
             Received::Stop => break,
+            Received::ReloadTls => tls_reload.notify_one(),
             Received::Upgrade => {
                 if controller.deploying_any() {
                     tracing::error!("SIGHUP: a deployment is running; not handing over now (send SIGHUP again once it finished)");
@@ -267,6 +278,7 @@ struct ControlPlane {
     registry: Arc<prometheus_client::registry::Registry>,
     /// Kept across restarts of the control plane (its failed-authentication lockouts).
     api_guard: Arc<api::ApiGuard>,
+    tls: Arc<proxy::tls::TlsEdge>,
 }
 
 /// A running control plane; [`Running::stop`] ends it and releases the state lock.
@@ -294,6 +306,7 @@ impl ControlPlane {
             registry: self.registry.clone(),
             stop: api_stop_rx.clone(),
             guard: self.api_guard.clone(),
+            tls: self.tls.clone(),
         };
         let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let mut rx = api_stop_rx;
@@ -407,12 +420,15 @@ enum Received {
     Stop,
     /// SIGHUP: hand the sockets to a new daemon, then drain and exit.
     Upgrade,
+    /// SIGUSR1: reload the TLS certificates from their files.
+    ReloadTls,
 }
 
 /// The signals the daemon acts on, registered once (so none is missed between waits).
 struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -421,6 +437,7 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             hup: signal(SignalKind::hangup())?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -429,6 +446,7 @@ impl Signals {
             _ = tokio::signal::ctrl_c() => Received::Stop,
             _ = self.term.recv() => Received::Stop,
             _ = self.hup.recv() => Received::Upgrade,
+            _ = self.usr1.recv() => Received::ReloadTls,
         }
     }
 }

@@ -24,7 +24,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::files::{self, Migration};
-use super::{describe, Database, DatabaseError};
+use super::{describe, invalid_index, Database, DatabaseError};
 
 pub const VERSION_TABLE: &str = "cutover_schema_migrations";
 
@@ -54,6 +54,10 @@ pub struct StatementRun {
     pub locks: Vec<String>,
     /// Tables it rewrote.
     pub rewrote: Vec<String>,
+    /// INVALID indexes a failed concurrent build left, dropped before this statement
+    /// went through (`invalid_index.rs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dropped_invalid: Vec<String>,
 }
 
 impl StatementRun {
@@ -66,8 +70,15 @@ impl StatementRun {
             true => "no rewrite".to_string(),
             false => format!("REWROTE {}", self.rewrote.join(", ")),
         };
+        let dropped = match self.dropped_invalid.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; dropped the invalid index {} a failed build left",
+                self.dropped_invalid.join(", ")
+            ),
+        };
         format!(
-            "{} — {locks}; {rewrite}; {}ms",
+            "{} — {locks}; {rewrite}{dropped}; {}ms",
             self.statement, self.duration_ms
         )
     }
@@ -283,6 +294,8 @@ async fn run_file(
         .await
         .map_err(|e| fail(e.explain(opts.lock_timeout)))?;
     let mut runs = Vec::new();
+    // Invalid indexes dropped since the last statement that went through.
+    let mut dropped = Vec::new();
     for stmt in &statements {
         let mut tries = 0;
         loop {
@@ -290,17 +303,40 @@ async fn run_file(
             attempts = attempts.max(tries);
             let concurrent = files::needs_no_transaction(stmt);
             let result = if concurrent {
+                // A failed concurrent build leaves an INVALID index behind
+                // (`invalid_index.rs`): drop one this statement would build again
+                // before it runs, and any that appear if it fails.
+                let before = invalid_index::list(client).await;
+                let (gone, stuck) =
+                    invalid_index::drop_all(client, &invalid_index::leftovers_of(&before, stmt))
+                        .await;
+                dropped.extend(gone);
+                if let Some(why) = stuck.first() {
+                    return Err(fail(format!(
+                        "cannot drop the invalid index an earlier build left: {why}"
+                    )));
+                }
+                let before = invalid_index::list(client).await;
                 let t = Instant::now();
-                watched(client, watch, pid, stmt)
-                    .await
-                    .map(|()| StatementRun {
+                match watched(client, watch, pid, stmt).await {
+                    Ok(()) => Ok(StatementRun {
                         statement: files::head(stmt),
                         duration_ms: t.elapsed().as_millis() as u64,
                         locks: vec![
                             "ShareUpdateExclusiveLock (concurrent: reads and writes go on)".into(),
                         ],
                         rewrote: Vec::new(),
-                    })
+                        dropped_invalid: std::mem::take(&mut dropped),
+                    }),
+                    Err(mut e) => {
+                        let after = invalid_index::list(client).await;
+                        let left: Vec<String> = after.difference(&before).cloned().collect();
+                        let (gone, stuck) = invalid_index::drop_all(client, &left).await;
+                        e.cleanup = cleanup_note(&gone, &stuck);
+                        dropped.extend(gone);
+                        Err(e)
+                    }
+                }
             } else {
                 async {
                     exec(client, "BEGIN").await?;
@@ -348,6 +384,26 @@ struct StatementError {
     statement: String,
     error: tokio_postgres::Error,
     blocker: Option<String>,
+    /// What was done about the invalid index a failed concurrent build left.
+    cleanup: Option<String>,
+}
+
+/// Says which invalid indexes a failed build left were dropped (or could not be).
+fn cleanup_note(dropped: &[String], stuck: &[String]) -> Option<String> {
+    let mut parts = Vec::new();
+    if !dropped.is_empty() {
+        parts.push(format!(
+            "dropped the invalid index {} it left (DROP INDEX CONCURRENTLY)",
+            dropped.join(", ")
+        ));
+    }
+    if !stuck.is_empty() {
+        parts.push(format!(
+            "could NOT drop the invalid index it left: {}",
+            stuck.join("; ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
 }
 
 impl StatementError {
@@ -368,6 +424,9 @@ impl StatementError {
         if let Some(b) = &self.blocker {
             s.push_str(&format!("; blocked by {b}"));
         }
+        if let Some(c) = &self.cleanup {
+            s.push_str(&format!("; {c}"));
+        }
         s
     }
 
@@ -387,6 +446,7 @@ async fn exec(client: &Client, sql: &str) -> Result<(), StatementError> {
             statement: files::head(sql),
             error,
             blocker: None,
+            cleanup: None,
         })
 }
 
@@ -420,6 +480,7 @@ async fn observed(
         duration_ms,
         locks,
         rewrote,
+        dropped_invalid: Vec::new(),
     })
 }
 
@@ -442,6 +503,7 @@ async fn watched(
                     statement: files::head(stmt),
                     error,
                     blocker,
+                    cleanup: None,
                 });
             }
             _ = tick.tick() => {

@@ -17,6 +17,8 @@
 //!   recorded per statement;
 //! - `lint.rs`: the squawk rules that decide what breaks the live release;
 //! - `backup.rs`: `pg_dump -Fc` with metadata beside it, retention, restore, clones;
+//! - `invalid_index.rs`: the INVALID index a failed `CREATE INDEX CONCURRENTLY` leaves,
+//!   found and dropped;
 //! - `command.rs`: the team's own migrate and version commands;
 //! - `conn.rs`: connecting, database names and the URL a release is given.
 //!
@@ -27,6 +29,7 @@ pub mod backup;
 pub mod command;
 mod conn;
 pub mod files;
+mod invalid_index;
 pub mod lint;
 pub mod migrate;
 

@@ -44,6 +44,12 @@ pub enum ControlError {
     },
     #[error("slot {slot} of `{service}` is not running")]
     SlotNotRunning { service: String, slot: Slot },
+    #[error("service `{0}` has no [services.{0}.database]")]
+    NoDatabase(String),
+    #[error("a slot of `{service}` still runs and writes to the database: {slots}; stop it first, or force it (its writes are lost)")]
+    StillWrites { service: String, slots: String },
+    #[error(transparent)]
+    Database(crate::database::DatabaseError),
     #[error(transparent)]
     Store(StoreError),
 }

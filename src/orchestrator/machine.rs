@@ -35,7 +35,9 @@ pub use progressive::CanaryView;
 
 use super::policy::{fmt_dur, Ms, WatchPolicy};
 use crate::analysis::Measurement;
-use crate::config::{AnalysisConfig, CanaryStep, HookPoint, MirrorConfig, WatchConfig};
+use crate::config::{
+    AnalysisConfig, CanaryStep, DownOnRollback, HookPoint, MirrorConfig, WatchConfig,
+};
 use crate::domain::routing::MirrorReport;
 use crate::domain::stats::StatsSnapshot;
 use crate::domain::Slot;
@@ -60,6 +62,9 @@ pub enum Phase {
     /// Backup, lint, rehearsal, compatibility proof and migrations (only entered when
     /// the service has a database); before anything starts or moves.
     Database,
+    /// The down-migrations that take the database back to its version before the
+    /// deployment, once traffic is back (only with `down_on_rollback`).
+    DatabaseDown,
     Done,
 }
 
@@ -91,6 +96,7 @@ impl Phase {
                 HookPoint::OnRollback => "hooks_on_rollback",
             },
             Phase::Database => "database",
+            Phase::DatabaseDown => "database_down",
             Phase::Done => "done",
         }
     }
@@ -126,6 +132,8 @@ pub struct Plan {
     pub hooks: Vec<HookPoint>,
     /// Run the database phase (a deploy of a service with a database).
     pub database: bool,
+    /// Whether traffic going back also runs the down-migrations (`down_on_rollback`).
+    pub database_down: DownOnRollback,
 }
 
 /// Results and wake-ups fed to the machine.
@@ -279,6 +287,9 @@ pub enum Effect {
     /// Back up, lint, rehearse, prove and migrate the service's database (each step
     /// recorded like a check, phase `db:<step>`); answer `Database`.
     RunDatabase,
+    /// Run the down-migrations of the deployment being undone, back to the version
+    /// recorded before it (each recorded, phase `db:down`); answer `Database`.
+    RunDatabaseDown,
     /// Tell the webhooks (never waited on).
     Notify {
         event: &'static str,
@@ -306,6 +317,11 @@ pub struct Machine {
     progress: progressive::Progressive,
     /// Why the store failed, when it did: the abort it caused ends `failed` with it.
     store_failure: Option<String>,
+    /// Traffic is going back because a person asked (a rollback or an abort), not
+    /// because a trigger fired: decides `down_on_rollback = "manual"`.
+    back_by_person: bool,
+    /// Why the down-migrations after a rollback failed, when they did.
+    down_failure: Option<String>,
 }
 
 impl Machine {
@@ -325,6 +341,8 @@ impl Machine {
             outcome: None,
             progress: Default::default(),
             store_failure: None,
+            back_by_person: false,
+            down_failure: None,
         }
     }
 
@@ -365,6 +383,19 @@ impl Machine {
             );
         }
         let mut fx = Vec::new();
+        let (was, by_person) = (
+            self.phase,
+            // (a store failure aborts as `cutover`: not a person)
+            matches!(&event, Event::Rollback { by } | Event::Abort { by } if by != "cutover"),
+        );
+        self.dispatch(now, event, &mut fx);
+        if self.phase == Phase::SwitchBack && was != Phase::SwitchBack {
+            self.back_by_person |= by_person;
+        }
+        fx
+    }
+
+    fn dispatch(&mut self, now: Ms, event: Event, fx: &mut Vec<Effect>) {
         match (self.phase, event) {
             (Phase::Done, Event::Started) => {
                 // A start that completed after an abort: do not leave it running.
@@ -381,10 +412,10 @@ impl Machine {
                     });
                 }
                 if self.plan.target_running {
-                    self.enter(now, Phase::WaitHealthy, None, &mut fx);
-                    self.begin_health(&mut fx);
-                } else if !self.hooks_first(now, HookPoint::BeforeStart, &mut fx) {
-                    self.database_or_start(now, &mut fx);
+                    self.enter(now, Phase::WaitHealthy, None, fx);
+                    self.begin_health(fx);
+                } else if !self.hooks_first(now, HookPoint::BeforeStart, fx) {
+                    self.database_or_start(now, fx);
                 }
             }
             (Phase::Start, Event::Started) => {
@@ -394,11 +425,11 @@ impl Machine {
                     preview: Some(self.plan.target),
                     switched: false,
                 });
-                self.enter(now, Phase::WaitHealthy, None, &mut fx);
-                self.begin_health(&mut fx);
+                self.enter(now, Phase::WaitHealthy, None, fx);
+                self.begin_health(fx);
             }
             (Phase::Start, Event::StartFailed(why)) => {
-                self.fail_before_switch(now, format!("start failed: {why}"), &mut fx)
+                self.fail_before_switch(now, format!("start failed: {why}"), fx)
             }
             (
                 Phase::WaitHealthy,
@@ -407,7 +438,7 @@ impl Machine {
                     answered,
                     detail,
                 },
-            ) => self.on_health_before_switch(now, ok, answered, detail, &mut fx),
+            ) => self.on_health_before_switch(now, ok, answered, detail, fx),
             (Phase::WaitHealthy, Event::Timer(t))
                 if t.epoch == self.epoch && t.kind == TimerKind::NextHealth =>
             {
@@ -420,24 +451,25 @@ impl Machine {
                     "not healthy within {} (deadline)",
                     fmt_dur(self.plan.health_deadline)
                 );
-                self.fail_before_switch(now, why, &mut fx);
+                self.fail_before_switch(now, why, fx);
             }
             (Phase::Start | Phase::WaitHealthy | Phase::Smoke, Event::Exited(why)) => {
-                self.fail_before_switch(now, format!("the new release exited: {why}"), &mut fx)
+                self.fail_before_switch(now, format!("the new release exited: {why}"), fx)
             }
             (Phase::Smoke, Event::Smoke { passed, failure }) => {
                 if passed {
-                    self.after_checks(now, &mut fx);
+                    self.after_checks(now, fx);
                 } else {
                     let why = failure.unwrap_or_else(|| "smoke tests failed".into());
-                    self.fail_before_switch(now, format!("smoke tests failed: {why}"), &mut fx);
+                    self.fail_before_switch(now, format!("smoke tests failed: {why}"), fx);
                 }
             }
-            (Phase::Mirror, event) => self.on_mirror(now, event, &mut fx),
-            (Phase::Hooks(point), event) => self.on_hooks(now, point, event, &mut fx),
-            (Phase::Database, event) => self.on_database(now, event, &mut fx),
-            (Phase::Canary(_), event) => self.on_canary(now, event, &mut fx),
-            (Phase::Watch, Event::Measured(round)) => self.on_watch_round(now, round, &mut fx),
+            (Phase::Mirror, event) => self.on_mirror(now, event, fx),
+            (Phase::Hooks(point), event) => self.on_hooks(now, point, event, fx),
+            (Phase::Database, event) => self.on_database(now, event, fx),
+            (Phase::DatabaseDown, event) => self.on_database_down(now, event, fx),
+            (Phase::Canary(_), event) => self.on_canary(now, event, fx),
+            (Phase::Watch, Event::Measured(round)) => self.on_watch_round(now, round, fx),
             (Phase::Watch, Event::Timer(t))
                 if t.epoch == self.epoch && t.kind == TimerKind::NextMeasure =>
             {
@@ -445,24 +477,25 @@ impl Machine {
             }
             (Phase::Start | Phase::WaitHealthy | Phase::Smoke, Event::Abort { by }) => {
                 let why = format!("aborted by {by} before the switch");
-                self.finish_before_switch(now, DeploymentOutcome::Aborted, why, &mut fx);
+                self.finish_before_switch(now, DeploymentOutcome::Aborted, why, fx);
             }
             (Phase::Switch, Event::Routed) => {
                 self.switched = true;
                 if let Some(by) = self.pending_abort.take() {
+                    self.back_by_person = true;
                     self.switch_back(
                         now,
                         DeploymentOutcome::Aborted,
                         format!("aborted by {by}"),
-                        &mut fx,
+                        fx,
                     );
                 } else {
-                    self.after_switch(now, &mut fx);
+                    self.after_switch(now, fx);
                 }
             }
             (Phase::Switch, Event::RouteFailed(why)) => {
                 // The router refused: traffic is where it was.
-                self.fail_before_switch(now, format!("switch failed: {why}"), &mut fx);
+                self.fail_before_switch(now, format!("switch failed: {why}"), fx);
             }
             (Phase::Switch, Event::Abort { by } | Event::Rollback { by }) => {
                 self.pending_abort = Some(by);
@@ -470,7 +503,7 @@ impl Machine {
             (Phase::Watch, Event::Timer(t)) if t.epoch == self.epoch => match t.kind {
                 TimerKind::NextSample => fx.push(Effect::SampleStats),
                 TimerKind::NextHealth => fx.push(Effect::CheckHealth),
-                TimerKind::WatchEnd => self.succeed(now, &mut fx),
+                TimerKind::WatchEnd => self.succeed(now, fx),
                 _ => {}
             },
             (Phase::Watch, Event::Sample { stats, exited }) => {
@@ -479,14 +512,14 @@ impl Machine {
                     None => self.watch.as_mut().and_then(|w| w.sample(now, *stats)),
                 };
                 match reason {
-                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
+                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, fx),
                     None => fx.push(self.schedule(TimerKind::NextSample, self.sample_interval())),
                 }
             }
             (Phase::Watch, Event::HealthRound { ok, detail, .. }) => {
                 let reason = self.watch.as_mut().and_then(|w| w.health(ok, &detail));
                 match reason {
-                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx),
+                    Some(why) => self.switch_back(now, DeploymentOutcome::RolledBack, why, fx),
                     None => {
                         fx.push(self.schedule(TimerKind::NextHealth, self.plan.health_interval))
                     }
@@ -494,15 +527,15 @@ impl Machine {
             }
             (Phase::Watch, Event::Exited(why)) => {
                 let why = format!("the new release exited: {why}");
-                self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx);
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
             }
             (Phase::Watch, Event::Rollback { by }) => {
                 let why = format!("rollback requested by {by} during the watch");
-                self.switch_back(now, DeploymentOutcome::RolledBack, why, &mut fx);
+                self.switch_back(now, DeploymentOutcome::RolledBack, why, fx);
             }
             (Phase::Watch, Event::Abort { by }) => {
                 let why = format!("aborted by {by} during the watch");
-                self.switch_back(now, DeploymentOutcome::Aborted, why, &mut fx);
+                self.switch_back(now, DeploymentOutcome::Aborted, why, fx);
             }
             (Phase::SwitchBack, Event::Routed) => {
                 let target = self.plan.target;
@@ -521,9 +554,9 @@ impl Machine {
                 fx.push(Effect::Stop { slot: target });
                 // `on_rollback` hooks run once traffic is back, never before.
                 let hooks = self.plan.kind == DeploymentKind::Deploy
-                    && self.hooks_first(now, HookPoint::OnRollback, &mut fx);
+                    && self.hooks_first(now, HookPoint::OnRollback, fx);
                 if !hooks {
-                    self.finish_switched_back(now, &mut fx);
+                    self.after_switched_back(now, fx);
                 }
             }
             (Phase::SwitchBack, Event::RouteFailed(err)) => {
@@ -533,12 +566,11 @@ impl Machine {
                     "{why}; switching back failed ({err}): traffic stays on {}",
                     self.plan.target
                 );
-                self.finish(now, DeploymentOutcome::Failed, why, &mut fx);
+                self.finish(now, DeploymentOutcome::Failed, why, fx);
             }
             // Everything else (stale timers, results for a phase already left) is ignored.
             _ => {}
         }
-        fx
     }
 
     fn enter(&mut self, now: Ms, phase: Phase, result: Option<String>, fx: &mut Vec<Effect>) {

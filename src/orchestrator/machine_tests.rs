@@ -44,6 +44,7 @@ fn deploy_plan() -> Plan {
         mirror: None,
         hooks: Vec::new(),
         database: false,
+        database_down: Default::default(),
     }
 }
 

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 mod database;
+mod database_down;
 mod effects;
 pub mod fault;
 pub(crate) mod hooks;

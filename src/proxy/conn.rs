@@ -33,6 +33,14 @@ pub(crate) struct ListenerCtx {
     pub(crate) state: watch::Receiver<ConnState>,
     /// The general path's connection settings (header read timeout, keep-alive).
     pub(super) http: http1::Builder,
+    /// HTTP/1.1 or HTTP/2 (by the connection preface): TLS listeners, and plaintext
+    /// ones with h2c on.
+    pub(super) auto: Option<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    /// This listener terminates TLS.
+    pub(crate) tls: Option<std::sync::Arc<super::tls::TlsListener>>,
+    /// This is a `redirect_from` listener: every request is redirected to HTTPS on
+    /// this port (ACME HTTP-01 challenges answered).
+    pub(super) redirect_to: Option<u16>,
     /// Never sent on: its receiver learns that every holder is gone.
     pub(super) _alive: mpsc::Sender<()>,
 }

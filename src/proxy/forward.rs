@@ -116,7 +116,12 @@ impl Proxy {
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::strip_cutover(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, client_ip, trusted);
+        headers::add_forwarded(
+            &mut parts.headers,
+            client_ip,
+            trusted,
+            listener.tls.is_some(),
+        );
         parts.uri = uri;
         // HTTP/1.1 upstream whatever the client spoke, so upstream connections pool.
         parts.version = Version::HTTP_11;

@@ -93,11 +93,12 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 /// kept; from anyone else (the default) all of them are replaced by what this proxy
 /// saw, so an app never believes a hop a client made up. `client_ip` is computed once
 /// per connection.
-pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, trusted: bool) {
+pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, trusted: bool, https: bool) {
+    let proto = HeaderValue::from_static(if https { "https" } else { "http" });
     if !trusted {
         headers.remove(FORWARDED);
         headers.insert(X_FORWARDED_FOR, client_ip.clone());
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, proto.clone());
         match headers.get(HOST).cloned() {
             Some(host) => headers.insert(X_FORWARDED_HOST, host),
             None => headers.remove(X_FORWARDED_HOST),
@@ -124,7 +125,7 @@ pub fn add_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, trusted: 
         }
     }
     if !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+        headers.insert(X_FORWARDED_PROTO, proto);
     }
     if !headers.contains_key(X_FORWARDED_HOST) {
         if let Some(host) = headers.get(HOST).cloned() {
@@ -248,7 +249,7 @@ mod tests {
     fn forwarded_for_is_appended_and_proto_and_host_are_set_only_when_absent() {
         let ip = HeaderValue::from_static("10.0.0.9");
         let mut h = map(&[("host", "shop.example:8080")]);
-        add_forwarded(&mut h, &ip, true);
+        add_forwarded(&mut h, &ip, true, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "shop.example:8080");
@@ -262,18 +263,33 @@ mod tests {
         ]);
         let mut untrusted = h.clone();
         untrusted.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
-        add_forwarded(&mut h, &ip, true);
+        add_forwarded(&mut h, &ip, true, false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "outer.example");
         // Not from a trusted proxy: what the client claimed is replaced.
-        add_forwarded(&mut untrusted, &ip, false);
+        add_forwarded(&mut untrusted, &ip, false, false);
         assert_eq!(untrusted.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(untrusted["x-forwarded-for"], "10.0.0.9");
         assert_eq!(untrusted["x-forwarded-proto"], "http");
         assert_eq!(untrusted["x-forwarded-host"], "inner.example");
         assert!(!untrusted.contains_key("forwarded"));
+    }
+
+    #[test]
+    fn on_a_tls_listener_proto_is_https_and_a_client_claim_of_http_is_overwritten() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut h = map(&[("host", "a"), ("x-forwarded-proto", "http")]);
+        add_forwarded(&mut h, &ip, false, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        // A trusted proxy's own claim stands.
+        let mut h = map(&[("host", "a"), ("x-forwarded-proto", "http")]);
+        add_forwarded(&mut h, &ip, true, true);
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let mut h = map(&[("host", "a")]);
+        add_forwarded(&mut h, &ip, true, true);
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

@@ -57,10 +57,12 @@ mod h1;
 mod headers;
 pub mod mirror;
 pub mod preview;
+mod redirect;
 pub mod server;
 pub mod split;
 pub mod stats;
 pub mod table;
+pub mod tls;
 mod tls_upstream;
 mod upgrade;
 pub mod upstream;
@@ -131,6 +133,11 @@ pub struct ProxySettings {
     /// sends everything through the general (hyper) path. On unless
     /// `CUTOVER_PROXY_FAST_PATH=0`.
     pub fast_path: bool,
+    /// TLS listeners, redirect listeners and ACME challenges (`tls`); empty unless
+    /// the daemon set it from `[[proxy.tls]]`.
+    pub tls: Arc<tls::TlsEdge>,
+    /// Prior-knowledge HTTP/2 (h2c) on plaintext listeners.
+    pub h2c: bool,
 }
 
 impl ProxySettings {
@@ -158,6 +165,8 @@ impl ProxySettings {
             max_connections: c.edge.max_connections,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            tls: Arc::default(),
+            h2c: c.edge.h2c,
         }
     }
 }
@@ -189,6 +198,8 @@ impl Default for ProxySettings {
             max_connections: 10_000,
             caps: Arc::default(),
             fast_path: fast_path_from_env(),
+            tls: Arc::default(),
+            h2c: false,
         }
     }
 }
@@ -233,16 +244,23 @@ impl ListenerRoutes {
 /// Every listener the config asks for: each service's `listen` (grouped by address;
 /// `hosts` -> by_host, no hosts -> default) and each `preview_listen` (preview_only,
 /// default = that service).
+/// Then each `[[proxy.tls]]` `redirect_from` (no routes: it only redirects).
 pub fn listeners_from_config(c: &crate::config::Config) -> Vec<(SocketAddr, ListenerRoutes)> {
     // Services behind an external router (nginx, HAProxy, ...) have no listener here.
-    group_listeners(c.services.values().filter_map(|s| {
+    let mut out = group_listeners(c.services.values().filter_map(|s| {
         Some(ListenSpec {
             service: &s.name,
             listen: s.listen.filter(|_| s.router.is_builtin())?,
             hosts: &s.hosts,
             preview_listen: s.preview_listen,
         })
-    }))
+    }));
+    for t in &c.proxy.edge.tls {
+        if let Some(from) = t.redirect_from {
+            out.push((from, ListenerRoutes::default()));
+        }
+    }
+    out
 }
 
 /// The parts of a service's config that decide its listeners.

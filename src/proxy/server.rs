@@ -32,7 +32,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 
@@ -98,11 +99,18 @@ pub async fn serve_with_grace(
         .max_headers(proxy.settings().max_header_lines)
         .keep_alive(true);
     let local = listener.local_addr()?;
+    let tls = proxy.settings().tls.listener(local).cloned();
+    let redirect_to = proxy.settings().tls.redirect_port(local);
+    // TLS listeners speak HTTP/2 when ALPN chose it; plaintext ones only with h2c on.
+    let auto = (tls.is_some() || proxy.settings().h2c).then(|| auto_builder(proxy.settings()));
     let ctx = Arc::new(ListenerCtx {
         public: !local.ip().is_loopback(),
         routes: routes.normalized(),
         state: state_rx,
         http,
+        auto,
+        tls,
+        redirect_to,
         _alive: alive_tx,
     });
 
@@ -161,6 +169,34 @@ pub async fn serve_with_grace(
     Ok(())
 }
 
+/// The general path's HTTP/1.1 + HTTP/2 server settings, for TLS and h2c listeners.
+/// HTTP/2 limits (safe defaults, see README "TLS and HTTP/2"): 128 concurrent streams
+/// per connection, header lists bounded like HTTP/1.1 heads (`max_header_bytes`),
+/// a PING every 20s answered within 20s or the connection closes, at most 20 streams
+/// reset by the client before the server accepted them (h2's rapid-reset guard,
+/// CVE-2023-44487) and 1024 streams reset for protocol errors per connection.
+fn auto_builder(settings: &super::ProxySettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_header_lines)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(settings.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
+    b
+}
+
+/// Streams one HTTP/2 connection may have open at once.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+
 async fn serve_connection(
     proxy: Arc<Proxy>,
     ctx: Arc<ListenerCtx>,
@@ -172,6 +208,34 @@ async fn serve_connection(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let trusted = proxy.settings().trusts(peer.ip());
+    if let Some(port) = ctx.redirect_to {
+        return super::redirect::serve(&proxy, &ctx, stream, peer, port).await;
+    }
+    if let Some(tls) = ctx.tls.clone() {
+        // A client that never finishes its handshake holds a connection slot only
+        // for `handshake_timeout`.
+        let stream = match tokio::time::timeout(
+            tls.handshake_timeout,
+            tls.acceptor().accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
+        return serve_general(proxy, ctx, TokioIo::new(stream), peer, client_ip, trusted).await;
+    }
+    if ctx.auto.is_some() {
+        let io = TokioIo::new(stream);
+        return serve_general(proxy, ctx, io, peer, client_ip, trusted).await;
+    }
     let (stream, pre) = if proxy.settings().fast_path {
         match super::h1::serve(&proxy, &ctx, stream, client_ip.as_bytes(), trusted).await {
             super::h1::End::Closed => return,
@@ -212,6 +276,61 @@ async fn serve_connection(
     tokio::select! {
         res = conn.as_mut() => log_end(res, peer),
         () = stopped(&mut state) => {}
+    }
+}
+
+/// The general path on the auto (HTTP/1.1 or HTTP/2) server, for TLS and h2c
+/// listeners. Draining sends HTTP/2 a GOAWAY: streams already open finish.
+async fn serve_general<I>(
+    proxy: Arc<Proxy>,
+    ctx: Arc<ListenerCtx>,
+    io: I,
+    peer: SocketAddr,
+    client_ip: HeaderValue,
+    trusted: bool,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let Some(auto) = ctx.auto.clone() else {
+        return;
+    };
+    let mut state = ctx.state.clone();
+    let svc_ctx = ctx.clone();
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let ctx = svc_ctx.clone();
+        let client_ip = client_ip.clone();
+        async move {
+            let mut resp = proxy.handle(req, &ctx, &client_ip, trusted).await;
+            if let Some(hsts) = ctx.tls.as_ref().and_then(|t| t.hsts.clone()) {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
+            }
+            if *ctx.state.borrow() != ConnState::Serving
+                && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+            {
+                resp.headers_mut()
+                    .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = auto.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        res = conn.as_mut() => return log_end_any(res, peer),
+        _ = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped)) => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        res = conn.as_mut() => log_end_any(res, peer),
+        () = stopped(&mut state) => {}
+    }
+}
+
+fn log_end_any(res: Result<(), Box<dyn std::error::Error + Send + Sync>>, peer: SocketAddr) {
+    if let Err(e) = res {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 

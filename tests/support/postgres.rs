@@ -72,6 +72,16 @@ impl PgServer {
     }
 
     fn start() -> PgServer {
+        PgServer::start_with("127.0.0.1", None)
+    }
+
+    /// A server of its own that also listens on `address` (the Docker bridge gateway,
+    /// so containers reach it) and trusts clients from `subnet` (`172.17.0.0/16`).
+    pub fn listening_also_on(address: &str, subnet: &str) -> PgServer {
+        PgServer::start_with(&format!("127.0.0.1,{address}"), Some(subnet))
+    }
+
+    fn start_with(listen: &str, trusted_subnet: Option<&str>) -> PgServer {
         let user = is_root().then(|| {
             let exists = |u: &str| {
                 Command::new("id")
@@ -111,9 +121,23 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if let Some(subnet) = trusted_subnet {
+            use std::io::Write;
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .expect("open pg_hba.conf");
+            // The containers, and the daemon on the host (which reaches the gateway
+            // address from any of the host's own addresses: `samehost`).
+            writeln!(
+                hba,
+                "host all all {subnet} trust\nhost all all samehost trust"
+            )
+            .expect("write pg_hba.conf");
+        }
         let port = super::free_addr().port();
         let opts = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {port} -k {} -c listen_addresses={listen} -c fsync=off -c max_connections=200",
             dir.path().display()
         );
         let out = pg_command(user.as_deref(), &bin.join("pg_ctl"))

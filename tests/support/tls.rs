@@ -1,178 +1,253 @@
-//! Test certificates and a tiny HTTPS server for the TLS client tests.
+//! Test certificates made with the `openssl` CLI (a throw-away CA and leaves with
+//! the names asked for), a TLS proxy on `127.0.0.1:0`, and the real TLS clients the
+//! tests drive (`openssl s_client`, `curl`, `h2load`, Python's `ssl`).
 //!
-//! The certificates are made by the `openssl` command line (a CA, and a server
-//! certificate it signs for `localhost` and `127.0.0.1`, ECDSA P-256), fresh in a temp
-//! directory per test, so nothing trusted outside the test is involved. Fails (never
-//! skips) when `openssl` is missing: `.ci/run` installs it.
-
+//! Include it with `#[path = "support/tls.rs"] mod tls;` (after the proxy harness).
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use cutover::config::{CertificateFiles, Hsts, TlsListenerConfig};
+use cutover::proxy::table::Routes;
+use cutover::proxy::tls::TlsEdge;
+use cutover::proxy::{serve_with_grace, ListenerRoutes, Proxy, ProxySettings};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
-/// A CA and a server certificate it signed, as PEM files.
-pub struct TestCerts {
-    pub dir: tempfile::TempDir,
-    pub ca: PathBuf,
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
+/// A tool the tests need, or a failure saying what to install.
+pub fn require(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
         .output()
-        .expect("cannot run `openssl`: install the openssl package (apt-get install openssl)");
+        .is_ok_and(|o| o.status.success());
     assert!(
-        out.status.success(),
-        "openssl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+        found,
+        "`{tool}` is missing: install the Debian package `{package}`"
     );
 }
 
-impl TestCerts {
-    /// A CA named `ca_name` and a certificate for `localhost`/`127.0.0.1`.
-    pub fn new() -> TestCerts {
-        Self::for_names("DNS:localhost,IP:127.0.0.1")
-    }
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run a tool");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
-    /// A CA and a server certificate carrying `san` (openssl's `subjectAltName` form).
-    pub fn for_names(san: &str) -> TestCerts {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("ext.cnf"),
-            format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"),
-        )
-        .unwrap();
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
+/// Key algorithms for leaves.
+#[derive(Clone, Copy)]
+pub enum Key {
+    EcdsaP256,
+    Rsa2048,
+}
+
+/// A throw-away CA in `dir`, signing leaves.
+pub struct Ca {
+    pub dir: PathBuf,
+    pub cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Ca {
+    pub fn new(dir: &Path) -> Ca {
+        require("openssl", "openssl");
+        let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+        run(Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+            .args([
                 "ec_paramgen_curve:P-256",
                 "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
                 "-days",
-                "2",
+                "3",
                 "-subj",
                 "/CN=Cutover Test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        );
-        openssl(
-            d,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
                 "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=cutover-test-server",
-            ],
+            ])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert));
+        Ca {
+            dir: dir.to_path_buf(),
+            cert,
+            key,
+        }
+    }
+
+    /// A leaf `<file>.pem`/`<file>.key` with common name `cn` and DNS names `sans`.
+    pub fn leaf(&self, file: &str, cn: &str, sans: &[&str], key: Key) -> (PathBuf, PathBuf) {
+        let (pem, keyf, csr, ext) = (
+            self.dir.join(format!("{file}.pem")),
+            self.dir.join(format!("{file}.key")),
+            self.dir.join(format!("{file}.csr")),
+            self.dir.join(format!("{file}.ext")),
         );
-        openssl(
-            d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-        TestCerts {
-            ca: d.join("ca.pem"),
-            cert: d.join("server.pem"),
-            key: d.join("server.key"),
-            dir,
+        let newkey: &[&str] = match key {
+            Key::EcdsaP256 => &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            Key::Rsa2048 => &["-newkey", "rsa:2048"],
+        };
+        run(Command::new("openssl")
+            .arg("req")
+            .args(newkey)
+            .args(["-nodes", "-subj", &format!("/CN={cn}"), "-keyout"])
+            .arg(&keyf)
+            .arg("-out")
+            .arg(&csr));
+        let names: Vec<String> = sans.iter().map(|s| format!("DNS:{s}")).collect();
+        std::fs::write(&ext, format!("subjectAltName={}\n", names.join(","))).unwrap();
+        run(Command::new("openssl")
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&self.cert)
+            .arg("-CAkey")
+            .arg(&self.key)
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(&ext)
+            .arg("-out")
+            .arg(&pem));
+        (pem, keyf)
+    }
+}
+
+pub fn files(pair: &(PathBuf, PathBuf)) -> CertificateFiles {
+    CertificateFiles {
+        cert: pair.0.clone(),
+        key: pair.1.clone(),
+        names: Vec::new(),
+    }
+}
+
+/// A listener config for `listen` with these certificates and the defaults.
+pub fn listener_config(listen: SocketAddr, certs: Vec<CertificateFiles>) -> TlsListenerConfig {
+    TlsListenerConfig {
+        listen,
+        certificates: certs,
+        refuse_unknown_sni: false,
+        redirect_from: None,
+        hsts: None,
+        handshake_timeout: Duration::from_secs(10),
+        http2: true,
+        reload_interval: Duration::from_secs(10),
+    }
+}
+
+pub fn hsts_year() -> Hsts {
+    Hsts {
+        max_age: Duration::from_secs(31_536_000),
+        include_subdomains: true,
+        preload: false,
+    }
+}
+
+/// A proxy serving TLS on `127.0.0.1:<free>` (and a redirect listener if the config
+/// asks for one, on the address given there).
+pub struct TlsProxy {
+    pub addr: SocketAddr,
+    pub edge: Arc<TlsEdge>,
+    stops: Vec<oneshot::Sender<()>>,
+}
+
+impl TlsProxy {
+    /// `config` gets the bound address as its `listen`.
+    pub async fn start(
+        routes: &Arc<Routes>,
+        listener: ListenerRoutes,
+        mut config: TlsListenerConfig,
+        settings: ProxySettings,
+    ) -> TlsProxy {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        config.listen = addr;
+        let redirect = config.redirect_from;
+        let edge = Arc::new(TlsEdge::from_config(&[config]).expect("certificates load"));
+        let mut settings = settings;
+        settings.tls = edge.clone();
+        let proxy = Proxy::new(routes.clone(), settings);
+        let mut stops = Vec::new();
+        let mut sockets = vec![(tcp, listener)];
+        if let Some(from) = redirect {
+            sockets.push((
+                TcpListener::bind(from).await.unwrap(),
+                ListenerRoutes::default(),
+            ));
+        }
+        for (tcp, routes) in sockets {
+            let (stop, stopped) = oneshot::channel::<()>();
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            tokio::spawn(serve_with_grace(
+                proxy.clone(),
+                tcp,
+                routes,
+                shutdown,
+                Duration::from_secs(5),
+            ));
+            stops.push(stop);
+        }
+        TlsProxy { addr, edge, stops }
+    }
+
+    pub fn shutdown(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
         }
     }
 }
 
-/// One request as the server saw it: `"METHOD /path"` and the body.
-pub type Seen = Arc<Mutex<Vec<(String, String)>>>;
+/// The subject line of the certificate served for `sni` (`None`: no SNI), or the
+/// handshake's failure.
+pub fn served_subject(addr: SocketAddr, sni: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new("openssl");
+    cmd.args(["s_client", "-connect", &addr.to_string()]);
+    match sni {
+        Some(name) => cmd.args(["-servername", name]),
+        None => cmd.arg("-noservername"),
+    };
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run openssl s_client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    text.lines()
+        .find(|l| l.starts_with("subject="))
+        .map(|l| l.to_string())
+        .ok_or_else(|| {
+            format!(
+                "no certificate: {}{}",
+                text,
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
 
-/// An HTTPS/1.1 server on 127.0.0.1 serving `certs`, answering every request with
-/// `status` and `body`; what it receives is recorded in the returned [`Seen`].
-pub async fn https_server(
-    certs: &TestCerts,
-    status: u16,
-    body: &'static str,
-) -> (SocketAddr, Seen) {
-    let config = cutover::tls::server_config(&certs.cert, &certs.key, &[b"http/1.1"]).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen: Seen = Arc::default();
-    let record = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            let record = record.clone();
-            tokio::spawn(async move {
-                // A client that refuses our certificate ends the handshake: nothing to serve.
-                let Ok(tls) = acceptor.accept(tcp).await else {
-                    return;
-                };
-                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let record = record.clone();
-                    async move {
-                        let line = format!("{} {}", req.method(), req.uri());
-                        let bytes = req.into_body().collect().await?.to_bytes();
-                        record
-                            .lock()
-                            .unwrap()
-                            .push((line, String::from_utf8_lossy(&bytes).into_owned()));
-                        let resp = hyper::Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from_static(body.as_bytes())))
-                            .unwrap();
-                        Ok::<_, hyper::Error>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
-        }
-    });
-    (addr, seen)
+/// `curl` against the proxy as `host`, trusting `ca`; returns the output.
+pub fn curl(addr: SocketAddr, host: &str, ca: &Path, args: &[&str], path: &str) -> Output {
+    require("curl", "curl");
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10", "--resolve"])
+        .arg(format!("{host}:{}:127.0.0.1", addr.port()))
+        .arg("--cacert")
+        .arg(ca)
+        .args(args)
+        .arg(format!("https://{host}:{}{path}", addr.port()))
+        .output()
+        .expect("run curl")
+}
+
+/// Runs a Python script with `python3 -c`, arguments after it.
+pub fn python(script: &str, args: &[&str]) -> Output {
+    require("python3", "python3");
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python3")
 }

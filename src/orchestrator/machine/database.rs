@@ -12,8 +12,9 @@
 //! Same rules as the rest of the machine: no I/O, no clock.
 
 use super::{Effect, Event, Machine, Phase};
+use crate::config::DownOnRollback;
 use crate::orchestrator::policy::Ms;
-use crate::store::DeploymentOutcome;
+use crate::store::{DeploymentKind, DeploymentOutcome};
 
 impl Machine {
     /// Enters the database phase if the plan has one, else starts the target.
@@ -37,6 +38,69 @@ impl Machine {
                 let why = format!("aborted by {by} before the switch (during the database phase)");
                 self.finish(now, DeploymentOutcome::Aborted, why, fx);
             }
+            _ => {}
+        }
+    }
+}
+
+/// Traffic going back to the previous release and the database: with
+/// `down_on_rollback`, once traffic is back (and the `on_rollback` hooks ran) the
+/// down-migrations take the database back to its version before the deployment. Never
+/// before traffic is back (the new release needs the new schema while it serves), and
+/// for a watch-window trigger only with `"always"`. A failure cannot undo the traffic
+/// move: it is added to the reason, and a rollback deployment ends `failed`.
+impl Machine {
+    fn wants_database_down(&self) -> bool {
+        match self.plan.database_down {
+            DownOnRollback::Never => false,
+            DownOnRollback::Manual => {
+                self.plan.kind == DeploymentKind::Rollback || self.back_by_person
+            }
+            DownOnRollback::Always => true,
+        }
+    }
+
+    /// Enters the down phase if this rollback wants it; returns whether it did.
+    pub(super) fn database_down_first(&mut self, now: Ms, fx: &mut Vec<Effect>) -> bool {
+        let back = match self.plan.kind {
+            // A deploy switched back (`back_reason` is set), not one that succeeded.
+            DeploymentKind::Deploy => self.back_reason.is_some(),
+            DeploymentKind::Rollback => self.back_reason.is_none(),
+        };
+        if !back || !self.wants_database_down() {
+            return false;
+        }
+        self.enter(now, Phase::DatabaseDown, None, fx);
+        fx.push(Effect::RunDatabaseDown);
+        true
+    }
+
+    /// A deploy's traffic is back on the previous slot (and its hooks ran).
+    pub(super) fn after_switched_back(&mut self, now: Ms, fx: &mut Vec<Effect>) {
+        if !self.database_down_first(now, fx) {
+            self.finish_switched_back(now, fx);
+        }
+    }
+
+    pub(super) fn on_database_down(&mut self, now: Ms, event: Event, fx: &mut Vec<Effect>) {
+        match event {
+            Event::Database { failure } => {
+                if let Some(why) = failure {
+                    fx.push(Effect::Log(format!(
+                        "database down-migrations failed: {why}"
+                    )));
+                    self.down_failure = Some(format!(
+                        "the database was NOT taken back (down-migrations failed: {why}); see `cutover db status`"
+                    ));
+                }
+                match self.plan.kind {
+                    DeploymentKind::Deploy => self.finish_switched_back(now, fx),
+                    DeploymentKind::Rollback => self.complete_success(now, fx),
+                }
+            }
+            Event::Abort { by } | Event::Rollback { by } => fx.push(Effect::Log(format!(
+                "{by} ignored: traffic is already back; the down-migrations are running"
+            ))),
             _ => {}
         }
     }
@@ -102,6 +166,106 @@ mod tests {
         m.step(0, Event::Begin);
         m.step(5, Event::Abort { by: "ops".into() });
         assert_eq!(m.outcome(), Some(DeploymentOutcome::Aborted));
+    }
+
+    /// A deploy of `plan(true)` with `down` driven to its watch.
+    fn watching(down: DownOnRollback) -> Machine {
+        let mut p = plan(true);
+        p.database_down = down;
+        p.hooks.clear();
+        p.run_smoke = false;
+        p.canary.clear();
+        p.mirror = None;
+        p.analysis = None;
+        let mut m = Machine::new(p);
+        m.step(0, Event::Begin);
+        m.step(1, Event::Database { failure: None });
+        m.step(2, Event::Started);
+        for t in 0..m.plan.healthy_threshold {
+            m.step(
+                3 + t as u64,
+                Event::HealthRound {
+                    ok: true,
+                    answered: true,
+                    detail: String::new(),
+                },
+            );
+        }
+        m.step(20, Event::Routed);
+        assert_eq!(m.phase(), Phase::Watch, "{m:?}");
+        m
+    }
+
+    #[test]
+    fn down_migrations_run_after_traffic_is_back_for_a_person_and_for_a_trigger_only_when_always() {
+        let trigger = Event::Exited("exit 1".into());
+        let person = Event::Rollback { by: "ops".into() };
+        for (down, event, runs) in [
+            (DownOnRollback::Never, person.clone(), false),
+            (DownOnRollback::Manual, person.clone(), true),
+            (DownOnRollback::Manual, trigger.clone(), false),
+            (DownOnRollback::Always, trigger.clone(), true),
+            (DownOnRollback::Always, person.clone(), true),
+        ] {
+            let mut m = watching(down);
+            let fx = m.step(30, event.clone());
+            assert_eq!(m.phase(), Phase::SwitchBack, "{down:?} {event:?}");
+            assert!(!fx.contains(&Effect::RunDatabaseDown), "traffic first");
+            let fx = m.step(31, Event::Routed);
+            assert_eq!(
+                fx.contains(&Effect::RunDatabaseDown),
+                runs,
+                "{down:?} {event:?}: {fx:?}"
+            );
+            if !runs {
+                assert_eq!(m.outcome(), Some(DeploymentOutcome::RolledBack));
+                continue;
+            }
+            assert_eq!(m.phase(), Phase::DatabaseDown);
+            assert!(m
+                .step(32, Event::Abort { by: "x".into() })
+                .iter()
+                .all(|e| matches!(e, Effect::Log(_))));
+            let fx = m.step(
+                33,
+                Event::Database {
+                    failure: Some("004_x: boom".into()),
+                },
+            );
+            assert_eq!(m.outcome(), Some(DeploymentOutcome::RolledBack));
+            assert!(fx.iter().any(|e| matches!(e, Effect::Finish { reason, .. } if reason.contains("down-migrations failed: 004_x: boom"))), "{fx:?}");
+        }
+    }
+
+    #[test]
+    fn a_rollback_deployment_runs_the_down_migrations_after_its_switch_with_manual() {
+        let mut p = plan(false);
+        p.kind = DeploymentKind::Rollback;
+        p.target_running = true;
+        p.watch = None;
+        p.run_smoke = false;
+        p.hooks.clear();
+        p.canary.clear();
+        p.mirror = None;
+        p.analysis = None;
+        p.database_down = DownOnRollback::Manual;
+        let mut m = Machine::new(p);
+        m.step(0, Event::Begin);
+        for t in 0..m.plan.healthy_threshold {
+            m.step(
+                1 + t as u64,
+                Event::HealthRound {
+                    ok: true,
+                    answered: true,
+                    detail: String::new(),
+                },
+            );
+        }
+        let fx = m.step(10, Event::Routed);
+        assert_eq!(m.phase(), Phase::DatabaseDown, "{fx:?}");
+        assert!(fx.contains(&Effect::RunDatabaseDown));
+        let fx = m.step(11, Event::Database { failure: None });
+        assert_eq!(m.outcome(), Some(DeploymentOutcome::Succeeded), "{fx:?}");
     }
 
     #[test]

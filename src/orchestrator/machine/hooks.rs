@@ -97,7 +97,7 @@ impl Machine {
             HookPoint::PostSwitch => self.watch_or_succeed(now, fx),
             HookPoint::AfterSuccess => self.complete_success(now, fx),
             HookPoint::OnRollback => match self.back_reason {
-                Some(_) => self.finish_switched_back(now, fx),
+                Some(_) => self.after_switched_back(now, fx),
                 // A rollback deployment's own switch.
                 None => self.watch_or_succeed(now, fx),
             },

@@ -36,6 +36,7 @@ fn plan(hooks: &[HookPoint]) -> Plan {
         mirror: None,
         hooks: hooks.to_vec(),
         database: false,
+        database_down: Default::default(),
     }
 }
 

@@ -149,7 +149,8 @@ impl Machine {
     pub(super) fn succeed(&mut self, now: Ms, fx: &mut Vec<Effect>) {
         let hooks = self.plan.kind == DeploymentKind::Deploy
             && self.hooks_first(now, HookPoint::AfterSuccess, fx);
-        if !hooks {
+        // A rollback deployment's traffic is back: its down-migrations, if configured.
+        if !hooks && !self.database_down_first(now, fx) {
             self.complete_success(now, fx);
         }
     }
@@ -183,7 +184,14 @@ impl Machine {
             },
             DeploymentKind::Rollback => "traffic is back on the previous release".to_string(),
         };
-        self.finish(now, DeploymentOutcome::Succeeded, why, fx);
+        match self.down_failure.take() {
+            // Traffic is back, the database is not: say so, and fail (exit 1).
+            Some(down) => {
+                let why = format!("{why}; {down}");
+                self.finish(now, DeploymentOutcome::Failed, why, fx);
+            }
+            None => self.finish(now, DeploymentOutcome::Succeeded, why, fx),
+        }
     }
 
     pub(super) fn switch_back(
@@ -223,6 +231,10 @@ impl Machine {
             .back_reason
             .take()
             .unwrap_or((DeploymentOutcome::RolledBack, "rolled back".into()));
+        let why = match self.down_failure.take() {
+            Some(down) => format!("{why}; {down}"),
+            None => why,
+        };
         self.finish(now, outcome, why, fx);
     }
 

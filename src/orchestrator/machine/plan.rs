@@ -44,6 +44,11 @@ impl Plan {
             // A rollback returns to a release that already worked with this database;
             // undoing migrations is a separate decision (`cutover db down|restore`).
             database: deploy && cfg.database.is_some(),
+            database_down: cfg
+                .database
+                .as_ref()
+                .map(|d| d.down_on_rollback)
+                .unwrap_or_default(),
         }
     }
 }

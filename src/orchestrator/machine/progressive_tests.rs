@@ -69,6 +69,7 @@ fn plan(steps: Vec<CanaryStep>) -> Plan {
         mirror: None,
         hooks: Vec::new(),
         database: false,
+        database_down: Default::default(),
     }
 }
 

@@ -25,12 +25,12 @@ use tokio::sync::mpsc;
 
 use super::{Input, Runner};
 use crate::checks::{self, CheckResult, ProbeTarget};
-use crate::config::{DbStrategy, MigrationSource, ServiceConfig};
+use crate::config::{DbStrategy, DownOnRollback, MigrationSource, ServiceConfig};
 use crate::database::{backup, command, files, lint, migrate, Database, DatabaseError};
 use crate::domain::{now_ms, Slot};
 use crate::orchestrator::machine::{Event, Machine, Phase};
 use crate::runtime::{Runtime, SlotSpec};
-use crate::store::{CheckRecord, Store};
+use crate::store::{CheckRecord, SlotState, Store};
 
 /// What the task needs, taken from the runner.
 struct Job {
@@ -43,6 +43,9 @@ struct Job {
     target: Slot,
     /// The live slot and its release, when there is one.
     live: Option<(Slot, String)>,
+    /// The previous release kept warm (a standby) in the other slot, when there is
+    /// one: until the new release replaces it, a failover may send traffic back to it.
+    warm: Option<(Slot, String)>,
 }
 
 impl Runner {
@@ -61,6 +64,13 @@ impl Runner {
             let version = self.slots[slot.index()].version.clone()?;
             Some((slot, version))
         });
+        let warm = Some(plan.target)
+            .filter(|t| Some(*t) != plan.from)
+            .and_then(|slot| {
+                let rec = &self.slots[slot.index()];
+                let version = rec.version.clone()?;
+                (rec.state == SlotState::Standby).then_some((slot, version))
+            });
         let job = Job {
             id: self.id,
             db: Database::new(&self.service.name, cfg, &self.state_dir),
@@ -70,6 +80,7 @@ impl Runner {
             version: self.version.clone(),
             target: plan.target,
             live,
+            warm,
         };
         let tx = tx.clone();
         self.database_task = Some(tokio::spawn(async move {
@@ -83,7 +94,7 @@ impl Runner {
 
     /// Stops the database task when the machine has left its phase (an abort).
     pub(super) fn cancel_stale_database(&mut self, machine: &Machine) {
-        if machine.phase() != Phase::Database {
+        if !matches!(machine.phase(), Phase::Database | Phase::DatabaseDown) {
             if let Some(task) = self.database_task.take() {
                 task.abort();
             }
@@ -197,6 +208,35 @@ impl Job {
             return Ok(());
         }
 
+        // What a rollback with `down_on_rollback` takes the database back to.
+        self.ok(
+            VERSION_PHASE,
+            VERSION_BEFORE,
+            pending.version.clone(),
+            Duration::ZERO,
+        );
+        if let (Some(files), false) = (
+            &pending.files,
+            self.db.cfg.down_on_rollback == DownOnRollback::Never,
+        ) {
+            let missing: Vec<String> = files
+                .iter()
+                .filter(|m| m.down.is_none())
+                .map(|m| format!("{}.down.sql", m.label()))
+                .collect();
+            if !missing.is_empty() {
+                let why = format!(
+                    "`down_on_rollback = \"{}\"` needs a down file for every migration, and {} missing (add it, or roll back by hand with `cutover db restore`)",
+                    self.db.cfg.down_on_rollback.as_str(),
+                    match missing.len() {
+                        1 => format!("{} is", missing[0]),
+                        _ => format!("{} are", missing.join(", ")),
+                    }
+                );
+                return Err(self.failed("db:lint", "down files", why, Duration::ZERO));
+            }
+        }
+
         // 1. Backup.
         let t = Instant::now();
         let release = self.live.as_ref().map(|(_, v)| v.as_str()).unwrap_or("-");
@@ -229,12 +269,19 @@ impl Job {
         }
 
         // 2. Lint.
+        let contract = pending
+            .files
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|m| m.contract));
+        let gate = contract_gate(
+            self.live.as_ref(),
+            self.warm.as_ref(),
+            self.db.cfg.prove,
+            contract,
+        );
         if let Some(files) = &pending.files {
             let t = Instant::now();
-            // A contract step may drop what the live release used only if the proof
-            // will run the live release against the result, or none runs.
-            let contract_ok = self.live.is_none() || self.db.cfg.prove;
-            let report = lint::lint(&files.iter().collect::<Vec<_>>(), contract_ok);
+            let report = lint::lint(&files.iter().collect::<Vec<_>>(), gate.is_ok());
             for f in &report.findings {
                 self.record(
                     "db:lint",
@@ -247,7 +294,13 @@ impl Job {
                 );
             }
             match report.reason() {
-                Some(why) => return Err(self.failed("db:lint", "lint", why, t.elapsed())),
+                Some(why) => {
+                    let why = match &gate {
+                        Err(blocked) if contract => format!("{why}; {blocked}"),
+                        _ => why,
+                    };
+                    return Err(self.failed("db:lint", "lint", why, t.elapsed()));
+                }
                 None => self.ok(
                     "db:lint",
                     "lint",
@@ -260,13 +313,17 @@ impl Job {
         // 3. Rehearse on a scratch copy.
         let scratch = self.db.scratch_db();
         let rehearsal = self.rehearse(&dump, &scratch, &pending).await;
-        // 4. Prove the live release works on it.
-        let proof = match (&rehearsal, &self.live) {
-            (Ok(()), Some((slot, version))) if self.db.cfg.prove => {
-                self.prove(*slot, version, &scratch).await
+        // 4. Prove the live release (and, for a contract step, the one kept warm)
+        // works on it.
+        let mut proof = Ok(());
+        if rehearsal.is_ok() && self.db.cfg.prove {
+            for (slot, version, role) in gate.unwrap_or_default() {
+                proof = self.prove(slot, &version, role, &scratch).await;
+                if proof.is_err() {
+                    break;
+                }
             }
-            _ => Ok(()),
-        };
+        }
         let _ = self.db.drop_db(&scratch).await;
         rehearsal?;
         proof?;
@@ -360,7 +417,13 @@ impl Job {
 
     /// Starts the live release against `scratch` and runs its health checks and smoke
     /// tests there.
-    async fn prove(&self, slot: Slot, version: &str, scratch: &str) -> Result<(), String> {
+    async fn prove(
+        &self,
+        slot: Slot,
+        version: &str,
+        role: &str,
+        scratch: &str,
+    ) -> Result<(), String> {
         let t = Instant::now();
         let spec = SlotSpec {
             service: self.service.name.clone(),
@@ -369,7 +432,10 @@ impl Job {
             deployment: Some(self.id),
             env: vec![(self.db.cfg.url_env.clone(), self.db.url_for(scratch))],
         };
-        let name = format!("{version} on the migrated copy");
+        let name = match role {
+            LIVE => format!("{version} on the migrated copy"),
+            _ => format!("{version} ({role}) on the migrated copy"),
+        };
         let instance = self
             .runtime
             .start_extra(&spec)
@@ -402,7 +468,7 @@ impl Job {
                         .collect::<Vec<_>>()
                         .join("; ");
                     let why = format!(
-                        "the live release {version} is not healthy against the migrated schema: {why}"
+                        "the {role} {version} is not healthy against the migrated schema: {why}"
                     );
                     return Err(self.failed("db:prove", &name, why, t.elapsed()));
                 }
@@ -413,7 +479,7 @@ impl Job {
             self.ok(
                 "db:prove",
                 &name,
-                format!("the live release {version} is healthy against the migrated schema (no smoke tests configured)"),
+                format!("the {role} {version} is healthy against the migrated schema (no smoke tests configured)"),
                 t.elapsed(),
             );
             return Ok(());
@@ -428,14 +494,16 @@ impl Job {
                 self.ok(
                     "db:prove",
                     &name,
-                    format!("the live release {version} passed its smoke tests against the migrated schema"),
+                    format!(
+                        "the {role} {version} passed its smoke tests against the migrated schema"
+                    ),
                     t.elapsed(),
                 );
                 Ok(())
             }
             false => {
                 let why = format!(
-                    "the live release {version} fails against the migrated schema: {}",
+                    "the {role} {version} fails against the migrated schema: {}",
                     report
                         .failure
                         .unwrap_or_else(|| "smoke tests failed".into())
@@ -443,5 +511,97 @@ impl Job {
                 Err(self.failed("db:prove", &name, why, t.elapsed()))
             }
         }
+    }
+}
+
+const LIVE: &str = "live release";
+
+/// The record (phase `db:version`, name `before`) holding the migration version before
+/// a deployment: what its rollback takes the database back to with `down_on_rollback`.
+pub(super) const VERSION_PHASE: &str = "db:version";
+pub(super) const VERSION_BEFORE: &str = "before";
+const WARM: &str = "kept-warm release";
+
+/// The releases the proof must run against the migrated copy (slot, version, role), or
+/// why a contract step cannot pass.
+///
+/// The live release is proven whenever `prove` is on. A contract step (it drops what an
+/// older release used) passes only when no release that runs or is kept warm needs the
+/// old schema: so the standby kept warm in the other slot is proven too (until the new
+/// release replaces it, a failover may send traffic to it), and with `prove = false`
+/// a contract step is refused while either runs.
+fn contract_gate(
+    live: Option<&(Slot, String)>,
+    warm: Option<&(Slot, String)>,
+    prove: bool,
+    contract: bool,
+) -> Result<Vec<(Slot, String, &'static str)>, String> {
+    let mut releases: Vec<(Slot, String, &'static str)> = live
+        .map(|(s, v)| (*s, v.clone(), LIVE))
+        .into_iter()
+        .collect();
+    if contract {
+        releases.extend(warm.map(|(s, v)| (*s, v.clone(), WARM)));
+    }
+    if !contract || prove || releases.is_empty() {
+        return Ok(releases);
+    }
+    let who: Vec<String> = releases
+        .iter()
+        .map(|(s, v, role)| format!("the {role} {v} in {s}"))
+        .collect();
+    Err(format!(
+        "a contract step passes only when no release that runs or is kept warm needs the old schema, or each is proven against it (`prove = true`); {} still {}",
+        who.join(" and "),
+        if who.len() == 1 { "runs" } else { "run" }
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contract_step_proves_every_release_that_runs_or_is_kept_warm_or_is_refused() {
+        let live = (Slot::Blue, "v3".to_string());
+        let warm = (Slot::Green, "v2".to_string());
+        let roles = |r: Result<Vec<(Slot, String, &str)>, String>| {
+            r.map(|v| {
+                v.into_iter()
+                    .map(|(_, v, role)| format!("{v} {role}"))
+                    .collect::<Vec<_>>()
+            })
+        };
+        // An additive migration: only the live release is proven.
+        assert_eq!(
+            roles(contract_gate(Some(&live), Some(&warm), true, false)),
+            Ok(vec!["v3 live release".to_string()])
+        );
+        // A contract step: the kept-warm release too.
+        assert_eq!(
+            roles(contract_gate(Some(&live), Some(&warm), true, true)),
+            Ok(vec![
+                "v3 live release".to_string(),
+                "v2 kept-warm release".to_string()
+            ])
+        );
+        // Nothing runs: nothing to prove, the contract step passes.
+        assert_eq!(roles(contract_gate(None, None, false, true)), Ok(vec![]));
+        // Without the proof, any release that runs or is kept warm refuses it.
+        let why = contract_gate(None, Some(&warm), false, true).expect_err("refused");
+        assert!(
+            why.contains("the kept-warm release v2 in green still runs"),
+            "{why}"
+        );
+        let why = contract_gate(Some(&live), Some(&warm), false, true).expect_err("refused");
+        assert!(
+            why.contains("v3 in blue and the kept-warm release v2"),
+            "{why}"
+        );
+        // Without a contract step and without the proof, nothing is proven.
+        assert_eq!(
+            roles(contract_gate(Some(&live), None, false, false)),
+            Ok(vec!["v3 live release".to_string()])
+        );
     }
 }

@@ -111,6 +111,7 @@ impl Runner {
                 Effect::Stop { slot } => self.stop(slot).await,
                 Effect::RunHooks(point) => self.spawn_hooks(machine, point, tx),
                 Effect::RunDatabase => self.spawn_database(machine, tx),
+                Effect::RunDatabaseDown => self.spawn_database_down(machine, tx),
                 Effect::Enter { .. }
                 | Effect::SlotState { .. }
                 | Effect::Log(_)

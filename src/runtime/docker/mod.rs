@@ -11,6 +11,9 @@
 //! - `status` reports Docker's restart count truthfully: the runner turns an increase
 //!   during the watch into a rollback; `health` adds Docker's HEALTHCHECK verdict (and
 //!   restarts since the start) to every health round;
+//! - the database compatibility proof starts the live release once more outside both
+//!   slots (`start_extra`): a container named `cutover-<service>-extra` without a slot
+//!   label, removed when the proof ends;
 //! - a stopped container is kept (its logs stay readable) until the slot is reused;
 //!   images of old releases are removed beyond `keep_releases` (see `cleanup.rs`).
 //!
@@ -36,7 +39,9 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use tokio::sync::Mutex;
 
-use super::{RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus};
+use super::{
+    ExtraInstance, RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus,
+};
 use crate::config::{DockerReach, DockerRuntimeConfig};
 use crate::domain::Slot;
 use engine::{message, not_found, Engine};
@@ -90,6 +95,10 @@ impl DockerRuntime {
         if let Some(ports) = self.cfg.ports {
             return Ok(ports.get(slot));
         }
+        self.free_port(slot)
+    }
+
+    fn free_port(&self, slot: Slot) -> Result<u16, RuntimeError> {
         let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))?;
         Ok(l.local_addr()
@@ -204,10 +213,17 @@ impl DockerRuntime {
             .start_container(&created.id, None)
             .await
             .map_err(|e| format!("cannot start the container from {image}: {}", message(&e)))?;
+        let addr = self.settle(&created.id).await?;
+        Ok((created.id, addr))
+    }
+
+    /// Waits for a started container to settle (not exited, not restarted for
+    /// [`SETTLE`]); returns where it answers.
+    async fn settle(&self, id: &str) -> Result<SocketAddr, String> {
         let started = tokio::time::Instant::now();
         loop {
             let c = self
-                .inspect(&created.id)
+                .inspect(id)
                 .await?
                 .ok_or("the container disappeared right after its start")?;
             match spec::status_of(&c) {
@@ -226,10 +242,61 @@ impl DockerRuntime {
                 SlotStatus::NotRunning => {}
             }
             if started.elapsed() >= SETTLE {
-                let addr = spec::address_of(&self.cfg, &c)?;
-                return Ok((created.id, addr));
+                return spec::address_of(&self.cfg, &c);
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Starts `spec`'s release outside both slots (the database compatibility proof):
+    /// the slot's container spec with `spec.env` added, under its own name
+    /// (`cutover-<service>-extra`) and labels (no slot label, so no slot start, stop or
+    /// adoption ever takes it for a slot's), on its own free loopback port (or its
+    /// address on the configured network), never restarted.
+    async fn launch_extra(&self, spec: &SlotSpec) -> Result<(String, SocketAddr), String> {
+        let docker = self.docker().await?;
+        let image = spec::image_ref(&self.cfg, spec);
+        engine::ensure_image(docker, &image).await?;
+        let name = spec::extra_name(&self.service);
+        // A leftover of a daemon that stopped mid-proof.
+        self.remove_container(docker, &name).await?;
+        let mut from_files = Vec::new();
+        for file in &self.cfg.env_files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| format!("cannot read env file {}: {e}", file.display()))?;
+            from_files.extend(
+                spec::parse_env_file(&text)
+                    .map_err(|e| format!("env file {}: {e}", file.display()))?,
+            );
+        }
+        let env = spec::environment(&self.cfg, spec, from_files);
+        let host_port = match self.cfg.reach {
+            DockerReach::Loopback => self.free_port(spec.slot).map_err(|e| e.to_string())?,
+            DockerReach::Network => 0,
+        };
+        let body = spec::extra_body(spec::create_body(&self.cfg, spec, host_port, env));
+        let options = CreateContainerOptions {
+            name: Some(name),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| format!("cannot create the container from {image}: {}", message(&e)))?;
+        let started = docker.start_container(&created.id, None).await;
+        let settled = match started {
+            Ok(()) => self.settle(&created.id).await,
+            Err(e) => Err(format!(
+                "cannot start the container from {image}: {}",
+                message(&e)
+            )),
+        };
+        match settled {
+            Ok(addr) => Ok((created.id, addr)),
+            Err(e) => {
+                let _ = self.remove_container(docker, &created.id).await;
+                Err(e)
+            }
         }
     }
 
@@ -298,6 +365,33 @@ impl Runtime for DockerRuntime {
             handle: id,
             identity: spec::container_name(&self.service, slot),
         })
+    }
+
+    async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
+        let (id, addr) = self
+            .launch_extra(spec)
+            .await
+            .map_err(|e| self.err(spec.slot, format!("the extra instance: {e}")))?;
+        tracing::info!(service = %self.service, version = %spec.version, container = %short(&id), %addr, "started an extra instance");
+        let docker = self.docker().await.ok().cloned();
+        Ok(ExtraInstance::new(addr, move || {
+            // Removed in the background: `Drop` cannot wait. The next extra instance
+            // removes a leftover of the same name first.
+            let (Some(docker), Ok(rt)) = (docker, tokio::runtime::Handle::try_current()) else {
+                return;
+            };
+            rt.spawn(async move {
+                let options = RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                };
+                if let Err(e) = docker.remove_container(&id, Some(options)).await {
+                    if !not_found(&e) {
+                        tracing::warn!(container = %short(&id), error = %message(&e), "cannot remove the extra instance");
+                    }
+                }
+            });
+        }))
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {

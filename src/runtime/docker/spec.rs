@@ -27,6 +27,31 @@ pub fn container_name(service: &str, slot: Slot) -> String {
     format!("cutover-{service}-{slot}")
 }
 
+/// The name of the container the database proof starts outside both slots.
+pub fn extra_name(service: &str) -> String {
+    format!("cutover-{service}-extra")
+}
+
+/// Label on the extra container (instead of the slot label).
+pub const LABEL_ROLE: &str = "io.cutover.role";
+
+/// A slot's create request turned into the extra instance's: no slot label (slot
+/// starts, stops and adoption look containers up by it), a role label, never
+/// restarted.
+pub fn extra_body(mut body: ContainerCreateBody) -> ContainerCreateBody {
+    if let Some(labels) = body.labels.as_mut() {
+        labels.remove(LABEL_SLOT);
+        labels.insert(LABEL_ROLE.to_string(), "extra".to_string());
+    }
+    if let Some(host) = body.host_config.as_mut() {
+        host.restart_policy = Some(RestartPolicy {
+            name: Some(RestartPolicyNameEnum::NO),
+            maximum_retry_count: None,
+        });
+    }
+    body
+}
+
 /// The image reference for a release (`shop:{version}` → `shop:v2`).
 pub fn image_ref(cfg: &DockerRuntimeConfig, spec: &SlotSpec) -> String {
     substitute(&cfg.image, spec, cfg.port)

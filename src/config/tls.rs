@@ -1,0 +1,302 @@
+//! `[[proxy.tls]]`: TLS termination on a public listener (issue #13).
+//!
+//! One table per TLS listener. Its `listen` must be a service's `listen`: every
+//! service on that address is then served over TLS (and HTTP/2 by ALPN). The
+//! certificate files are read here only far enough to say which file or key is wrong
+//! (readable, a PEM block of the right kind); the proxy parses them at start
+//! (`proxy/tls/load.rs`) and names the file again if the contents are invalid.
+//!
+//! Safe defaults: `handshake_timeout` 10s, TLS 1.2 and 1.3 with rustls' default
+//! cipher suites, HSTS off, unknown server names get the first certificate
+//! (`unknown_sni = "refuse"` fails their handshake instead), prior-knowledge h2c off.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::read::{read, Problems, Read, Sub};
+use super::rules::{addr, duration, positive};
+use super::values::RawDuration;
+
+/// One TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsListenerConfig {
+    pub listen: SocketAddr,
+    /// Certificate chain + key files; the first is the default certificate.
+    pub certificates: Vec<CertificateFiles>,
+    /// Fail handshakes without SNI or for a name no certificate has. Default false
+    /// (they get the first certificate).
+    pub refuse_unknown_sni: bool,
+    /// A plaintext address that answers every request with a 308 to `https://` on
+    /// this listener (except ACME HTTP-01 challenges). Default none.
+    pub redirect_from: Option<SocketAddr>,
+    /// `Strict-Transport-Security` on every response; `None` (the default) sends none.
+    pub hsts: Option<Hsts>,
+    /// Longest time a client may take to complete the handshake. Default 10s.
+    pub handshake_timeout: Duration,
+    /// Offer HTTP/2 by ALPN. Default true.
+    pub http2: bool,
+    /// How often the certificate files are checked for changes. Default 10s.
+    pub reload_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Host names it serves; default the certificate's own DNS names.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hsts {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Hsts {
+    /// The header value.
+    pub fn header(&self) -> String {
+        let mut v = format!("max-age={}", self.max_age.as_secs());
+        if self.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if self.preload {
+            v.push_str("; preload");
+        }
+        v
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: Option<String>,
+    pub certificates: Option<Vec<Sub<RawCertificate>>>,
+    pub unknown_sni: Option<String>,
+    pub redirect_from: Option<String>,
+    pub hsts_max_age: Option<RawDuration>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
+    pub handshake_timeout: Option<RawDuration>,
+    pub http2: Option<bool>,
+    pub reload_interval: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub names: Option<Vec<String>>,
+}
+
+/// Reads every `[[proxy.tls]]` table.
+pub(super) fn tls_listeners(
+    subs: Option<&Vec<Sub<RawTls>>>,
+    base: &Path,
+    p: &mut Problems,
+) -> Option<Vec<TlsListenerConfig>> {
+    let Some(subs) = subs else {
+        return Some(Vec::new());
+    };
+    let mut seen = BTreeSet::new();
+    let all: Vec<Option<TlsListenerConfig>> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let at = format!("proxy.tls[{i}]");
+            let r = read::<RawTls>(sub.value(), &at, p)?;
+            let one = listener(&r, base, p)?;
+            if !seen.insert(one.listen) {
+                p.add(
+                    r.key("listen"),
+                    format!("{} has a TLS table already", one.listen),
+                );
+                return None;
+            }
+            Some(one)
+        })
+        .collect();
+    all.into_iter().collect()
+}
+
+fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListenerConfig> {
+    let listen = r
+        .required(
+            "listen",
+            r.raw.listen.as_deref(),
+            "an address like \"0.0.0.0:443\"",
+            p,
+        )
+        .and_then(|t| addr(p, r.key("listen"), t));
+    let redirect_from = r.optional("redirect_from", r.raw.redirect_from.as_deref(), |t| {
+        addr(p, r.key("redirect_from"), t)
+    });
+    let certificates = certificates(r, base, p);
+    let refuse = r
+        .or("unknown_sni", r.raw.unknown_sni.as_deref(), "default")
+        .and_then(|v| match v {
+            "default" => Some(false),
+            "refuse" => Some(true),
+            other => {
+                p.add(
+                    r.key("unknown_sni"),
+                    format!("expected \"default\" or \"refuse\", got {other:?}"),
+                );
+                None
+            }
+        });
+    let hsts_max_age = duration(r, "hsts_max_age", r.raw.hsts_max_age, Duration::ZERO);
+    let include = r.or(
+        "hsts_include_subdomains",
+        r.raw.hsts_include_subdomains,
+        false,
+    );
+    let preload = r.or("hsts_preload", r.raw.hsts_preload, false);
+    let handshake_timeout = duration(
+        r,
+        "handshake_timeout",
+        r.raw.handshake_timeout,
+        Duration::from_secs(10),
+    )
+    .and_then(|v| positive(p, r.key("handshake_timeout"), v));
+    let reload_interval = duration(
+        r,
+        "reload_interval",
+        r.raw.reload_interval,
+        Duration::from_secs(10),
+    )
+    .and_then(|v| positive(p, r.key("reload_interval"), v));
+    let http2 = r.or("http2", r.raw.http2, true);
+    let (max_age, include, preload) = (hsts_max_age?, include?, preload?);
+    if max_age.is_zero() && (include || preload) {
+        p.add(
+            r.key("hsts_max_age"),
+            "hsts_include_subdomains and hsts_preload need hsts_max_age (e.g. \"365d\")",
+        );
+        return None;
+    }
+    let hsts = (!max_age.is_zero()).then_some(Hsts {
+        max_age,
+        include_subdomains: include,
+        preload,
+    });
+    Some(TlsListenerConfig {
+        listen: listen?,
+        certificates: certificates?,
+        refuse_unknown_sni: refuse?,
+        redirect_from: redirect_from?,
+        hsts,
+        handshake_timeout: handshake_timeout?,
+        http2: http2?,
+        reload_interval: reload_interval?,
+    })
+}
+
+fn certificates(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<Vec<CertificateFiles>> {
+    let subs = r.required(
+        "certificates",
+        r.raw.certificates.as_ref(),
+        "a list of { cert = \"chain.pem\", key = \"key.pem\" }",
+        p,
+    )?;
+    if subs.is_empty() {
+        p.add(r.key("certificates"), "expected at least one certificate");
+        return None;
+    }
+    let all: Vec<Option<CertificateFiles>> = subs
+        .iter()
+        .enumerate()
+        .map(|(i, sub)| {
+            let at = format!("{}.certificates[{i}]", r.at);
+            let c = read::<RawCertificate>(sub.value(), &at, p)?;
+            let cert = pem_file(&c, "cert", c.raw.cert.as_deref(), base, "CERTIFICATE", p);
+            let key = pem_file(&c, "key", c.raw.key.as_deref(), base, "PRIVATE KEY", p);
+            let names = c.or("names", c.raw.names.clone(), Vec::new()).and_then(|names| {
+                for n in &names {
+                    let plain = n.strip_prefix("*.").unwrap_or(n);
+                    let ok = !plain.is_empty()
+                        && plain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+                    if !ok {
+                        p.add(
+                            c.key("names"),
+                            format!("expected host names like \"example.com\" or \"*.example.com\", got {n:?}"),
+                        );
+                        return None;
+                    }
+                }
+                Some(names.iter().map(|n| n.to_ascii_lowercase()).collect())
+            });
+            Some(CertificateFiles {
+                cert: cert?,
+                key: key?,
+                names: names?,
+            })
+        })
+        .collect();
+    all.into_iter().collect()
+}
+
+/// A readable file holding a PEM block whose label ends with `label`.
+fn pem_file(
+    r: &Read<RawCertificate>,
+    field: &str,
+    value: Option<&str>,
+    base: &Path,
+    label: &str,
+    p: &mut Problems,
+) -> Option<PathBuf> {
+    let v = r.required(field, value, "a PEM file path", p)?;
+    let path = base.join(v);
+    match std::fs::read_to_string(&path) {
+        Err(e) => {
+            p.add(r.key(field), format!("cannot read {}: {e}", path.display()));
+            None
+        }
+        Ok(text) => {
+            let found = text
+                .lines()
+                .filter_map(|l| l.trim().strip_prefix("-----BEGIN "))
+                .any(|l| l.trim_end_matches('-').ends_with(label));
+            if found {
+                Some(path)
+            } else {
+                p.add(
+                    r.key(field),
+                    format!("{} holds no PEM \"{label}\" block", path.display()),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// Every TLS listener's `listen` must be a built-in proxy listener; `redirect_from`
+/// must not be one.
+pub(super) fn tls_listen_rule(
+    tls: &[TlsListenerConfig],
+    service_listens: &[SocketAddr],
+    p: &mut Problems,
+) {
+    for (i, t) in tls.iter().enumerate() {
+        if !service_listens.contains(&t.listen) {
+            p.add(
+                format!("proxy.tls[{i}].listen"),
+                format!("{} is no service's `listen` address", t.listen),
+            );
+        }
+        if let Some(r) = t.redirect_from {
+            if service_listens.contains(&r) || tls.iter().any(|o| o.listen == r) {
+                p.add(
+                    format!("proxy.tls[{i}].redirect_from"),
+                    format!("{r} is already a service's listener"),
+                );
+            }
+        }
+    }
+}
