@@ -156,3 +156,40 @@ pub(super) fn api_tls(r: &Read<RawApi>, p: &mut Problems) -> Option<Option<ApiTl
     };
     (p.count() == before).then_some(tls)
 }
+
+impl Config {
+    /// The keys where `tls_insecure_skip_verify = true` is set, for the warning the
+    /// daemon logs at every start.
+    pub fn insecure_tls_places(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, w) in self.notifications.webhooks.iter().enumerate() {
+            if w.tls.insecure_skip_verify {
+                out.push(format!("notifications.webhooks[{i}]"));
+            }
+        }
+        for (name, service) in &self.services {
+            if service
+                .upstream_tls
+                .as_ref()
+                .is_some_and(|t| t.insecure_skip_verify)
+            {
+                out.push(format!("services.{name}.upstream_tls"));
+            }
+            for (i, metric) in service
+                .analysis
+                .iter()
+                .flat_map(|a| a.metrics.iter())
+                .enumerate()
+            {
+                if let MetricProvider::Prometheus { tls, .. }
+                | MetricProvider::Webhook { tls, .. } = &metric.provider
+                {
+                    if tls.insecure_skip_verify {
+                        out.push(format!("services.{name}.analysis.metrics[{i}]"));
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -545,3 +545,15 @@ fn upstream_tls_reads_its_server_name_and_rejects_a_bad_one() {
     );
     assert!(m.contains("expected a DNS name"), "{m}");
 }
+
+#[test]
+fn every_insecure_place_is_listed_for_the_startup_warning() {
+    let c = parse_ok(
+        "[[notifications.webhooks]]\nurl = \"https://hooks.example/x\"\ntls_insecure_skip_verify = true\n\n[services.web.upstream_tls]\ntls_insecure_skip_verify = true\n",
+    );
+    assert_eq!(
+        c.insecure_tls_places(),
+        ["notifications.webhooks[0]", "services.web.upstream_tls"]
+    );
+    assert!(parse_ok("").insecure_tls_places().is_empty());
+}

@@ -102,6 +102,11 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         .values()
         .filter_map(|svc| Some((svc.name.clone(), svc.upstream_tls.clone()?)))
         .collect();
+    for place in config.insecure_tls_places() {
+        tracing::warn!(
+            "{place}: tls_insecure_skip_verify = true, any certificate is accepted (for tests only)"
+        );
+    }
     let router = Arc::new(
         BuiltinRouter::new(routes.clone(), stats.clone())
             .with_sticky(sticky)
