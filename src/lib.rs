@@ -16,6 +16,7 @@
 //! - [`analysis`]: metric analysis for canary steps and the watch.
 //! - [`notify`]: webhook notifications of deployment events.
 //! - [`store`]: SQLite persistence: slots, deployments, phases, checks, events.
+//! - [`tls`]: the one outbound TLS client setup (roots, `ca_file`, clear handshake errors).
 //! - [`api`]: the daemon's HTTP API and Prometheus `/metrics`, plus the CLI's client.
 //! - [`cli`]: command-line parsing and commands (`serve`, `deploy`, `status`, ...).
 //! - [`demo`]: the demo HTTP app and the scripted demo.
@@ -38,3 +39,4 @@ pub mod proxy;
 pub mod router;
 pub mod runtime;
 pub mod store;
+pub mod tls;

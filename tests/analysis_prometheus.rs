@@ -63,6 +63,7 @@ fn metric(address: &str, max: Option<f64>, increase: Option<f64>) -> MetricConfi
         provider: MetricProvider::Prometheus {
             address: address.into(),
             query: ERROR_SHARE.into(),
+            tls: Default::default(),
         },
         pass: Range { min: None, max },
         inconclusive: None,
@@ -134,6 +135,7 @@ async fn a_prometheus_metric_passes_and_fails_against_its_thresholds() {
     nothing.provider = MetricProvider::Prometheus {
         address: prom.address.clone(),
         query: r#"cutover_requests_total{service="nope"}"#.into(),
+        tls: Default::default(),
     };
     let m = measure(&nothing, &ctx(Slot::Green)).await;
     assert_eq!(m.verdict, Verdict::Error, "{m:?}");

@@ -41,6 +41,7 @@ fn webhook(url: String, json_value: Option<&str>) -> MetricProvider {
         headers: Default::default(),
         body: Some(r#"{"version": "{version}"}"#.into()),
         json_value: json_value.map(String::from),
+        tls: Default::default(),
     }
 }
 

@@ -7,7 +7,6 @@ mod support;
 
 use std::path::Path;
 
-use serde_json::Value;
 use support::{run_bare, run_cli, CliOutput};
 
 /// The `{"error": {"code", "message"}}` a `--json` command prints on failure.
@@ -73,9 +72,12 @@ migrations = "migrations"
 "#,
     )
     .expect("write config");
+    // Every db command but `lint --all` goes through the daemon: none runs here, so
+    // a JSON error naming it, exit 1.
     let out = run_cli(&cfg, &["db", "backups", "web", "--json"]).await;
-    assert_eq!(out.code, 0, "{out}");
-    assert_eq!(out.json(), Value::Array(vec![]), "{out}");
+    assert_eq!(out.code, 1, "{out}");
+    assert_eq!(json_error(&out).0, "unreachable", "{out}");
+    // `lint --all` reads only the files: no daemon, no database.
     let out = run_cli(&cfg, &["db", "lint", "web", "--all", "--json"]).await;
     assert_eq!(out.code, 0, "{out}");
     assert_eq!(out.json()["passed"], true, "{out}");

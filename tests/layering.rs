@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 /// Lowest first; modules on one level may import each other.
 const LAYERS: &[&[&str]] = &[
-    &["domain"],
+    &["domain", "tls"],
     &["config", "store"],
     &["proxy", "checks"],
     &["runtime", "router", "analysis", "database"],

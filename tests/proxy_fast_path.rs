@@ -41,6 +41,7 @@ async fn proxy_to(backend: SocketAddr, fast_path: bool) -> TestProxy {
         slot: Slot::Blue,
         endpoint: backend.into(),
         stats: stats.clone(),
+        tls: None,
     };
     routes.set(
         SERVICE,

@@ -1,9 +1,10 @@
-//! One request to an `http://` URL (Prometheus, webhook gates, notification webhooks).
+//! One request to an `http://` or `https://` URL (Prometheus, webhook gates,
+//! notification webhooks).
 //!
 //! Built on the probe client (`checks::http`): a fresh connection per request and one
-//! timeout over everything, from the DNS lookup to the last body byte, so a receiver
-//! that hangs costs at most the timeout. Plain HTTP only: there is no TLS client in
-//! Cutover (the config refuses `https://`).
+//! timeout over everything, from the DNS lookup to the last body byte (the TLS
+//! handshake included), so a receiver that hangs costs at most the timeout. `https://`
+//! trusts what the call's [`ClientTls`] says (the system store by default).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
-use crate::checks::http::{send, HttpError, ProbeRequest, Response};
+use crate::checks::http::{send_over, HttpError, ProbeRequest, ProbeTls, Response};
+use crate::tls::{ClientTls, TlsClient};
 
 /// Sends `method url` with `headers` and `body`; the error is one line for people.
 pub(crate) async fn request(
@@ -19,17 +21,25 @@ pub(crate) async fn request(
     url: &str,
     headers: &BTreeMap<String, String>,
     body: Option<Bytes>,
+    tls: &ClientTls,
     timeout: Duration,
 ) -> Result<Response, String> {
     let uri: Uri = url
         .parse()
         .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("only http:// URLs are supported, got {url:?}"));
-    }
+    let secure = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("expected an http:// or https:// URL, got {url:?}")),
+    };
     let host = uri.host().ok_or_else(|| format!("no host in {url:?}"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let client = if secure {
+        Some(TlsClient::for_settings(tls).map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let method = Method::from_bytes(method.as_bytes())
         .map_err(|e| format!("invalid method {method:?}: {e}"))?;
     let path = uri
@@ -69,10 +79,14 @@ pub(crate) async fn request(
         headers: map,
         body,
     };
-    send(addr, req, left).await.map_err(|e| match e {
-        HttpError::Refused => format!("connection to {addr} refused"),
-        other => format!("{other} ({addr})"),
-    })
+    let probe_tls = client.as_ref().map(|client| ProbeTls { client, host });
+    send_over(addr, probe_tls, req, left)
+        .await
+        .map_err(|e| match e {
+            HttpError::Refused => format!("connection to {addr} refused"),
+            HttpError::Tls(why) => why,
+            other => format!("{other} ({addr})"),
+        })
 }
 
 /// Percent-encodes a query parameter value (everything but RFC 3986 unreserved).
@@ -110,6 +124,7 @@ mod tests {
             &format!("http://{addr}/x"),
             &BTreeMap::new(),
             None,
+            &ClientTls::default(),
             Duration::from_secs(2),
         )
         .await

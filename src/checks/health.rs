@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::process::Command;
 
-use super::http::{self, ProbeRequest, Response};
+use super::http::{ProbeRequest, Response};
 use super::{human_duration, json_path, CheckResult, ProbeTarget};
 use crate::config::{HealthCheck, HttpProbe, JsonCondition, Probe};
 use crate::domain::endpoint::Endpoint;
@@ -54,12 +54,9 @@ pub fn substitute_placeholders(arg: &str, target: &ProbeTarget) -> String {
 }
 
 async fn http_probe(probe: &HttpProbe, target: &ProbeTarget, timeout: Duration) -> (bool, String) {
-    match http::send(
-        target.endpoint.clone(),
-        ProbeRequest::get(probe.path.clone()),
-        timeout,
-    )
-    .await
+    match target
+        .send(ProbeRequest::get(probe.path.clone()), timeout)
+        .await
     {
         Ok(resp) => {
             let expect = Expectations {
@@ -238,6 +235,7 @@ mod tests {
             service: "web".to_string(),
             slot: Slot::Green,
             version: "v2".to_string(),
+            tls: None,
         }
     }
 

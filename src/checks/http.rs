@@ -5,6 +5,9 @@
 //! longer accepts), and nothing outlives the probe. The timeout covers everything, from
 //! connect to the last body byte, so a server that accepts and never answers, or that
 //! trickles its body, still fails within it.
+//!
+//! With [`ProbeTls`] the connection is TLS (`crate::tls`): an `https://` URL, or a slot
+//! that serves TLS. The handshake counts against the same timeout.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -17,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use super::human_duration;
 use crate::domain::endpoint::Endpoint;
+use crate::tls::TlsClient;
 
 /// Largest response body a probe reads; more is an error (a probe is not a download).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -57,6 +61,9 @@ pub enum HttpError {
     Timeout(Duration),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// The TLS handshake failed; the text says why and what to set (`tls::explain`).
+    #[error("{0}")]
+    Tls(String),
     #[error("{0}")]
     Protocol(#[source] hyper::Error),
     #[error("reading the body failed: {0}")]
@@ -93,9 +100,27 @@ pub async fn send(
     req: ProbeRequest,
     timeout: Duration,
 ) -> Result<Response, HttpError> {
+    send_over(to, None, req, timeout).await
+}
+
+/// TLS for one request: the client, and the host the certificate must name (the URL's
+/// host, or the slot's; `ClientTls::server_name` overrides it).
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeTls<'a> {
+    pub client: &'a TlsClient,
+    pub host: &'a str,
+}
+
+/// [`send`], over TLS when `tls` is given.
+pub async fn send_over(
+    to: impl Into<Endpoint>,
+    tls: Option<ProbeTls<'_>>,
+    req: ProbeRequest,
+    timeout: Duration,
+) -> Result<Response, HttpError> {
     let started = Instant::now();
     let to = to.into();
-    match tokio::time::timeout(timeout, exchange(&to, req)).await {
+    match tokio::time::timeout(timeout, exchange(&to, tls, req)).await {
         Ok(Ok((status, headers, body))) => Ok(Response {
             status,
             headers,
@@ -119,6 +144,7 @@ impl Drop for AbortOnDrop {
 
 async fn exchange(
     to: &Endpoint,
+    tls: Option<ProbeTls<'_>>,
     req: ProbeRequest,
 ) -> Result<(StatusCode, HeaderMap, Bytes), HttpError> {
     let request = build(to, req)?;
@@ -126,6 +152,26 @@ async fn exchange(
         io::ErrorKind::ConnectionRefused => HttpError::Refused,
         _ => HttpError::Connect(e),
     })?;
+    match tls {
+        None => exchange_on(stream, request).await,
+        Some(tls) => {
+            let stream = tls
+                .client
+                .connect(tls.host, stream)
+                .await
+                .map_err(|e| HttpError::Tls(e.to_string()))?;
+            exchange_on(stream, request).await
+        }
+    }
+}
+
+async fn exchange_on<S>(
+    stream: S,
+    request: Request<Full<Bytes>>,
+) -> Result<(StatusCode, HeaderMap, Bytes), HttpError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(HttpError::Protocol)?;

@@ -50,6 +50,9 @@ pub struct ProbeTarget {
     pub service: String,
     pub slot: Slot,
     pub version: String,
+    /// `Some` when the slot serves TLS (`[services.<name>.upstream_tls]`): HTTP probes
+    /// and smoke steps then speak HTTPS with this trust.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 impl ProbeTarget {
@@ -61,7 +64,34 @@ impl ProbeTarget {
             service: service.to_string(),
             slot: rec.slot,
             version: rec.version.clone().unwrap_or_default(),
+            tls: None,
         })
+    }
+
+    /// The same slot, reached over TLS with `tls` when it is `Some`.
+    pub fn with_tls(mut self, tls: Option<crate::tls::ClientTls>) -> ProbeTarget {
+        self.tls = tls;
+        self
+    }
+
+    /// One HTTP request to the slot (over TLS when the service says so), within
+    /// `timeout`.
+    pub async fn send(
+        &self,
+        req: http::ProbeRequest,
+        timeout: Duration,
+    ) -> Result<http::Response, http::HttpError> {
+        let Some(settings) = &self.tls else {
+            return http::send(self.endpoint.clone(), req, timeout).await;
+        };
+        let client = crate::tls::TlsClient::for_settings(settings)
+            .map_err(|e| http::HttpError::Tls(e.to_string()))?;
+        let host = self.endpoint.host_text();
+        let tls = http::ProbeTls {
+            client: &client,
+            host: &host,
+        };
+        http::send_over(self.endpoint.clone(), Some(tls), req, timeout).await
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use super::health::{judge, Expectations};
-use super::http::{self, ProbeRequest};
+use super::http::ProbeRequest;
 use super::{human_duration, json_path, CheckResult, ProbeTarget, SmokeReport};
 use crate::config::{SmokeConfig, SmokeStep};
 
@@ -88,9 +88,7 @@ async fn run_step(
     vars: &mut BTreeMap<String, String>,
 ) -> Result<String, String> {
     let req = build_request(step, vars)?;
-    let resp = http::send(target.endpoint.clone(), req, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let resp = target.send(req, timeout).await.map_err(|e| e.to_string())?;
     let expect = Expectations {
         status: step.expect_status,
         body_contains: step.expect_body_contains.as_deref(),
@@ -234,6 +232,7 @@ mod tests {
             service: "web".to_string(),
             slot: Slot::Blue,
             version: "v1".to_string(),
+            tls: None,
         }
     }
 

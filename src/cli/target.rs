@@ -39,7 +39,23 @@ pub fn resolve(cli: &Cli) -> Result<Target, ExitCode> {
             _ => None,
         };
         let token = token.or_else(|| config.as_ref().and_then(crate::daemon::client_token));
-        let client = ApiClient::from_url(url, token).map_err(|e| fail(2, "usage", e))?;
+        let mut client = ApiClient::from_url(url, token).map_err(|e| fail(2, "usage", e))?;
+        // An https:// daemon: trusted by CUTOVER_API_CA_FILE, else the config's
+        // `[api] tls_ca_file`, else the system store.
+        if client.base().starts_with("https://") {
+            let ca_file = std::env::var_os("CUTOVER_API_CA_FILE")
+                .filter(|v| !v.is_empty())
+                .map(std::path::PathBuf::from)
+                .or_else(|| {
+                    config
+                        .as_ref()
+                        .and_then(|c| c.api.tls.as_ref()?.ca_file.clone())
+                });
+            client = client.with_tls(&crate::tls::ClientTls {
+                ca_file,
+                ..Default::default()
+            });
+        }
         return Ok(Target {
             client: client.traced(trace),
             config,
@@ -58,9 +74,22 @@ pub fn resolve(cli: &Cli) -> Result<Target, ExitCode> {
     let cfg = load_config(&cli.config)?;
     let token = token.or_else(|| crate::daemon::client_token(&cfg));
     Ok(Target {
-        client: ApiClient::new(cfg.api.listen, token).traced(trace),
+        client: client_for_config(&cfg, token).traced(trace),
         config: Some(cfg),
     })
+}
+
+/// The client for the daemon a config file describes: its `[api] listen`, over HTTPS
+/// trusting `tls_ca_file` (else the system store) when the API serves TLS.
+pub fn client_for_config(cfg: &Config, token: Option<String>) -> ApiClient {
+    let client = ApiClient::new(cfg.api.listen, token);
+    match &cfg.api.tls {
+        Some(tls) => client.with_tls(&crate::tls::ClientTls {
+            ca_file: tls.ca_file.clone(),
+            ..Default::default()
+        }),
+        None => client,
+    }
 }
 
 /// CI systems' variables naming the person who started the run, in the order they are

@@ -4,6 +4,7 @@
 //! Parsed by `strategy.rs` (strategy, mirror), `analysis.rs` (analysis) and
 //! `notify.rs` (notifications) next to this file.
 
+use crate::tls::ClientTls;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -162,7 +163,12 @@ pub enum MetricProvider {
     },
     /// An instant query against a Prometheus server's HTTP API; the first sample's value.
     /// `{service}`, `{slot}`, `{stable_slot}` and `{version}` are substituted in the query.
-    Prometheus { address: String, query: String },
+    Prometheus {
+        address: String,
+        query: String,
+        /// Trust for an `https://` address.
+        tls: ClientTls,
+    },
     /// An argv (same placeholders); exit 0 passes, and with `numeric` its stdout is
     /// parsed as the value instead.
     Command { argv: Vec<String>, numeric: bool },
@@ -174,6 +180,8 @@ pub enum MetricProvider {
         headers: BTreeMap<String, String>,
         body: Option<String>,
         json_value: Option<String>,
+        /// Trust for an `https://` URL.
+        tls: ClientTls,
     },
 }
 
@@ -207,6 +215,8 @@ pub struct WebhookConfig {
     pub attempts: u32,
     /// Time one attempt may take. Default 5s.
     pub timeout: Duration,
+    /// Trust for an `https://` URL (`ca_file`, `tls_insecure_skip_verify`).
+    pub tls: ClientTls,
 }
 
 impl WebhookConfig {

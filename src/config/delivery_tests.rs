@@ -1,6 +1,7 @@
 //! Tests of the progressive-delivery sections: `strategy`, `mirror`, `analysis`,
 //! `notifications` (`strategy.rs`, `analysis.rs`, `notify.rs`).
 
+use std::path::Path;
 use std::time::Duration;
 
 use super::*;
@@ -311,7 +312,8 @@ command = ["./check.sh", "{version}"]
         a.metrics[1].provider,
         MetricProvider::Prometheus {
             address: "http://127.0.0.1:9090".into(),
-            query: "q{slot=\"{slot}\"}".into()
+            query: "q{slot=\"{slot}\"}".into(),
+            tls: Default::default(),
         }
     );
     assert_eq!(
@@ -376,7 +378,7 @@ builtin = { signal = "latency" }
 max = 1
 [[services.web.analysis.metrics]]
 name = "a"
-prometheus = { address = "https://prom.example", query = "up" }
+prometheus = { address = "ftp://prom.example", query = "up" }
 max = 1
 [[services.web.analysis.metrics]]
 name = "c"
@@ -395,7 +397,7 @@ command = ["./c.sh", "{port}"]
         ],
         "{found:?}"
     );
-    assert!(found[3].1.contains("https is not supported"), "{found:?}");
+    assert!(found[3].1.contains("expected a URL like"), "{found:?}");
 }
 
 #[test]
@@ -495,4 +497,63 @@ fn the_annotated_example_shows_a_canary_with_analysis_mirror_and_notifications()
     assert_eq!(names, ["error-rate", "p95"]);
     assert_eq!(cfg.notifications.webhooks.len(), 2);
     assert_eq!(cfg.notifications.webhooks[1].format, WebhookFormat::Slack);
+}
+
+#[test]
+fn https_urls_take_a_ca_file_resolved_against_the_config_directory() {
+    let text = format!(
+        "{MINIMAL}\n[[notifications.webhooks]]\nurl = \"https://hooks.example/x\"\nca_file = \"certs/ca.pem\"\n\n[services.web.analysis]\n[[services.web.analysis.metrics]]\nname = \"p\"\nprometheus = {{ address = \"https://prom.internal:9090\", query = \"up\", tls_insecure_skip_verify = true }}\nmax = 1\n"
+    );
+    let c = parse_with_env(&text, Some(Path::new("/etc/cutover/cutover.toml")), &no_env).unwrap();
+    let hook = &c.notifications.webhooks[0];
+    assert_eq!(
+        hook.tls.ca_file.as_deref(),
+        Some(Path::new("/etc/cutover/certs/ca.pem"))
+    );
+    assert!(!hook.tls.insecure_skip_verify);
+    let metric = &c.services["web"].analysis.as_ref().unwrap().metrics[0];
+    match &metric.provider {
+        MetricProvider::Prometheus { tls, .. } => {
+            assert!(tls.insecure_skip_verify);
+            assert_eq!(tls.ca_file, None);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_ca_file_together_with_insecure_skip_verify_is_refused() {
+    let m = only_problem(
+        "[[notifications.webhooks]]\nurl = \"https://hooks.example/x\"\nca_file = \"ca.pem\"\ntls_insecure_skip_verify = true\n",
+        "notifications.webhooks[0].tls_insecure_skip_verify",
+    );
+    assert!(m.contains("set one or the other"), "{m}");
+}
+
+#[test]
+fn upstream_tls_reads_its_server_name_and_rejects_a_bad_one() {
+    let c = parse_ok(
+        "[services.web.upstream_tls]\nca_file = \"/srv/ca.pem\"\nserver_name = \"web.internal\"\n",
+    );
+    let tls = c.services["web"].upstream_tls.clone().unwrap();
+    assert_eq!(tls.server_name.as_deref(), Some("web.internal"));
+    assert_eq!(tls.ca_file.as_deref(), Some(Path::new("/srv/ca.pem")));
+    assert_eq!(parse_ok("").services["web"].upstream_tls, None);
+    let m = only_problem(
+        "[services.web.upstream_tls]\nserver_name = \"not a name\"\n",
+        "services.web.upstream_tls.server_name",
+    );
+    assert!(m.contains("expected a DNS name"), "{m}");
+}
+
+#[test]
+fn every_insecure_place_is_listed_for_the_startup_warning() {
+    let c = parse_ok(
+        "[[notifications.webhooks]]\nurl = \"https://hooks.example/x\"\ntls_insecure_skip_verify = true\n\n[services.web.upstream_tls]\ntls_insecure_skip_verify = true\n",
+    );
+    assert_eq!(
+        c.insecure_tls_places(),
+        ["notifications.webhooks[0]", "services.web.upstream_tls"]
+    );
+    assert!(parse_ok("").insecure_tls_places().is_empty());
 }

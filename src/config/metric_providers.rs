@@ -2,6 +2,7 @@
 //! `command` argv) and their placeholder rules; the URL and header rules they share
 //! with `notify.rs` are in `rules.rs`.
 
+use super::client_tls::client_tls;
 use super::delivery::{BuiltinSignal, MetricProvider};
 use super::raw::{RawBuiltin, RawPrometheus, RawWebhookMetric};
 use super::read::{read, Problems, Sub};
@@ -68,9 +69,16 @@ pub(super) fn prometheus(
             }
             known_placeholders(p, [(r.key("query"), q.as_str())]).map(|_| q)
         });
+    let tls = client_tls(
+        &r,
+        r.raw.ca_file.as_deref(),
+        r.raw.tls_insecure_skip_verify,
+        p,
+    );
     Some(MetricProvider::Prometheus {
         address: address?,
         query: query?,
+        tls: tls?,
     })
 }
 
@@ -118,12 +126,19 @@ pub(super) fn webhook(
         }
         Some(j)
     });
+    let tls = client_tls(
+        &r,
+        r.raw.ca_file.as_deref(),
+        r.raw.tls_insecure_skip_verify,
+        p,
+    );
     Some(MetricProvider::Webhook {
         url: url?,
         method: method?,
         headers: headers?.unwrap_or_default(),
         body: body?,
         json_value: json_value?,
+        tls: tls?,
     })
 }
 

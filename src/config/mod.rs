@@ -29,6 +29,7 @@
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
 mod analysis;
+mod client_tls;
 mod database;
 mod database_types;
 mod delivery;

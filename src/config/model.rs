@@ -59,6 +59,20 @@ pub struct ApiConfig {
     pub token_env: String,
     /// Who may call the API at all (`edge.rs`).
     pub edge: ApiEdge,
+    /// `Some` when the API serves HTTPS (`tls_cert_file` + `tls_key_file`).
+    pub tls: Option<ApiTls>,
+}
+
+/// `[api] tls_cert_file`, `tls_key_file` (the daemon serves HTTPS) and `tls_ca_file`
+/// (what the CLI trusts for it; default the system store).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiTls {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// PEM CA file the CLI trusts the API's certificate by.
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,6 +138,9 @@ pub struct ServiceConfig {
     pub shield: super::shield::ShieldConfig,
     /// The data plane's burst trigger; `None` = off (the default).
     pub burst: Option<super::shield::BurstConfig>,
+    /// `Some` when the slots serve TLS (`[services.<name>.upstream_tls]`): the proxy,
+    /// health checks and smoke tests then speak HTTPS to them with this trust.
+    pub upstream_tls: Option<crate::tls::ClientTls>,
 }
 
 impl ServiceConfig {
@@ -291,6 +308,7 @@ impl Default for ApiConfig {
             token: None,
             token_env: "CUTOVER_TOKEN".to_string(),
             edge: ApiEdge::default(),
+            tls: None,
         }
     }
 }

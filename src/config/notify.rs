@@ -3,6 +3,7 @@
 //! The event names are checked here, against the list the notifier sends, so a typo
 //! (`rollback` for `rolled_back`) is a config error instead of a silent webhook.
 
+use super::client_tls::client_tls;
 use super::delivery::{NotificationsConfig, WebhookConfig, WebhookFormat};
 use super::raw::{RawNotifications, RawWebhook};
 use super::read::{read, read_opt, Problems, Sub};
@@ -76,7 +77,14 @@ fn webhook(at: &str, sub: &Sub<RawWebhook>, p: &mut Problems) -> Option<WebhookC
         .map(|v| v as u32);
     let timeout = duration(&r, "timeout", r.raw.timeout, WebhookConfig::DEFAULT_TIMEOUT)
         .and_then(|d| positive(p, r.key("timeout"), d));
+    let tls = client_tls(
+        &r,
+        r.raw.ca_file.as_deref(),
+        r.raw.tls_insecure_skip_verify,
+        p,
+    );
     Some(WebhookConfig {
+        tls: tls?,
         url: url?,
         format: format?,
         events: events?.unwrap_or_default(),

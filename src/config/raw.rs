@@ -60,6 +60,10 @@ pub struct RawApi {
     /// Read in `edge.rs`.
     pub read_requires_token: Option<bool>,
     pub allowed_hosts: Option<Vec<String>>,
+    /// Read in `client_tls.rs`.
+    pub tls_cert_file: Option<String>,
+    pub tls_key_file: Option<String>,
+    pub tls_ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -114,6 +118,8 @@ pub struct RawService {
     /// `[services.<name>.shield]` and `[services.<name>.burst]`, read in `shield.rs`.
     pub shield: Option<Sub<super::shield::RawShield>>,
     pub burst: Option<Sub<super::shield::RawBurst>>,
+    /// `[services.<name>.upstream_tls]`: the slots serve TLS; read in `client_tls.rs`.
+    pub upstream_tls: Option<Sub<RawUpstreamTls>>,
 }
 
 /// `[services.<name>.runtime]` with `kind = "process"`; the other kinds have their own
@@ -305,11 +311,24 @@ pub struct RawBuiltin {
     pub min_requests: Option<i64>,
 }
 
+/// `[services.<name>.upstream_tls]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    pub ca_file: Option<String>,
+    pub server_name: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheus {
     pub address: Option<String>,
     pub query: Option<String>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +339,10 @@ pub struct RawWebhookMetric {
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
     pub json_value: Option<String>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,6 +361,10 @@ pub struct RawWebhook {
     pub headers: Option<BTreeMap<String, String>>,
     pub attempts: Option<i64>,
     pub timeout: Option<RawDuration>,
+    /// PEM CA file trusted for an `https://` URL instead of the system store.
+    pub ca_file: Option<String>,
+    /// Accept any certificate (tests only; logged as a warning).
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 /// `[[services.<name>.hooks]]` as written.

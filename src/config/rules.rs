@@ -261,7 +261,8 @@ pub(super) fn headers(
     (p.count() == before).then_some(h)
 }
 
-/// An `http://` URL with a host. `https://` is refused: Cutover has no TLS client.
+/// An `http://` or `https://` URL with a host (`https://` trusts what the place's
+/// `ca_file`/`tls_insecure_skip_verify` say; see `client_tls`).
 pub(super) fn http_url<'a>(p: &mut Problems, key: String, url: &'a str) -> Option<&'a str> {
     // Placeholders are substituted before sending; judge the URL's shape without them.
     let mut shape = url.to_string();
@@ -270,12 +271,8 @@ pub(super) fn http_url<'a>(p: &mut Problems, key: String, url: &'a str) -> Optio
     }
     let parsed = shape.parse::<http::Uri>();
     match parsed {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => Some(url),
-        Ok(uri) if uri.scheme_str() == Some("https") => {
-            p.add(key, format!(
-                "https is not supported yet (Cutover has no TLS client), got {url:?}; use an http:// URL, e.g. a local relay"
-            ));
-            None
+        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+            Some(url)
         }
         _ => {
             p.add(

@@ -78,6 +78,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
     let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
     let supervise = supervise::supervise(&at, r.raw.supervise.as_ref(), p);
+    let upstream_tls = super::client_tls::upstream_tls(&at, r.raw.upstream_tls.as_ref(), p);
     let analysis = analysis::analysis(&at, r.raw.analysis.as_ref(), p);
     let has_analysis = r.raw.analysis.is_some() || r.rejected("analysis");
     let strategy = strategy::strategy(&at, r.raw.strategy.as_ref(), has_analysis, p);
@@ -130,6 +131,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
             analysis: analysis?,
             hooks: hooks?,
             supervise: supervise?,
+            upstream_tls: upstream_tls?,
             database: database?,
             environment: environment?,
             shield: shield?,

@@ -137,6 +137,7 @@ fn a_minimal_config_gets_every_documented_default() {
             token: None,
             token_env: "CUTOVER_TOKEN".into(),
             edge: Default::default(),
+            tls: None,
         },
         proxy: ProxyConfig {
             preview_header: "x-cutover-preview".into(),
@@ -199,6 +200,7 @@ fn a_minimal_config_gets_every_documented_default() {
                 },
                 shield: Default::default(),
                 burst: None,
+                upstream_tls: None,
             },
         )]),
     };

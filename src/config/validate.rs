@@ -93,15 +93,19 @@ pub(super) fn validate(
             Some(services),
             Some(notifications),
             Some(retention),
-        ) => Ok(Config {
-            path: path.map(Path::to_path_buf),
-            daemon,
-            api,
-            proxy,
-            services,
-            notifications,
-            retention,
-        }),
+        ) => {
+            let mut config = Config {
+                path: path.map(Path::to_path_buf),
+                daemon,
+                api,
+                proxy,
+                services,
+                notifications,
+                retention,
+            };
+            super::client_tls::resolve_paths(&mut config, base);
+            Ok(config)
+        }
         // Every `None` above reported a problem, so this cannot happen; say so loudly
         // rather than panic if a rule ever forgets to.
         _ => Err(vec![Problem {
@@ -160,12 +164,14 @@ fn api(r: &Read<RawApi>, env: EnvLookup<'_>, p: &mut Problems) -> Option<ApiConf
     });
     let (listen, token, token_env) = (listen?, token?, token_env?);
     let token = token.or_else(|| env(&token_env).filter(|v| !v.is_empty()));
-    let edge = super::edge::api_edge(r, Some(listen), token.as_deref(), p)?;
+    let edge = super::edge::api_edge(r, Some(listen), token.as_deref(), p);
+    let tls = super::client_tls::api_tls(r, p);
     Some(ApiConfig {
         listen,
         token,
         token_env,
-        edge,
+        edge: edge?,
+        tls: tls?,
     })
 }
 

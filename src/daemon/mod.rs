@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -28,6 +29,7 @@ use crate::router::routers_from_config;
 use crate::runtime::runtimes_from_config;
 use crate::store::Store;
 
+mod api_tls;
 mod housekeeping;
 mod state_lock;
 pub mod upgrade;
@@ -97,7 +99,21 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
             (svc.name.clone(), on)
         })
         .collect();
-    let router = Arc::new(BuiltinRouter::new(routes.clone(), stats.clone()).with_sticky(sticky));
+    let upstream_tls = config
+        .services
+        .values()
+        .filter_map(|svc| Some((svc.name.clone(), svc.upstream_tls.clone()?)))
+        .collect();
+    for place in config.insecure_tls_places() {
+        tracing::warn!(
+            "{place}: tls_insecure_skip_verify = true, any certificate is accepted (for tests only)"
+        );
+    }
+    let router = Arc::new(
+        BuiltinRouter::new(routes.clone(), stats.clone())
+            .with_sticky(sticky)
+            .with_upstream_tls(upstream_tls),
+    );
     let runtimes = runtimes_from_config(&config, &state_dir)?;
     let routers = routers_from_config(&config, router)?;
     let mut settings = ProxySettings::from_config(&config.proxy);
@@ -304,17 +320,31 @@ impl ControlPlane {
             guard: self.api_guard.clone(),
             tls: self.tls.clone(),
         };
-        let api = tokio::spawn(async move {
-            let mut rx = api_stop_rx;
-            axum::serve(
-                api_listener,
-                api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|stop| *stop).await;
-            })
-            .await
-        });
+        let app = api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let mut rx = api_stop_rx;
+        let stopped = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        let api = match &self.config.api.tls {
+            None => tokio::spawn(async move {
+                axum::serve(api_listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+            Some(tls) => {
+                let config =
+                    crate::tls::server_config(&tls.cert_file, &tls.key_file, &[b"http/1.1"])
+                        .context("[api] tls_cert_file/tls_key_file")?;
+                // `tap_io` only for axum's `ConnectInfo<SocketAddr>`, which it provides
+                // for tapped listeners.
+                let listener = api_tls::TlsListener::new(api_listener, config)?.tap_io(|_| {});
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        };
         Ok(Running {
             api_stop,
             api,

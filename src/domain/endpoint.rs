@@ -53,6 +53,15 @@ impl Endpoint {
         }
     }
 
+    /// The host part alone: the IP's text or the name (what a TLS client checks the
+    /// certificate against unless told another name).
+    pub fn host_text(&self) -> String {
+        match self {
+            Endpoint::Addr(a) => a.ip().to_string(),
+            Endpoint::Host { host, .. } => host.to_string(),
+        }
+    }
+
     /// The socket address, when the endpoint is one (no lookup).
     pub fn as_addr(&self) -> Option<SocketAddr> {
         match self {

@@ -33,6 +33,7 @@ pub(super) async fn deliver(hook: &WebhookConfig, event: &NotifyEvent, backoff: 
             &hook.url,
             &hook.headers,
             Some(body.clone()),
+            &hook.tls,
             hook.timeout,
         )
         .await;

@@ -31,6 +31,7 @@ fn hook(url: String, format: WebhookFormat, events: &[&str]) -> WebhookConfig {
         headers: [("x-token".to_string(), "s3cret".to_string())].into(),
         attempts: 5,
         timeout: Duration::from_secs(2),
+        tls: Default::default(),
     }
 }
 

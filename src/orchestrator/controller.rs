@@ -453,6 +453,7 @@ impl Controller {
             service: service.into(),
             slot,
             version: srec.version.clone().unwrap_or_default(),
+            tls: cfg.upstream_tls.clone(),
         };
         let health = checks::health_round(&cfg.health, &target).await;
         let smoke = checks::smoke(&cfg.smoke, &target).await;

@@ -147,6 +147,7 @@ impl Controller {
                 match ProbeTarget::of_slot(&rec.name, &rec.slots[live.index()]) {
                     None => (false, true, "no address".into()),
                     Some(target) => {
+                        let target = target.with_tls(w.cfg.upstream_tls.clone());
                         let results = checks::health_round(&w.cfg.health, &target).await;
                         let healthy = results.iter().all(|r| r.ok);
                         (healthy, false, checks::summarize(&results))
@@ -202,6 +203,7 @@ impl Controller {
         let Some(target) = ProbeTarget::of_slot(&rec.name, s) else {
             return false;
         };
+        let target = target.with_tls(w.cfg.upstream_tls.clone());
         if !checks::health_round(&w.cfg.health, &target)
             .await
             .iter()

@@ -101,7 +101,9 @@ impl Proxy {
             Err(msg) => return local(StatusCode::SERVICE_UNAVAILABLE, msg),
         };
         let (slot, endpoint) = (chosen.slot, chosen.endpoint.clone());
-        let Some(uri) = self.upstream_uri(&endpoint, req.uri(), req.method() == Method::CONNECT)
+        let tls = chosen.tls.is_some();
+        let Some(uri) =
+            self.upstream_uri(&endpoint, req.uri(), req.method() == Method::CONNECT, tls)
         else {
             return local(StatusCode::BAD_REQUEST, "bad request target\n");
         };
@@ -153,7 +155,11 @@ impl Proxy {
         // The upstream's clock: `upstream_timeout` past the end of what the client
         // sent, never running while the client keeps the body waiting.
         let (sent, slot, recorder) = match chosen.guard.clone() {
-            Some(guard) if !upgrade && mirrored.is_none() && guard.retries() => {
+            // A TLS upstream is never guarded: both slots of the service serve TLS, and
+            // the shield's retry speaks plain HTTP/1.1 through the pooled client.
+            Some(guard)
+                if !upgrade && mirrored.is_none() && chosen.tls.is_none() && guard.retries() =>
+            {
                 let first = (slot, recorder, received);
                 match self.send_shielded(guard, parts, body, first).await {
                     Ok((sent, slot, recorder)) => {
@@ -164,10 +170,24 @@ impl Proxy {
             }
             _ => {
                 let upstream_req = Request::from_parts(parts, body);
+                let pool = match &chosen.tls {
+                    None => None,
+                    Some(settings) => match self.tls_pools.get(settings, &self.connector) {
+                        Ok(pool) => Some(pool),
+                        Err(e) => {
+                            tracing::warn!(%slot, "TLS upstream: {e}");
+                            recorder.finish(Outcome::UpstreamFailed);
+                            let resp =
+                                local(StatusCode::BAD_GATEWAY, "upstream TLS misconfigured\n");
+                            return with_slot(resp, slot);
+                        }
+                    },
+                };
                 let send = async {
-                    match &affine {
-                        Some(a) => a.0.send(&endpoint, upstream_req).await,
-                        None => self.client.request(upstream_req).await.map_err(Into::into),
+                    match (&pool, &affine) {
+                        (Some(pool), _) => pool.request(upstream_req).await.map_err(Into::into),
+                        (None, Some(a)) => a.0.send(&endpoint, upstream_req).await,
+                        (None, None) => self.client.request(upstream_req).await.map_err(Into::into),
                     }
                 };
                 let sent = upstream_wait(
@@ -348,12 +368,13 @@ impl Proxy {
         endpoint: &Endpoint,
         original: &Uri,
         connect: bool,
+        tls: bool,
     ) -> Option<Uri> {
         if connect {
             return Some(original.clone());
         }
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
+        parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
         parts.authority = Some(self.authority(endpoint));
         parts.path_and_query = Some(
             original
@@ -397,6 +418,8 @@ pub(super) struct Chosen {
     pub(super) mirror: Option<std::sync::Arc<Mirror>>,
     /// The deployment's guard, when this normal request goes to its new slot.
     pub(super) guard: Option<std::sync::Arc<super::shield::Guard>>,
+    /// The slot serves TLS (general path only).
+    pub(super) tls: Option<std::sync::Arc<crate::tls::ClientTls>>,
 }
 
 impl Chosen {
@@ -408,6 +431,7 @@ impl Chosen {
             set_cookie: None,
             mirror: None,
             guard: None,
+            tls: up.tls.clone(),
         }
     }
 }

@@ -68,6 +68,7 @@ pub mod split;
 pub mod stats;
 pub mod table;
 pub mod tls;
+mod tls_upstream;
 mod upgrade;
 pub mod upstream;
 pub mod workers;
@@ -337,6 +338,10 @@ pub struct Proxy {
     /// `host:port` authorities of upstreams seen so far, so building an upstream URI
     /// does not format and allocate one per request. Tiny (a few slots), scanned.
     authorities: ArcSwap<Vec<(Endpoint, Authority)>>,
+    /// The connector the pools are built from (timeouts), for TLS upstreams' pools.
+    connector: HttpConnector,
+    /// Pools for upstreams that serve TLS (`tls_upstream.rs`).
+    tls_pools: tls_upstream::TlsPools,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -363,13 +368,15 @@ impl Proxy {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(mirror::MAX_IN_FLIGHT)
-            .build(connector);
+            .build(connector.clone());
         Arc::new(Proxy {
             routes,
             settings,
             client,
             mirror_client,
             authorities: ArcSwap::default(),
+            connector,
+            tls_pools: Default::default(),
         })
     }
 

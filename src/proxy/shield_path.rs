@@ -95,7 +95,7 @@ impl Proxy {
         drop(sent);
         let previous = &guard.previous;
         tracing::debug!(from = %slot, to = %previous.slot, kind = kind.as_str(), "shield: retrying on the previous release");
-        let Some(uri) = self.upstream_uri(&previous.endpoint, &original, false) else {
+        let Some(uri) = self.upstream_uri(&previous.endpoint, &original, false, false) else {
             return Err(local(StatusCode::BAD_REQUEST, "bad request target\n"));
         };
         let recorder = Recorder::start(&previous.stats, received);

@@ -154,6 +154,7 @@ mod tests {
             slot,
             endpoint: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
             stats: Arc::new(SlotStats::default()),
+            tls: None,
         }
     }
 

@@ -202,11 +202,13 @@ mod tests {
             slot: Slot::Blue,
             endpoint: "127.0.0.1:1".parse().unwrap(),
             stats: stats.clone(),
+            tls: None,
         };
         let green = Upstream {
             slot: Slot::Green,
             endpoint: "127.0.0.1:2".parse().unwrap(),
             stats,
+            tls: None,
         };
         let held = routes.load();
         let old = routes.set(
@@ -240,6 +242,7 @@ mod tests {
             slot,
             endpoint: std::net::SocketAddr::from(([127, 0, 0, 1], port)).into(),
             stats: Arc::new(SlotStats::default()),
+            tls: None,
         };
         let preview = ServiceRoute {
             live: None,

@@ -22,4 +22,6 @@ pub struct Upstream {
     pub slot: Slot,
     pub endpoint: Endpoint,
     pub stats: Arc<SlotStats>,
+    /// `Some` when the slot serves TLS: requests take the general path over TLS.
+    pub tls: Option<Arc<crate::tls::ClientTls>>,
 }

@@ -25,6 +25,7 @@ use crate::proxy::shield::Guard;
 use crate::proxy::split::Split;
 use crate::proxy::table::{Routes, ServiceRoute, StatsRegistry};
 use crate::proxy::upstream::Upstream;
+use crate::tls::ClientTls;
 
 pub struct BuiltinRouter {
     routes: Arc<Routes>,
@@ -34,6 +35,9 @@ pub struct BuiltinRouter {
     /// The latest mirror of each service, kept after it stops so its report stays
     /// readable until the next one begins.
     mirrors: Mutex<HashMap<String, Arc<Mirror>>>,
+    /// Services whose slots serve TLS, with the trust to reach them
+    /// (`[services.<name>.upstream_tls]`); set once at start.
+    upstream_tls: HashMap<String, Arc<ClientTls>>,
 }
 
 impl BuiltinRouter {
@@ -44,7 +48,14 @@ impl BuiltinRouter {
             stats,
             sticky: Mutex::default(),
             mirrors: Mutex::default(),
+            upstream_tls: HashMap::new(),
         }
+    }
+
+    /// The services whose slots serve TLS, and how each is trusted.
+    pub fn with_upstream_tls(mut self, tls: HashMap<String, ClientTls>) -> Self {
+        self.upstream_tls = tls.into_iter().map(|(k, v)| (k, Arc::new(v))).collect();
+        self
     }
 
     /// Sets stickiness per service (services not listed stay sticky).
@@ -86,6 +97,7 @@ impl BuiltinRouter {
             slot: t.slot,
             endpoint: t.endpoint,
             stats,
+            tls: self.upstream_tls.get(service).cloned(),
         })
     }
 }

@@ -177,6 +177,7 @@ impl Builder {
             daemon: None,
             starts: 0,
             _permit: permit,
+            api_tls: None,
         }
     }
 }
@@ -190,6 +191,8 @@ pub struct Harness {
     daemon: Option<Child>,
     starts: u32,
     _permit: OwnedSemaphorePermit,
+    /// Set when the test makes the API serve HTTPS: how its clients trust it.
+    pub api_tls: Option<cutover::tls::ClientTls>,
 }
 
 /// The binary under test.
@@ -335,12 +338,16 @@ impl Harness {
 
     /// An API client with the config's token.
     pub fn client(&self) -> ApiClient {
-        ApiClient::new(self.api, Some(TOKEN.to_string()))
+        self.client_with_token(Some(TOKEN))
     }
 
     /// An API client with the given token (or none).
     pub fn client_with_token(&self, token: Option<&str>) -> ApiClient {
-        ApiClient::new(self.api, token.map(str::to_string))
+        let client = ApiClient::new(self.api, token.map(str::to_string));
+        match &self.api_tls {
+            Some(tls) => client.with_tls(tls),
+            None => client,
+        }
     }
 
     /// `GET /api/v1/services/web`.

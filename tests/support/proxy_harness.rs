@@ -44,6 +44,7 @@ pub fn upstream(slot: Slot, addr: impl Into<Endpoint>) -> Upstream {
         slot,
         endpoint: addr.into(),
         stats: Arc::new(SlotStats::default()),
+        tls: None,
     }
 }
 

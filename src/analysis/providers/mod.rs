@@ -20,9 +20,11 @@ pub(super) async fn measure(metric: &MetricConfig, ctx: &MeasureContext) -> Meas
             signal,
             min_requests,
         } => builtin::measure(metric, *signal, *min_requests, ctx),
-        MetricProvider::Prometheus { address, query } => {
-            prometheus::measure(metric, address, query, ctx).await
-        }
+        MetricProvider::Prometheus {
+            address,
+            query,
+            tls,
+        } => prometheus::measure(metric, address, query, tls, ctx).await,
         MetricProvider::Command { argv, numeric } => {
             command::measure(metric, argv, *numeric, ctx).await
         }
@@ -32,6 +34,7 @@ pub(super) async fn measure(metric: &MetricConfig, ctx: &MeasureContext) -> Meas
             headers,
             body,
             json_value,
+            tls,
         } => {
             let req = webhook::Gate {
                 url,
@@ -39,6 +42,7 @@ pub(super) async fn measure(metric: &MetricConfig, ctx: &MeasureContext) -> Meas
                 headers,
                 body: body.as_deref(),
                 json_value: json_value.as_deref(),
+                tls,
             };
             webhook::measure(metric, req, ctx).await
         }

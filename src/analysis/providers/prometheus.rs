@@ -6,6 +6,7 @@
 //! that would pass anything. With `max_increase_over_stable` the query runs twice, with
 //! `{slot}` set to the new slot and then to the stable one.
 
+use crate::tls::ClientTls;
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -20,9 +21,10 @@ pub(super) async fn measure(
     metric: &MetricConfig,
     address: &str,
     query: &str,
+    tls: &ClientTls,
     ctx: &MeasureContext,
 ) -> Measurement {
-    let value = match instant_query(address, &substitute(query, ctx, ctx.canary), ctx).await {
+    let value = match instant_query(address, &substitute(query, ctx, ctx.canary), tls, ctx).await {
         Ok(v) => v,
         Err(e) => return error(metric, e),
     };
@@ -30,7 +32,7 @@ pub(super) async fn measure(
         (None, _) => Baseline::NotCompared,
         (Some(_), None) => Baseline::Missing("no stable slot"),
         (Some(_), Some(stable)) => {
-            match instant_query(address, &substitute(query, ctx, stable), ctx).await {
+            match instant_query(address, &substitute(query, ctx, stable), tls, ctx).await {
                 Ok(v) => Baseline::Value(v),
                 Err(e) => return error(metric, format!("stable slot ({}): {e}", stable.as_str())),
             }
@@ -40,13 +42,18 @@ pub(super) async fn measure(
 }
 
 /// Runs `query` and returns its value, or one line saying why there is none.
-async fn instant_query(address: &str, query: &str, ctx: &MeasureContext) -> Result<f64, String> {
+async fn instant_query(
+    address: &str,
+    query: &str,
+    tls: &ClientTls,
+    ctx: &MeasureContext,
+) -> Result<f64, String> {
     let url = format!(
         "{}/api/v1/query?query={}",
         address.trim_end_matches('/'),
         encode_query_value(query)
     );
-    let resp = request("GET", &url, &BTreeMap::new(), None, call_timeout(ctx))
+    let resp = request("GET", &url, &BTreeMap::new(), None, tls, call_timeout(ctx))
         .await
         .map_err(|e| format!("Prometheus at {address}: {e}"))?;
     let body: Value = serde_json::from_slice(&resp.body).map_err(|_| {

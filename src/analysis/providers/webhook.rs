@@ -22,6 +22,7 @@ pub(super) struct Gate<'a> {
     pub headers: &'a BTreeMap<String, String>,
     pub body: Option<&'a str>,
     pub json_value: Option<&'a str>,
+    pub tls: &'a crate::tls::ClientTls,
 }
 
 pub(super) async fn measure(
@@ -33,7 +34,16 @@ pub(super) async fn measure(
     let body = gate
         .body
         .map(|b| Bytes::from(substitute(b, ctx, ctx.canary)));
-    let resp = match request(gate.method, &url, gate.headers, body, call_timeout(ctx)).await {
+    let resp = match request(
+        gate.method,
+        &url,
+        gate.headers,
+        body,
+        gate.tls,
+        call_timeout(ctx),
+    )
+    .await
+    {
         Ok(r) => r,
         Err(e) => return error(metric, format!("{} {url}: {e}", gate.method)),
     };

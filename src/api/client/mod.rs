@@ -2,6 +2,10 @@
 //! config's API address, or `--api`/`CUTOVER_API_URL`), with the bearer token, and the
 //! event feed (`follow.rs` follows one deployment through it; `sse.rs` reads the
 //! stream).
+//!
+//! Over HTTPS when the API serves it (an `https://` base URL, [`ApiClient::with_tls`],
+//! `transport.rs`): the trust comes from `crate::tls`, as for every other call
+//! Cutover makes.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +20,9 @@ use serde_json::Value;
 mod follow;
 pub mod lines;
 pub mod sse;
+mod transport;
+
+use transport::Transport;
 
 pub use follow::{follow, follow_quietly};
 
@@ -32,6 +39,9 @@ pub enum ClientError {
     },
     #[error("unexpected response from the daemon: {0}")]
     Protocol(String),
+    /// The client's TLS setup is wrong (an unreadable `tls_ca_file`).
+    #[error("cannot set up HTTPS to the daemon: {0}")]
+    Tls(String),
 }
 
 impl ClientError {
@@ -46,6 +56,7 @@ impl ClientError {
             ClientError::Unreachable { .. } => "unreachable",
             ClientError::Api { code, .. } => code,
             ClientError::Protocol(_) => "protocol",
+            ClientError::Tls(_) => "tls",
         }
     }
 }
@@ -55,7 +66,7 @@ pub struct ApiClient {
     /// `http://host:port` (and any path prefix), without a trailing `/`.
     base: String,
     token: Option<String>,
-    http: Client<HttpConnector, Full<Bytes>>,
+    http: Transport,
     /// Print each call and its answer to stderr (`-v`).
     trace: bool,
 }
@@ -70,13 +81,18 @@ impl ApiClient {
         let base = url.trim().trim_end_matches('/');
         let uri: hyper::Uri = base
             .parse()
-            .map_err(|e| format!("`{url}` is not a URL ({e}); expected http://HOST:PORT"))?;
+            .map_err(|e| format!("`{url}` is not a URL ({e}); expected http(s)://HOST:PORT"))?;
         match (uri.scheme_str(), uri.authority()) {
             (Some("http"), Some(_)) if uri.query().is_none() => {
                 Ok(Self::with_base(base.to_string(), token))
             }
+            // HTTPS with the system's roots; `with_tls` gives another trust.
+            (Some("https"), Some(_)) if uri.query().is_none() => {
+                Ok(Self::with_base(base.to_string(), token)
+                    .with_tls(&crate::tls::ClientTls::default()))
+            }
             _ => Err(format!(
-                "`{url}` is not a daemon address; expected http://HOST:PORT"
+                "`{url}` is not a daemon address; expected http://HOST:PORT or https://HOST:PORT"
             )),
         }
     }
@@ -84,7 +100,7 @@ impl ApiClient {
     fn with_base(base: String, token: Option<String>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_secs(3)));
-        let http = Client::builder(TokioExecutor::new()).build(connector);
+        let http = Transport::Plain(Client::builder(TokioExecutor::new()).build(connector));
         Self {
             base,
             token,
@@ -112,6 +128,16 @@ impl ApiClient {
     pub async fn lines(&self, path: &str) -> Result<lines::LineStream, ClientError> {
         let resp = self.open(path, "application/x-ndjson", None).await?;
         Ok(lines::LineStream::new(resp))
+    }
+
+    /// The same client speaking HTTPS, trusting what `tls` says (its `server_name`, if
+    /// set, is the name the certificate must carry; else the address's IP).
+    pub fn with_tls(mut self, tls: &crate::tls::ClientTls) -> Self {
+        self.http = Transport::tls(tls);
+        if let Some(rest) = self.base.strip_prefix("http://") {
+            self.base = format!("https://{rest}");
+        }
+        self
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
@@ -159,10 +185,10 @@ impl ApiClient {
         let req = req
             .body(Full::new(Bytes::new()))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.http.request(req)?)
             .await
             .map_err(|_| self.unreachable("timed out".into()))?
-            .map_err(|e| self.unreachable(format!("{e:#}")))?;
+            .map_err(|e| self.unreachable(self.http.explain(&e)))?;
         let status = resp.status().as_u16();
         self.note(&format!("← {status} GET {path} (streamed)"));
         if status >= 400 {
@@ -209,10 +235,10 @@ impl ApiClient {
         let req = req
             .body(Full::new(body))
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(req))
+        let resp = tokio::time::timeout(Duration::from_secs(120), self.http.request(req)?)
             .await
             .map_err(|_| self.unreachable("timed out".into()))?
-            .map_err(|e| self.unreachable(format!("{e:#}")))?;
+            .map_err(|e| self.unreachable(self.http.explain(&e)))?;
         let status = resp.status().as_u16();
         self.note(&format!(
             "← {status} {method} {path} in {} ms",

@@ -447,6 +447,7 @@ impl Job {
             service: self.service.name.clone(),
             slot,
             version: version.to_string(),
+            tls: self.service.upstream_tls.clone(),
         };
         // Healthy first (as a new slot would have to be), within the health deadline.
         let deadline = Instant::now() + self.service.health.deadline;

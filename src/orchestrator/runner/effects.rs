@@ -105,6 +105,7 @@ impl Runner {
 
     pub(super) fn probe_target(&self, slot: Slot) -> Option<ProbeTarget> {
         ProbeTarget::of_slot(&self.service.name, &self.slots[slot.index()])
+            .map(|t| t.with_tls(self.service.upstream_tls.clone()))
     }
 
     pub(super) fn spawn_start(&mut self, slot: Slot, tx: &mpsc::Sender<Input>) {

@@ -349,7 +349,7 @@ impl<S: ClientIo> Conn<S> {
         // A request to a guarded new slot (a deployment's shield and burst trigger)
         // takes the general path, which retries and records it (`shield_path`).
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
-            Ok(c) if c.mirror.is_none() && c.guard.is_none() => c,
+            Ok(c) if c.mirror.is_none() && c.guard.is_none() && c.tls.is_none() => c,
             _ => return Step::General,
         };
         if self.out.capacity() == 0 {
