@@ -68,8 +68,14 @@ async fn with_failover_traffic_moves_to_the_healthy_warm_standby() {
     let blue = slot_pid(&status, Slot::Blue).expect("blue is the warm standby");
 
     kill(Pid::from_raw(green as i32), Signal::SIGKILL).unwrap();
+    // Clients see v1 at once: the shield retries a refused connection on the warm
+    // standby while it runs. The failover itself follows the next health round.
     h.wait_serving("v1").await;
-    let status = h.status().await;
+    let status = wait_until(30, "the failover to blue", || async {
+        let s = h.status().await;
+        (s.live == Some(Slot::Blue)).then_some(s)
+    })
+    .await;
     assert_eq!(status.live, Some(Slot::Blue), "{status:?}");
     assert_eq!(
         slot_pid(&status, Slot::Blue),
