@@ -78,7 +78,7 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
 fn wrap(fragment: &str) -> Result<String, String> {
     let frag: toml::Value = toml::from_str(fragment).map_err(|e| format!("not TOML: {e}"))?;
     let mut base: toml::Value =
-        toml::from_str("[api]\ntoken = \"a-token-for-the-docs-test\"\n").unwrap();
+        toml::from_str("[api]\ntoken = \"a-token-for-the-docs-test-of-40-characters\"\n").unwrap();
     let names: Vec<String> = frag
         .get("services")
         .and_then(|s| s.as_table())
