@@ -52,6 +52,7 @@ mod shield;
 mod smoke;
 mod strategy;
 mod supervise;
+mod acme;
 mod tls;
 mod validate;
 mod values;
@@ -67,6 +68,7 @@ pub use model::*;
 pub use read::Problem;
 pub use retention::RetentionConfig;
 pub use shield::{BurstConfig, ShieldConfig};
+pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;

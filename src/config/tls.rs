@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::acme::{acme, AcmeConfig, RawAcme};
 use super::read::{read, Problems, Read, Sub};
 use super::rules::{addr, duration, positive};
 use super::values::RawDuration;
@@ -41,6 +42,8 @@ pub struct TlsListenerConfig {
     pub http2: bool,
     /// How often the certificate files are checked for changes. Default 10s.
     pub reload_interval: Duration,
+    /// Certificates obtained by ACME for some names (see `config/acme.rs`).
+    pub acme: Option<AcmeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,7 @@ pub struct RawTls {
     pub handshake_timeout: Option<RawDuration>,
     pub http2: Option<bool>,
     pub reload_interval: Option<RawDuration>,
+    pub acme: Option<Sub<RawAcme>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +177,14 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
     )
     .and_then(|v| positive(p, r.key("reload_interval"), v));
     let http2 = r.or("http2", r.raw.http2, true);
+    let has_redirect = matches!(redirect_from, Some(Some(_)));
+    let acme = acme(
+        r.raw.acme.as_ref(),
+        &r.key("acme"),
+        has_redirect,
+        base,
+        p,
+    );
     let (max_age, include, preload) = (hsts_max_age?, include?, preload?);
     if max_age.is_zero() && (include || preload) {
         p.add(
@@ -195,6 +207,7 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
         handshake_timeout: handshake_timeout?,
         http2: http2?,
         reload_interval: reload_interval?,
+        acme: acme?,
     })
 }
 
