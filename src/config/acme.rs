@@ -167,7 +167,8 @@ fn domains(r: &Read<RawAcme>, list: Vec<String>, p: &mut Problems) -> Option<Vec
     for d in &list {
         let ok = !d.is_empty()
             && !d.starts_with('.')
-            && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
+            && d.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b));
         if !ok {
             p.add(
                 r.key("domains"),

@@ -28,6 +28,7 @@
 //! - `values.rs`: durations, fractions, addresses, placeholders, TOML → JSON.
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
+mod acme;
 mod analysis;
 mod client_tls;
 mod database;
@@ -52,7 +53,6 @@ mod shield;
 mod smoke;
 mod strategy;
 mod supervise;
-mod acme;
 mod tls;
 mod validate;
 mod values;
@@ -63,12 +63,12 @@ mod delivery_tests;
 #[cfg(test)]
 mod tests;
 
+pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;
 pub use retention::RetentionConfig;
 pub use shield::{BurstConfig, ShieldConfig};
-pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
 
 use std::fmt;

@@ -178,13 +178,7 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
     .and_then(|v| positive(p, r.key("reload_interval"), v));
     let http2 = r.or("http2", r.raw.http2, true);
     let has_redirect = matches!(redirect_from, Some(Some(_)));
-    let acme = acme(
-        r.raw.acme.as_ref(),
-        &r.key("acme"),
-        has_redirect,
-        base,
-        p,
-    );
+    let acme = acme(r.raw.acme.as_ref(), &r.key("acme"), has_redirect, base, p);
     let (max_age, include, preload) = (hsts_max_age?, include?, preload?);
     if max_age.is_zero() && (include || preload) {
         p.add(

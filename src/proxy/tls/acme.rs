@@ -181,7 +181,9 @@ impl AcmeTask {
             .ok()
             .and_then(|c| super::der::read(c).ok())
             .map(|f| f.not_after)
-            .ok_or_else(|| AcmeError::Other("issued certificate has no readable notAfter".into()))?;
+            .ok_or_else(|| {
+                AcmeError::Other("issued certificate has no readable notAfter".into())
+            })?;
         for d in &self.config.domains {
             self.store
                 .set_dynamic(d, ck.clone())
@@ -238,9 +240,9 @@ impl AcmeTask {
                     )))
                 }
             }
-            let mut ch = a.challenge(kind.clone()).ok_or_else(|| {
-                AcmeError::Other(format!("the CA offers no {kind:?} challenge"))
-            })?;
+            let mut ch = a
+                .challenge(kind.clone())
+                .ok_or_else(|| AcmeError::Other(format!("the CA offers no {kind:?} challenge")))?;
             let host = ch.identifier().to_string();
             let key_auth = ch.key_authorization();
             match self.config.challenge {
@@ -282,10 +284,11 @@ impl AcmeTask {
             None => Account::builder(),
         };
         if let Ok(text) = std::fs::read_to_string(&path) {
-            let creds: AccountCredentials = serde_json::from_str(&text).map_err(|e| AcmeError::File {
-                path: path.clone(),
-                problem: format!("not an ACME account: {e}"),
-            })?;
+            let creds: AccountCredentials =
+                serde_json::from_str(&text).map_err(|e| AcmeError::File {
+                    path: path.clone(),
+                    problem: format!("not an ACME account: {e}"),
+                })?;
             return Ok(builder()?.from_credentials(creds).await?);
         }
         let contact = self.config.contact.as_ref().map(|c| format!("mailto:{c}"));
@@ -320,7 +323,10 @@ pub fn renew_at(issued: i64, not_after: i64, renew_before: Option<Duration>) -> 
 /// The self-signed certificate answering a TLS-ALPN-01 challenge (RFC 8737 §3):
 /// the name as its only SAN and the key authorization's SHA-256 in the critical
 /// `acmeIdentifier` extension.
-fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, AcmeError> {
+fn alpn_certificate(
+    host: &str,
+    digest: &[u8],
+) -> Result<Arc<rustls::sign::CertifiedKey>, AcmeError> {
     let err = |e: rcgen::Error| AcmeError::Other(format!("TLS-ALPN-01 certificate: {e}"));
     let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).map_err(err)?;
     params
@@ -328,8 +334,16 @@ fn alpn_certificate(host: &str, digest: &[u8]) -> Result<Arc<rustls::sign::Certi
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
     let key = rcgen::KeyPair::generate().map_err(err)?;
     let cert = params.self_signed(&key).map_err(err)?;
-    certified_key_from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
-        .map_err(|e| AcmeError::Other(e.to_string()))
+    // Built directly, not with `certified_key_from_pem`: its key check parses the
+    // certificate with webpki, which (rightly, for real certificates) refuses the
+    // unknown critical `acmeIdentifier` extension.
+    let der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let signer = rustls::crypto::ring::sign::any_supported_type(&der)
+        .map_err(|e| AcmeError::Other(format!("TLS-ALPN-01 key: {e}")))?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signer,
+    )))
 }
 
 #[cfg(unix)]
@@ -378,6 +392,19 @@ mod tests {
         let day = 86_400;
         assert_eq!(renew_at(0, 90 * day, None), 60 * day);
         assert_eq!(renew_at(0, 6 * day, None), 4 * day);
-        assert_eq!(renew_at(0, 90 * day, Some(Duration::from_secs(day as u64))), 89 * day);
+        assert_eq!(
+            renew_at(0, 90 * day, Some(Duration::from_secs(day as u64))),
+            89 * day
+        );
+    }
+}
+
+#[cfg(test)]
+mod alpn_tests {
+    #[test]
+    fn the_tls_alpn01_certificate_is_usable_and_names_the_host() {
+        let ck = super::alpn_certificate("localhost", &[7u8; 32]).unwrap();
+        let facts = super::super::der::read(ck.end_entity_cert().unwrap()).unwrap();
+        assert_eq!(facts.dns_names, vec!["localhost".to_string()]);
     }
 }
