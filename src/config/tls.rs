@@ -383,4 +383,56 @@ command = ["./web", "--port", "{port}"]
             "max-age=31536000; includeSubDomains"
         );
     }
+
+    #[test]
+    fn acme_defaults_to_lets_encrypt_http01_and_names_every_mistake() {
+        use crate::config::{AcmeChallenge, LETS_ENCRYPT};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_files(dir.path());
+        let table = format!(
+            "\n[[proxy.tls]]\nlisten = \"127.0.0.1:8443\"\nredirect_from = \"127.0.0.1:8080\"\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n"
+        );
+        let ok = format!("{SERVICE}{table}acme = {{ domains = [\"App.example.com\"] }}\n");
+        let c = parse(&ok, None).unwrap();
+        let a = c.proxy.edge.tls[0].acme.as_ref().unwrap();
+        assert_eq!(a.domains, vec!["app.example.com".to_string()]);
+        assert_eq!(a.directory, LETS_ENCRYPT);
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert_eq!(
+            (a.contact.as_ref(), a.ca_file.as_ref(), a.renew_before),
+            (None, None, None)
+        );
+
+        let bad = format!(
+            "{SERVICE}{table}acme = {{ domains = [\"*.example.com\"], directory = \"http://ca\", contact = \"nobody\", \
+             challenge = \"dns-01\", ca_file = \"{key}\", renew_before = \"0s\" }}\n"
+        );
+        let keys = keys_of(&bad);
+        for k in [
+            "domains",
+            "directory",
+            "contact",
+            "challenge",
+            "ca_file",
+            "renew_before",
+        ] {
+            let k = format!("proxy.tls[0].acme.{k}");
+            assert!(keys.contains(&k), "{k} not in {keys:?}");
+        }
+        let missing = format!("{SERVICE}{table}acme = {{ contact = \"a@b.c\" }}\n");
+        assert!(keys_of(&missing).contains(&"proxy.tls[0].acme.domains".to_string()));
+        let no_redirect = ok.replace("redirect_from = \"127.0.0.1:8080\"\n", "");
+        assert!(keys_of(&no_redirect).contains(&"proxy.tls[0].acme.challenge".to_string()));
+        let alpn = no_redirect.replace(
+            "] }",
+            "], challenge = \"tls-alpn-01\", renew_before = \"10d\" }",
+        );
+        let c = parse(&alpn, None).unwrap();
+        let a = c.proxy.edge.tls[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(
+            a.renew_before,
+            Some(std::time::Duration::from_secs(864_000))
+        );
+    }
 }
