@@ -66,7 +66,7 @@ impl Pebble {
         }
         let path = dir.join("pebble.json");
         std::fs::write(&path, conf.to_string()).unwrap();
-        let child = Command::new("pebble")
+        let mut child = Command::new("pebble")
             .arg("-config")
             .arg(&path)
             .env("PEBBLE_VA_NOSLEEP", "1")
@@ -92,6 +92,8 @@ impl Pebble {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!(
             "pebble did not listen on {listen}: {}",
             std::fs::read_to_string(dir.join("pebble.err")).unwrap_or_default()
