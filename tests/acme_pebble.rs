@@ -261,3 +261,61 @@ async fn renewal_installs_a_new_certificate_without_dropping_an_open_connection(
         .unwrap();
     drop(pebble);
 }
+
+/// Pebble's HTTP-01 validation reaches nothing (its `httpPort` is not the redirect
+/// listener): the attempt fails, no certificate is installed or stored (the file
+/// certificate keeps answering), and the task, waiting out its backoff, stops at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_installs_nothing_and_the_task_backs_off() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("default")).unwrap();
+    let band = 24530;
+    let redirect: SocketAddr = format!("127.0.0.1:{}", band + 2).parse().unwrap();
+    let (proxy, _b) = proxy(Some(redirect), dir.path()).await;
+    // Validation goes to band+3, where nothing listens.
+    let pebble = Pebble::start(dir.path(), band, band + 3, proxy.addr.port(), None);
+    let store = proxy.edge.store(proxy.addr).unwrap();
+    let state = dir.path().join("state");
+    let task = AcmeTask::new(
+        pebble.acme(AcmeChallenge::Http01, None),
+        store.clone(),
+        proxy.edge.challenges().clone(),
+        &state,
+    );
+    let err = tokio::time::timeout(Duration::from_secs(60), task.obtain())
+        .await
+        .expect("an answer within 60s")
+        .expect_err("validation must fail");
+    assert!(err.to_string().contains("ACME"), "{err}");
+    assert!(!task.cert_path().exists(), "nothing stored after a failure");
+    let addr = proxy.addr;
+    let served = tokio::task::spawn_blocking(move || tls::served_subject(addr, Some(DOMAIN)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        served.ends_with("CN = default.test"),
+        "the file certificate still answers for {DOMAIN}: {served}"
+    );
+    assert!(
+        !store
+            .status()
+            .iter()
+            .any(|s| format!("{s:?}").contains(DOMAIN)),
+        "no ACME certificate installed: {:?}",
+        store.status()
+    );
+
+    // The daemon task: its first attempt fails the same way, then it waits 30s; a
+    // stop during that wait ends it at once.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let running = tokio::spawn(task.run(stop_rx));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!running.is_finished());
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), running)
+        .await
+        .expect("the task stops during its backoff")
+        .unwrap();
+    drop(pebble);
+}

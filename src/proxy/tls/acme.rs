@@ -149,7 +149,7 @@ impl AcmeTask {
                 Err(e) => {
                     tracing::error!(domains = ?self.config.domains, error = %e, retry_in = ?backoff, "ACME: attempt failed");
                     wait = backoff;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    backoff = next_backoff(backoff);
                 }
             }
         }
@@ -311,6 +311,11 @@ impl AcmeTask {
     }
 }
 
+/// The wait after the next failure: doubled, at most [`BACKOFF_MAX`].
+pub fn next_backoff(current: Duration) -> Duration {
+    (current * 2).min(BACKOFF_MAX)
+}
+
 /// When a certificate issued at `issued` and expiring at `not_after` is due.
 pub fn renew_at(issued: i64, not_after: i64, renew_before: Option<Duration>) -> i64 {
     let before = match renew_before {
@@ -386,6 +391,18 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), AcmeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_from_30s_and_stops_at_an_hour() {
+        let mut b = BACKOFF_START;
+        let mut seen = vec![b.as_secs()];
+        for _ in 0..10 {
+            b = next_backoff(b);
+            seen.push(b.as_secs());
+        }
+        assert_eq!(&seen[..8], &[30, 60, 120, 240, 480, 960, 1920, 3600]);
+        assert!(seen[8..].iter().all(|s| *s == 3600));
+    }
 
     #[test]
     fn renewal_is_30_days_before_expiry_or_a_third_of_a_short_lifetime() {
