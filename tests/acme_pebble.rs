@@ -140,6 +140,30 @@ async fn issue_and_check(challenge: AcmeChallenge, band: u16) {
         .await
         .unwrap();
     assert_eq!(leaf2, leaf);
+
+    // A CA that no longer knows the stored account (a new pebble): a new account is
+    // made and a new certificate issued.
+    let reset = dir.path().join("reset");
+    std::fs::create_dir(&reset).unwrap();
+    let pebble = Pebble::start(&reset, band, redirect.port(), proxy.addr.port(), None);
+    let task = AcmeTask::new(
+        pebble.acme(challenge, None),
+        fresh.clone(),
+        proxy.edge.challenges().clone(),
+        &state,
+    );
+    tokio::time::timeout(Duration::from_secs(60), task.obtain())
+        .await
+        .expect("issuance within 60s")
+        .unwrap_or_else(|e| panic!("{challenge:?} issuance after a CA reset: {e}"));
+    let root = pebble.root(&reset);
+    let (leaf3, verified) = tokio::task::spawn_blocking(move || served_leaf(addr, &root))
+        .await
+        .unwrap();
+    assert!(
+        verified && leaf3 != leaf,
+        "the new CA's certificate is served"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

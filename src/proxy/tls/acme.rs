@@ -15,6 +15,8 @@
 //!   with a CSR → download the chain → stored → [`CertStore::set_dynamic`] for every
 //!   domain. Installing swaps an `ArcSwap` snapshot: open connections keep their
 //!   session, new handshakes get the new certificate.
+//! - A CA that answers `accountDoesNotExist` for the stored account (a reset CA, a
+//!   deactivated account) gets a new account, once per attempt.
 //! - Renew at `notAfter - renew_before` (default 30 days, or a third of the lifetime
 //!   when that is shorter). A failed attempt is logged and retried after a backoff
 //!   that doubles from 30s up to 1h; the served certificate stays until it is replaced.
@@ -199,13 +201,38 @@ impl AcmeTask {
     pub async fn obtain(&self) -> Result<Installed, AcmeError> {
         private_dir(&self.dir)?;
         let account = self.account().await?;
+        let account = match self.order_with(&account).await {
+            // The CA no longer knows the stored account (a CA reset, a deactivated
+            // account): make a new one, once.
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref()
+                    == Some("urn:ietf:params:acme:error:accountDoesNotExist") =>
+            {
+                tracing::warn!("ACME: the CA does not know the stored account; creating a new one");
+                let _ = std::fs::remove_file(self.account_path());
+                self.account().await?
+            }
+            Err(e) => return Err(e.into()),
+            Ok(order) => return self.complete(order).await,
+        };
+        let order = self.order_with(&account).await?;
+        self.complete(order).await
+    }
+
+    async fn order_with(
+        &self,
+        account: &Account,
+    ) -> Result<instant_acme::Order, instant_acme::Error> {
         let ids: Vec<Identifier> = self
             .config
             .domains
             .iter()
             .map(|d| Identifier::Dns(d.clone()))
             .collect();
-        let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+        account.new_order(&NewOrder::new(&ids)).await
+    }
+
+    async fn complete(&self, mut order: instant_acme::Order) -> Result<Installed, AcmeError> {
         let mut published = Vec::new();
         let result = self.answer(&mut order, &mut published).await;
         let result = match result {
