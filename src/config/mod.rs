@@ -28,6 +28,7 @@
 //! - `values.rs`: durations, fractions, addresses, placeholders, TOML → JSON.
 //! - `examples/cutover.toml` (repository root): every key, annotated; parsed by a test.
 
+mod acme;
 mod analysis;
 mod client_tls;
 mod database;
@@ -62,6 +63,7 @@ mod delivery_tests;
 #[cfg(test)]
 mod tests;
 
+pub use acme::{AcmeChallenge, AcmeConfig, LETS_ENCRYPT, LETS_ENCRYPT_STAGING};
 pub use delivery::*;
 pub use model::*;
 pub use read::Problem;

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::acme::{acme, AcmeConfig, RawAcme};
 use super::read::{read, Problems, Read, Sub};
 use super::rules::{addr, duration, positive};
 use super::values::RawDuration;
@@ -41,6 +42,8 @@ pub struct TlsListenerConfig {
     pub http2: bool,
     /// How often the certificate files are checked for changes. Default 10s.
     pub reload_interval: Duration,
+    /// Certificates obtained by ACME for some names (see `config/acme.rs`).
+    pub acme: Option<AcmeConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +88,7 @@ pub struct RawTls {
     pub handshake_timeout: Option<RawDuration>,
     pub http2: Option<bool>,
     pub reload_interval: Option<RawDuration>,
+    pub acme: Option<Sub<RawAcme>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +177,8 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
     )
     .and_then(|v| positive(p, r.key("reload_interval"), v));
     let http2 = r.or("http2", r.raw.http2, true);
+    let has_redirect = matches!(redirect_from, Some(Some(_)));
+    let acme = acme(r.raw.acme.as_ref(), &r.key("acme"), has_redirect, base, p);
     let (max_age, include, preload) = (hsts_max_age?, include?, preload?);
     if max_age.is_zero() && (include || preload) {
         p.add(
@@ -195,6 +201,7 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
         handshake_timeout: handshake_timeout?,
         http2: http2?,
         reload_interval: reload_interval?,
+        acme: acme?,
     })
 }
 
@@ -374,6 +381,58 @@ command = ["./web", "--port", "{port}"]
         assert_eq!(
             c.proxy.edge.tls[0].hsts.as_ref().unwrap().header(),
             "max-age=31536000; includeSubDomains"
+        );
+    }
+
+    #[test]
+    fn acme_defaults_to_lets_encrypt_http01_and_names_every_mistake() {
+        use crate::config::{AcmeChallenge, LETS_ENCRYPT};
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_files(dir.path());
+        let table = format!(
+            "\n[[proxy.tls]]\nlisten = \"127.0.0.1:8443\"\nredirect_from = \"127.0.0.1:8080\"\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n"
+        );
+        let ok = format!("{SERVICE}{table}acme = {{ domains = [\"App.example.com\"] }}\n");
+        let c = parse(&ok, None).unwrap();
+        let a = c.proxy.edge.tls[0].acme.as_ref().unwrap();
+        assert_eq!(a.domains, vec!["app.example.com".to_string()]);
+        assert_eq!(a.directory, LETS_ENCRYPT);
+        assert_eq!(a.challenge, AcmeChallenge::Http01);
+        assert_eq!(
+            (a.contact.as_ref(), a.ca_file.as_ref(), a.renew_before),
+            (None, None, None)
+        );
+
+        let bad = format!(
+            "{SERVICE}{table}acme = {{ domains = [\"*.example.com\"], directory = \"http://ca\", contact = \"nobody\", \
+             challenge = \"dns-01\", ca_file = \"{key}\", renew_before = \"0s\" }}\n"
+        );
+        let keys = keys_of(&bad);
+        for k in [
+            "domains",
+            "directory",
+            "contact",
+            "challenge",
+            "ca_file",
+            "renew_before",
+        ] {
+            let k = format!("proxy.tls[0].acme.{k}");
+            assert!(keys.contains(&k), "{k} not in {keys:?}");
+        }
+        let missing = format!("{SERVICE}{table}acme = {{ contact = \"a@b.c\" }}\n");
+        assert!(keys_of(&missing).contains(&"proxy.tls[0].acme.domains".to_string()));
+        let no_redirect = ok.replace("redirect_from = \"127.0.0.1:8080\"\n", "");
+        assert!(keys_of(&no_redirect).contains(&"proxy.tls[0].acme.challenge".to_string()));
+        let alpn = no_redirect.replace(
+            "] }",
+            "], challenge = \"tls-alpn-01\", renew_before = \"10d\" }",
+        );
+        let c = parse(&alpn, None).unwrap();
+        let a = c.proxy.edge.tls[0].acme.as_ref().unwrap();
+        assert_eq!(a.challenge, AcmeChallenge::TlsAlpn01);
+        assert_eq!(
+            a.renew_before,
+            Some(std::time::Duration::from_secs(864_000))
         );
     }
 }

@@ -168,6 +168,18 @@ pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
         tls_reload.clone(),
         stop_tx.subscribe(),
     ));
+    // ACME certificates (issue 13): one task per `[proxy.tls.acme]`.
+    for l in &config.proxy.edge.tls {
+        if let (Some(acme), Some(store)) = (&l.acme, opts.tls.store(l.listen)) {
+            let task = proxy::tls::acme::AcmeTask::new(
+                acme.clone(),
+                store,
+                opts.tls.challenges().clone(),
+                &state_dir,
+            );
+            tokio::spawn(task.run(stop_tx.subscribe()));
+        }
+    }
     let mut signals = Signals::new()?;
     let mut handed_over = false;
     loop {

@@ -14,6 +14,8 @@
 //!   plaintext redirect listeners, TLS-ALPN-01 certificates served by the resolver).
 //! - `load`: PEM files → `CertifiedKey` (RSA, ECDSA, Ed25519 keys; PKCS#8, PKCS#1,
 //!   SEC1), `der`: the certificate's names and `notAfter`.
+//! - [`acme`]: the ACME client that obtains and renews certificates into
+//!   [`CertStore::set_dynamic`] (`[proxy.tls.acme]`).
 //! - `reload`: watching the files (contents polled every `reload_interval`) and
 //!   reloading on `SIGUSR1` or `POST /api/v1/tls/reload`.
 //!
@@ -32,6 +34,7 @@
 //! `SIGHUP` hands the daemon's sockets to a new binary (`daemon/upgrade.rs`); a
 //! certificate reload is `SIGUSR1` (or the API route), which only re-reads files.
 
+pub mod acme;
 pub mod challenge;
 mod der;
 mod load;
