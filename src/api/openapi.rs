@@ -253,9 +253,9 @@ fn schemas() -> Value {
     all
 }
 
-/// The views of the database routes, the TLS reload, `plan` and `logs`
-/// `database/backup.rs`); a second `json!` because one would pass the macro's
-/// recursion limit.
+/// The views of the database routes (`orchestrator/database_ops.rs`,
+/// `database/backup.rs`), the TLS reload, `plan` and `logs`: a second `json!`, because
+/// one would pass the macro's recursion limit.
 fn more_schemas() -> Value {
     let text_or_null = json!({ "type": ["string", "null"] });
     json!({
