@@ -9,6 +9,8 @@
                                     # Cutover builds, nginx, HAProxy (throughput, CPU per
                                     # request, memory per idle connection); writes
                                     # bench/results/<date>-paths-<time>.json
+    python3 bench/run.py --idle-only  # memory per idle connection only (Cutover,
+                                    # nginx, HAProxy): bench/results/<date>-idle-<time>.json
 
 It compares the backend direct, Cutover's built-in proxy, nginx, HAProxy, Traefik and
 Caddy (throughput, latency, memory, CPU per request), then switches blue↔green under
@@ -55,12 +57,15 @@ def parse_args():
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--paths", action="store_true",
                    help="only Cutover's three proxy paths beside nginx and HAProxy, and memory per idle connection")
+    p.add_argument("--idle-only", action="store_true",
+                   help="like --paths, but only memory per idle connection (Cutover's fast path, nginx, HAProxy)")
     p.add_argument("--idle-conns", type=int, help="idle keep-alive connections held (default 10000, smoke 1000)")
     a = p.parse_args()
     a.rounds = a.rounds or (1 if a.smoke else 5)
     a.duration = a.duration or (2 if a.smoke else 10)
     a.switches = a.switches or (10 if a.smoke else 100)
     a.rollback_reps = a.rollback_reps or (1 if a.smoke else 5)
+    a.paths = a.paths or a.idle_only
     a.idle_conns = a.idle_conns or (1000 if a.smoke else 10000)
     a.fixed_duration = a.duration
     a.fixed_rounds = 1 if a.smoke else 3
@@ -131,7 +136,7 @@ def main():
     res = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "mode": "smoke" if a.smoke else "full",
-        "command": "python3 bench/run.py" + (" --smoke" if a.smoke else "") + (" --paths" if a.paths else ""),
+        "command": "python3 bench/run.py" + (" --smoke" if a.smoke else "") + (" --idle-only" if a.idle_only else " --paths" if a.paths else ""),
         "machine": setup.machine(),
         "uptime_before": uptime(),
         "config": {
@@ -188,15 +193,19 @@ def main():
         for name in names:
             p, kids = started[name]
             targets.append(measure.Target(name, listen.get(name, setup.PORTS.get(name)), p.pid, kids))
-        log(f"throughput: {a.rounds} rounds × {a.duration}s, wrk -t{a.threads} -c{a.conns}")
-        res["saturation"] = measure.saturation(targets, a.rounds, a.duration, a.threads, a.conns, log)
-        log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")
-        res["fixed_rate_cpu"] = measure.fixed_rate_cpu(targets[1:], a.fixed_rounds, a.fixed_duration, a.fixed_rate, 50, log)
+        if not a.idle_only:
+            log(f"throughput: {a.rounds} rounds × {a.duration}s, wrk -t{a.threads} -c{a.conns}")
+            res["saturation"] = measure.saturation(targets, a.rounds, a.duration, a.threads, a.conns, log)
+            log(f"CPU per request at {a.fixed_rate} req/s (h2load --rps)")
+            res["fixed_rate_cpu"] = measure.fixed_rate_cpu(
+                targets[1:], a.fixed_rounds, a.fixed_duration, a.fixed_rate, 50, log)
         log(f"memory per idle connection: {a.idle_conns} held, then wrk -c{a.conns} through others")
         idle.raise_fd_limit(a.idle_conns)
         res["idle"] = {}
         for t in targets[1:]:
-            if t.name in ("cutover", "cutover-general", "cutover-affine", "nginx", "haproxy"):
+            measured = ("cutover", "nginx", "haproxy") if a.idle_only else (
+                "cutover", "cutover-general", "cutover-affine", "nginx", "haproxy")
+            if t.name in measured:
                 res["idle"][t.name] = idle.measure(t, a.idle_conns, 3.0, a.conns, min(a.duration, 5), log)
                 time.sleep(2)
         if a.paths:
@@ -249,7 +258,8 @@ def main():
         log(tls.markdown(res))
     name = "smoke.json" if a.smoke else f"{res['date'][:10]}.json"
     if a.paths:
-        name = f"{res['date'][:10]}-paths-{res['date'][11:16].replace(':', '')}.json"
+        kind = "idle" if a.idle_only else "paths"
+        name = f"{res['date'][:10]}-{kind}-{res['date'][11:16].replace(':', '')}.json"
     if a.cutover_workers:
         name = name.replace(".json", f"-workers{a.cutover_workers}.json")
     path = os.path.join(REPO, "bench", "results", name)

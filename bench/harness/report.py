@@ -16,7 +16,20 @@ def _f(x, nd=1):
     return "-" if x is None else f"{x:,.{nd}f}"
 
 
+def idle_verdict(res):
+    """Memory per idle connection against the lower of nginx's and HAProxy's."""
+    idle = res.get("idle", {})
+    if not all(n in idle for n in ("cutover", "nginx", "haproxy")):
+        return []
+    c, n, h = (idle[x]["kib_per_conn"] for x in ("cutover", "nginx", "haproxy"))
+    return [{"target": "memory per idle connection ≤ the lower of nginx's and HAProxy's",
+             "verdict": "holds" if c <= min(n, h) else "missed",
+             "detail": f"Cutover {_f(c, 2)} KiB vs nginx {_f(n, 2)} KiB, HAProxy {_f(h, 2)} KiB"}]
+
+
 def verdicts(res):
+    if "saturation" not in res:
+        return idle_verdict(res)
     sat, cpu, sw, rb = res["saturation"], res.get("fixed_rate_cpu", {}), res.get("switch", {}), res.get("rollback", [])
     c = sat["cutover"]
     best = max(("nginx", "haproxy"), key=lambda n: sat[n]["rps"])
@@ -65,10 +78,15 @@ def verdicts(res):
     idle, peak = c["rss_idle_kib"] / 1024, c["rss_load_kib"] / 1024
     add("idle resident memory < 20 MiB", idle < 20, f"{idle:.1f} MiB (the whole daemon: proxy, controller, API, SQLite)")
     add("resident memory at load < 30 MiB", peak < 30, f"{peak:.1f} MiB peak under {res['config']['conns']} connections")
-    return v
+    return v + idle_verdict(res)
 
 
 def tables(res):
+    if "saturation" not in res:
+        # `--idle-only`: nothing else was measured.
+        rows = ["| target | verdict | numbers |", "|---|---|---|"]
+        rows += [f"| {v['target']} | **{v['verdict']}** | {v['detail']} |" for v in res["verdicts"]]
+        return idle_table(res).lstrip("\n") + "\n\n" + "\n".join(rows)
     sat, cpu, sw = res["saturation"], res.get("fixed_rate_cpu", {}), res.get("switch", {})
     n_ref = sat["nginx"]["rps"]
     d_ref = sat["direct"]["rps"]

@@ -34,6 +34,8 @@ pub(super) mod request;
 pub(super) mod response;
 pub(super) mod wire;
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Instant as StdInstant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -71,6 +73,11 @@ pub(crate) enum End<S> {
     Closed,
     /// The general path takes over; `Bytes` were read from the client and not used.
     General(S, Bytes),
+    /// Nothing buffered, nothing held and no request for [`IDLE_RELEASE`] (plain TCP
+    /// only): the caller waits for the socket ([`wait_idle`]) in a smaller state than
+    /// this function's, then serves again. The `Instant` is the request head's
+    /// deadline (`header_read_timeout` after the last response), which still holds.
+    Idle(S, Instant),
 }
 
 /// A request the fast path is forwarding: where to, and what is left to do.
@@ -131,6 +138,7 @@ pub(crate) async fn serve<S>(
     client: S,
     client_ip: &[u8],
     trusted: bool,
+    first_head_by: Option<Instant>,
 ) -> End<S>
 where
     S: ClientIo,
@@ -156,10 +164,13 @@ where
     };
     tokio::pin!(draining, stopped);
     let mut drain_seen = false;
+    let mut first_head_by = first_head_by;
 
     loop {
         let waiting_since = Instant::now();
-        let head_by = waiting_since + settings.header_read_timeout;
+        let head_by = first_head_by
+            .take()
+            .unwrap_or(waiting_since + settings.header_read_timeout);
         deadline.set(head_by);
         // How far `cbuf` was searched for the end of the head, and whether bytes that
         // may complete a head (a line end) arrived since the last look.
@@ -187,9 +198,10 @@ where
                 return End::Closed;
             }
             // Nothing buffered: idle between requests. Hold no buffer while waiting,
-            // and let go of the upstream connections after `IDLE_RELEASE`.
+            // and after `IDLE_RELEASE` let go of the upstream connections and (plain
+            // TCP) of this function's state.
             let idle = conn.cbuf.is_empty();
-            let release = idle && conn.upstreams.holds_any();
+            let release = idle && (conn.upstreams.holds_any() || conn.client.tcp().is_some());
             if idle {
                 conn.release_buffers();
                 if release {
@@ -213,8 +225,12 @@ where
                     if Instant::now() >= head_by {
                         return End::Closed;
                     }
-                    // Idle for `IDLE_RELEASE`: the upstream connections go.
+                    // Idle for `IDLE_RELEASE`: the upstream connections go, and a
+                    // plain TCP connection leaves to wait in its caller's small state.
                     conn.upstreams.clear();
+                    if conn.cbuf.is_empty() && conn.client.tcp().is_some() {
+                        return End::Idle(conn.client, head_by);
+                    }
                     deadline.set(head_by);
                 }
             }
@@ -225,13 +241,44 @@ where
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
-            // Boxed: the task of an idle connection holds no room for a request's states.
-            keep = Box::pin(conn.forward(plan, recorder, &mut deadline, settings)) => keep,
+            // Inline, no allocation per request: this whole function's state is boxed
+            // by its caller and freed when the connection goes idle (`End::Idle`).
+            keep = conn.forward(plan, recorder, &mut deadline, settings) => keep,
         };
         if !keep_alive {
             return End::Closed;
         }
     }
+}
+
+/// Waits, holding no buffer, no upstream connection and no request state, until an
+/// idle plain TCP connection is readable (a request, or EOF): `true`, serve it again.
+/// `false` when the head's deadline `head_by` passes first or the listener drains
+/// (idle connections close once lingering is over, see `ConnState`): close it.
+pub(crate) async fn wait_idle<S: ClientIo>(
+    client: &mut S,
+    ctx: &ListenerCtx,
+    head_by: Instant,
+) -> bool {
+    let Some(tcp) = client.tcp() else {
+        return true;
+    };
+    let mut state = ctx.state.clone();
+    let closing = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped));
+    let expired = tokio::time::sleep_until(head_by);
+    tokio::pin!(closing, expired);
+    // Polled by hand: `poll_read_ready` keeps no future (a `readable()` future would
+    // add 150 bytes to every idle connection).
+    std::future::poll_fn(|cx| {
+        if closing.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        if let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
+            return Poll::Ready(ready.is_ok());
+        }
+        expired.as_mut().poll(cx).map(|()| false)
+    })
+    .await
 }
 
 /// A client connection the fast path serves: plain TCP, or TLS (rustls) over it.
