@@ -17,7 +17,7 @@ use cutover::domain::Slot;
 use cutover::proxy::table::Routes;
 use cutover::proxy::ProxySettings;
 use harness::{default_listener, live, upstream, within, SERVICE};
-use tls::{files, listener_config, Ca, Key, TlsProxy};
+use tls::{files, listener_config, three_certs, Ca, Key, TlsProxy};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -25,15 +25,6 @@ fn stdout(o: &std::process::Output) -> String {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// default.test (ECDSA, listed first: the default), a.test (RSA), *.wild.test (ECDSA).
-fn three_certs(dir: &std::path::Path) -> (Ca, Vec<cutover::config::CertificateFiles>) {
-    let ca = Ca::new(dir);
-    let d = ca.leaf("default", "default.test", &["default.test"], Key::EcdsaP256);
-    let a = ca.leaf("a", "a.test", &["a.test"], Key::Rsa2048);
-    let w = ca.leaf("wild", "wild", &["*.wild.test"], Key::EcdsaP256);
-    (ca, vec![files(&d), files(&a), files(&w)])
 }
 
 async fn echo_proxy(
