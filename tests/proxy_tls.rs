@@ -267,54 +267,6 @@ async fn a_switch_under_h2_load_loses_no_request_and_both_slots_answer() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redirect_listener_sends_308_to_https_and_answers_acme_challenges() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_ca, certs) = three_certs(dir.path());
-    let plain = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mut cfg = listener_config("127.0.0.1:0".parse().unwrap(), certs);
-    cfg.redirect_from = Some(plain);
-    let (proxy, backend, _r) = echo_proxy(cfg, ProxySettings::default()).await;
-    proxy
-        .edge
-        .challenges()
-        .set_http01("tok-1", "tok-1.key-auth");
-    let https_port = proxy.addr.port();
-    let out = blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "-i", "-H", "Host: shop.example", "--max-time", "5"])
-            .arg(format!("http://{plain}/a/b?q=1"))
-            .output()
-            .unwrap()
-    })
-    .await;
-    let text = stdout(&out);
-    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "location: https://shop.example:{https_port}/a/b?q=1"
-        )),
-        "{text}"
-    );
-    let out = blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "-H", "Host: shop.example", "--max-time", "5"])
-            .arg(format!("http://{plain}/.well-known/acme-challenge/tok-1"))
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert_eq!(stdout(&out), "tok-1.key-auth");
-    assert_eq!(
-        backend.hits(),
-        0,
-        "nothing on the redirect listener reaches the app"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_work_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, certs) = three_certs(dir.path());

@@ -100,7 +100,7 @@ pub async fn serve_with_grace(
         .keep_alive(true);
     let local = listener.local_addr()?;
     let tls = proxy.settings().tls.listener(local).cloned();
-    let redirect_to = proxy.settings().tls.redirect_port(local);
+    let redirect_to = proxy.settings().tls.redirect_target(local);
     // TLS listeners speak HTTP/2 when ALPN chose it; plaintext ones only with h2c on.
     let auto = (tls.is_some() || proxy.settings().h2c).then(|| auto_builder(proxy.settings()));
     let ctx = Arc::new(ListenerCtx {
@@ -208,8 +208,8 @@ async fn serve_connection(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let trusted = proxy.settings().trusts(peer.ip());
-    if let Some(port) = ctx.redirect_to {
-        return super::redirect::serve(&proxy, &ctx, stream, peer, port).await;
+    if let Some(target) = ctx.redirect_to.clone() {
+        return super::redirect::serve(&proxy, &ctx, stream, peer, target).await;
     }
     if let Some(tls) = ctx.tls.clone() {
         // A client that never finishes its handshake holds a connection slot only
