@@ -102,6 +102,11 @@ impl Edge {
     fn snapshot(&self, slot: Slot) -> cutover::domain::stats::StatsSnapshot {
         self.stats.get(SERVICE, slot).unwrap().snapshot()
     }
+
+    /// The slot's statistics once `requests` are recorded and none is in flight.
+    async fn settled(&self, slot: Slot, requests: u64) -> cutover::domain::stats::StatsSnapshot {
+        harness::settled(&self.stats.get(SERVICE, slot).unwrap(), requests).await
+    }
 }
 
 fn slot_header() -> ProxySettings {
@@ -126,7 +131,9 @@ async fn gated(name: &'static str) -> (Backend, watch::Sender<bool>) {
 }
 
 /// `n` concurrent streams on `conn`; how many blue and green answered (all 200 over h2).
-async fn count_slots(conn: &H2, n: usize, headers: &'static [(&str, &str)]) -> (usize, usize) {
+type Headers = &'static [(&'static str, &'static str)];
+
+async fn count_slots(conn: &H2, n: usize, headers: Headers) -> (usize, usize) {
     let mut streams = JoinSet::new();
     for _ in 0..n {
         let conn = conn.clone();
@@ -165,8 +172,8 @@ async fn a_weighted_split_over_h2_sends_exactly_the_weight_on_one_connection_and
         assert_eq!((blue, green), (300, 100));
         // Per-slot statistics: every stream recorded once, in the slot that answered.
         let (b, g) = (
-            harness::settled(&e.stats.get(SERVICE, Slot::Blue).unwrap(), 600).await,
-            harness::settled(&e.stats.get(SERVICE, Slot::Green).unwrap(), 200).await,
+            e.settled(Slot::Blue, 600).await,
+            e.settled(Slot::Green, 200).await,
         );
         assert_eq!((b.requests, g.requests), (600, 200));
         assert_eq!((e.blue.hits(), e.green.hits()), (600, 200));
@@ -285,7 +292,7 @@ async fn mirroring_over_h2_copies_every_stream_and_the_client_gets_the_live_answ
         };
         assert_eq!((report.mirrored, report.mismatched, report.failed), (20, 0, 0));
         // Copies are not traffic: only the live slot recorded the streams.
-        assert_eq!(e.snapshot(Slot::Blue).requests, 20);
+        assert_eq!(e.settled(Slot::Blue, 20).await.requests, 20);
         assert_eq!(e.snapshot(Slot::Green).requests, 0);
     })
     .await;
@@ -316,8 +323,8 @@ async fn streams_open_on_the_old_slot_finish_there_after_a_switch_and_new_ones_g
             let r = r.unwrap();
             assert_eq!((r.status, r.slot(), r.body.as_str()), (200, "blue", "blue"));
         }
-        assert_eq!(e.snapshot(Slot::Blue).requests, 10);
-        assert_eq!(e.snapshot(Slot::Green).requests, 5);
+        assert_eq!(e.settled(Slot::Blue, 10).await.requests, 10);
+        assert_eq!(e.settled(Slot::Green, 5).await.requests, 5);
     })
     .await;
 }
@@ -343,7 +350,7 @@ async fn draining_sends_goaway_and_the_open_stream_still_completes() {
         }
         // Then the server closes the connection.
         while raw.next().await.is_some() {}
-        assert_eq!(e.snapshot(Slot::Blue).requests, 1);
+        assert_eq!(e.settled(Slot::Blue, 1).await.requests, 1);
     })
     .await;
 }
@@ -386,7 +393,7 @@ async fn the_server_advertises_128_streams_and_refuses_more_without_harming_the_
         raw.until(|f| f.stream == 261 && f.flags & h2::END_STREAM != 0)
             .await;
         assert_eq!(e.h2().await.get("/", &[]).await.status, 200);
-        assert_eq!(e.snapshot(Slot::Blue).requests, 130);
+        assert_eq!(e.settled(Slot::Blue, 130).await.requests, 130);
     })
     .await;
 }
@@ -439,6 +446,26 @@ async fn rapid_reset_closes_that_connection_with_goaway_and_others_are_served() 
         while raw.next().await.is_some() {}
         assert_eq!(bystander.get("/", &[]).await.status, 200);
         assert_eq!(e.h2().await.get("/", &[]).await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_client_resets_counts_as_the_clients_failure_not_the_slots() {
+    within(30, async {
+        let (blue, _open) = gated("blue").await;
+        let e = Edge::with(blue, Backend::text("green").await, slot_header()).await;
+        let mut raw = e.raw().await;
+        let authority = raw.authority.clone();
+        raw.send(&h2::get(1, &authority, "/")).await;
+        wait_until(|| e.blue.hits() == 1).await;
+        let cancel = h2::frame(h2::RST_STREAM, 0, 1, &h2::CANCEL.to_be_bytes());
+        raw.send(&cancel).await;
+        let s = e.settled(Slot::Blue, 1).await;
+        assert_eq!((s.requests, s.client_failed, s.upstream_failed), (1, 1, 0));
+        // The connection carries on.
+        raw.send(&h2::get(3, &authority, "/")).await;
+        wait_until(|| e.blue.hits() == 2).await;
     })
     .await;
 }

@@ -355,17 +355,20 @@ async fn serve_auto<I>(
     };
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
+        // HTTP/2 has no `Connection` header (RFC 9113 §8.2.2): draining is its GOAWAY.
+        let h1 = req.version() < http::Version::HTTP_2;
         async move {
             let mut resp = proxy.handle(req, &ctx, &client_ip, trusted).await;
             if let Some(hsts) = ctx.tls.as_ref().and_then(|t| t.hsts.clone()) {
                 resp.headers_mut()
                     .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
             }
-            if *ctx.state.borrow() != ConnState::Serving
+            if h1
+                && *ctx.state.borrow() != ConnState::Serving
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
             {
                 resp.headers_mut()
