@@ -177,7 +177,11 @@ async fn a_weighted_split_over_h2_sends_exactly_the_weight_on_one_connection_and
         );
         assert_eq!((b.requests, g.requests), (600, 200));
         assert_eq!((e.blue.hits(), e.green.hits()), (600, 200));
-        assert_eq!((b.status_class[1], g.status_class[1]), (600, 200), "all 2xx");
+        assert_eq!(
+            (b.status_class[1], g.status_class[1]),
+            (600, 200),
+            "all 2xx"
+        );
         assert_eq!((b.upstream_failed, g.upstream_failed), (0, 0));
     })
     .await;
@@ -200,7 +204,11 @@ async fn a_sticky_cookie_set_on_one_stream_pins_the_later_streams() {
         for percent in [25u8, 50, 90] {
             e.split(percent).await;
             let on_green = count_slots(&conn, 40, &[("cookie", "cutover-slot-web=green")]).await;
-            assert_eq!(on_green, (0, 40), "green clients stay on green at {percent}%");
+            assert_eq!(
+                on_green,
+                (0, 40),
+                "green clients stay on green at {percent}%"
+            );
             // An h2 client may send its cookies as separate fields (RFC 9113 §8.2.3).
             let crumbs = &[("cookie", "a=1"), ("cookie", "cutover-slot-web=blue")];
             assert_eq!(count_slots(&conn, 40, crumbs).await, (40, 0));
@@ -221,7 +229,11 @@ async fn cookie_fields_of_one_h2_request_reach_the_app_as_one_cookie_header() {
         assert_eq!(r.body.matches("cookie:").count(), 1, "{}", r.body);
         assert!(r.body.contains("cookie: a=1; b=2\n"), "{}", r.body);
         // With the proxy's own cookie among them: stripped, the rest joined.
-        let crumbs = [("cookie", "a=1"), ("cookie", "cutover-slot-web=blue"), ("cookie", "b=2")];
+        let crumbs = [
+            ("cookie", "a=1"),
+            ("cookie", "cutover-slot-web=blue"),
+            ("cookie", "b=2"),
+        ];
         let r = conn.get("/", &crumbs).await;
         assert!(r.body.contains("cookie: a=1; b=2\n"), "{}", r.body);
         assert!(!r.body.contains("cutover-slot"), "{}", r.body);
@@ -290,7 +302,10 @@ async fn mirroring_over_h2_copies_every_stream_and_the_client_gets_the_live_answ
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         };
-        assert_eq!((report.mirrored, report.mismatched, report.failed), (20, 0, 0));
+        assert_eq!(
+            (report.mirrored, report.mismatched, report.failed),
+            (20, 0, 0)
+        );
         // Copies are not traffic: only the live slot recorded the streams.
         assert_eq!(e.settled(Slot::Blue, 20).await.requests, 20);
         assert_eq!(e.snapshot(Slot::Green).requests, 0);
@@ -416,12 +431,19 @@ async fn an_oversized_header_list_gets_431_and_other_streams_carry_on() {
         let big = "x".repeat(20 * 1024);
         let r = conn.get("/", &[("x-big", big.as_str())]).await;
         assert_eq!(r.status, 431);
-        assert_eq!(e.blue.hits(), 1, "the oversized request never reached the app");
+        assert_eq!(
+            e.blue.hits(),
+            1,
+            "the oversized request never reached the app"
+        );
         open.send(true).unwrap();
         assert_eq!(held.await.unwrap().body, "blue");
         // Just within the limit, and afterwards, on the same connection: served.
         let fits = "y".repeat(8 * 1024);
-        assert_eq!(conn.get("/", &[("x-fits", fits.as_str())]).await.status, 200);
+        assert_eq!(
+            conn.get("/", &[("x-fits", fits.as_str())]).await.status,
+            200
+        );
         assert_eq!(conn.get("/", &[]).await.status, 200);
     })
     .await;

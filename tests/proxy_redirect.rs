@@ -118,7 +118,10 @@ async fn with_unknown_sni_refused_a_host_without_a_certificate_gets_421_not_a_re
         );
     }
     // An ACME challenge for a name with no certificate yet is still answered.
-    proxy.edge.challenges().set_http01("tok-2", "tok-2.key-auth");
+    proxy
+        .edge
+        .challenges()
+        .set_http01("tok-2", "tok-2.key-auth");
     let text = plain_get(plain, "new.test", "/.well-known/acme-challenge/tok-2").await;
     assert!(text.ends_with("\r\n\r\ntok-2.key-auth"), "{text}");
     assert_eq!(backend.hits(), 0);

@@ -11,8 +11,8 @@
 //! `X-Forwarded-For` costs one allocation (the joined value).
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");

@@ -158,7 +158,12 @@ mod tests {
         let r = answer(&get("/", Some("shop.example")), &c, 8443, |_| true);
         assert_eq!(location(&r), "https://shop.example:8443/");
         // Absolute-form: the path only, the Host header's host.
-        let r = answer(&get("http://evil.example/x", Some("shop.example")), &c, 443, |_| true);
+        let r = answer(
+            &get("http://evil.example/x", Some("shop.example")),
+            &c,
+            443,
+            |_| true,
+        );
         assert_eq!(location(&r), "https://shop.example/x");
     }
 
@@ -178,20 +183,23 @@ mod tests {
         let r = answer(
             &get("/.well-known/acme-challenge/tok123", Some("a.example")),
             &c,
-            443, |_| true
+            443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::OK);
         let r = answer(
             &get("/.well-known/acme-challenge/other", Some("a.example")),
             &c,
-            443, |_| true
+            443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         c.remove_http01("tok123");
         let r = answer(
             &get("/.well-known/acme-challenge/tok123", Some("a.example")),
             &c,
-            443, |_| true
+            443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
     }

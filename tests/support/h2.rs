@@ -38,7 +38,9 @@ pub async fn tls(addr: SocketAddr, ca: &Path, alpn: &[&[u8]]) -> TlsStream<TcpSt
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await.expect("connect to the proxy");
+    let tcp = TcpStream::connect(addr)
+        .await
+        .expect("connect to the proxy");
     tcp.set_nodelay(true).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(HOST).unwrap(), tcp)
@@ -83,9 +85,10 @@ impl H2 {
             Some(&b"h2"[..]),
             "ALPN chose h2"
         );
-        let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-            .await
-            .expect("HTTP/2 handshake");
+        let (send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+                .await
+                .expect("HTTP/2 handshake");
         tokio::spawn(conn);
         H2 {
             send,
