@@ -17,7 +17,7 @@ use cutover::domain::Slot;
 use cutover::proxy::table::Routes;
 use cutover::proxy::ProxySettings;
 use harness::{default_listener, live, upstream, within, SERVICE};
-use tls::{files, listener_config, Ca, Key, TlsProxy};
+use tls::{files, listener_config, three_certs, Ca, Key, TlsProxy};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
@@ -25,15 +25,6 @@ fn stdout(o: &std::process::Output) -> String {
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     tokio::task::spawn_blocking(f).await.unwrap()
-}
-
-/// default.test (ECDSA, listed first: the default), a.test (RSA), *.wild.test (ECDSA).
-fn three_certs(dir: &std::path::Path) -> (Ca, Vec<cutover::config::CertificateFiles>) {
-    let ca = Ca::new(dir);
-    let d = ca.leaf("default", "default.test", &["default.test"], Key::EcdsaP256);
-    let a = ca.leaf("a", "a.test", &["a.test"], Key::Rsa2048);
-    let w = ca.leaf("wild", "wild", &["*.wild.test"], Key::EcdsaP256);
-    (ca, vec![files(&d), files(&a), files(&w)])
 }
 
 async fn echo_proxy(
@@ -272,54 +263,6 @@ async fn a_switch_under_h2_load_loses_no_request_and_both_slots_answer() {
         "blue {} green {}",
         blue.hits(),
         green.hits()
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redirect_listener_sends_308_to_https_and_answers_acme_challenges() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_ca, certs) = three_certs(dir.path());
-    let plain = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let mut cfg = listener_config("127.0.0.1:0".parse().unwrap(), certs);
-    cfg.redirect_from = Some(plain);
-    let (proxy, backend, _r) = echo_proxy(cfg, ProxySettings::default()).await;
-    proxy
-        .edge
-        .challenges()
-        .set_http01("tok-1", "tok-1.key-auth");
-    let https_port = proxy.addr.port();
-    let out = blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "-i", "-H", "Host: shop.example", "--max-time", "5"])
-            .arg(format!("http://{plain}/a/b?q=1"))
-            .output()
-            .unwrap()
-    })
-    .await;
-    let text = stdout(&out);
-    assert!(text.starts_with("HTTP/1.1 308"), "{text}");
-    assert!(
-        text.contains(&format!(
-            "location: https://shop.example:{https_port}/a/b?q=1"
-        )),
-        "{text}"
-    );
-    let out = blocking(move || {
-        std::process::Command::new("curl")
-            .args(["-sS", "-H", "Host: shop.example", "--max-time", "5"])
-            .arg(format!("http://{plain}/.well-known/acme-challenge/tok-1"))
-            .output()
-            .unwrap()
-    })
-    .await;
-    assert_eq!(stdout(&out), "tok-1.key-auth");
-    assert_eq!(
-        backend.hits(),
-        0,
-        "nothing on the redirect listener reaches the app"
     );
 }
 

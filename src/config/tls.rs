@@ -109,6 +109,7 @@ pub(super) fn tls_listeners(
         return Some(Vec::new());
     };
     let mut seen = BTreeSet::new();
+    let mut acme_first = std::collections::HashMap::new();
     let all: Vec<Option<TlsListenerConfig>> = subs
         .iter()
         .enumerate()
@@ -122,6 +123,22 @@ pub(super) fn tls_listeners(
                     format!("{} has a TLS table already", one.listen),
                 );
                 return None;
+            }
+            // The ACME client stores a certificate under its first domain's name
+            // (`<state_dir>/acme/<domain>.crt.pem`): two tables starting with the same
+            // name would overwrite each other's certificate and key.
+            if let Some(first) = one.acme.as_ref().map(|a| a.domains[0].clone()) {
+                if let Some(earlier) = acme_first.insert(first.clone(), i) {
+                    p.add(
+                        format!("{at}.acme.domains"),
+                        format!(
+                            "{first:?} is already the first domain of proxy.tls[{earlier}].acme; \
+                             both would store their certificate as <state_dir>/acme/{first}.crt.pem: \
+                             start this list with another name"
+                        ),
+                    );
+                    return None;
+                }
             }
             Some(one)
         })
@@ -434,5 +451,30 @@ command = ["./web", "--port", "{port}"]
             a.renew_before,
             Some(std::time::Duration::from_secs(864_000))
         );
+    }
+
+    #[test]
+    fn two_acme_tables_starting_with_the_same_domain_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = pem_files(dir.path());
+        let table = |port: u16, domains: &str| {
+            format!(
+                "\n[[proxy.tls]]\nlisten = \"127.0.0.1:{port}\"\ncertificates = [{{ cert = \"{cert}\", key = \"{key}\" }}]\n\
+                 acme = {{ domains = {domains}, challenge = \"tls-alpn-01\" }}\n"
+            )
+        };
+        let api = "\n[services.api]\nlisten = \"127.0.0.1:9443\"\n\n[services.api.runtime]\nkind = \"process\"\ncommand = [\"./api\", \"{port}\"]\n";
+        let same = format!(
+            "{SERVICE}{api}{}{}",
+            table(8443, "[\"a.example\", \"b.example\"]"),
+            table(9443, "[\"A.example\"]")
+        );
+        assert_eq!(keys_of(&same), ["proxy.tls[1].acme.domains"]);
+        let other_first = format!(
+            "{SERVICE}{api}{}{}",
+            table(8443, "[\"a.example\"]"),
+            table(9443, "[\"b.example\", \"a.example\"]")
+        );
+        assert!(parse(&other_first, None).is_ok());
     }
 }

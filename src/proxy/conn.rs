@@ -38,9 +38,10 @@ pub(crate) struct ListenerCtx {
     pub(super) auto: Option<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     /// This listener terminates TLS.
     pub(crate) tls: Option<std::sync::Arc<super::tls::TlsListener>>,
-    /// This is a `redirect_from` listener: every request is redirected to HTTPS on
-    /// this port (ACME HTTP-01 challenges answered).
-    pub(super) redirect_to: Option<u16>,
+    /// This is a `redirect_from` listener: every request for a host the TLS
+    /// listener has a certificate for is redirected to HTTPS on this port (ACME
+    /// HTTP-01 challenges answered).
+    pub(super) redirect_to: Option<super::tls::RedirectTarget>,
     /// Never sent on: its receiver learns that every holder is gone.
     pub(super) _alive: mpsc::Sender<()>,
 }

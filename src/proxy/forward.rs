@@ -121,6 +121,9 @@ impl Proxy {
         if cookies.ours {
             cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
         }
+        if parts.version == Version::HTTP_2 {
+            headers::join_cookie_fields(&mut parts.headers);
+        }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         headers::strip_cutover(&mut parts.headers);
         headers::add_forwarded(

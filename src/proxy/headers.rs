@@ -11,8 +11,8 @@
 //! `X-Forwarded-For` costs one allocation (the joined value).
 
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, HOST, PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 pub const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -144,6 +144,26 @@ pub fn strip_cutover(headers: &mut HeaderMap) {
     let names: Vec<HeaderName> = headers.keys().filter(|k| ours(k)).cloned().collect();
     for name in names {
         headers.remove(name);
+    }
+}
+
+/// RFC 9113 §8.2.3: an HTTP/2 client may send its cookies as several `cookie` fields
+/// (browsers do, for HPACK's sake); they must be joined with `"; "` before the request
+/// goes on as HTTP/1.1, where an app reads one `Cookie` header. One field: untouched.
+pub fn join_cookie_fields(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(COOKIE).iter();
+    if fields.next().is_none() || fields.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(value.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(joined)) {
+        headers.insert(COOKIE, v);
     }
 }
 
@@ -334,5 +354,19 @@ mod tests {
         assert_eq!(host_without_port("127.0.0.1:80"), "127.0.0.1");
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn cookie_fields_are_joined_and_a_single_one_is_left_alone() {
+        let mut h = map(&[("cookie", "a=1"), ("x", "y"), ("cookie", "b=2; c=3")]);
+        join_cookie_fields(&mut h);
+        let all: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(all, ["a=1; b=2; c=3"]);
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookie_fields(&mut one);
+        assert_eq!(one.get_all(COOKIE).iter().count(), 1);
+        let mut none = map(&[("x", "y")]);
+        join_cookie_fields(&mut none);
+        assert!(none.get(COOKIE).is_none());
     }
 }

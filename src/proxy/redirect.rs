@@ -7,6 +7,13 @@
 //! (validated by RFC 9110's rules, port replaced by the HTTPS listener's) + the
 //! request's origin-form path and query. A request without a valid `Host` gets 400.
 //! 308 (RFC 9110 §15.4.9) keeps the method and body, unlike 301.
+//!
+//! Only hosts the HTTPS listener completes a handshake for are redirected: with
+//! `unknown_sni = "refuse"`, a host no certificate names gets `421 Misdirected
+//! Request` (RFC 9110 §15.5.20) instead of a redirect that could only end in a
+//! failed handshake, so the listener is no redirector for names it does not serve.
+//! With `unknown_sni = "default"` the default certificate answers every host, and
+//! every valid host is redirected.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -22,7 +29,7 @@ use super::body::ProxyBody;
 use super::conn::{stopped, ConnState, ListenerCtx};
 use super::headers::{host_without_port, valid_host};
 use super::tls::challenge::HTTP01_PREFIX;
-use super::tls::Challenges;
+use super::tls::{Challenges, RedirectTarget};
 use super::Proxy;
 
 /// Serves one connection of a redirect listener.
@@ -31,11 +38,11 @@ pub(super) async fn serve(
     ctx: &Arc<ListenerCtx>,
     stream: TcpStream,
     peer: SocketAddr,
-    https_port: u16,
+    target: RedirectTarget,
 ) {
     let challenges = proxy.settings().tls.challenges().clone();
     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
-        let resp = answer(&req, &challenges, https_port);
+        let resp = answer(&req, &challenges, target.port, |h| target.serves(h));
         async move { Ok::<_, Infallible>(resp) }
     });
     let mut state = ctx.state.clone();
@@ -62,6 +69,7 @@ pub(super) fn answer<B>(
     req: &Request<B>,
     challenges: &Challenges,
     https_port: u16,
+    served: impl Fn(&str) -> bool,
 ) -> Response<ProxyBody> {
     let path = req.uri().path();
     if let Some(token) = path.strip_prefix(HTTP01_PREFIX) {
@@ -88,6 +96,12 @@ pub(super) fn answer<B>(
         return plain(StatusCode::BAD_REQUEST, "missing or invalid Host header\n");
     };
     let host = host_without_port(host);
+    if !served(host) {
+        return plain(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this host is not served over HTTPS here\n",
+        );
+    }
     if !path.starts_with('/') {
         return plain(StatusCode::BAD_REQUEST, "bad request target\n");
     }
@@ -138,13 +152,18 @@ mod tests {
     #[test]
     fn requests_go_to_the_same_host_and_path_on_https_with_308() {
         let c = Challenges::default();
-        let r = answer(&get("/a/b?x=1", Some("shop.example:80")), &c, 443);
+        let r = answer(&get("/a/b?x=1", Some("shop.example:80")), &c, 443, |_| true);
         assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
         assert_eq!(location(&r), "https://shop.example/a/b?x=1");
-        let r = answer(&get("/", Some("shop.example")), &c, 8443);
+        let r = answer(&get("/", Some("shop.example")), &c, 8443, |_| true);
         assert_eq!(location(&r), "https://shop.example:8443/");
         // Absolute-form: the path only, the Host header's host.
-        let r = answer(&get("http://evil.example/x", Some("shop.example")), &c, 443);
+        let r = answer(
+            &get("http://evil.example/x", Some("shop.example")),
+            &c,
+            443,
+            |_| true,
+        );
         assert_eq!(location(&r), "https://shop.example/x");
     }
 
@@ -152,7 +171,7 @@ mod tests {
     fn a_missing_or_invalid_host_is_refused_not_redirected() {
         let c = Challenges::default();
         for host in [None, Some("evil.example/path"), Some("a@b"), Some("")] {
-            let r = answer(&get("/", host), &c, 443);
+            let r = answer(&get("/", host), &c, 443, |_| true);
             assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{host:?}");
         }
     }
@@ -165,12 +184,14 @@ mod tests {
             &get("/.well-known/acme-challenge/tok123", Some("a.example")),
             &c,
             443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::OK);
         let r = answer(
             &get("/.well-known/acme-challenge/other", Some("a.example")),
             &c,
             443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         c.remove_http01("tok123");
@@ -178,7 +199,23 @@ mod tests {
             &get("/.well-known/acme-challenge/tok123", Some("a.example")),
             &c,
             443,
+            |_| true,
         );
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_host_the_tls_listener_would_refuse_gets_421_not_a_redirect() {
+        let c = Challenges::default();
+        let served = |h: &str| h == "shop.example";
+        let r = answer(&get("/a", Some("shop.example:80")), &c, 443, served);
+        assert_eq!(location(&r), "https://shop.example/a");
+        let r = answer(&get("/a", Some("other.example")), &c, 443, served);
+        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+        assert!(r.headers().get(header::LOCATION).is_none());
+        // ACME challenges come first: a name being issued has no certificate yet.
+        c.set_http01("tok", "tok.thumb");
+        let challenge = get("/.well-known/acme-challenge/tok", Some("new.example"));
+        assert_eq!(answer(&challenge, &c, 443, served).status(), StatusCode::OK);
     }
 }

@@ -100,7 +100,7 @@ pub async fn serve_with_grace(
         .keep_alive(true);
     let local = listener.local_addr()?;
     let tls = proxy.settings().tls.listener(local).cloned();
-    let redirect_to = proxy.settings().tls.redirect_port(local);
+    let redirect_to = proxy.settings().tls.redirect_target(local);
     // TLS listeners speak HTTP/2 when ALPN chose it; plaintext ones only with h2c on.
     let auto = (tls.is_some() || proxy.settings().h2c).then(|| auto_builder(proxy.settings()));
     let ctx = Arc::new(ListenerCtx {
@@ -215,8 +215,8 @@ async fn serve_connection(
     let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
     let trusted = proxy.settings().trusts(peer.ip());
-    if let Some(port) = ctx.redirect_to {
-        return Box::pin(super::redirect::serve(&proxy, &ctx, stream, peer, port)).await;
+    if let Some(target) = ctx.redirect_to.clone() {
+        return Box::pin(super::redirect::serve(&proxy, &ctx, stream, peer, target)).await;
     }
     let client = Client {
         proxy: &proxy,
@@ -418,17 +418,20 @@ async fn serve_auto<I>(
     };
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
+        // HTTP/2 has no `Connection` header (RFC 9113 §8.2.2): draining is its GOAWAY.
+        let h1 = req.version() < http::Version::HTTP_2;
         async move {
             let mut resp = proxy.handle(req, &ctx, &client_ip, trusted).await;
             if let Some(hsts) = ctx.tls.as_ref().and_then(|t| t.hsts.clone()) {
                 resp.headers_mut()
                     .insert(http::header::STRICT_TRANSPORT_SECURITY, hsts);
             }
-            if *ctx.state.borrow() != ConnState::Serving
+            if h1
+                && *ctx.state.borrow() != ConnState::Serving
                 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
             {
                 resp.headers_mut()

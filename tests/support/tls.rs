@@ -123,6 +123,15 @@ pub fn files(pair: &(PathBuf, PathBuf)) -> CertificateFiles {
     }
 }
 
+/// default.test (ECDSA, listed first: the default), a.test (RSA), *.wild.test (ECDSA).
+pub fn three_certs(dir: &Path) -> (Ca, Vec<CertificateFiles>) {
+    let ca = Ca::new(dir);
+    let d = ca.leaf("default", "default.test", &["default.test"], Key::EcdsaP256);
+    let a = ca.leaf("a", "a.test", &["a.test"], Key::Rsa2048);
+    let w = ca.leaf("wild", "wild", &["*.wild.test"], Key::EcdsaP256);
+    (ca, vec![files(&d), files(&a), files(&w)])
+}
+
 /// A listener config for `listen` with these certificates and the defaults.
 pub fn listener_config(listen: SocketAddr, certs: Vec<CertificateFiles>) -> TlsListenerConfig {
     TlsListenerConfig {

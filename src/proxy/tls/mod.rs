@@ -71,6 +71,22 @@ pub enum TlsError {
 pub const ALPN_H2: &[u8] = b"h2";
 pub const ALPN_HTTP11: &[u8] = b"http/1.1";
 
+/// Where a `redirect_from` listener sends clients: the TLS listener's port, and its
+/// certificates (a host it would refuse in the handshake is not redirected).
+#[derive(Debug, Clone)]
+pub struct RedirectTarget {
+    pub port: u16,
+    pub store: Arc<CertStore>,
+}
+
+impl RedirectTarget {
+    /// Whether the TLS listener completes a handshake for `host` (with
+    /// `unknown_sni = "default"`, every host).
+    pub fn serves(&self, host: &str) -> bool {
+        self.store.select(Some(host)).is_some()
+    }
+}
+
 /// One TLS listener: its certificates, handshake settings and response headers.
 pub struct TlsListener {
     pub store: Arc<CertStore>,
@@ -102,8 +118,8 @@ impl TlsListener {
 #[derive(Debug, Default)]
 pub struct TlsEdge {
     listeners: HashMap<SocketAddr, Arc<TlsListener>>,
-    /// Plaintext address → the HTTPS port its redirects point at.
-    redirects: HashMap<SocketAddr, u16>,
+    /// Plaintext address → the TLS listener its redirects point at.
+    redirects: HashMap<SocketAddr, RedirectTarget>,
     challenges: Arc<Challenges>,
 }
 
@@ -149,7 +165,12 @@ impl TlsEdge {
                 }),
             );
             if let Some(from) = l.redirect_from {
-                edge.redirects.insert(from, l.listen.port());
+                let store = edge.listeners[&l.listen].store.clone();
+                let target = RedirectTarget {
+                    port: l.listen.port(),
+                    store,
+                };
+                edge.redirects.insert(from, target);
             }
         }
         Ok(edge)
@@ -167,7 +188,12 @@ impl TlsEdge {
 
     /// The HTTPS port a plaintext `redirect_from` listener on `addr` points at.
     pub fn redirect_port(&self, addr: SocketAddr) -> Option<u16> {
-        self.redirects.get(&addr).copied()
+        self.redirects.get(&addr).map(|t| t.port)
+    }
+
+    /// The TLS listener a plaintext `redirect_from` listener on `addr` points at.
+    pub fn redirect_target(&self, addr: SocketAddr) -> Option<RedirectTarget> {
+        self.redirects.get(&addr).cloned()
     }
 
     /// Every `redirect_from` address.
