@@ -1,7 +1,8 @@
 //! What an idle client connection keeps, and the connection-affine general path.
 //!
 //! Issue #16: an idle keep-alive client connection lets go of its upstream connection
-//! after `IDLE_RELEASE` (1 s) and holds no buffers while it waits, yet is served as
+//! after `IDLE_RELEASE` (1 s), holds no buffers while it waits and is parked without a
+//! task (until its keep-alive deadline, or the listener drains), yet is served as
 //! before when it sends again; a client that sends again sooner reuses its upstream
 //! connection. And the benchmark's third build, the general path with an upstream
 //! connection owned by the client connection (`CUTOVER_PROXY_AFFINE=1`), keeps one
@@ -193,6 +194,128 @@ async fn pipelined_requests_after_an_idle_wait_are_answered_in_order() {
         c.write_all(&GET[10..]).await.unwrap();
         for _ in 0..3 {
             assert_eq!(read_response(&mut c, &mut buf).await.1, b"ok");
+        }
+    })
+    .await;
+}
+
+/// Reads until EOF (or a reset): the proxy closed the connection.
+async fn closed(c: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 256];
+    loop {
+        match c.read(&mut chunk).await {
+            Ok(0) | Err(_) => return true,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_connection_idle_past_the_release_still_closes_at_its_keep_alive_deadline() {
+    within(20, async {
+        let (closed_tx, _closed_rx) = mpsc::unbounded_channel();
+        let (addr, _) = scripted(answering(closed_tx, false)).await;
+        let mut s = settings(true, false);
+        s.header_read_timeout = Duration::from_millis(2_500);
+        let (proxy, _routes) = TestProxy::with_live(&upstream(Slot::Blue, addr), s).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut buf = Vec::new();
+        c.write_all(GET).await.unwrap();
+        read_response(&mut c, &mut buf).await;
+        let answered = std::time::Instant::now();
+        // Past `IDLE_RELEASE` (1 s) it waits outside the fast path, still open...
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let mut probe = [0u8; 1];
+        assert!(
+            matches!(c.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "closed at the release instead of the keep-alive deadline"
+        );
+        // ...and is closed once `header_read_timeout` since the response has passed,
+        // not a fresh `header_read_timeout` after it left the fast path.
+        assert!(closed(&mut c).await);
+        let after = answered.elapsed();
+        assert!(
+            after >= Duration::from_millis(2_400) && after < Duration::from_secs(6),
+            "closed {after:?} after the response"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn draining_closes_a_connection_idle_outside_the_fast_path_at_once() {
+    within(20, async {
+        let (closed_tx, _closed_rx) = mpsc::unbounded_channel();
+        let (addr, _) = scripted(answering(closed_tx, false)).await;
+        let mut s = settings(true, false);
+        s.header_read_timeout = Duration::from_secs(30);
+        let (mut proxy, _routes) = TestProxy::with_live(&upstream(Slot::Blue, addr), s).await;
+        let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+        let mut buf = Vec::new();
+        c.write_all(GET).await.unwrap();
+        read_response(&mut c, &mut buf).await;
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        let stopping = std::time::Instant::now();
+        let _ = proxy.stop.take().unwrap().send(());
+        // Closed when lingering (1 s) ends and draining starts, long before the
+        // 5 s grace period or the 30 s keep-alive deadline.
+        assert!(closed(&mut c).await);
+        let after = stopping.elapsed();
+        assert!(
+            after < Duration::from_secs(4),
+            "closed {after:?} after the stop"
+        );
+        let served = proxy.served.take().unwrap();
+        assert!(tokio::time::timeout(Duration::from_secs(3), served)
+            .await
+            .is_ok());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_parked_without_a_task_and_served_again() {
+    within(30, async {
+        let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+        let (addr, _) = scripted(answering(closed_tx, false)).await;
+        let (proxy, _routes) =
+            TestProxy::with_live(&upstream(Slot::Blue, addr), settings(true, false)).await;
+        let tasks = || {
+            tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks()
+        };
+        // The listener, its idle set's watcher, the backend's accept loop.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let baseline = tasks();
+        const N: usize = 50;
+        let mut clients = Vec::new();
+        let mut buf = Vec::new();
+        for _ in 0..N {
+            let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+            c.write_all(GET).await.unwrap();
+            assert_eq!(read_response(&mut c, &mut buf).await.1, b"ok");
+            assert!(buf.is_empty());
+            clients.push(c);
+        }
+        assert!(tasks() >= baseline + N, "one task per busy connection");
+        // After `IDLE_RELEASE` (1 s) every upstream connection is closed (the
+        // backend's tasks end) and every client connection is parked: no task left
+        // for any of the 50 open connections.
+        for _ in 0..N {
+            closed_rx.recv().await.unwrap();
+        }
+        while tasks() > baseline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Each is served again (a new task per busy period), in any order.
+        for c in clients.iter_mut().rev() {
+            c.write_all(GET).await.unwrap();
+            let (status, body) = read_response(c, &mut buf).await;
+            assert_eq!(
+                (status.as_str(), body.as_slice()),
+                ("HTTP/1.1 200 OK", &b"ok"[..])
+            );
         }
     })
     .await;

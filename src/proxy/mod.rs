@@ -58,6 +58,7 @@ mod forward;
 pub mod fuzzing;
 mod h1;
 mod headers;
+mod idle;
 pub mod mirror;
 pub mod preview;
 mod redirect;

@@ -36,8 +36,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::conn::{stopped, ConnState, ListenerCtx};
+use super::idle::{IdleSet, Parked};
 use super::{ListenerRoutes, Proxy};
 
 /// How long [`serve`] lets open requests finish after `shutdown` resolves before it
@@ -118,6 +120,26 @@ pub async fn serve_with_grace(
         .settings()
         .caps
         .for_listener(local, proxy.settings().max_connections);
+    // Idle plaintext connections of this listener on this thread, without tasks.
+    let idle = Arc::new(IdleSet::default());
+    let resume = {
+        let (proxy, idle) = (proxy.clone(), idle.clone());
+        move |p: Parked| {
+            // A socket reset meanwhile has no peer: it is simply closed.
+            let Ok(peer) = p.stream.peer_addr() else {
+                return;
+            };
+            let conn = Conn {
+                proxy: proxy.clone(),
+                ctx: p.ctx,
+                idle: idle.clone(),
+                peer,
+                _permit: p.permit,
+            };
+            tokio::spawn(conn.serve_plain(p.stream, Some(p.head_by)));
+        }
+    };
+    tokio::spawn(super::idle::watch(idle.clone(), ctx.state.clone(), resume));
     tokio::pin!(shutdown);
     loop {
         // A free connection slot first: at the cap, new clients wait in the kernel's
@@ -135,8 +157,14 @@ pub async fn serve_with_grace(
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let (proxy, ctx) = (proxy.clone(), ctx.clone());
-                    tokio::spawn(serve_connection(proxy, ctx, stream, peer, permit));
+                    let conn = Conn {
+                        proxy: proxy.clone(),
+                        ctx: ctx.clone(),
+                        idle: idle.clone(),
+                        peer,
+                        _permit: permit,
+                    };
+                    tokio::spawn(conn.serve(stream));
                 }
                 Err(e) => {
                     // Usually out of file descriptors or a connection reset before
@@ -194,52 +222,99 @@ fn auto_builder(settings: &super::ProxySettings) -> auto::Builder<TokioExecutor>
 /// Streams one HTTP/2 connection may have open at once.
 pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 
-/// One client connection, from accept to close; `_permit` is its connection slot.
+/// One client connection's task, from accept (or from its parked state) until it
+/// closes or is parked again.
 ///
-/// Why everything but the wait is boxed: most open connections are idle, and an idle
-/// connection costs what its task's future costs. This function's future is the idle
-/// state of a plaintext connection: the socket, two references, the client's address
-/// and, between busy periods, [`super::h1::wait_idle`]'s timer and shutdown wait. TLS,
-/// the redirect listener, hyper's server and the fast path's states are each
-/// allocated only while used: a plaintext connection idle for `IDLE_RELEASE` leaves
-/// the fast path and waits here. The unit test below pins the size.
-async fn serve_connection(
+/// Why the paths are boxed: a connection's task lives as long as it is busy (an idle
+/// plaintext one is parked without a task, `idle.rs`), and TLS, the redirect listener,
+/// hyper's server and the fast path each need their own (large) states; each is
+/// allocated only while used.
+struct Conn {
     proxy: Arc<Proxy>,
     ctx: Arc<ListenerCtx>,
-    stream: TcpStream,
+    idle: Arc<IdleSet>,
     peer: SocketAddr,
+    /// Its slot under `max_connections`, held until it closes (parked included).
     _permit: OwnedSemaphorePermit,
-) {
-    let _ = stream.set_nodelay(true);
-    // Computed once per connection; each request clones it (a reference count).
-    let client_ip = HeaderValue::from_str(&peer.ip().to_canonical().to_string())
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-    let trusted = proxy.settings().trusts(peer.ip());
-    if let Some(target) = ctx.redirect_to.clone() {
-        return Box::pin(super::redirect::serve(&proxy, &ctx, stream, peer, target)).await;
-    }
-    let client = Client {
-        proxy: &proxy,
-        ctx: &ctx,
-        peer,
-        client_ip: &client_ip,
-        trusted,
-    };
-    if ctx.tls.is_some() {
-        return Box::pin(serve_tls(client, stream)).await;
-    }
-    if ctx.auto.is_some() {
-        return Box::pin(client.auto(TokioIo::new(stream))).await;
-    }
-    serve_fast_then_h1(client, stream).await;
 }
+
+impl Conn {
+    /// A newly accepted connection.
+    async fn serve(self, stream: TcpStream) {
+        let _ = stream.set_nodelay(true);
+        let ctx = self.ctx.clone();
+        if let Some(target) = ctx.redirect_to.clone() {
+            let serve = super::redirect::serve(&self.proxy, &ctx, stream, self.peer, target);
+            return Box::pin(serve).await;
+        }
+        if ctx.tls.is_some() || ctx.auto.is_some() {
+            let client_ip = client_ip(&self.peer);
+            let client = Client {
+                proxy: &self.proxy,
+                ctx: &ctx,
+                peer: &self.peer,
+                client_ip: &client_ip,
+                trusted: self.proxy.settings().trusts(self.peer.ip()),
+            };
+            if ctx.tls.is_some() {
+                return Box::pin(serve_tls(client, stream)).await;
+            }
+            return Box::pin(client.auto(TokioIo::new(stream))).await;
+        }
+        self.serve_plain(stream, None).await;
+    }
+
+    /// Plaintext HTTP/1.1 until the connection closes, or parks when idle.
+    /// `head_by`: a parked connection's request-head deadline, which still holds.
+    async fn serve_plain(self, stream: TcpStream, head_by: Option<Instant>) {
+        let client_ip = client_ip(&self.peer);
+        let client = Client {
+            proxy: &self.proxy,
+            ctx: &self.ctx,
+            peer: &self.peer,
+            client_ip: &client_ip,
+            trusted: self.proxy.settings().trusts(self.peer.ip()),
+        };
+        let Idle(stream, head_by) = serve_fast_then_h1(&client, stream, head_by).await else {
+            return;
+        };
+        let Conn {
+            ctx,
+            idle,
+            _permit: permit,
+            ..
+        } = self;
+        idle.park(Parked {
+            ctx,
+            stream,
+            permit,
+            head_by,
+        });
+    }
+}
+
+/// The client's address as `X-Forwarded-For` gets it: computed once per connection
+/// (or busy period), each request clones it (a reference count).
+fn client_ip(peer: &SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// How HTTP/1.1 serving left a connection.
+enum Served<S> {
+    Done,
+    /// Idle for `IDLE_RELEASE` with nothing held (plain TCP only): park it; the
+    /// `Instant` is its request-head deadline.
+    Idle(S, Instant),
+}
+use Served::Idle;
 
 /// What every path needs to know about a client connection (borrowed from its task).
 #[derive(Clone, Copy)]
 struct Client<'a> {
     proxy: &'a Arc<Proxy>,
     ctx: &'a Arc<ListenerCtx>,
-    peer: SocketAddr,
+    peer: &'a SocketAddr,
     client_ip: &'a HeaderValue,
     trusted: bool,
 }
@@ -251,7 +326,15 @@ impl Client<'_> {
         I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     {
         let (proxy, ctx) = (self.proxy.clone(), self.ctx.clone());
-        serve_auto(proxy, ctx, io, self.peer, self.client_ip.clone(), self.trusted).await;
+        serve_auto(
+            proxy,
+            ctx,
+            io,
+            *self.peer,
+            self.client_ip.clone(),
+            self.trusted,
+        )
+        .await;
     }
 
     /// The general (hyper) HTTP/1.1 path for the rest of a connection.
@@ -260,7 +343,15 @@ impl Client<'_> {
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let (proxy, ctx) = (self.proxy.clone(), self.ctx.clone());
-        serve_h1(proxy, ctx, stream, self.peer, self.client_ip.clone(), self.trusted).await;
+        serve_h1(
+            proxy,
+            ctx,
+            stream,
+            *self.peer,
+            self.client_ip.clone(),
+            self.trusted,
+        )
+        .await;
     }
 }
 
@@ -270,68 +361,66 @@ async fn serve_tls(client: Client<'_>, stream: TcpStream) {
     let Some(tls) = client.ctx.tls.clone() else {
         return;
     };
-    let peer = client.peer;
+    let peer = *client.peer;
     // A client that never finishes its handshake holds a connection slot only for
     // `handshake_timeout`.
-    let stream = match tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(stream))
-        .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let stream =
+        match tokio::time::timeout(tls.handshake_timeout, tls.acceptor().accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out");
+                return;
+            }
+        };
     // HTTP/1.1 over TLS takes the fast path like plaintext (HSTS, which the fast path
     // does not write, sends it to the general path); HTTP/2 the general one.
     let h2 = stream.get_ref().1.alpn_protocol() == Some(super::tls::ALPN_H2);
     if h2 || tls.hsts.is_some() || !client.proxy.settings().fast_path {
         return client.auto(TokioIo::new(stream)).await;
     }
-    serve_fast_then_h1(client, stream).await;
+    // TLS connections are never handed back idle (`h1::End::Idle` is for plain TCP).
+    let _ = serve_fast_then_h1(&client, stream, None).await;
 }
 
 /// HTTP/1.1: the fast path first, then (if it hands the connection over) hyper's
 /// HTTP/1.1 server on the general path. The fast path runs boxed, one allocation per
-/// busy period: a plaintext connection with nothing to do for `IDLE_RELEASE` comes
-/// back here ([`super::h1::End::Idle`]) and waits in this function's small state.
-async fn serve_fast_then_h1<S>(client: Client<'_>, mut stream: S)
+/// busy period; a plaintext connection with nothing to do for `IDLE_RELEASE` comes
+/// back ([`super::h1::End::Idle`]) to be parked.
+async fn serve_fast_then_h1<S>(
+    client: &Client<'_>,
+    stream: S,
+    head_by: Option<Instant>,
+) -> Served<S>
 where
     S: super::h1::ClientIo + Send + 'static,
 {
     let settings = client.proxy.settings();
     if !settings.fast_path || settings.affine_upstream {
         let stream = super::h1::Rewind::new(stream, bytes::Bytes::new());
-        return Box::pin(client.h1(stream)).await;
+        Box::pin(client.h1(stream)).await;
+        return Served::Done;
     }
-    let mut head_by = None;
-    loop {
-        let served = Box::pin(super::h1::serve(
-            client.proxy,
-            client.ctx,
-            stream,
-            client.client_ip.as_bytes(),
-            client.trusted,
-            head_by,
-        ))
-        .await;
-        match served {
-            super::h1::End::Closed => return,
-            super::h1::End::General(s, pre) => {
-                let stream = super::h1::Rewind::new(s, pre);
-                return Box::pin(client.h1(stream)).await;
-            }
-            super::h1::End::Idle(mut s, by) => {
-                if !super::h1::wait_idle(&mut s, client.ctx, by).await {
-                    return;
-                }
-                (stream, head_by) = (s, Some(by));
-            }
+    let served = Box::pin(super::h1::serve(
+        client.proxy,
+        client.ctx,
+        stream,
+        client.client_ip.as_bytes(),
+        client.trusted,
+        head_by,
+    ))
+    .await;
+    match served {
+        super::h1::End::Closed => Served::Done,
+        super::h1::End::General(s, pre) => {
+            let stream = super::h1::Rewind::new(s, pre);
+            Box::pin(client.h1(stream)).await;
+            Served::Done
         }
+        super::h1::End::Idle(s, by) => Idle(s, by),
     }
 }
 
@@ -463,49 +552,5 @@ fn log_end(res: hyper::Result<()>, peer: SocketAddr) {
     if let Err(e) = res {
         // Timeouts, malformed requests, resets: the client's problem, not ours.
         tracing::debug!(%peer, error = %e, "client connection ended with an error");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What an idle plaintext connection costs in its task: the future of
-    /// [`serve_connection`] (everything else it may need is boxed while used). Issue #16
-    /// measured 3,352 bytes before any boxing and 1,504 with the request states boxed;
-    /// nginx's whole idle connection is about 700 bytes. A new field or an unboxed
-    /// await that grows it past the bound fails here instead of in the benchmark.
-    #[tokio::test]
-    async fn an_idle_connection_task_stays_small() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (stream, peer) = listener.accept().await.unwrap();
-        let proxy = Proxy::new(
-            Arc::new(super::super::table::Routes::new()),
-            super::super::ProxySettings::default(),
-        );
-        let (_state_tx, state) = watch::channel(ConnState::Serving);
-        let (alive, _alive_rx) = mpsc::channel(1);
-        let ctx = Arc::new(ListenerCtx {
-            public: false,
-            routes: ListenerRoutes::default(),
-            state,
-            http: http1::Builder::new(),
-            auto: None,
-            tls: None,
-            redirect_to: None,
-            _alive: alive,
-        });
-        let mut s2 = TcpStream::connect(addr).await.unwrap();
-        eprintln!("wait_idle {}", std::mem::size_of_val(&super::super::h1::wait_idle(&mut s2, &ctx, tokio::time::Instant::now())));
-        let ip = HeaderValue::from_static("x");
-        let c = Client { proxy: &proxy, ctx: &ctx, peer, client_ip: &ip, trusted: false };
-        eprintln!("fast_then_h1 {}", std::mem::size_of_val(&serve_fast_then_h1(c, s2)));
-        let permit = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
-        let task = serve_connection(proxy.clone(), ctx.clone(), stream, peer, permit);
-        let size = std::mem::size_of_val(&task);
-        assert!(size <= 512, "an idle connection's future is {size} bytes");
-        drop((task, client));
     }
 }

@@ -34,8 +34,6 @@ pub(super) mod request;
 pub(super) mod response;
 pub(super) mod wire;
 
-use std::future::Future;
-use std::task::Poll;
 use std::time::Instant as StdInstant;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -74,8 +72,8 @@ pub(crate) enum End<S> {
     /// The general path takes over; `Bytes` were read from the client and not used.
     General(S, Bytes),
     /// Nothing buffered, nothing held and no request for [`IDLE_RELEASE`] (plain TCP
-    /// only): the caller waits for the socket ([`wait_idle`]) in a smaller state than
-    /// this function's, then serves again. The `Instant` is the request head's
+    /// only): the caller parks the connection without a task (`proxy/idle.rs`) until
+    /// its socket is readable, then serves it again. The `Instant` is the request head's
     /// deadline (`header_read_timeout` after the last response), which still holds.
     Idle(S, Instant),
 }
@@ -118,8 +116,10 @@ enum Broke {
 
 /// A client connection's buffers and upstream connections. While a plaintext
 /// connection waits for a request head with nothing buffered, its buffers are back in
-/// the thread's spares (`pool`) and it holds none: an idle connection costs its task
-/// and sockets.
+/// the thread's spares (`pool`) and it holds none; after [`IDLE_RELEASE`] it closes its
+/// upstream connections and leaves [`serve`] altogether ([`End::Idle`]): this
+/// function's state (boxed by the caller, with the request's states inline) is freed,
+/// and an idle connection costs its small task and its socket.
 struct Conn<S> {
     client: S,
     /// Bytes from the client not yet used.
@@ -249,36 +249,6 @@ where
             return End::Closed;
         }
     }
-}
-
-/// Waits, holding no buffer, no upstream connection and no request state, until an
-/// idle plain TCP connection is readable (a request, or EOF): `true`, serve it again.
-/// `false` when the head's deadline `head_by` passes first or the listener drains
-/// (idle connections close once lingering is over, see `ConnState`): close it.
-pub(crate) async fn wait_idle<S: ClientIo>(
-    client: &mut S,
-    ctx: &ListenerCtx,
-    head_by: Instant,
-) -> bool {
-    let Some(tcp) = client.tcp() else {
-        return true;
-    };
-    let mut state = ctx.state.clone();
-    let closing = state.wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped));
-    let expired = tokio::time::sleep_until(head_by);
-    tokio::pin!(closing, expired);
-    // Polled by hand: `poll_read_ready` keeps no future (a `readable()` future would
-    // add 150 bytes to every idle connection).
-    std::future::poll_fn(|cx| {
-        if closing.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(false);
-        }
-        if let Poll::Ready(ready) = tcp.poll_read_ready(cx) {
-            return Poll::Ready(ready.is_ok());
-        }
-        expired.as_mut().poll(cx).map(|()| false)
-    })
-    .await
 }
 
 /// A client connection the fast path serves: plain TCP, or TLS (rustls) over it.
