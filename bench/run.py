@@ -91,7 +91,7 @@ def run_tls(a, ps, d, cutover_bin, res):
     """TLS termination: Cutover, nginx and HAProxy over HTTPS (harness/tls.py)."""
     started = tls.start(ps, d, cutover_bin, log)
     log(f"TLS: {a.rounds} rounds × {a.duration}s per measurement")
-    res["tls"] = tls.measure(started, a.rounds, a.duration, a.threads, a.conns, log)
+    res["tls"] = tls.measure(started, a.rounds, a.duration, a.threads, a.conns, log, tls.backend_pids(ps))
     res["tls"]["switch"] = tls.switches_over_tls(a.switches, a.threads, a.conns, log)
 
 
