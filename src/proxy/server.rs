@@ -355,11 +355,15 @@ async fn serve_auto<I>(
     };
     let mut state = ctx.state.clone();
     let svc_ctx = ctx.clone();
+    // Boxed: HTTP/2 spawns a task per stream holding this future, and tokio moves a
+    // task's future when it creates and finishes it; the request's whole state machine
+    // (several KiB) made those copies 19 % of an HTTP/2 request's instructions
+    // (BENCHMARKS.md "TLS handshakes and HTTP/2"). A box is one allocation.
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let ctx = svc_ctx.clone();
         let client_ip = client_ip.clone();
-        async move {
+        Box::pin(async move {
             let mut resp = proxy.handle(req, &ctx, &client_ip, trusted).await;
             if let Some(hsts) = ctx.tls.as_ref().and_then(|t| t.hsts.clone()) {
                 resp.headers_mut()
@@ -372,7 +376,7 @@ async fn serve_auto<I>(
                     .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
             }
             Ok::<_, Infallible>(resp)
-        }
+        })
     });
     let conn = auto.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
