@@ -101,6 +101,8 @@ def finish_tls(a, res):
     log(tls.markdown(res))
     name = "tls-smoke.json" if a.smoke else f"tls-{res['date'][:10]}.json"
     path = os.path.join(REPO, "bench", "results", name)
+    if not a.smoke and os.path.exists(path):  # a second run that day keeps the first
+        path = path.replace(".json", f"-{res['date'][11:16].replace(':', '')}.json")
     report.write_json(res, path)
     log(f"\nwrote {os.path.relpath(path, REPO)}")
     return 0

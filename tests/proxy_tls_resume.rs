@@ -94,6 +94,7 @@ ctx.minimum_version = ctx.maximum_version = v
 session = None
 for _ in range(3):
     s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="a.test", session=session)
+    got = s.version()
     s.sendall(b"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
     data = b""
     while True:
@@ -101,7 +102,7 @@ for _ in range(3):
         if not chunk:
             break
         data += chunk
-    print(data.split(b"\r\n")[0].decode(), s.version(), "resumed" if s.session_reused else "full")
+    print(data.split(b"\r\n")[0].decode(), got, "resumed" if s.session_reused else "full")
     session = s.session
     s.close()
 "#;
