@@ -111,7 +111,11 @@ for _ in range(3):
         let out = tokio::task::spawn_blocking(move || tls::python(script, &[&port, &caf, version]))
             .await
             .unwrap();
-        let v = if version == "1.3" { "TLSv1.3" } else { "TLSv1.2" };
+        let v = if version == "1.3" {
+            "TLSv1.3"
+        } else {
+            "TLSv1.2"
+        };
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("HTTP/1.1 200 OK {v} full\nHTTP/1.1 200 OK {v} resumed\nHTTP/1.1 200 OK {v} resumed\n"),

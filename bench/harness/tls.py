@@ -189,7 +189,7 @@ def _med(xs):
     return statistics.median(xs) if xs else None
 
 
-def start(ps, d, cutover_bin, log):
+def start(ps, d, cutover_bin, log, tls13_tickets=None):
     busy = [p for p in ALL_PORTS if not procs.port_free(p)]
     if busy:
         raise RuntimeError(f"TLS bench ports in use on 127.0.0.1: {busy}")
@@ -198,7 +198,7 @@ def start(ps, d, cutover_bin, log):
     files = {
         "tls-backend-blue.conf": setup.backend_conf(d, "blue", BLUE, "tls-backend-blue"),
         "tls-backend-green.conf": setup.backend_conf(d, "green", GREEN, "tls-backend-green"),
-        "cutover-tls.toml": cutover_toml(d),
+        "cutover-tls.toml": cutover_toml(d, tls13_tickets),
         "nginx-tls.conf": nginx_conf(d),
         "haproxy-tls.cfg": haproxy_conf(d),
     }
