@@ -251,7 +251,9 @@ mod tests {
         for name in HOP_BY_HOP.iter().chain([&UPGRADE, &CONNECTION]) {
             let mut h = map(&[(name.as_str(), "x"), ("accept", "*/*"), ("x-a", "1")]);
             strip_hop_by_hop(&mut h, false);
-            let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            // `remove` may reorder what is left.
+            let mut left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            left.sort_unstable();
             assert_eq!(left, ["accept", "x-a"], "{name}");
         }
         let mut h = map(&[("accept", "*/*"), ("host", "a"), ("x-a", "1")]);
