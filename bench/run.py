@@ -54,6 +54,7 @@ def parse_args():
     p.add_argument("--no-install", action="store_true", help="never install missing tools")
     p.add_argument("--no-markdown", action="store_true", help="do not update BENCHMARKS.md")
     p.add_argument("--tls-only", action="store_true", help="only the TLS comparison (Cutover, nginx, HAProxy over HTTPS)")
+    p.add_argument("--tls13-tickets", type=int, help="Cutover's tls13_tickets in the TLS comparison (default: its default, 1)")
     p.add_argument("--keep-dir", action="store_true", help="keep the temporary directory (configs, logs)")
     p.add_argument("--paths", action="store_true",
                    help="only Cutover's three proxy paths beside nginx and HAProxy, and memory per idle connection")
@@ -94,9 +95,9 @@ def _terminate(*_):
 
 def run_tls(a, ps, d, cutover_bin, res):
     """TLS termination: Cutover, nginx and HAProxy over HTTPS (harness/tls.py)."""
-    started = tls.start(ps, d, cutover_bin, log)
+    started = tls.start(ps, d, cutover_bin, log, tls13_tickets=a.tls13_tickets)
     log(f"TLS: {a.rounds} rounds × {a.duration}s per measurement")
-    res["tls"] = tls.measure(started, a.rounds, a.duration, a.threads, a.conns, log)
+    res["tls"] = tls.measure(started, a.rounds, a.duration, a.threads, a.conns, log, tls.backend_pids(ps))
     res["tls"]["switch"] = tls.switches_over_tls(a.switches, a.threads, a.conns, log)
 
 
@@ -106,6 +107,8 @@ def finish_tls(a, res):
     log(tls.markdown(res))
     name = "tls-smoke.json" if a.smoke else f"tls-{res['date'][:10]}.json"
     path = os.path.join(REPO, "bench", "results", name)
+    if not a.smoke and os.path.exists(path):  # a second run that day keeps the first
+        path = path.replace(".json", f"-{res['date'][11:16].replace(':', '')}.json")
     report.write_json(res, path)
     log(f"\nwrote {os.path.relpath(path, REPO)}")
     return 0

@@ -6,7 +6,13 @@ Measured per proxy, in rounds whose order is shuffled per round (as `measure.py`
   CPU per request (utime+stime of the proxy's processes / requests served);
 - new handshakes: wrk with `Connection: close`, so every request is a new TCP
   connection and a full TLS handshake (wrk does not resume sessions): handshakes/s
-  and CPU per handshake;
+  and CPU per handshake. The client's side of a handshake costs about as much CPU as
+  the server's, so with everything on both cores the rate measures the client as much
+  as the server. For this kind only, wrk runs pinned to CPU 0 and the proxy with both
+  backends (every thread) to CPU 1 (`taskset`, the same for all three; restored
+  afterwards): the server's core utilisation and its CPU per handshake are its own,
+  and `per_core` = 10^6 / CPU µs per handshake is the rate one server core sustains
+  (the figure the ratio is taken on when the client, not the server, saturates);
 - HTTP/2: h2load over TLS (ALPN h2), 16 connections × 16 streams: requests/s and CPU
   per request.
 Then `switches` blue↔green switches through Cutover's API while wrk runs over TLS:
@@ -46,7 +52,8 @@ def make_cert(d):
                 out.write(f.read())
 
 
-def cutover_toml(d):
+def cutover_toml(d, tls13_tickets=None):
+    tickets = "" if tls13_tickets is None else f"tls13_tickets = {tls13_tickets}\n"
     return f"""[daemon]
 state_dir = "{d}/cutover-tls-state"
 
@@ -61,7 +68,7 @@ slot_header = true
 [[proxy.tls]]
 listen = "127.0.0.1:{PORTS['cutover']}"
 certificates = [{{ cert = "{d}/tls-cert.pem", key = "{d}/tls-key.pem" }}]
-
+{tickets}
 [services.web]
 listen = "127.0.0.1:{PORTS['cutover']}"
 warm_for = "1h"
@@ -134,10 +141,34 @@ def url(name):
     return f"https://127.0.0.1:{PORTS[name]}/"
 
 
-def _wrk(name, threads, conns, duration_s, close=False):
+CLIENT_CPU, SERVER_CPU = "0", "1"
+
+
+def _pin(pids, cpus):
+    """Every thread of `pids` onto `cpus` (a taskset list)."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], check=True, capture_output=True)
+
+
+def _all_cpus():
+    return f"0-{os.cpu_count() - 1}"
+
+
+def backend_pids(ps):
+    """The backends' processes (Cutover's slots, which nginx and HAProxy use too)."""
+    out = []
+    for name, pid in ps.extra_pids:
+        if name.startswith("tls-") and procs.pid_alive(pid):
+            out += procs.tree(pid, True)
+    return out
+
+
+def _wrk(name, threads, conns, duration_s, close=False, cpu=None):
     argv = load.wrk_argv(url(name), threads, conns, duration_s)
     if close:
         argv[1:1] = ["-H", "Connection: close"]
+    if cpu is not None:
+        argv = ["taskset", "-c", cpu, *argv]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 30, check=True).stdout
     return load.parse_wrk(out)
 
@@ -158,7 +189,7 @@ def _med(xs):
     return statistics.median(xs) if xs else None
 
 
-def start(ps, d, cutover_bin, log):
+def start(ps, d, cutover_bin, log, tls13_tickets=None):
     busy = [p for p in ALL_PORTS if not procs.port_free(p)]
     if busy:
         raise RuntimeError(f"TLS bench ports in use on 127.0.0.1: {busy}")
@@ -167,7 +198,7 @@ def start(ps, d, cutover_bin, log):
     files = {
         "tls-backend-blue.conf": setup.backend_conf(d, "blue", BLUE, "tls-backend-blue"),
         "tls-backend-green.conf": setup.backend_conf(d, "green", GREEN, "tls-backend-green"),
-        "cutover-tls.toml": cutover_toml(d),
+        "cutover-tls.toml": cutover_toml(d, tls13_tickets),
         "nginx-tls.conf": nginx_conf(d),
         "haproxy-tls.cfg": haproxy_conf(d),
     }
@@ -193,9 +224,11 @@ def start(ps, d, cutover_bin, log):
     return started
 
 
-def measure(started, rounds, duration_s, threads, conns, log):
+def measure(started, rounds, duration_s, threads, conns, log, backends=()):
     targets = list(PORTS)
     pids = {n: procs.tree(p.pid, kids) for n, (p, kids) in started.items()}
+    if (os.cpu_count() or 1) < 2:
+        raise RuntimeError("the TLS handshake measurement pins client and server to different CPUs: needs 2 or more")
     for n in targets:  # warm-up
         _wrk(n, threads, conns, 1)
     kinds = {"keepalive": [], "handshake": [], "h2": []}
@@ -203,21 +236,33 @@ def measure(started, rounds, duration_s, threads, conns, log):
     for r in range(rounds):
         for n in random.Random(2000 + r).sample(targets, len(targets)):
             for kind in kinds:
-                cpu0 = procs.cpu_seconds(pids[n])
-                if kind == "h2":
-                    res = _h2load(n, duration_s)
-                    served = res["succeeded"]
-                    errors = res["failed"]
-                else:
-                    res = _wrk(n, threads, conns, duration_s, close=(kind == "handshake"))
-                    served = res["requests"]
-                    errors = res["non2xx"] + res["socket_errors"]
-                cpu = procs.cpu_seconds(pids[n]) - cpu0
+                pinned = kind == "handshake"
+                if pinned:
+                    _pin([*pids[n], *backends], SERVER_CPU)
+                try:
+                    cpu0, t0 = procs.cpu_seconds(pids[n]), time.monotonic()
+                    if kind == "h2":
+                        res = _h2load(n, duration_s)
+                        served = res["succeeded"]
+                        errors = res["failed"]
+                    else:
+                        res = _wrk(n, threads, conns, duration_s, close=pinned,
+                                   cpu=CLIENT_CPU if pinned else None)
+                        served = res["requests"]
+                        errors = res["non2xx"] + res["socket_errors"]
+                    cpu = procs.cpu_seconds(pids[n]) - cpu0
+                    wall = time.monotonic() - t0
+                finally:
+                    if pinned:
+                        _pin([*pids[n], *backends], _all_cpus())
                 res["cpu_us_per_req"] = cpu / served * 1e6 if served else None
+                res["server_core_util"] = cpu / wall if wall else None
+                res["per_core"] = 1e6 / res["cpu_us_per_req"] if res["cpu_us_per_req"] else None
                 res["errors"] = errors
                 per[kind][n].append(res)
                 log(f"  TLS round {r + 1}/{rounds} {kind:9} {n:8} {res['rps']:>9.0f} req/s  "
-                    f"p99 {res.get('p99_ms') or 0:.2f} ms  cpu {res['cpu_us_per_req'] or 0:.1f} µs/req  errors {errors}")
+                    f"p99 {res.get('p99_ms') or 0:.2f} ms  cpu {res['cpu_us_per_req'] or 0:.1f} µs/req  "
+                    f"proxy cpu {100 * (res['server_core_util'] or 0):.0f}%  errors {errors}")
     out = {}
     for kind in kinds:
         out[kind] = {
@@ -226,6 +271,8 @@ def measure(started, rounds, duration_s, threads, conns, log):
                 "p50_ms": _med([x.get("p50_ms") for x in runs]),
                 "p99_ms": _med([x.get("p99_ms") for x in runs]),
                 "cpu_us_per_req": _med([x["cpu_us_per_req"] for x in runs]),
+                "server_core_util": _med([x["server_core_util"] for x in runs]),
+                "per_core": _med([x["per_core"] for x in runs]),
                 "errors": sum(x["errors"] for x in runs),
                 "rounds": [x["rps"] for x in runs],
                 **({"protocol": runs[0].get("protocol")} if kind == "h2" else {}),
@@ -235,6 +282,9 @@ def measure(started, rounds, duration_s, threads, conns, log):
     for kind, by in out.items():
         best_other = max(by["nginx"]["rps"] or 0, by["haproxy"]["rps"] or 0)
         by["ratio_vs_faster"] = (by["cutover"]["rps"] / best_other) if best_other else None
+        best_core = max(by["nginx"]["per_core"] or 0, by["haproxy"]["per_core"] or 0)
+        by["per_core_ratio_vs_faster"] = (by["cutover"]["per_core"] or 0) / best_core if best_core else None
+    out["handshake"]["pinned"] = {"client_cpu": CLIENT_CPU, "server_cpu": SERVER_CPU}
     return out
 
 
@@ -274,6 +324,12 @@ def markdown(res):
         by = t[kind]
         cells = [f"{by[n]['cpu_us_per_req'] or 0:.1f}" for n in ("cutover", "nginx", "haproxy")]
         lines.append(f"| CPU µs per request: {kind} | {' | '.join(cells)} | |")
+    by = t["handshake"]
+    cells = [f"{by[n]['per_core'] or 0:.0f}" for n in ("cutover", "nginx", "haproxy")]
+    lines.append(f"| handshakes per server core-second (10^6 / CPU µs) | {' | '.join(cells)} | "
+                 f"{by['per_core_ratio_vs_faster'] or 0:.2f}× |")
+    cells = [f"{100 * (by[n]['server_core_util'] or 0):.0f} %" for n in ("cutover", "nginx", "haproxy")]
+    lines.append(f"| proxy's share of its core during handshakes | {' | '.join(cells)} | |")
     by = t["keepalive"]
     cells = [f"{by[n]['p99_ms'] or 0:.2f}" for n in ("cutover", "nginx", "haproxy")]
     lines.append(f"| p99 ms, keep-alive TLS | {' | '.join(cells)} | |")

@@ -69,7 +69,7 @@ pub use model::*;
 pub use read::Problem;
 pub use retention::RetentionConfig;
 pub use shield::{BurstConfig, ShieldConfig};
-pub use tls::{CertificateFiles, Hsts, TlsListenerConfig};
+pub use tls::{CertificateFiles, Hsts, TlsListenerConfig, DEFAULT_TLS13_TICKETS};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

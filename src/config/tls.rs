@@ -42,9 +42,20 @@ pub struct TlsListenerConfig {
     pub http2: bool,
     /// How often the certificate files are checked for changes. Default 10s.
     pub reload_interval: Duration,
+    /// TLS 1.3 session tickets sent after each full handshake (0 to 8). Default
+    /// [`DEFAULT_TLS13_TICKETS`].
+    pub tls13_tickets: u8,
     /// Certificates obtained by ACME for some names (see `config/acme.rs`).
     pub acme: Option<AcmeConfig>,
 }
+
+/// TLS 1.3 session tickets per full handshake unless `tls13_tickets` says otherwise.
+/// One: a browser resumes its next connection with it and gets a fresh ticket on that
+/// one; a client that opens several connections at once (rare with HTTP/2, which uses
+/// one) does a full handshake on the others. OpenSSL (nginx, HAProxy) sends two,
+/// rustls two unless told; each costs the server a key derivation, an encryption and
+/// a record the client must read (BENCHMARKS.md "TLS handshakes and HTTP/2").
+pub const DEFAULT_TLS13_TICKETS: u8 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFiles {
@@ -88,6 +99,7 @@ pub struct RawTls {
     pub handshake_timeout: Option<RawDuration>,
     pub http2: Option<bool>,
     pub reload_interval: Option<RawDuration>,
+    pub tls13_tickets: Option<i64>,
     pub acme: Option<Sub<RawAcme>>,
 }
 
@@ -194,6 +206,22 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
     )
     .and_then(|v| positive(p, r.key("reload_interval"), v));
     let http2 = r.or("http2", r.raw.http2, true);
+    let tickets = r
+        .or(
+            "tls13_tickets",
+            r.raw.tls13_tickets,
+            i64::from(DEFAULT_TLS13_TICKETS),
+        )
+        .and_then(|n| match u8::try_from(n) {
+            Ok(n) if n <= 8 => Some(n),
+            _ => {
+                p.add(
+                    r.key("tls13_tickets"),
+                    format!("expected a number of tickets from 0 to 8, got {n}"),
+                );
+                None
+            }
+        });
     let has_redirect = matches!(redirect_from, Some(Some(_)));
     let acme = acme(r.raw.acme.as_ref(), &r.key("acme"), has_redirect, base, p);
     let (max_age, include, preload) = (hsts_max_age?, include?, preload?);
@@ -218,6 +246,7 @@ fn listener(r: &Read<RawTls>, base: &Path, p: &mut Problems) -> Option<TlsListen
         handshake_timeout: handshake_timeout?,
         http2: http2?,
         reload_interval: reload_interval?,
+        tls13_tickets: tickets?,
         acme: acme?,
     })
 }
@@ -373,10 +402,13 @@ command = ["./web", "--port", "{port}"]
         assert_eq!(t.handshake_timeout, std::time::Duration::from_secs(10));
         assert!(t.http2 && !t.refuse_unknown_sni && t.hsts.is_none() && t.redirect_from.is_none());
         assert!(!c.proxy.edge.h2c);
+        assert_eq!(t.tls13_tickets, super::DEFAULT_TLS13_TICKETS);
+        let two = parse(&format!("{SERVICE}{table}tls13_tickets = 2\n"), None).unwrap();
+        assert_eq!(two.proxy.edge.tls[0].tls13_tickets, 2);
 
         let bad = format!(
             "{SERVICE}\n[[proxy.tls]]\nlisten = \"127.0.0.1:8443\"\ncertificates = [{{ cert = \"{key}\", key = \"{cert}\", names = [\"a b\"] }}]\n\
-             unknown_sni = \"maybe\"\nhsts_preload = true\nredirect_from = \"127.0.0.1:8443\"\n"
+             unknown_sni = \"maybe\"\nhsts_preload = true\nredirect_from = \"127.0.0.1:8443\"\ntls13_tickets = 9\n"
         );
         let keys = keys_of(&bad);
         for k in [
@@ -385,6 +417,7 @@ command = ["./web", "--port", "{port}"]
             "proxy.tls[0].certificates[0].names",
             "proxy.tls[0].unknown_sni",
             "proxy.tls[0].hsts_max_age",
+            "proxy.tls[0].tls13_tickets",
         ] {
             assert!(keys.contains(&k.to_string()), "{k} not in {keys:?}");
         }

@@ -143,6 +143,7 @@ pub fn listener_config(listen: SocketAddr, certs: Vec<CertificateFiles>) -> TlsL
         handshake_timeout: Duration::from_secs(10),
         http2: true,
         reload_interval: Duration::from_secs(10),
+        tls13_tickets: cutover::config::DEFAULT_TLS13_TICKETS,
         acme: None,
     }
 }
