@@ -245,9 +245,9 @@ http = {{ url = "https://127.0.0.1:{port}/announce" }}
     assert!(records[0].3.starts_with("HTTP 200 OK"), "{records:?}");
     assert_eq!((records[1].1.as_str(), records[1].2), ("announce", false));
     assert!(
-        records[1]
-            .3
-            .contains("certificate not trusted: it is not signed by a CA in the system store; add ca_file"),
+        records[1].3.contains(
+            "certificate not trusted: it is not signed by a CA in the system store; add ca_file"
+        ),
         "{records:?}"
     );
 }

@@ -124,7 +124,10 @@ async fn a_connect_passed_on_to_a_tls_slot_is_tunnelled_over_tls_and_refused_whe
         let (mut tunnel, head) = open(&proxy, connect).await;
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("x-cutover-slot: blue"), "{head}");
-        assert_eq!(echo(&mut tunnel, b"bytes in the tunnel").await, b"bytes in the tunnel");
+        assert_eq!(
+            echo(&mut tunnel, b"bytes in the tunnel").await,
+            b"bytes in the tunnel"
+        );
         assert_eq!(*hits.lock().unwrap(), 1);
 
         let mut green = upstream(Slot::Green, addr);
@@ -155,7 +158,10 @@ async fn routed(tls: ClientTls, blue: std::net::SocketAddr) -> (BuiltinRouter, T
 
 async fn report_when(router: &BuiltinRouter, cond: impl Fn(&MirrorReport) -> bool) -> MirrorReport {
     loop {
-        let r = router.mirror_report(SERVICE).await.expect("a mirror report");
+        let r = router
+            .mirror_report(SERVICE)
+            .await
+            .expect("a mirror report");
         if cond(&r) {
             return r;
         }
@@ -183,11 +189,17 @@ async fn mirrored_copies_reach_a_tls_target_over_tls_and_an_untrusted_one_fails_
             assert_eq!((r.status, r.body.as_str()), (200, "blue"), "{r:?}");
         }
         let r = report_when(&router, |r| r.compared == 5).await;
-        assert_eq!((r.mirrored, r.mismatched, r.failed, r.dropped), (5, 0, 0, 0));
+        assert_eq!(
+            (r.mirrored, r.mismatched, r.failed, r.dropped),
+            (5, 0, 0, 0)
+        );
         assert_eq!(live_seen.lock().unwrap().len(), 5);
         let copies = mirror_seen.lock().unwrap().clone();
         assert_eq!(copies.len(), 5, "{copies:?}");
-        assert!(copies.iter().any(|(line, _)| line == "GET /item/4"), "{copies:?}");
+        assert!(
+            copies.iter().any(|(line, _)| line == "GET /item/4"),
+            "{copies:?}"
+        );
 
         // A target whose certificate another CA signed: every copy fails its
         // handshake, and every client still gets the live answer.
@@ -227,7 +239,11 @@ async fn the_shield_retries_a_failed_tls_slot_on_the_previous_one_over_tls() {
         );
         assert!(guard.is_some(), "the built-in router guards");
         router
-            .apply(SERVICE, Some(Target::new(SERVICE, Slot::Green, green)), None)
+            .apply(
+                SERVICE,
+                Some(Target::new(SERVICE, Slot::Green, green)),
+                None,
+            )
             .await
             .unwrap();
         let client = http_client();

@@ -152,13 +152,17 @@ fn http_hook(at: &str, sub: &Sub<RawHttpHook>, p: &mut Problems) -> Option<HttpH
         .and_then(|text| {
             let uri: Option<http::Uri> = text.parse().ok();
             match uri {
-                Some(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+                Some(u)
+                    if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() =>
+                {
                     Some(u)
                 }
                 _ => {
                     p.add(
                         r.key("url"),
-                        format!("expected a URL like \"http://127.0.0.1:9000/deployed\", got {text:?}"),
+                        format!(
+                            "expected a URL like \"http://127.0.0.1:9000/deployed\", got {text:?}"
+                        ),
                     );
                     None
                 }

@@ -181,7 +181,9 @@ impl Proxy {
                 let upstream_req = Request::from_parts(parts, body);
                 let send = async {
                     match (&pool, &affine) {
-                        (UpstreamPool::Plain(_), Some(a)) => a.0.send(&endpoint, upstream_req).await,
+                        (UpstreamPool::Plain(_), Some(a)) => {
+                            a.0.send(&endpoint, upstream_req).await
+                        }
                         (pool, _) => pool.request(upstream_req).await.map_err(Into::into),
                     }
                 };
@@ -198,9 +200,11 @@ impl Proxy {
         let mut resp = match sent {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => {
-                if let Some(why) = chosen.tls.as_ref().and_then(|tls| {
-                    tls_failure(e.as_error(), &chosen.endpoint, tls)
-                }) {
+                if let Some(why) = chosen
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls_failure(e.as_error(), &chosen.endpoint, tls))
+                {
                     tracing::debug!(%slot, "TLS upstream: {why}");
                 }
                 let resp = failed(e, slot, recorder);

@@ -142,7 +142,8 @@ pub(super) async fn connect_tls(
     let Some(settings) = tls else {
         return Ok(TokioIo::new(Box::new(tcp)));
     };
-    let client = TlsClient::for_settings_alpn(settings, &[b"http/1.1"]).map_err(|e| e.to_string())?;
+    let client =
+        TlsClient::for_settings_alpn(settings, &[b"http/1.1"]).map_err(|e| e.to_string())?;
     let stream = client
         .connect(&endpoint.host_text(), tcp)
         .await
