@@ -45,7 +45,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::body::LimitedBody;
-use super::tls_upstream::{tls_failure, MirrorTlsPools};
+use super::tls_upstream::{tls_failure, MirrorTlsPools, TlsClientOf};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
 use crate::tls::ClientTls;
@@ -101,7 +101,7 @@ impl MirrorClients {
 /// One copy's client.
 enum CopyClient {
     Plain(MirrorClient),
-    Tls(Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>),
+    Tls(TlsClientOf<Full<Bytes>>),
 }
 
 impl CopyClient {

@@ -34,12 +34,14 @@ use super::Proxy;
 use crate::domain::endpoint::Endpoint;
 use crate::tls::{ClientTls, TlsClient, TlsError};
 
-pub(super) type TlsPool = Client<HttpsConnector<HttpConnector>, LimitedBody>;
+/// A pooled client to TLS upstreams sending request bodies of type `B`.
+pub(super) type TlsClientOf<B> = Client<HttpsConnector<HttpConnector>, B>;
+pub(super) type TlsPool = TlsClientOf<LimitedBody>;
 
 /// The TLS clients built so far, by their trust setting; `B` is the request body type
 /// (live requests stream a [`LimitedBody`], mirrored copies send a `Full` one).
 pub(super) struct TlsPools<B> {
-    pools: ArcSwap<Vec<(Arc<ClientTls>, Client<HttpsConnector<HttpConnector>, B>)>>,
+    pools: ArcSwap<Vec<(Arc<ClientTls>, TlsClientOf<B>)>>,
     max_idle: usize,
 }
 
@@ -65,7 +67,7 @@ where
         &self,
         settings: &Arc<ClientTls>,
         base: &HttpConnector,
-    ) -> Result<Client<HttpsConnector<HttpConnector>, B>, TlsError> {
+    ) -> Result<TlsClientOf<B>, TlsError> {
         let found = self.pools.load();
         if let Some((_, pool)) = found.iter().find(|(s, _)| s == settings) {
             return Ok(pool.clone());
@@ -102,7 +104,7 @@ where
 /// The live pool one upstream is reached through: the plain one, or its TLS one.
 pub(super) enum UpstreamPool<'a> {
     Plain(&'a Client<HttpConnector, LimitedBody>),
-    Tls(TlsPool),
+    Tls(Box<TlsPool>),
 }
 
 impl UpstreamPool<'_> {
@@ -120,7 +122,9 @@ impl Proxy {
     pub(super) fn pool(&self, tls: Option<&Arc<ClientTls>>) -> Result<UpstreamPool<'_>, TlsError> {
         Ok(match tls {
             None => UpstreamPool::Plain(&self.client),
-            Some(settings) => UpstreamPool::Tls(self.tls_pools.get(settings, &self.connector)?),
+            Some(settings) => {
+                UpstreamPool::Tls(Box::new(self.tls_pools.get(settings, &self.connector)?))
+            }
         })
     }
 }
