@@ -1,8 +1,12 @@
 //! Hooks end to end with the real binary: `pre_switch` and `post_switch` commands run
 //! in order around a switch under live load, their results show in the history, and a
-//! failing `pre_switch` hook fails the deployment without moving a request.
+//! failing `pre_switch` hook fails the deployment without moving a request; an
+//! `https://` HTTP hook is called over TLS with its `ca_file`, and fails naming the key
+//! to set without it.
 
 mod support;
+#[path = "support/tls_client.rs"]
+mod tls;
 
 use std::time::Duration;
 
@@ -188,4 +192,62 @@ async fn hooks_run_around_the_switch_under_load_and_a_failing_pre_switch_hook_mo
     assert_eq!(records[0].1, "migrate");
     assert!(!records[0].2);
     assert_eq!(records[0].3, "exit 1\nmigration 42 failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_hook_is_called_over_tls_with_its_ca_and_fails_naming_the_key_without_it() {
+    let certs = tls::TestCerts::new();
+    let (addr, seen) = tls::https_server(&certs, 200, "warmed").await;
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .build()
+        .await;
+    let mut config = std::fs::read_to_string(&h.config_path).expect("read config");
+    config.push_str(&format!(
+        r#"
+[[services.web.hooks]]
+name = "warm"
+at = "pre_switch"
+http = {{ url = "https://127.0.0.1:{port}/warm", ca_file = "{ca}", body = "v" }}
+
+[[services.web.hooks]]
+name = "announce"
+at = "after_success"
+http = {{ url = "https://127.0.0.1:{port}/announce" }}
+"#,
+        port = addr.port(),
+        ca = certs.ca.display()
+    ));
+    std::fs::write(&h.config_path, config).expect("write config");
+    h.start().await;
+
+    // The trusted hook passes (an abort-by-default pre_switch hook); the untrusted one
+    // (the system store does not know the test CA) fails and only warns.
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "deploy v1:\n{v1}");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [("POST /warm".to_string(), "v".to_string())],
+        "only the trusted hook's request reached the server"
+    );
+    let history = h.cli(&["history", "web", "--json"]).await;
+    assert_eq!(history.code, 0, "{history}");
+    let list = history.json();
+    let v1 = list
+        .as_array()
+        .and_then(|l| l.iter().find(|d| d["version"] == "v1"))
+        .unwrap_or_else(|| panic!("no v1 in the history: {history}"))
+        .clone();
+    let records = hook_records(&v1);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert_eq!((records[0].1.as_str(), records[0].2), ("warm", true));
+    assert!(records[0].3.starts_with("HTTP 200 OK"), "{records:?}");
+    assert_eq!((records[1].1.as_str(), records[1].2), ("announce", false));
+    assert!(
+        records[1].3.contains(
+            "certificate not trusted: it is not signed by a CA in the system store; add ca_file"
+        ),
+        "{records:?}"
+    );
 }

@@ -14,7 +14,7 @@ use super::model::{ApiTls, Config};
 use super::raw::RawApi;
 use super::raw::RawUpstreamTls;
 use super::read::{join, read, Problems, Read, Sub};
-use crate::config::MetricProvider;
+use crate::config::{HookAction, MetricProvider};
 use crate::tls::ClientTls;
 
 /// `ca_file` and `tls_insecure_skip_verify` of one table (`server_name` is only for
@@ -68,6 +68,11 @@ pub(super) fn resolve_paths(config: &mut Config, base: &Path) {
     for service in config.services.values_mut() {
         if let Some(tls) = &mut service.upstream_tls {
             fix(tls);
+        }
+        for hook in &mut service.hooks {
+            if let HookAction::Http(h) = &mut hook.action {
+                fix(&mut h.tls);
+            }
         }
         for metric in service
             .analysis
@@ -174,6 +179,11 @@ impl Config {
                 .is_some_and(|t| t.insecure_skip_verify)
             {
                 out.push(format!("services.{name}.upstream_tls"));
+            }
+            for (i, hook) in service.hooks.iter().enumerate() {
+                if matches!(&hook.action, HookAction::Http(h) if h.tls.insecure_skip_verify) {
+                    out.push(format!("services.{name}.hooks[{i}].http"));
+                }
             }
             for (i, metric) in service
                 .analysis

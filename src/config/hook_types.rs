@@ -115,7 +115,7 @@ pub enum HookAction {
 /// One HTTP request; it passes when the status is expected.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpHook {
-    /// `http://host[:port]/path` (the probe client speaks plain HTTP/1.1).
+    /// `http://host[:port]/path` or `https://…` (the probe client, HTTP/1.1).
     pub url: http::Uri,
     /// Upper-case method. Default POST.
     pub method: String,
@@ -124,6 +124,9 @@ pub struct HttpHook {
     pub body: Option<String>,
     /// Empty = any 2xx.
     pub expect_status: Vec<u16>,
+    /// How an `https://` URL's certificate is trusted (`ca_file`,
+    /// `tls_insecure_skip_verify`; the system store by default).
+    pub tls: crate::tls::ClientTls,
 }
 
 impl Hook {

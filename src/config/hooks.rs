@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use super::client_tls::client_tls;
 use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 use super::raw::{RawHook, RawHttpHook};
 use super::read::{join, read, Problems, Sub};
@@ -151,15 +152,17 @@ fn http_hook(at: &str, sub: &Sub<RawHttpHook>, p: &mut Problems) -> Option<HttpH
         .and_then(|text| {
             let uri: Option<http::Uri> = text.parse().ok();
             match uri {
-                Some(u) if u.scheme_str() == Some("http") && u.host().is_some() => Some(u),
-                Some(u) if u.scheme_str() == Some("https") => {
-                    p.add(r.key("url"), format!("https is not supported for hook requests (they use Cutover's plain HTTP/1.1 probe client), expected an http:// URL, got {text:?}"));
-                    None
+                Some(u)
+                    if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() =>
+                {
+                    Some(u)
                 }
                 _ => {
                     p.add(
                         r.key("url"),
-                        format!("expected a URL like \"http://127.0.0.1:9000/deployed\", got {text:?}"),
+                        format!(
+                            "expected a URL like \"http://127.0.0.1:9000/deployed\", got {text:?}"
+                        ),
                     );
                     None
                 }
@@ -180,7 +183,14 @@ fn http_hook(at: &str, sub: &Sub<RawHttpHook>, p: &mut Problems) -> Option<HttpH
             .collect();
         (p.count() == before).then_some(codes)
     });
+    let tls = client_tls(
+        &r,
+        r.raw.ca_file.as_deref(),
+        r.raw.tls_insecure_skip_verify,
+        p,
+    );
     Some(HttpHook {
+        tls: tls?,
         url: url?,
         method: method?,
         headers: headers?.unwrap_or_default(),

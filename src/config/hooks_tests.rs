@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::super::{parse, Config};
 use super::*;
+use crate::tls::ClientTls;
 
 const MINIMAL: &str = r#"
 [services.web]
@@ -63,10 +64,15 @@ on_failure = "warn"
 name = "tell"
 at = "after_success"
 http = { url = "http://hooks.internal/ok", method = "put" }
+
+[[services.web.hooks]]
+name = "warm"
+at = "pre_switch"
+http = { url = "https://web.internal:8443/warm", ca_file = "certs/ca.pem" }
 "#,
     );
     let hooks = &cfg.services["web"].hooks;
-    assert_eq!(hooks.len(), 3);
+    assert_eq!(hooks.len(), 4);
     assert_eq!(
         hooks[0],
         Hook {
@@ -101,6 +107,17 @@ http = { url = "http://hooks.internal/ok", method = "put" }
     };
     assert_eq!(h.method, "PUT");
     assert!(h.expect_status.is_empty(), "any 2xx by default");
+    assert_eq!(h.tls, ClientTls::default(), "the system store by default");
+    let HookAction::Http(h) = &hooks[3].action else {
+        panic!("expected an HTTP hook");
+    };
+    assert_eq!(h.url.to_string(), "https://web.internal:8443/warm");
+    assert_eq!(
+        h.tls.ca_file,
+        Some(PathBuf::from("/etc/cutover/certs/ca.pem")),
+        "relative to the config file"
+    );
+    assert!(!h.tls.insecure_skip_verify);
 }
 
 #[test]
@@ -189,10 +206,10 @@ fn each_mistake_names_its_key_and_what_was_expected() {
             says: "missing required key `name`",
         },
         Case {
-            what: "an https URL",
-            hook: "name = \"m\"\nat = \"post_switch\"\nhttp = { url = \"https://example.com/\" }",
-            key: "services.web.hooks[0].http.url",
-            says: "https is not supported",
+            what: "an https URL with both a CA file and no verification",
+            hook: "name = \"m\"\nat = \"post_switch\"\nhttp = { url = \"https://example.com/\", ca_file = \"ca.pem\", tls_insecure_skip_verify = true }",
+            key: "services.web.hooks[0].http.tls_insecure_skip_verify",
+            says: "set one or the other",
         },
         Case {
             what: "a status out of range",

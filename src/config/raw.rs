@@ -388,6 +388,9 @@ pub struct RawHttpHook {
     pub headers: Option<BTreeMap<String, String>>,
     pub body: Option<String>,
     pub expect_status: Option<Vec<i64>>,
+    /// Read in `client_tls.rs`, for an `https://` URL.
+    pub ca_file: Option<String>,
+    pub tls_insecure_skip_verify: Option<bool>,
 }
 
 /// `[services.<name>.supervise]`, read in `supervise.rs`.

@@ -21,6 +21,7 @@
 //!   see `body::upstream_wait`);
 //! - the client left before the end of the response → `ClientFailed`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -35,10 +36,12 @@ use super::conn::ListenerCtx;
 use super::headers::{self, X_CUTOVER_SLOT};
 use super::mirror::{self, Mirror};
 use super::stats::{Outcome, SlotStats};
+use super::tls_upstream::{connect_tls, tls_failure, UpstreamPool};
 use super::upstream::Upstream;
 use super::{cookies, Proxy};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
+use crate::tls::ClientTls;
 
 impl Proxy {
     /// Serves one request received on a listener (the hyper service body). `trusted`:
@@ -138,7 +141,7 @@ impl Proxy {
         parts.extensions = http::Extensions::new();
         let mut client_upgrade = client_upgrade;
         if let Some(client_upgrade) = client_upgrade.take_if(|_| connect) {
-            let ends = (slot, endpoint, received);
+            let ends = (slot, endpoint, chosen.tls.clone(), received);
             return self
                 .tunnel(parts, client_upgrade, ends, recorder, listener)
                 .await;
@@ -148,23 +151,29 @@ impl Proxy {
         let mirrored = match &chosen.mirror {
             Some(m) if !upgrade => mirror::start(
                 m,
-                &self.mirror_client,
+                &self.mirror_clients,
                 &parts,
                 &mut body,
                 self.settings.upstream_timeout,
             ),
             _ => None,
         };
+        // The slot's pool: the plain one, or the TLS one of its trust setting.
+        let pool = match self.pool(chosen.tls.as_ref()) {
+            Ok(pool) => pool,
+            Err(e) => {
+                tracing::warn!(%slot, "TLS upstream: {e}");
+                recorder.finish(Outcome::UpstreamFailed);
+                let resp = local(StatusCode::BAD_GATEWAY, "upstream TLS misconfigured\n");
+                return with_slot(resp, slot);
+            }
+        };
         // The upstream's clock: `upstream_timeout` past the end of what the client
         // sent, never running while the client keeps the body waiting.
         let (sent, slot, recorder) = match chosen.guard.clone() {
-            // A TLS upstream is never guarded: both slots of the service serve TLS, and
-            // the shield's retry speaks plain HTTP/1.1 through the pooled client.
-            Some(guard)
-                if !upgrade && mirrored.is_none() && chosen.tls.is_none() && guard.retries() =>
-            {
+            Some(guard) if !upgrade && mirrored.is_none() && guard.retries() => {
                 let first = (slot, recorder, received);
-                match self.send_shielded(guard, parts, body, first).await {
+                match self.send_shielded(guard, &pool, parts, body, first).await {
                     Ok((sent, slot, recorder)) => {
                         (sent.map(|r| r.map_err(SendError::from)), slot, recorder)
                     }
@@ -173,24 +182,12 @@ impl Proxy {
             }
             _ => {
                 let upstream_req = Request::from_parts(parts, body);
-                let pool = match &chosen.tls {
-                    None => None,
-                    Some(settings) => match self.tls_pools.get(settings, &self.connector) {
-                        Ok(pool) => Some(pool),
-                        Err(e) => {
-                            tracing::warn!(%slot, "TLS upstream: {e}");
-                            recorder.finish(Outcome::UpstreamFailed);
-                            let resp =
-                                local(StatusCode::BAD_GATEWAY, "upstream TLS misconfigured\n");
-                            return with_slot(resp, slot);
-                        }
-                    },
-                };
                 let send = async {
                     match (&pool, &affine) {
-                        (Some(pool), _) => pool.request(upstream_req).await.map_err(Into::into),
-                        (None, Some(a)) => a.0.send(&endpoint, upstream_req).await,
-                        (None, None) => self.client.request(upstream_req).await.map_err(Into::into),
+                        (UpstreamPool::Plain(_), Some(a)) => {
+                            a.0.send(&endpoint, upstream_req).await
+                        }
+                        (pool, _) => pool.request(upstream_req).await.map_err(Into::into),
                     }
                 };
                 let sent = upstream_wait(
@@ -206,6 +203,13 @@ impl Proxy {
         let mut resp = match sent {
             Some(Ok(resp)) => resp,
             Some(Err(e)) => {
+                if let Some(why) = chosen
+                    .tls
+                    .as_ref()
+                    .and_then(|tls| tls_failure(e.as_error(), &chosen.endpoint, tls))
+                {
+                    tracing::debug!(%slot, "TLS upstream: {why}");
+                }
                 let resp = failed(e, slot, recorder);
                 // A client failure (413/400) is not the upstream's answer: not compared.
                 if let Some(m) = mirrored.filter(|_| resp.status().is_server_error()) {
@@ -268,13 +272,13 @@ impl Proxy {
 
     /// `CONNECT` passed on to the app (`proxy.allow_connect`): sent on a connection of
     /// its own to the slot (never to the host the target names: the pooled client
-    /// would connect there), and once the app answers 2xx the client's connection and
+    /// would connect there; over TLS when the slot serves it), and once the app answers 2xx the client's connection and
     /// that one are joined into a tunnel, like a WebSocket's.
     async fn tunnel(
         &self,
         mut parts: http::request::Parts,
         client_upgrade: hyper::upgrade::OnUpgrade,
-        (slot, endpoint, received): (Slot, Endpoint, Instant),
+        (slot, endpoint, tls, received): (Slot, Endpoint, Option<Arc<ClientTls>>, Instant),
         recorder: Recorder,
         listener: &std::sync::Arc<ListenerCtx>,
     ) -> Response<ProxyBody> {
@@ -282,13 +286,15 @@ impl Proxy {
         parts.headers.remove(http::header::UPGRADE);
         let req = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
         let exchange = async {
-            let stream = super::h1::connect_upstream(&endpoint)
+            let stream = connect_tls(&endpoint, tls.as_deref())
                 .await
-                .map_err(|_| "upstream unreachable\n")?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                    .await
-                    .map_err(|_| "upstream failed\n")?;
+                .map_err(|why| {
+                    tracing::debug!(%slot, "CONNECT to the slot failed: {why}");
+                    "upstream unreachable\n"
+                })?;
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(stream)
+                .await
+                .map_err(|_| "upstream failed\n")?;
             tokio::spawn(conn.with_upgrades());
             sender
                 .send_request(req)

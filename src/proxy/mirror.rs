@@ -21,8 +21,15 @@
 //!
 //! Copies are not recorded in any slot's `SlotStats`: the watch and `/metrics` see only
 //! real traffic. Every copy carries `x-cutover-mirror: 1`.
+//!
+//! A target whose slots serve TLS (`[services.<name>.upstream_tls]`, set on the mirror
+//! by the built-in router) gets its copies over TLS with the same trust, through TLS
+//! pools of the mirror's own (`tls_upstream::MirrorTlsPools`). A copy whose handshake
+//! fails counts as `failed`; the first such failure of each mirror is logged as a
+//! warning naming the cause and the key to set (later ones at debug, so a broken target
+//! cannot flood the log).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,12 +40,15 @@ use http::{HeaderValue, Method, Request, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Client, ResponseFuture};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::oneshot;
 
 use super::body::LimitedBody;
+use super::tls_upstream::{tls_failure, MirrorTlsPools, TlsClientOf};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::routing::{MirrorReport, MirrorSpec, Target};
+use crate::tls::ClientTls;
 
 /// Largest request body that is mirrored.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -47,8 +57,61 @@ pub const MAX_IN_FLIGHT: usize = 64;
 /// Added to every mirrored request, so the target can tell copies from real traffic.
 pub const X_CUTOVER_MIRROR: HeaderName = HeaderName::from_static("x-cutover-mirror");
 
-/// The connection pool copies are sent through (separate from the live one).
+/// The connection pool copies to a plaintext target are sent through (separate from
+/// the live one).
 pub type MirrorClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Every pool copies go through: the plain one and one per TLS trust setting, all apart
+/// from the live pools, so a copy never takes a live connection.
+pub(super) struct MirrorClients {
+    plain: MirrorClient,
+    tls: MirrorTlsPools,
+    connector: HttpConnector,
+}
+
+impl MirrorClients {
+    /// Pools built on `connector` (its connect timeout and `TCP_NODELAY`).
+    pub(super) fn new(connector: &HttpConnector) -> Self {
+        let plain = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(4))
+            .pool_max_idle_per_host(MAX_IN_FLIGHT)
+            .build(connector.clone());
+        Self {
+            plain,
+            tls: MirrorTlsPools::new(MAX_IN_FLIGHT),
+            connector: connector.clone(),
+        }
+    }
+
+    /// The client for a target served over TLS with `tls` (`None`: plain HTTP); the
+    /// error says why the trust could not be built (an unreadable `ca_file`).
+    fn for_target(&self, tls: Option<&Arc<ClientTls>>) -> Result<CopyClient, String> {
+        match tls {
+            None => Ok(CopyClient::Plain(self.plain.clone())),
+            Some(settings) => self
+                .tls
+                .get(settings, &self.connector)
+                .map(CopyClient::Tls)
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// One copy's client.
+enum CopyClient {
+    Plain(MirrorClient),
+    Tls(TlsClientOf<Full<Bytes>>),
+}
+
+impl CopyClient {
+    fn request(&self, req: Request<Full<Bytes>>) -> ResponseFuture {
+        match self {
+            CopyClient::Plain(c) => c.request(req),
+            CopyClient::Tls(c) => c.request(req),
+        }
+    }
+}
 
 /// Why a [`MirrorSpec`] cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +127,10 @@ pub enum MirrorSpecError {
 pub struct Mirror {
     target: Target,
     authority: Authority,
+    /// `Some` when the target serves TLS: copies go over TLS with this trust.
+    tls: Option<Arc<ClientTls>>,
+    /// Whether a failed copy was logged as a warning yet (once per mirror).
+    warned: AtomicBool,
     percent: u8,
     methods: Vec<Method>,
     /// Requests of a mirrored method seen so far (the sample sequence).
@@ -99,12 +166,29 @@ impl Mirror {
         Ok(Self {
             authority: authority(&spec.target.endpoint),
             target: spec.target.clone(),
+            tls: None,
+            warned: AtomicBool::new(false),
             percent: spec.percent,
             methods,
             next: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             counts: Counts::default(),
         })
+    }
+
+    /// Copies go over TLS with `tls` (the target slot serves TLS), or plain with `None`.
+    pub fn with_tls(mut self, tls: Option<Arc<ClientTls>>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Logs why a copy failed: a warning the first time for this mirror, then at debug.
+    fn note_failure(&self, why: &str) {
+        if self.warned.swap(true, Ordering::Relaxed) {
+            tracing::debug!(slot = %self.target.slot, endpoint = %self.target.endpoint, "mirrored copy failed: {why}");
+        } else {
+            tracing::warn!(slot = %self.target.slot, endpoint = %self.target.endpoint, "mirrored copy failed (later failures of this mirror are logged at debug): {why}");
+        }
     }
 
     pub fn target(&self) -> Target {
@@ -174,9 +258,9 @@ impl LiveSide {
 /// forwarded (hop-by-hop headers already removed), `body` the live body (a tee is put
 /// on it when it has content). Spawns the copy and returns the live half, or `None`
 /// when nothing is mirrored.
-pub fn start(
+pub(super) fn start(
     mirror: &Arc<Mirror>,
-    client: &MirrorClient,
+    clients: &MirrorClients,
     parts: &http::request::Parts,
     body: &mut LimitedBody,
     timeout: Duration,
@@ -192,7 +276,7 @@ pub fn start(
     if !mirror.samples(&parts.method) {
         return None;
     }
-    let uri = uri(&mirror.authority, &parts.uri)?;
+    let uri = uri(&mirror.authority, &parts.uri, mirror.tls.is_some())?;
     let admitted = mirror.admit()?;
     let copied = (!empty).then(|| body.tee(MAX_BODY));
     let mut req = Request::new(Full::new(Bytes::new()));
@@ -204,7 +288,7 @@ pub fn start(
     let (live_tx, live_rx) = oneshot::channel();
     tokio::spawn(copy(
         admitted,
-        client.clone(),
+        clients.for_target(mirror.tls.as_ref()),
         req,
         copied,
         live_rx,
@@ -216,7 +300,7 @@ pub fn start(
 /// Sends one copy, reads and discards its response, and compares.
 async fn copy(
     admitted: Admitted,
-    client: MirrorClient,
+    client: Result<CopyClient, String>,
     mut req: Request<Full<Bytes>>,
     copied: Option<oneshot::Receiver<Bytes>>,
     live: oneshot::Receiver<(u16, Duration)>,
@@ -231,6 +315,14 @@ async fn copy(
         *req.body_mut() = Full::new(body);
     }
     m.counts.mirrored.fetch_add(1, Ordering::Relaxed);
+    let client = match client {
+        Ok(client) => client,
+        Err(why) => {
+            m.counts.failed.fetch_add(1, Ordering::Relaxed);
+            m.note_failure(&why);
+            return;
+        }
+    };
     let sent = Instant::now();
     let answer = match tokio::time::timeout(timeout, client.request(req)).await {
         Ok(Ok(resp)) => {
@@ -243,8 +335,19 @@ async fn copy(
             .await;
             Some(answer)
         }
-        Ok(Err(_)) | Err(_) => {
+        Ok(Err(e)) => {
             m.counts.failed.fetch_add(1, Ordering::Relaxed);
+            let why = m
+                .tls
+                .as_ref()
+                .and_then(|tls| tls_failure(&e, &m.target.endpoint, tls))
+                .unwrap_or_else(|| failure_text(&e));
+            m.note_failure(&why);
+            None
+        }
+        Err(_) => {
+            m.counts.failed.fetch_add(1, Ordering::Relaxed);
+            m.note_failure(&format!("no response headers within {timeout:?}"));
             None
         }
     };
@@ -264,6 +367,18 @@ async fn copy(
         .fetch_add(micros(latency), Ordering::Relaxed);
 }
 
+/// An upstream client error with its causes, on one line.
+fn failure_text(e: &hyper_util::client::legacy::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = std::error::Error::source(e);
+    while let Some(c) = cur {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cur = c.source();
+    }
+    text
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
@@ -275,10 +390,11 @@ fn authority(endpoint: &Endpoint) -> Authority {
         .expect("an endpoint's text is a valid authority")
 }
 
-/// `http://<mirror>/<path and query>` of the forwarded request's URI.
-fn uri(authority: &Authority, forwarded: &Uri) -> Option<Uri> {
+/// `http://<mirror>/<path and query>` of the forwarded request's URI (`https://` when
+/// the target serves TLS).
+fn uri(authority: &Authority, forwarded: &Uri, tls: bool) -> Option<Uri> {
     let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
+    parts.scheme = Some(if tls { Scheme::HTTPS } else { Scheme::HTTP });
     parts.authority = Some(authority.clone());
     parts.path_and_query = Some(
         forwarded

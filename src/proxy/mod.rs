@@ -335,14 +335,14 @@ pub struct Proxy {
     settings: ProxySettings,
     client: Client<HttpConnector, body::LimitedBody>,
     /// Mirrored copies go through their own pool, so they never take a live connection.
-    mirror_client: mirror::MirrorClient,
+    mirror_clients: mirror::MirrorClients,
     /// `host:port` authorities of upstreams seen so far, so building an upstream URI
     /// does not format and allocate one per request. Tiny (a few slots), scanned.
     authorities: ArcSwap<Vec<(Endpoint, Authority)>>,
     /// The connector the pools are built from (timeouts), for TLS upstreams' pools.
     connector: HttpConnector,
     /// Pools for upstreams that serve TLS (`tls_upstream.rs`).
-    tls_pools: tls_upstream::TlsPools,
+    tls_pools: tls_upstream::TlsPools<body::LimitedBody>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -365,19 +365,15 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_secs(4))
             .pool_max_idle_per_host(1024)
             .build(connector.clone());
-        let mirror_client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(4))
-            .pool_max_idle_per_host(mirror::MAX_IN_FLIGHT)
-            .build(connector.clone());
+        let mirror_clients = mirror::MirrorClients::new(&connector);
         Arc::new(Proxy {
             routes,
             settings,
             client,
-            mirror_client,
+            mirror_clients,
             authorities: ArcSwap::default(),
             connector,
-            tls_pools: Default::default(),
+            tls_pools: tls_upstream::TlsPools::new(1024),
         })
     }
 

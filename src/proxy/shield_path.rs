@@ -11,7 +11,8 @@
 //! path and recorded as the client's, never retried.
 //!
 //! The fast path hands guarded requests to this path (`h1::Conn::plan`), so both paths
-//! answer, retry and record alike.
+//! answer, retry and record alike. Each attempt goes through its slot's pool: a slot
+//! that serves TLS (`upstream_tls`) is retried on over TLS too.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -25,6 +26,7 @@ use super::body::{upstream_wait, ClientBodyError, LimitedBody, ProxyBody, Record
 use super::forward::local;
 use super::shield::{Guard, RetryKind};
 use super::stats::Outcome;
+use super::tls_upstream::UpstreamPool;
 use super::Proxy;
 use crate::domain::Slot;
 
@@ -37,6 +39,7 @@ impl Proxy {
     pub(super) async fn send_shielded(
         &self,
         guard: Arc<Guard>,
+        pool: &UpstreamPool<'_>,
         parts: http::request::Parts,
         body: LimitedBody,
         (slot, recorder, received): (Slot, Recorder, Instant),
@@ -53,7 +56,7 @@ impl Proxy {
             let mut body = body;
             let watch = body.watch(received);
             let sent = upstream_wait(
-                self.client.request(Request::from_parts(parts, body)),
+                pool.request(Request::from_parts(parts, body)),
                 timeout,
                 received,
                 Some(&watch),
@@ -74,7 +77,7 @@ impl Proxy {
             parts.headers.clone(),
         );
         let first = Request::from_parts(parts, LimitedBody::full(bytes.clone()));
-        let sent = upstream_wait(self.client.request(first), timeout, received, None).await;
+        let sent = upstream_wait(pool.request(first), timeout, received, None).await;
         let kind = match &sent {
             Some(Err(e)) if e.is_connect() => Some(RetryKind::Connect),
             Some(Ok(resp))
@@ -83,6 +86,19 @@ impl Proxy {
                 Some(RetryKind::Status)
             }
             _ => None,
+        };
+        if kind.is_none() {
+            return Ok((sent, slot, recorder));
+        }
+        let previous = &guard.previous;
+        // The previous slot's pool (TLS when it serves TLS, as both slots of a service
+        // do); when its trust cannot be built there is nothing to retry on.
+        let retry_pool = match self.pool(previous.tls.as_ref()) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(slot = %previous.slot, "shield: no retry, TLS upstream: {e}");
+                return Ok((sent, slot, recorder));
+            }
         };
         let Some(kind) = kind.filter(|&k| guard.take_retry(k)) else {
             return Ok((sent, slot, recorder));
@@ -93,9 +109,9 @@ impl Proxy {
             _ => recorder.finish(Outcome::UpstreamFailed),
         }
         drop(sent);
-        let previous = &guard.previous;
         tracing::debug!(from = %slot, to = %previous.slot, kind = kind.as_str(), "shield: retrying on the previous release");
-        let Some(uri) = self.upstream_uri(&previous.endpoint, &original, false, false) else {
+        let tls = previous.tls.is_some();
+        let Some(uri) = self.upstream_uri(&previous.endpoint, &original, false, tls) else {
             return Err(local(StatusCode::BAD_REQUEST, "bad request target\n"));
         };
         let recorder = Recorder::start(&previous.stats, received);
@@ -104,7 +120,7 @@ impl Proxy {
         *retry.uri_mut() = uri;
         *retry.version_mut() = Version::HTTP_11;
         *retry.headers_mut() = headers;
-        let sent = upstream_wait(self.client.request(retry), timeout, received, None).await;
+        let sent = upstream_wait(retry_pool.request(retry), timeout, received, None).await;
         Ok((sent, previous.slot, recorder))
     }
 }

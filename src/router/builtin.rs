@@ -163,8 +163,9 @@ impl Router for BuiltinRouter {
             self.routes.set_mirror(service, None);
             return Ok(());
         };
-        let mirror =
-            Arc::new(Mirror::new(&spec).map_err(|e| RouterError::Rejected(e.to_string()))?);
+        // The target is one of the service's slots: it serves TLS when they do.
+        let mirror = Mirror::new(&spec).map_err(|e| RouterError::Rejected(e.to_string()))?;
+        let mirror = Arc::new(mirror.with_tls(self.upstream_tls.get(service).cloned()));
         lock(&self.mirrors).insert(service.to_string(), mirror.clone());
         self.routes.set_mirror(service, Some(mirror));
         Ok(())

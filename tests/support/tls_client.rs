@@ -176,3 +176,59 @@ pub async fn https_server(
     });
     (addr, seen)
 }
+
+/// An HTTPS/1.1 server on 127.0.0.1 serving `certs` that turns every request into a
+/// byte echo: an upgrade request (`Upgrade: <proto>`) is answered 101 and a `CONNECT`
+/// 200, then whatever comes on the connection is sent back. Returns the address and
+/// the number of requests that reached the app (after a handshake it accepted).
+pub async fn https_tunnel_echo(certs: &TestCerts) -> (SocketAddr, Arc<Mutex<usize>>) {
+    let config = cutover::tls::server_config(&certs.cert, &certs.key, &[b"http/1.1"]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits: Arc<Mutex<usize>> = Arc::default();
+    let counted = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    *counted.lock().unwrap() += 1;
+                    let connect = req.method() == hyper::Method::CONNECT;
+                    let proto = req.headers().get(hyper::header::UPGRADE).cloned();
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on_upgrade.await {
+                            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+                            let _ = tokio::io::copy(&mut r, &mut w).await;
+                        }
+                    });
+                    let mut resp = hyper::Response::new(Full::new(Bytes::new()));
+                    match (connect, proto) {
+                        (true, _) => {}
+                        (false, Some(proto)) => {
+                            *resp.status_mut() = hyper::StatusCode::SWITCHING_PROTOCOLS;
+                            let h = resp.headers_mut();
+                            h.insert(hyper::header::CONNECTION, "upgrade".parse().unwrap());
+                            h.insert(hyper::header::UPGRADE, proto);
+                        }
+                        (false, None) => *resp.status_mut() = hyper::StatusCode::BAD_REQUEST,
+                    }
+                    async move { Ok::<_, hyper::Error>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}

@@ -229,6 +229,7 @@ fn http_hook(url: &str, expect_status: Vec<u16>) -> Hook {
             headers: [("x-token".to_string(), "secret".to_string())].into(),
             body: Some("payload".into()),
             expect_status,
+            tls: Default::default(),
         }),
         ..command("", SECS_5)
     }

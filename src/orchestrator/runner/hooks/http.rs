@@ -1,5 +1,9 @@
 //! An HTTP hook: one request through the probe client (`checks/http.rs`), bounded by
-//! the hook's timeout (name resolution included); it passes on an expected status.
+//! the hook's timeout (name resolution and the TLS handshake included); it passes on an
+//! expected status. An `https://` URL is called over TLS with the hook's trust
+//! (`ca_file`, `tls_insecure_skip_verify`; the system store by default), through the
+//! one client setup every outbound call shares (`crate::tls`); a refused certificate
+//! fails the hook with the line that says which key to set.
 
 use std::time::{Duration, Instant};
 
@@ -7,9 +11,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use super::{clean, HookRun};
-use crate::checks::http::{send, HttpError, ProbeRequest};
+use crate::checks::http::{send_over, HttpError, ProbeRequest, ProbeTls};
 use crate::checks::human_duration;
 use crate::config::HttpHook;
+use crate::tls::TlsClient;
 
 pub(super) async fn run(h: &HttpHook, timeout: Duration) -> HookRun {
     let started = Instant::now();
@@ -20,7 +25,12 @@ pub(super) async fn run(h: &HttpHook, timeout: Duration) -> HookRun {
         .unwrap_or_default()
         .trim_matches(['[', ']'])
         .to_string();
-    let port = h.url.port_u16().unwrap_or(80);
+    let secure = h.url.scheme_str() == Some("https");
+    let port = h.url.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let client = match secure.then(|| TlsClient::for_settings(&h.tls)).transpose() {
+        Ok(client) => client,
+        Err(e) => return fail(e.to_string()),
+    };
     let addr =
         match tokio::time::timeout(timeout, tokio::net::lookup_host((host.as_str(), port))).await {
             Err(_) => return fail(format!("timed out after {}", human_duration(timeout))),
@@ -53,7 +63,11 @@ pub(super) async fn run(h: &HttpHook, timeout: Duration) -> HookRun {
         body: h.body.clone().map(Bytes::from).unwrap_or_default(),
     };
     let left = timeout.saturating_sub(started.elapsed());
-    match send(addr, req, left).await {
+    let tls = client.as_ref().map(|client| ProbeTls {
+        client,
+        host: host.as_str(),
+    });
+    match send_over(addr, tls, req, left).await {
         Err(HttpError::Timeout(_)) => fail(format!("timed out after {}", human_duration(timeout))),
         Err(e) => fail(format!("{} {}: {e}", h.method, h.url)),
         Ok(resp) => {
