@@ -7,15 +7,6 @@
 
 use std::process::ExitCode;
 
-/// mimalloc instead of the C library's malloc. Why: the proxy allocates per busy
-/// period (a connection's fast-path state, its buffers, its task) and frees it when
-/// the connection goes idle; glibc keeps those freed chunks resident between live
-/// ones, so 10,000 connections that were busy once kept about 1 KiB each after going
-/// idle (BENCHMARKS.md, issue #16). mimalloc groups allocations by size in pages and
-/// returns the pages that empty out.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use clap::{CommandFactory, FromArgMatches, Subcommand};
 use cutover::cli::{self, Cli};
 use cutover::demo;
