@@ -36,13 +36,6 @@ fn ctx() -> MeasureContext {
     }
 }
 
-fn trusting(certs: &TestCerts) -> ClientTls {
-    ClientTls {
-        ca_file: Some(certs.ca.clone()),
-        ..ClientTls::default()
-    }
-}
-
 fn insecure() -> ClientTls {
     ClientTls {
         insecure_skip_verify: true,
@@ -77,7 +70,7 @@ async fn an_https_analysis_webhook_is_trusted_with_its_ca_file_refused_without_a
     let (addr, seen) = https_server(&certs, 200, r#"{"score": 0.9}"#).await;
     let url = format!("https://localhost:{}/approve", addr.port());
 
-    let m = measure(&gate(url.clone(), trusting(&certs)), &ctx()).await;
+    let m = measure(&gate(url.clone(), certs.trusting()), &ctx()).await;
     assert_eq!(m.verdict, Verdict::Pass, "{m:?}");
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(seen.lock().unwrap()[0].1, r#"{"version": "v2"}"#);
@@ -105,7 +98,7 @@ async fn a_certificate_for_another_name_is_refused_with_the_name_it_was_checked_
     let certs = TestCerts::for_names("DNS:other.example");
     let (addr, _) = https_server(&certs, 200, r#"{"score": 0.9}"#).await;
     let url = format!("https://localhost:{}/approve", addr.port());
-    let m = measure(&gate(url, trusting(&certs)), &ctx()).await;
+    let m = measure(&gate(url, certs.trusting()), &ctx()).await;
     assert_eq!(m.verdict, Verdict::Error, "{m:?}");
     assert!(
         m.detail.contains("not valid for the name \"localhost\""),
@@ -195,7 +188,7 @@ async fn an_https_notification_webhook_is_delivered_only_when_its_certificate_is
     assert_eq!(wait_for(&seen, 1, Duration::from_millis(600)).await, 0);
 
     let trusted = Notifier::with_backoff(
-        &webhook(url.clone(), trusting(&certs)),
+        &webhook(url.clone(), certs.trusting()),
         Duration::from_millis(10),
     );
     trusted.send(event());
@@ -231,13 +224,13 @@ async fn a_real_prometheus_over_https_is_queried_with_its_ca_file_and_refused_wi
         max_increase_over_stable: None,
     };
     // Prometheus takes a moment to listen.
-    let mut m = measure(&metric(trusting(&certs)), &ctx()).await;
+    let mut m = measure(&metric(certs.trusting()), &ctx()).await;
     for _ in 0..100 {
         if m.verdict == Verdict::Pass {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        m = measure(&metric(trusting(&certs)), &ctx()).await;
+        m = measure(&metric(certs.trusting()), &ctx()).await;
     }
     assert_eq!(m.verdict, Verdict::Pass, "{m:?}\n{}", prom.log());
     assert_eq!(m.value, Some(0.25), "{m:?}");

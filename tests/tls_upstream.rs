@@ -19,13 +19,6 @@ use cutover::tls::ClientTls;
 use harness::*;
 use tls::{https_server, TestCerts};
 
-fn trusting(certs: &TestCerts) -> ClientTls {
-    ClientTls {
-        ca_file: Some(certs.ca.clone()),
-        ..ClientTls::default()
-    }
-}
-
 fn settings() -> ProxySettings {
     ProxySettings {
         slot_header: true,
@@ -39,7 +32,7 @@ async fn a_route_to_an_https_upstream_is_forwarded_over_tls_and_refused_when_unt
     let (addr, seen) = https_server(&certs, 200, "hello over tls").await;
 
     let mut blue = upstream(Slot::Blue, addr);
-    blue.tls = Some(Arc::new(trusting(&certs)));
+    blue.tls = Some(Arc::new(certs.trusting()));
     let (proxy, routes) = TestProxy::with_live(&blue, settings()).await;
     let client = http_client();
     // A request the fast path would take (plain GET): it must go over TLS all the same.

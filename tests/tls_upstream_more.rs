@@ -28,13 +28,6 @@ use tls::{https_server, https_tunnel_echo, TestCerts};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn trusting(certs: &TestCerts) -> ClientTls {
-    ClientTls {
-        ca_file: Some(certs.ca.clone()),
-        ..ClientTls::default()
-    }
-}
-
 fn settings() -> ProxySettings {
     ProxySettings {
         slot_header: true,
@@ -74,7 +67,7 @@ async fn a_websocket_upgrade_to_a_tls_upstream_is_tunnelled_over_tls_and_refused
         let certs = TestCerts::new();
         let (addr, hits) = https_tunnel_echo(&certs).await;
         let mut blue = upstream(Slot::Blue, addr);
-        blue.tls = Some(Arc::new(trusting(&certs)));
+        blue.tls = Some(Arc::new(certs.trusting()));
         let (proxy, routes) = TestProxy::with_live(&blue, settings()).await;
 
         let (mut ws, head) = open(&proxy, UPGRADE).await;
@@ -113,7 +106,7 @@ async fn a_connect_passed_on_to_a_tls_slot_is_tunnelled_over_tls_and_refused_whe
         let certs = TestCerts::new();
         let (addr, hits) = https_tunnel_echo(&certs).await;
         let mut blue = upstream(Slot::Blue, addr);
-        blue.tls = Some(Arc::new(trusting(&certs)));
+        blue.tls = Some(Arc::new(certs.trusting()));
         let connecting = ProxySettings {
             allow_connect: true,
             ..settings()
@@ -176,7 +169,7 @@ async fn mirrored_copies_reach_a_tls_target_over_tls_and_an_untrusted_one_fails_
         let certs = TestCerts::new();
         let (blue, live_seen) = https_server(&certs, 200, "blue").await;
         let (green, mirror_seen) = https_server(&certs, 200, "green").await;
-        let (router, proxy) = routed(trusting(&certs), blue).await;
+        let (router, proxy) = routed(certs.trusting(), blue).await;
         let spec = |addr| MirrorSpec {
             target: Target::new(SERVICE, Slot::Green, addr),
             percent: 100,
@@ -224,7 +217,7 @@ async fn the_shield_retries_a_failed_tls_slot_on_the_previous_one_over_tls() {
         let certs = TestCerts::new();
         let (blue, blue_seen) = https_server(&certs, 200, "blue").await;
         let (green, green_seen) = https_server(&certs, 503, "green is down").await;
-        let (router, proxy) = routed(trusting(&certs), blue).await;
+        let (router, proxy) = routed(certs.trusting(), blue).await;
         let shield = ShieldConfig {
             on_status: true,
             budget: 1.0,

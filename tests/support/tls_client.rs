@@ -39,6 +39,14 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 impl TestCerts {
+    /// Client TLS settings that trust this test CA only (`ca_file`).
+    pub fn trusting(&self) -> cutover::tls::ClientTls {
+        cutover::tls::ClientTls {
+            ca_file: Some(self.ca.clone()),
+            ..cutover::tls::ClientTls::default()
+        }
+    }
+
     /// A CA named `ca_name` and a certificate for `localhost`/`127.0.0.1`.
     pub fn new() -> TestCerts {
         Self::for_names("DNS:localhost,IP:127.0.0.1")
