@@ -321,6 +321,55 @@ async fn idle_connections_are_parked_without_a_task_and_served_again() {
     .await;
 }
 
+#[tokio::test]
+async fn a_parked_connection_whose_client_leaves_is_closed_and_frees_its_slot() {
+    within(30, async {
+        let (closed_tx, mut closed_rx) = mpsc::unbounded_channel();
+        let (addr, _) = scripted(answering(closed_tx, false)).await;
+        const N: usize = 4;
+        let capped = ProxySettings {
+            max_connections: N,
+            ..settings(true, false)
+        };
+        let (proxy, _routes) = TestProxy::with_live(&upstream(Slot::Blue, addr), capped).await;
+        let mut buf = Vec::new();
+        for round in 0..2 {
+            // N connections, all the listener allows, each served once and parked
+            // (its upstream connection closed after `IDLE_RELEASE`).
+            let mut clients = Vec::new();
+            for _ in 0..N {
+                let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+                c.write_all(GET).await.unwrap();
+                assert_eq!(read_response(&mut c, &mut buf).await.1, b"ok");
+                clients.push(c);
+            }
+            for _ in 0..N {
+                closed_rx.recv().await.unwrap();
+            }
+            // A parked connection's socket is still watched: one more request on
+            // each is answered.
+            if round == 0 {
+                for c in &mut clients {
+                    c.write_all(GET).await.unwrap();
+                    assert_eq!(read_response(c, &mut buf).await.1, b"ok");
+                }
+                for _ in 0..N {
+                    closed_rx.recv().await.unwrap();
+                }
+            }
+            // The clients leave while parked: each EOF closes its connection and
+            // frees its slot, so the next round's N connections are all served.
+            for c in &mut clients {
+                c.shutdown().await.unwrap();
+            }
+            for mut c in clients {
+                assert!(closed(&mut c).await, "a parked connection was closed");
+            }
+        }
+    })
+    .await;
+}
+
 // ------------------------------------------------- the connection-affine general path
 
 #[tokio::test]

@@ -115,12 +115,22 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
     socks, failed = open_idle(target.port, n)
     opened_s = time.monotonic() - t0
     try:
-        time.sleep(settle_s)
-        after = procs.rss_kib(target.pids())
+        # VmRSS over time as well: how fast the memory of the opening burst is
+        # returned (the headline figure is the one at `settle_s`).
+        series, waited = {}, 0.0
+        for at in (1.0, 2.0, settle_s, 6.0, 10.0):
+            if at > waited:
+                time.sleep(at - waited)
+                waited = at
+            series[f"{at:g}s"] = procs.rss_kib(target.pids())
+        after = series[f"{settle_s:g}s"]
         res = {
             "held": len(socks), "failed_to_open": failed, "open_s": round(opened_s, 2),
             "rss_before_kib": before, "rss_held_kib": after,
             "kib_per_conn": (after - before) / len(socks) if socks else None,
+            "kib_per_conn_over_time": {
+                k: round((v - before) / len(socks), 3) for k, v in series.items()
+            } if socks else None,
         }
         w = load.run_wrk(target.url, 2, load_conns, duration_s)
         res.update({
@@ -134,5 +144,5 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
             s.close()
     log(f"  {target.name:16} held {res['held']} (failed {failed}, {opened_s:.1f} s), "
         f"{res['kib_per_conn'] or 0:.2f} KiB/conn, under load {res['rps']:.0f} req/s p99 {res['p99_ms']} ms, "
-        f"{res['sample_still_served']}/100 held still served")
+        f"{res['sample_still_served']}/100 held still served; over time {res['kib_per_conn_over_time']}")
     return res

@@ -19,13 +19,44 @@
 //! `worker_cpu_affinity auto`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::net::TcpSocket;
 use tokio::sync::watch;
 
 use super::{serve_with_grace, ListenerRoutes, Proxy};
+
+/// What each worker thread runs once a [`TIDY_EVERY`] (none unless set): the binary's
+/// allocator returning the memory of a busy period that ended (`src/main.rs`). The
+/// library does not choose the allocator; the binary does and says how to tidy it.
+static TIDY: OnceLock<fn()> = OnceLock::new();
+
+/// How often a worker runs the tidy hook: often enough that memory freed when
+/// connections go idle is returned within about a second, rarely enough to cost
+/// nothing (one wake-up per second per worker; the hook walks only that thread's heap).
+pub const TIDY_EVERY: Duration = Duration::from_secs(1);
+
+/// Sets the hook every proxy worker thread runs once a [`TIDY_EVERY`]; the first call
+/// wins. `CUTOVER_ALLOC_TIDY=0` turns it off (a benchmark setting, to measure it).
+pub fn set_tidy(hook: fn()) {
+    if std::env::var("CUTOVER_ALLOC_TIDY").as_deref() != Ok("0") {
+        let _ = TIDY.set(hook);
+    }
+}
+
+/// The worker's tidy loop (see [`set_tidy`]); returns at once when no hook is set.
+async fn tidy_loop() {
+    let Some(hook) = TIDY.get().copied() else {
+        return;
+    };
+    let mut every = tokio::time::interval(TIDY_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        hook();
+    }
+}
 
 /// Listening sockets bound for every worker: `bound[worker]` holds one socket per
 /// address.
@@ -183,6 +214,8 @@ impl Workers {
                             return;
                         }
                     };
+                    // Ends with the runtime, when the listeners below are done.
+                    rt.spawn(tidy_loop());
                     rt.block_on(async move {
                         let mut tasks = Vec::new();
                         for (std_listener, routes) in listeners {
@@ -225,7 +258,57 @@ impl Workers {
 
 #[cfg(test)]
 mod tests {
-    use super::plan_pinning;
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static TIDIED_ON_WORKERS: AtomicUsize = AtomicUsize::new(0);
+
+    fn count_if_worker() {
+        let name = std::thread::current().name().map(str::to_owned);
+        if name.is_some_and(|n| n.starts_with("cutover-proxy-")) {
+            TIDIED_ON_WORKERS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn every_worker_thread_runs_the_tidy_hook_again_and_again_until_it_stops() {
+        set_tidy(count_if_worker);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let routes = ListenerRoutes {
+            by_host: Default::default(),
+            default: None,
+            preview_only: false,
+        };
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let bound = rt.block_on(async { bind(&[(addr, routes)], 2) }).unwrap();
+        let table = Arc::new(crate::proxy::table::Routes::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let workers = Workers::start(
+            bound,
+            || Proxy::new(table.clone(), Default::default()),
+            stop_rx,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        // Two workers, each at once and then once a second: at least 4 within 5 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while TIDIED_ON_WORKERS.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = stop_tx.send(true);
+        workers.join();
+        let seen = TIDIED_ON_WORKERS.load(Ordering::SeqCst);
+        assert!(seen >= 4, "the hook ran {seen} times on the workers");
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            TIDIED_ON_WORKERS.load(Ordering::SeqCst),
+            seen,
+            "a stopped worker no longer runs it"
+        );
+    }
 
     #[test]
     fn workers_are_pinned_only_when_asked_and_exactly_one_per_allowed_cpu() {
