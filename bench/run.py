@@ -209,7 +209,7 @@ def main():
             measured = ("cutover", "nginx", "haproxy") if a.idle_only else (
                 "cutover", "cutover-general", "cutover-affine", "nginx", "haproxy")
             if t.name in measured:
-                res["idle"][t.name] = idle.measure(t, a.idle_conns, 3.0, a.conns, min(a.duration, 5), log)
+                res["idle"][t.name] = idle.measure(t, a.idle_conns, 10.0, a.conns, min(a.duration, 5), log)
                 time.sleep(2)
         if a.paths:
             raise _PathsDone

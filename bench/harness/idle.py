@@ -113,20 +113,22 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
     before = procs.rss_kib(pids)
     t0 = time.monotonic()
     socks, failed = open_idle(target.port, n)
-    opened_s = time.monotonic() - t0
+    opened = time.monotonic()
+    opened_s = opened - t0
     try:
         # VmRSS over time as well: how fast the memory of the opening burst is
-        # returned (the headline figure is the one at `settle_s`).
-        series, waited = {}, 0.0
-        for at in (1.0, 2.0, settle_s, 6.0, 10.0):
-            if at > waited:
-                time.sleep(at - waited)
-                waited = at
+        # returned. The headline figure is the one at `settle_s`, once every
+        # connection has gone idle and the allocator has had time to give back.
+        series = {}
+        for at in (1.0, 2.0, 3.0, 6.0, settle_s):
+            wait = opened + at - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
             series[f"{at:g}s"] = procs.rss_kib(target.pids())
         after = series[f"{settle_s:g}s"]
         res = {
             "held": len(socks), "failed_to_open": failed, "open_s": round(opened_s, 2),
-            "rss_before_kib": before, "rss_held_kib": after,
+            "rss_before_kib": before, "rss_held_kib": after, "settle_s": settle_s,
             "kib_per_conn": (after - before) / len(socks) if socks else None,
             "kib_per_conn_over_time": {
                 k: round((v - before) / len(socks), 3) for k, v in series.items()
@@ -143,6 +145,6 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
         for s in socks:
             s.close()
     log(f"  {target.name:16} held {res['held']} (failed {failed}, {opened_s:.1f} s), "
-        f"{res['kib_per_conn'] or 0:.2f} KiB/conn, under load {res['rps']:.0f} req/s p99 {res['p99_ms']} ms, "
+        f"{res['kib_per_conn'] or 0:.2f} KiB/conn (RSS {before} -> {after} KiB), under load {res['rps']:.0f} req/s p99 {res['p99_ms']} ms, "
         f"{res['sample_still_served']}/100 held still served; over time {res['kib_per_conn_over_time']}")
     return res

@@ -181,9 +181,10 @@ def idle_table(res):
     idle = res.get("idle")
     if not idle:
         return ""
-    rows = ["| target | idle connections held | KiB per idle connection | req/s through others while held | p99 ms | errors | held still served (of 100) |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| target | idle connections held | KiB per idle connection | VmRSS before → held, MiB | req/s through others while held | p99 ms | errors | held still served (of 100) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in idle.items():
-        rows.append(f"| {name} | {r['held']:,} (failed {r['failed_to_open']}) | {_f(r['kib_per_conn'], 2)} | {_f(r['rps'], 0)} | "
+        rows.append(f"| {name} | {r['held']:,} (failed {r['failed_to_open']}) | {_f(r['kib_per_conn'], 2)} | "
+                    f"{_f(r['rss_before_kib'] / 1024, 1)} → {_f(r['rss_held_kib'] / 1024, 1)} | {_f(r['rps'], 0)} | "
                     f"{_f(r['p99_ms'], 2)} | {r['errors']} | {r['sample_still_served']} |")
     return "\n\n" + "\n".join(rows)

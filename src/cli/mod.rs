@@ -202,6 +202,7 @@ pub fn edge(
     init_tracing(default_log);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(crate::proxy::workers::tidy_on_park)
         .build()
     {
         Ok(rt) => rt,

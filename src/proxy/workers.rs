@@ -45,16 +45,44 @@ pub fn set_tidy(hook: fn()) {
     }
 }
 
-/// The worker's tidy loop (see [`set_tidy`]); returns at once when no hook is set.
-async fn tidy_loop() {
+/// For the daemon's other threads (the control plane's runtime calls it whenever one
+/// of its threads goes idle): runs the tidy hook, at most once a [`TIDY_EVERY`] per
+/// thread, so memory freed there (start-up, API calls) goes back too.
+pub fn tidy_on_park() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> =
+            const { std::cell::Cell::new(None) };
+    }
     let Some(hook) = TIDY.get().copied() else {
         return;
     };
+    let now = std::time::Instant::now();
+    let due = LAST.with(|last| {
+        let due = last
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= TIDY_EVERY);
+        if due {
+            last.set(Some(now));
+        }
+        due
+    });
+    if due {
+        hook();
+    }
+}
+
+/// The worker's tidy loop: the thread's spare buffers go (`h1::pool::trim`), then the
+/// hook (see [`set_tidy`]) runs.
+async fn tidy_loop() {
+    let hook = TIDY.get().copied();
     let mut every = tokio::time::interval(TIDY_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        hook();
+        super::h1::pool::trim();
+        if let Some(hook) = hook {
+            hook();
+        }
     }
 }
 

@@ -29,7 +29,7 @@
 
 pub(super) mod chunked;
 mod io;
-mod pool;
+pub(super) mod pool;
 pub(super) mod request;
 pub(super) mod response;
 pub(super) mod wire;

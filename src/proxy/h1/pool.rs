@@ -32,6 +32,15 @@ thread_local! {
     static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
 }
 
+/// Frees this thread's spare buffers. Called by its worker once a second
+/// (`workers::TIDY_EVERY`). Why: spares are given back at random places in the
+/// allocator's pages, and one kept buffer keeps its whole page resident; after a busy
+/// period that is tens of pages per thread for a few KiB of buffers (issue #16). A
+/// busy thread takes new ones at once: a few allocations a second.
+pub fn trim() {
+    SPARES.with(|s| *s.borrow_mut() = Spares::default());
+}
+
 /// An empty read buffer with room for at least [`READ_BUF`] bytes.
 pub fn read_buf() -> BytesMut {
     let spare = SPARES.with(|s| s.borrow_mut().reads.pop());
