@@ -229,10 +229,11 @@ impl DockerRuntime {
             match spec::status_of(&c) {
                 SlotStatus::Running { restarts: 0 } => {}
                 SlotStatus::Running { .. } => {
+                    let c = self.next_exit(id, c).await;
                     return Err(format!(
                         "the container crashed right after its start ({})",
                         spec::exit_detail(&c)
-                    ))
+                    ));
                 }
                 SlotStatus::Exited { detail } => {
                     return Err(format!(
@@ -246,6 +247,26 @@ impl DockerRuntime {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// A container seen running again after a restart: Docker has reset its exit code
+    /// on the restart, so the code it crashed with is not in `c`. Looks again for up to
+    /// [`SETTLE`] for the next exit (a container that crashes on start soon does) and
+    /// returns the last state seen.
+    async fn next_exit(
+        &self,
+        id: &str,
+        mut c: ContainerInspectResponse,
+    ) -> ContainerInspectResponse {
+        let started = tokio::time::Instant::now();
+        while spec::running_again(&c) && started.elapsed() < SETTLE {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match self.inspect(id).await {
+                Ok(Some(next)) => c = next,
+                _ => break,
+            }
+        }
+        c
     }
 
     /// Starts `spec`'s release outside both slots (the database compatibility proof):

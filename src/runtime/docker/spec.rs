@@ -237,13 +237,25 @@ pub fn status_of(c: &ContainerInspectResponse) -> SlotStatus {
     }
 }
 
+/// Whether `c` runs again after at least one restart (its exit code was reset to 0 by
+/// the restart, so it no longer tells how it ended).
+pub fn running_again(c: &ContainerInspectResponse) -> bool {
+    let status = c.state.as_ref().and_then(|s| s.status);
+    status == Some(ContainerStateStatusEnum::RUNNING) && restarts(c) > 0
+}
+
 /// "container exited with code 3 (OOM killed): <error>".
 pub fn exit_detail(c: &ContainerInspectResponse) -> String {
     let state = c.state.clone().unwrap_or_default();
-    let mut detail = format!(
-        "container exited with code {}",
-        state.exit_code.unwrap_or_default()
-    );
+    let mut detail = if running_again(c) {
+        "container exited and was restarted (running again, so its exit code is unknown)"
+            .to_string()
+    } else {
+        format!(
+            "container exited with code {}",
+            state.exit_code.unwrap_or_default()
+        )
+    };
     if state.oom_killed == Some(true) {
         detail.push_str(" (killed: out of memory)");
     }

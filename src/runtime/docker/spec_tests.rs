@@ -116,6 +116,28 @@ fn a_restarting_container_counts_as_running_with_its_restart_count() {
 }
 
 #[test]
+fn a_container_running_again_after_a_restart_does_not_claim_exit_code_0() {
+    let mut c = inspected(ContainerStateStatusEnum::RUNNING, 1);
+    // Docker resets the exit code when it restarts the container.
+    c.state.as_mut().unwrap().exit_code = Some(0);
+    assert!(running_again(&c));
+    assert_eq!(
+        exit_detail(&c),
+        "container exited and was restarted (running again, so its exit code is unknown), after 1 restart(s)"
+    );
+    let waiting = inspected(ContainerStateStatusEnum::RESTARTING, 1);
+    assert!(!running_again(&waiting));
+    assert_eq!(
+        exit_detail(&waiting),
+        "container exited with code 3, after 1 restart(s)"
+    );
+    assert!(!running_again(&inspected(
+        ContainerStateStatusEnum::RUNNING,
+        0
+    )));
+}
+
+#[test]
 fn dockers_healthcheck_state_becomes_a_verdict_and_restarts_make_it_unhealthy() {
     let mut c = inspected(ContainerStateStatusEnum::RUNNING, 0);
     assert_eq!(health_of(&c, 0), None, "no HEALTHCHECK, no restarts");
