@@ -7,6 +7,10 @@
 
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches, Subcommand};
+use cutover::cli::{self, Cli};
+use cutover::demo;
+
 /// mimalloc (version 2) instead of the C library's malloc. Why (issue #16, BENCHMARKS.md
 /// "Memory per idle connection"): a connection allocates while it is busy (its task,
 /// buffers, the upstream connection) and frees it all when it goes idle, keeping only
@@ -29,10 +33,6 @@ fn tidy() {
     // time; it only walks the calling thread's own heap.
     unsafe { libmimalloc_sys::mi_collect(false) }
 }
-
-use clap::{CommandFactory, FromArgMatches, Subcommand};
-use cutover::cli::{self, Cli};
-use cutover::demo;
 
 #[derive(Subcommand, Debug)]
 enum DemoCommand {

@@ -13,7 +13,7 @@
 //! So a connection that has had nothing to do for `IDLE_RELEASE` ends its task and
 //! leaves its socket, taken out of Tokio's reactor, in its listener's [`IdleSet`] (one
 //! per listener and worker thread), in an epoll instance of the set's own. What it keeps
-//! is one slab slot (the descriptor, its connection slot, its deadline; about 60 bytes)
+//! is one slab slot (the descriptor, its connection slot, its deadline; ~50 bytes)
 //! and a deadline in a heap. One watcher task serves the whole set: the runtime watches
 //! the set's epoll descriptor as one socket, and when it is readable the watcher asks it
 //! which parked sockets are (a request, or EOF) and gives each back to the runtime in a

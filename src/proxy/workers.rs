@@ -38,7 +38,8 @@ static TIDY: OnceLock<fn()> = OnceLock::new();
 pub const TIDY_EVERY: Duration = Duration::from_secs(1);
 
 /// Sets the hook every proxy worker thread runs once a [`TIDY_EVERY`]; the first call
-/// wins. `CUTOVER_ALLOC_TIDY=0` turns it off (a benchmark setting, to measure it).
+/// wins. `CUTOVER_ALLOC_TIDY=0` leaves it unset (a benchmark setting, to measure it;
+/// the workers still drop their spare buffers).
 pub fn set_tidy(hook: fn()) {
     if std::env::var("CUTOVER_ALLOC_TIDY").as_deref() != Ok("0") {
         let _ = TIDY.set(hook);
