@@ -18,7 +18,7 @@
 //!   stop`); the project is removed (`compose down`) when its slot is started again.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -29,6 +29,7 @@ use tokio::sync::{Mutex, OnceCell};
 
 use super::docker::engine::{self, message, Engine};
 use super::docker::spec::{exit_detail, health_of, restarts, status_of};
+use super::ports::free_loopback_port;
 use super::process::substitute;
 use super::{
     ExtraInstance, RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus,
@@ -297,10 +298,7 @@ impl ComposeRuntime {
 }
 
 fn free_port() -> Result<u16, String> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free loopback port: {e}"))?
-        .port())
+    free_loopback_port().map_err(|e| format!("no free loopback port: {e}"))
 }
 
 fn baseline_of(containers: &[(String, ContainerInspectResponse)]) -> HashMap<String, u32> {

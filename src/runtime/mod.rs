@@ -8,6 +8,7 @@
 pub mod compose;
 pub mod docker;
 pub mod log_files;
+pub mod ports;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -13,7 +13,7 @@
 //!   can be explained with the last lines the release wrote (rotated by size and at
 //!   each start, see `log_files.rs`).
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 
+use super::ports::free_loopback_port;
 use super::{ExtraInstance, RunningSlot, Runtime, RuntimeError, SlotSpec, SlotStatus};
 use crate::config::{ProcessRuntimeConfig, StopSignal};
 use crate::domain::routing::default_identity;
@@ -91,11 +92,7 @@ impl ProcessRuntime {
         if let Some(ports) = self.cfg.ports {
             return Ok(ports.get(slot));
         }
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))?;
-        Ok(l.local_addr()
-            .map_err(|e| self.err(slot, e.to_string()))?
-            .port())
+        free_loopback_port().map_err(|e| self.err(slot, format!("no free loopback port: {e}")))
     }
 
     /// Spawns the release of `spec` on `port` in a session of its own, its output to
@@ -272,13 +269,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        let port = free_loopback_port()
             .map_err(|e| self.err(spec.slot, format!("no free loopback port: {e}")))?;
-        let port = l
-            .local_addr()
-            .map_err(|e| self.err(spec.slot, e.to_string()))?
-            .port();
-        drop(l);
         let log_path = self.log_dir.join(format!("{}-proof.log", self.service));
         let mut child = self.spawn(spec, port, &log_path)?;
         let pid = child.id().map(|p| p as i32);

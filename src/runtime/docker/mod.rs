@@ -27,7 +27,7 @@ pub mod engine;
 pub mod spec;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -99,11 +99,8 @@ impl DockerRuntime {
     }
 
     fn free_port(&self, slot: Slot) -> Result<u16, RuntimeError> {
-        let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))?;
-        Ok(l.local_addr()
-            .map_err(|e| self.err(slot, e.to_string()))?
-            .port())
+        super::ports::free_loopback_port()
+            .map_err(|e| self.err(slot, format!("no free loopback port: {e}")))
     }
 
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInspectResponse>, String> {
