@@ -2,7 +2,7 @@
 """Instructions per proxied request, counted by callgrind: repeatable on a busy machine.
 
     python3 bench/callgrind.py --cutover-bin target/release/cutover [--requests 20000]
-        [--mode h1|h2|handshake]
+        [--mode h1|h1tls|h2|handshake]
 
 Why: wall-clock benchmarks on a shared machine move by ±15 % between runs, too much to
 see a change of a few per cent in the proxy's own code. Callgrind counts the
@@ -15,7 +15,8 @@ N. The kernel's share (system calls, TCP) is not counted: this measures the prox
 user-space code only. Set CUTOVER_PROXY_FAST_PATH=0 or CUTOVER_PROXY_AFFINE=1 in the
 environment to count the other paths.
 
-Modes: `h1` (above, plaintext), `h2` (the TLS listener of `harness/tls.py`, h2load
+Modes: `h1` (above, plaintext), `h1tls` (the same load over TLS with ALPN http/1.1
+through the listener of `harness/tls.py`: the fast path over rustls), `h2` (the TLS listener of `harness/tls.py`, h2load
 `-c16 -m16` over TLS with ALPN h2: instructions per HTTP/2 request, the handshakes
 amortised away) and `handshake` (the same listener, wrk `-c8` with `Connection: close`
 for `--seconds`: every request a new TCP connection and full TLS 1.3 handshake, so
@@ -41,7 +42,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cutover-bin", required=True)
     p.add_argument("--requests", type=int, default=20000)
-    p.add_argument("--mode", choices=["h1", "h2", "handshake"], default="h1")
+    p.add_argument("--mode", choices=["h1", "h1tls", "h2", "handshake"], default="h1")
     p.add_argument("--tls13-tickets", type=int, help="h2/handshake modes: the listener's tls13_tickets")
     p.add_argument("--seconds", type=int, default=20, help="handshake mode: how long wrk runs")
     a = p.parse_args()
@@ -74,12 +75,13 @@ def main():
                 ps.adopt(f"{prefix}-{s['slot']}", int(s["handle"].split(":")[0]))
         load_argv = {
             "h1": ["h2load", "--h1", "-n", str(a.requests), "-c", "8", url],
+            "h1tls": ["h2load", "--h1", "-n", str(a.requests), "-c", "8", url],
             "h2": ["h2load", "-n", str(a.requests), "-c", "16", "-m", "16", url],
             "handshake": [*load.wrk_argv(url, 1, 8, a.seconds, timeout_s=30)],
         }[a.mode]
         if a.mode == "handshake":
             load_argv[1:1] = ["-H", "Connection: close"]
-        warm = ["h2load", *(["--h1"] if a.mode == "h1" else []), "-n", "200", "-c", "8", url]
+        warm = ["h2load", *(["--h1"] if a.mode in ("h1", "h1tls") else []), "-n", "200", "-c", "8", url]
         subprocess.run(warm, check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-i", "on", str(daemon.pid)], check=True, capture_output=True)
         subprocess.run(["callgrind_control", "-z", str(daemon.pid)], check=True, capture_output=True)

@@ -274,9 +274,14 @@ pub fn health_of(c: &ContainerInspectResponse, baseline: u32) -> Option<RuntimeH
     let state = c.state.clone().unwrap_or_default();
     let since = restarts(c).saturating_sub(baseline);
     if state.status == Some(ContainerStateStatusEnum::RESTARTING) || since > 0 {
+        // A container running again had its exit code reset to 0 by the restart.
+        let last = if running_again(c) {
+            "running again, its last exit code unknown".to_string()
+        } else {
+            format!("last exit code {}", state.exit_code.unwrap_or_default())
+        };
         return Some(RuntimeHealth::Unhealthy(format!(
-            "the container restarted {since} time(s) since it was started (last exit code {})",
-            state.exit_code.unwrap_or_default()
+            "the container restarted {since} time(s) since it was started ({last})"
         )));
     }
     let health = state.health?;

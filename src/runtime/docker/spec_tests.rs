@@ -159,10 +159,23 @@ fn dockers_healthcheck_state_becomes_a_verdict_and_restarts_make_it_unhealthy() 
     c.state.as_mut().unwrap().health.as_mut().unwrap().status = Some(HealthStatusEnum::STARTING);
     assert!(matches!(health_of(&c, 0), Some(RuntimeHealth::Starting(_))));
     c.restart_count = Some(1);
-    assert!(matches!(
+    assert_eq!(
         health_of(&c, 0),
-        Some(RuntimeHealth::Unhealthy(_))
-    ));
+        Some(RuntimeHealth::Unhealthy(
+            "the container restarted 1 time(s) since it was started (running again, its last exit code unknown)".into()
+        )),
+        "a running container's exit code was reset by its restart: not reported as 0"
+    );
+    let state = c.state.as_mut().unwrap();
+    state.status = Some(ContainerStateStatusEnum::RESTARTING);
+    state.exit_code = Some(3);
+    assert_eq!(
+        health_of(&c, 0),
+        Some(RuntimeHealth::Unhealthy(
+            "the container restarted 1 time(s) since it was started (last exit code 3)".into()
+        ))
+    );
+    c.state.as_mut().unwrap().status = Some(ContainerStateStatusEnum::RUNNING);
     assert!(matches!(health_of(&c, 1), Some(RuntimeHealth::Starting(_))));
 }
 
