@@ -123,6 +123,42 @@ def rss_kib(pids):
     return total
 
 
+def cpu_split(pids):
+    """(utime, stime) of `pids` in seconds: user space and kernel apart. Why both: on
+    loopback most of a proxy's CPU is the kernel's TCP and its scheduler, and which of
+    the two a difference is in says where to look."""
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            user += int(fields[11])
+            system += int(fields[12])
+        except OSError:
+            pass
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def context_switches(pids):
+    """Voluntary and involuntary context switches of every thread of `pids`, summed: a
+    voluntary one is a thread that found no work and slept (a wake-up to come)."""
+    total = 0
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/status") as f:
+                    for line in f:
+                        if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+    return total
+
+
 def cpu_seconds(pids):
     """utime + stime of `pids` (each process's own, all its threads), in seconds."""
     ticks = 0

@@ -3,7 +3,8 @@ P-256 certificate (made here with openssl), each in front of the same nginx back
 
 Measured per proxy, in rounds whose order is shuffled per round (as `measure.py`):
 - keep-alive TLS: wrk over HTTPS, `conns` connections: requests/s, p50/p99 and proxy
-  CPU per request (utime+stime of the proxy's processes / requests served);
+  CPU per request (utime+stime of the proxy's processes / requests served; user and
+  kernel apart, and context switches per request, all threads);
 - new handshakes: wrk with `Connection: close`, so every request is a new TCP
   connection and a full TLS handshake (wrk does not resume sessions): handshakes/s
   and CPU per handshake. The client's side of a handshake costs about as much CPU as
@@ -240,7 +241,8 @@ def measure(started, rounds, duration_s, threads, conns, log, backends=()):
                 if pinned:
                     _pin([*pids[n], *backends], SERVER_CPU)
                 try:
-                    cpu0, t0 = procs.cpu_seconds(pids[n]), time.monotonic()
+                    (u0, k0), cs0 = procs.cpu_split(pids[n]), procs.context_switches(pids[n])
+                    t0 = time.monotonic()
                     if kind == "h2":
                         res = _h2load(n, duration_s)
                         served = res["succeeded"]
@@ -250,12 +252,15 @@ def measure(started, rounds, duration_s, threads, conns, log, backends=()):
                                    cpu=CLIENT_CPU if pinned else None)
                         served = res["requests"]
                         errors = res["non2xx"] + res["socket_errors"]
-                    cpu = procs.cpu_seconds(pids[n]) - cpu0
-                    wall = time.monotonic() - t0
+                    (u1, k1), cs1 = procs.cpu_split(pids[n]), procs.context_switches(pids[n])
+                    cpu, wall = (u1 - u0) + (k1 - k0), time.monotonic() - t0
                 finally:
                     if pinned:
                         _pin([*pids[n], *backends], _all_cpus())
                 res["cpu_us_per_req"] = cpu / served * 1e6 if served else None
+                res["user_us_per_req"] = (u1 - u0) / served * 1e6 if served else None
+                res["sys_us_per_req"] = (k1 - k0) / served * 1e6 if served else None
+                res["cs_per_req"] = (cs1 - cs0) / served if served else None
                 res["server_core_util"] = cpu / wall if wall else None
                 res["per_core"] = 1e6 / res["cpu_us_per_req"] if res["cpu_us_per_req"] else None
                 res["errors"] = errors
@@ -271,6 +276,9 @@ def measure(started, rounds, duration_s, threads, conns, log, backends=()):
                 "p50_ms": _med([x.get("p50_ms") for x in runs]),
                 "p99_ms": _med([x.get("p99_ms") for x in runs]),
                 "cpu_us_per_req": _med([x["cpu_us_per_req"] for x in runs]),
+                "user_us_per_req": _med([x["user_us_per_req"] for x in runs]),
+                "sys_us_per_req": _med([x["sys_us_per_req"] for x in runs]),
+                "cs_per_req": _med([x["cs_per_req"] for x in runs]),
                 "server_core_util": _med([x["server_core_util"] for x in runs]),
                 "per_core": _med([x["per_core"] for x in runs]),
                 "errors": sum(x["errors"] for x in runs),
@@ -324,6 +332,11 @@ def markdown(res):
         by = t[kind]
         cells = [f"{by[n]['cpu_us_per_req'] or 0:.1f}" for n in ("cutover", "nginx", "haproxy")]
         lines.append(f"| CPU µs per request: {kind} | {' | '.join(cells)} | |")
+        cells = [f"{by[n].get('user_us_per_req') or 0:.1f} / {by[n].get('sys_us_per_req') or 0:.1f}"
+                 for n in ("cutover", "nginx", "haproxy")]
+        lines.append(f"| of which user / kernel: {kind} | {' | '.join(cells)} | |")
+        cells = [f"{by[n].get('cs_per_req') or 0:.3f}" for n in ("cutover", "nginx", "haproxy")]
+        lines.append(f"| context switches per request: {kind} | {' | '.join(cells)} | |")
     by = t["handshake"]
     cells = [f"{by[n]['per_core'] or 0:.0f}" for n in ("cutover", "nginx", "haproxy")]
     lines.append(f"| handshakes per server core-second (10^6 / CPU µs) | {' | '.join(cells)} | "
