@@ -1,8 +1,9 @@
 //! The shield and the burst trigger in the built-in proxy, in process, through the
 //! `Router` calls the runner makes (`protect`, `apply`, `apply_weighted`), with real
 //! sockets on 127.0.0.1 and hyper backends (`tests/support/backend.rs`). Every
-//! behaviour runs on both proxy paths (the fast path hands guarded requests to the
-//! general path; `tests/proxy_paths_agree.rs` has the byte-level comparison).
+//! behaviour runs on both proxy paths (the fast path serves guarded requests itself
+//! unless the shield might retry them after a status; `tests/proxy_paths_agree.rs` has
+//! the byte-level comparison).
 //!
 //! Nothing here asserts on speed: counts of requests, statuses and statistics only.
 
@@ -11,6 +12,7 @@ mod backend;
 #[path = "support/proxy_harness.rs"]
 mod harness;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use backend::{dead_addr, reply, Backend};
@@ -27,6 +29,7 @@ use cutover::router::Router;
 use harness::{default_listener, http_client, within, HttpClient, TestProxy, SERVICE};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
 struct Setup {
@@ -467,4 +470,115 @@ async fn a_client_that_stalls_its_body_gets_408_is_never_retried_and_never_count
         assert!(!guard.has_tripped());
         assert_eq!((blue.hits(), green.hits()), (0, 0));
     }
+}
+
+/// A keep-alive backend answering `ok` to every request; counts the connections it
+/// accepted.
+async fn counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Sends one keep-alive GET on `c` and reads its answer (a `content-length: 2` body).
+async fn ask(c: &mut tokio::net::TcpStream) -> String {
+    c.write_all(b"GET /x HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let (mut answer, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        let n = within(10, c.read(&mut chunk)).await.unwrap();
+        assert!(
+            n > 0,
+            "the proxy closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..n]);
+        if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+            if answer.len() >= end + 4 + 2 {
+                return String::from_utf8_lossy(&answer).into_owned();
+            }
+        }
+    }
+}
+
+/// Two client connections, two requests each, interleaved: the slot header of each
+/// answer.
+async fn two_clients_twice(proxy: std::net::SocketAddr) -> Vec<String> {
+    let mut clients = [
+        tokio::net::TcpStream::connect(proxy).await.unwrap(),
+        tokio::net::TcpStream::connect(proxy).await.unwrap(),
+    ];
+    let mut slots = Vec::new();
+    for i in [0, 1, 0, 1] {
+        let answer = ask(&mut clients[i]).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let slot = answer
+            .lines()
+            .find_map(|l| l.strip_prefix("x-cutover-slot: "))
+            .unwrap_or_default();
+        slots.push(slot.to_string());
+    }
+    slots
+}
+
+/// With a previous release running (the watch, `warm_for`), requests without a body
+/// to the new slot stay on the fast path, whose upstream connections belong to their
+/// client connection: two clients, two upstream connections, each reused (the general
+/// path's shared pool would take one). A refused connection is still retried on the
+/// previous slot there, and counts against the new release.
+#[tokio::test]
+async fn guarded_requests_take_the_fast_path_which_retries_a_refused_connection() {
+    let (green, green_conns) = counting_backend().await;
+    let (blue, blue_conns) = counting_backend().await;
+    let s = Setup::new(blue, green, true).await;
+    s.switch(&ShieldConfig::default(), None).await;
+    assert_eq!(two_clients_twice(s.proxy.addr).await, ["green"; 4]);
+    assert_eq!(
+        green_conns.load(Ordering::SeqCst),
+        2,
+        "one upstream connection per client connection: the fast path served them"
+    );
+    assert_eq!(s.snap(Slot::Green).requests, 4);
+
+    // The new release refuses connections: every request is retried on blue.
+    let s = Setup::new(blue, dead_addr().await, true).await;
+    s.switch(&ShieldConfig::default(), None).await;
+    assert_eq!(two_clients_twice(s.proxy.addr).await, ["blue"; 4]);
+    assert_eq!(
+        blue_conns.load(Ordering::SeqCst),
+        2,
+        "the retries went out on each client connection's own connection to blue"
+    );
+    let g = s.snap(Slot::Green);
+    assert_eq!(
+        (g.requests, g.upstream_failed),
+        (4, 4),
+        "each refusal counts against the new release"
+    );
+    assert_eq!(s.snap(Slot::Blue).requests, 4);
+    assert_eq!(s.retries(), 4);
 }

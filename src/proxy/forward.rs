@@ -432,7 +432,8 @@ pub(super) struct Chosen {
 }
 
 impl Chosen {
-    fn plain(up: &Upstream) -> Self {
+    /// Plain traffic to `up`: no cookie, no mirror, no guard.
+    pub(super) fn plain(up: &Upstream) -> Self {
         Self {
             slot: up.slot,
             endpoint: up.endpoint.clone(),

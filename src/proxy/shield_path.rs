@@ -10,9 +10,11 @@
 //! A client's fault (a broken, oversized or stalled body) is answered as on the plain
 //! path and recorded as the client's, never retried.
 //!
-//! The fast path hands guarded requests to this path (`h1::Conn::plan`), so both paths
-//! answer, retry and record alike. Each attempt goes through its slot's pool: a slot
-//! that serves TLS (`upstream_tls`) is retried on over TLS too.
+//! The fast path serves guarded requests itself, retrying a refused connection the
+//! same way (`h1::Conn::forward`), and hands this path those the shield might retry
+//! after a status (`h1::fast_guard`), so both paths answer, retry and record alike.
+//! Each attempt goes through its slot's pool: a slot that serves TLS (`upstream_tls`)
+//! is retried on over TLS too.
 
 use std::sync::Arc;
 use std::time::Instant;

@@ -11,11 +11,24 @@
 //! responses leave in one write.
 //!
 //! What it takes: see `request` (HTTP/1.1, origin-form, a `Content-Length` body up to
-//! [`FAST_BODY_MAX`], no upgrade, no `Expect`, no `Transfer-Encoding`); requests to a
-//! service that is mirroring; requests to a deployment's guarded new slot (`shield`);
-//! anything routed to a local answer (404, 503). Everything
-//! else is handed, with the bytes already read, to the general path for the rest of
-//! the connection ([`End::General`], [`Rewind`]), which answers exactly as before.
+//! [`FAST_BODY_MAX`], no upgrade, no `Expect`, no `Transfer-Encoding`). What it leaves
+//! to the general path: requests to a service that is mirroring or to a slot that
+//! serves TLS; requests to a deployment's guarded new slot (`shield`) with a body, or
+//! that the shield might retry after a status (an idempotent method with `on_status`
+//! on: that needs the response head held back and the request sent twice; see
+//! [`fast_guard`]); anything routed to a local answer (404, 503). Everything else is handed, with the bytes already read,
+//! to the general path for the rest of the connection ([`End::General`], [`Rewind`]),
+//! which answers exactly as before.
+//!
+//! Guarded requests (a previous release runs beside the new one: canary steps, the
+//! watch, `warm_for`) stay here otherwise, and are recorded through the guard (its
+//! budget and burst trigger) as on the general path. A connection the new slot
+//! refuses is the shield's other retry (nothing was sent; any method): within the
+//! budget the request goes once more to the previous slot, whose answer the client
+//! gets, and the refusal counts against the new release ([`Conn::forward`]). Why
+//! here and not only on the general path: with `warm_for` (5 minutes by default) every
+//! request after a deployment is guarded, and the general path costs about 2.5 times
+//! the CPU per request (BENCHMARKS.md "The warm period took the general path").
 //! Both paths choose the upstream the same way ([`Proxy::choose`]) and record each
 //! request exactly once through the same [`Recorder`].
 //!
@@ -47,6 +60,7 @@ pub(crate) use io::Rewind;
 use super::body::Recorder;
 use super::conn::{ConnState, ListenerCtx};
 use super::forward::Chosen;
+use super::shield::RetryKind;
 use super::stats::Outcome;
 use super::{cookies, Proxy};
 use crate::domain::endpoint::Endpoint;
@@ -237,7 +251,11 @@ where
         };
 
         deadline.set(Instant::from_std(plan.received) + settings.upstream_timeout);
-        let recorder = Recorder::start(&plan.chosen.stats, plan.received);
+        let mut recorder = Recorder::start(&plan.chosen.stats, plan.received);
+        if let Some(guard) = &plan.chosen.guard {
+            guard.admitted();
+            recorder = recorder.guarded(guard.clone());
+        }
         let keep_alive = tokio::select! {
             biased;
             () = &mut stopped => return End::Closed,
@@ -311,6 +329,20 @@ enum Step {
     TooLarge,
 }
 
+/// Whether the fast path can serve `head` sent to `chosen`: always when no guard
+/// watches the slot; under a guard, when it has no body (the general path receives a
+/// small body in full before sending it, so a client that stalls it never reaches the
+/// new release), the shield would not retry it after a status, and the previous slot
+/// (where a refused connection is retried) does not serve TLS.
+fn fast_guard(chosen: &Chosen, head: &request::Head<'_, '_>) -> bool {
+    let Some(guard) = &chosen.guard else {
+        return true;
+    };
+    let status_retry = http::Method::from_bytes(head.method.as_bytes())
+        .map_or(true, |m| guard.status_retry_possible(&m));
+    head.body_len == 0 && !status_retry && guard.previous.tls.is_none()
+}
+
 /// Whether `buf` holds the end of a request head (an empty line, CRLF or bare LF as
 /// httparse accepts). `scanned` is how far earlier calls searched.
 fn head_end(buf: &[u8], scanned: &mut usize) -> bool {
@@ -363,10 +395,10 @@ impl<S: ClientIo> Conn<S> {
             // The general path answers 403.
             None => return Step::General,
         };
-        // A request to a guarded new slot (a deployment's shield and burst trigger)
-        // takes the general path, which retries and records it (`shield_path`).
+        // A request to a guarded new slot that the shield might retry after a status
+        // takes the general path (`shield_path`); see the module doc.
         let chosen = match proxy.choose(service, preview, cookies.sticky) {
-            Ok(c) if c.mirror.is_none() && c.guard.is_none() && c.tls.is_none() => c,
+            Ok(c) if c.mirror.is_none() && c.tls.is_none() && fast_guard(&c, &head) => c,
             _ => return Step::General,
         };
         if self.out.capacity() == 0 {
@@ -419,14 +451,27 @@ impl<S: ClientIo> Conn<S> {
     /// the client connection stays open.
     async fn forward(
         &mut self,
-        plan: Plan,
-        recorder: Recorder,
+        mut plan: Plan,
+        mut recorder: Recorder,
         deadline: &mut Deadline,
         settings: &super::ProxySettings,
     ) -> bool {
+        let mut got = self.exchange_head(&plan, deadline, settings).await;
+        // The shield: the new slot refused the connection (nothing was sent).
+        let refused = matches!(got, Err(Fail::Connect));
+        let guard = refused.then(|| plan.chosen.guard.clone()).flatten();
+        if let Some(guard) = guard {
+            if guard.take_retry(RetryKind::Connect) {
+                recorder.finish(Outcome::UpstreamFailed);
+                let previous = &guard.previous;
+                tracing::debug!(from = %plan.chosen.slot, to = %previous.slot, kind = "connect", "shield: retrying on the previous release");
+                plan.chosen = Chosen::plain(previous);
+                recorder = Recorder::start(&plan.chosen.stats, plan.received);
+                got = self.exchange_head(&plan, deadline, settings).await;
+            }
+        }
         let slot = plan.chosen.slot;
         let plan_endpoint = plan.chosen.endpoint.clone();
-        let got = self.exchange_head(&plan, deadline, settings).await;
         let (upstream, head) = match got {
             Ok(ok) => ok,
             Err(Fail::Client) => {
