@@ -161,15 +161,7 @@ def context_switches(pids):
 
 def cpu_seconds(pids):
     """utime + stime of `pids` (each process's own, all its threads), in seconds."""
-    ticks = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return ticks / CLK_TCK
+    return sum(cpu_split(pids))
 
 
 def port_free(port):

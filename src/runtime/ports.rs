@@ -27,7 +27,9 @@ const LOWEST: u32 = 10_000;
 /// Linux's default ephemeral range, used when the kernel's cannot be read.
 const DEFAULT_EPHEMERAL: (u32, u32) = (32_768, 60_999);
 
-/// Where the next search starts (an offset into the range; `u32::MAX` = not yet chosen).
+/// The offset (into the range) the next probe tries; `u32::MAX` = not yet chosen.
+/// Every probe takes its own offset (`fetch_add`), so two starts at the same moment
+/// never probe, and never hand out, the same port.
 static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
 
 /// A loopback port nothing listens on, outside the kernel's ephemeral range.
@@ -36,27 +38,26 @@ pub fn free_loopback_port() -> io::Result<u16> {
         return kernel_choice();
     };
     let span = high - low + 1;
-    let start = match NEXT.load(Ordering::Relaxed) {
-        u32::MAX => random() % span,
-        n => n % span,
-    };
-    match search(low, span, start) {
-        Some((port, next)) => {
-            NEXT.store(next, Ordering::Relaxed);
-            Ok(port)
-        }
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        random() % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    match search(low, span, &NEXT) {
+        Some(port) => Ok(port),
         None => kernel_choice(),
     }
 }
 
-/// The first port from `low + start` on (wrapping within `span`) that loopback can
-/// bind, and the offset after it.
-fn search(low: u32, span: u32, start: u32) -> Option<(u16, u32)> {
-    (0..span).map(|i| (start + i) % span).find_map(|offset| {
-        let port = (low + offset) as u16;
+/// The first port loopback can bind, probing `low + cursor % span` onwards (each probe
+/// advancing `cursor`), within one round of the range.
+fn search(low: u32, span: u32, cursor: &AtomicU32) -> Option<u16> {
+    (0..span).find_map(|_| {
+        let port = (low + cursor.fetch_add(1, Ordering::Relaxed) % span) as u16;
         TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .is_ok()
-            .then_some((port, offset + 1))
+            .then_some(port)
     })
 }
 
@@ -145,8 +146,9 @@ mod tests {
         let (low, high) = outside(ephemeral_range()).unwrap();
         let a = free_loopback_port().unwrap();
         let _held = TcpListener::bind((Ipv4Addr::LOCALHOST, a)).unwrap();
-        let (port, next) = search(low, high - low + 1, a as u32 - low).unwrap();
+        let cursor = AtomicU32::new(a as u32 - low);
+        let port = search(low, high - low + 1, &cursor).unwrap();
         assert_ne!(port, a, "the held port must be passed over");
-        assert_eq!(next, port as u32 - low + 1);
+        assert_eq!(cursor.load(Ordering::Relaxed), port as u32 - low + 1);
     }
 }

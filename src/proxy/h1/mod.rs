@@ -28,7 +28,7 @@
 //! gets, and the refusal counts against the new release ([`Conn::forward`]). Why
 //! here and not only on the general path: with `warm_for` (5 minutes by default) every
 //! request after a deployment is guarded, and the general path costs about 2.5 times
-//! the CPU per request (BENCHMARKS.md "The warm period took the general path").
+//! the user-space CPU per request (BENCHMARKS.md "The warm period took the general path").
 //! Both paths choose the upstream the same way ([`Proxy::choose`]) and record each
 //! request exactly once through the same [`Recorder`].
 //!
