@@ -630,3 +630,55 @@ async fn connect_is_refused_unless_allowed_and_then_tunnels_to_the_slot_only() {
         assert_eq!(status(&bad), 400, "{}: {bad}", path_name(fast));
     }
 }
+
+#[tokio::test]
+async fn a_response_streamed_in_several_pieces_is_recorded_with_the_apps_status() {
+    for fast in PATHS {
+        // A chunked answer written in three pieces, 20 ms apart: hyper hands the
+        // general path several frames. Until this test, the first frame recorded the
+        // request as the client's failure.
+        let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = app.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = app.accept().await.unwrap();
+            let mut sink = [0u8; 1024];
+            let _ = s.read(&mut sink).await;
+            for piece in [
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\none\r\n"[..],
+                b"3\r\ntwo\r\n",
+                b"5\r\nthree\r\n0\r\n\r\n",
+            ] {
+                s.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            s
+        });
+        let up = upstream(Slot::Blue, addr);
+        let (proxy, _routes) = TestProxy::with_live(&up, settings(fast)).await;
+        let out = exchange(
+            proxy.addr,
+            b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status(&out), 200, "{}: {out}", path_name(fast));
+        assert!(out.contains("three"), "{}: {out}", path_name(fast));
+        let snap = within(10, settled(&up.stats, 1)).await;
+        assert_eq!(
+            (
+                snap.status_class[1],
+                snap.client_failed,
+                snap.upstream_failed
+            ),
+            (1, 0, 0),
+            "{}",
+            path_name(fast)
+        );
+        assert!(
+            snap.latency_sum_us >= 40_000,
+            "{}: latency runs to the last byte, {} µs",
+            path_name(fast),
+            snap.latency_sum_us
+        );
+        drop(server.await);
+    }
+}

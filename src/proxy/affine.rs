@@ -60,6 +60,8 @@ pub(crate) enum SendError {
     Connect(std::io::Error),
     /// The upstream connection failed (affine), or the request body did.
     Upstream(hyper::Error),
+    /// An HTTP/2 stream's exchange on the fast path's upstream code (`h1::exchange`).
+    Direct(super::h1::exchange::ExchangeError),
 }
 
 impl SendError {
@@ -68,6 +70,7 @@ impl SendError {
             SendError::Pooled(e) => e.is_connect(),
             SendError::Connect(_) => true,
             SendError::Upstream(_) => false,
+            SendError::Direct(e) => e.is_connect(),
         }
     }
 
@@ -77,6 +80,7 @@ impl SendError {
             SendError::Pooled(e) => e,
             SendError::Connect(e) => e,
             SendError::Upstream(e) => e,
+            SendError::Direct(e) => e,
         }
     }
 }
@@ -87,6 +91,7 @@ impl fmt::Debug for SendError {
             SendError::Pooled(e) => fmt::Debug::fmt(e, f),
             SendError::Connect(e) => write!(f, "connect: {e:?}"),
             SendError::Upstream(e) => fmt::Debug::fmt(e, f),
+            SendError::Direct(e) => write!(f, "{e}"),
         }
     }
 }

@@ -394,7 +394,7 @@ pub struct ProxyBody {
 #[derive(Debug)]
 enum Kind {
     Upstream {
-        inner: Incoming,
+        inner: UpstreamBody,
         /// `None` once recorded.
         recorder: Option<Recorder>,
         status: u16,
@@ -405,17 +405,63 @@ enum Kind {
     Local(Option<Bytes>),
 }
 
+/// An upstream's response body: from hyper's client, or read by the stream's own task
+/// (`h1::exchange`, HTTP/2 streams).
+#[derive(Debug)]
+pub enum UpstreamBody {
+    Hyper(Incoming),
+    Direct(super::h1::exchange::DirectBody),
+}
+
+impl From<Incoming> for UpstreamBody {
+    fn from(b: Incoming) -> Self {
+        UpstreamBody::Hyper(b)
+    }
+}
+
+/// The error a response body ends with (hyper's or the connection's).
+pub type BodyError = Box<dyn StdError + Send + Sync>;
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpstreamBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            UpstreamBody::Direct(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+            UpstreamBody::Direct(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Hyper(b) => b.size_hint(),
+            UpstreamBody::Direct(b) => b.size_hint(),
+        }
+    }
+}
+
 impl ProxyBody {
     /// Streams `inner` and records the request with `status` when it ends.
     pub fn upstream(
-        inner: Incoming,
+        inner: impl Into<UpstreamBody>,
         recorder: Recorder,
         status: u16,
         watch: Option<Arc<BodyWatch>>,
     ) -> Self {
         Self {
             kind: Kind::Upstream {
-                inner,
+                inner: inner.into(),
                 recorder: Some(recorder),
                 status,
                 watch,
@@ -437,12 +483,12 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match &mut self.get_mut().kind {
             Kind::Local(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream {
@@ -462,8 +508,13 @@ impl Body for ProxyBody {
                     Some(Err(_)) => Some(Outcome::UpstreamFailed),
                     None => Some(Outcome::Status(*status)),
                 };
-                if let (Some(outcome), Some(r)) = (outcome, recorder.take()) {
-                    r.finish(outcome);
+                // Only once the outcome is known: a recorder taken and dropped before
+                // then would record the request as the client's failure at its first
+                // frame (every response longer than one frame was, until this was seen).
+                if let Some(outcome) = outcome {
+                    if let Some(r) = recorder.take() {
+                        r.finish(outcome);
+                    }
                 }
                 Poll::Ready(polled)
             }

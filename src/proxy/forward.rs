@@ -124,7 +124,8 @@ impl Proxy {
         if cookies.ours {
             cookies::strip(&mut parts.headers, &self.settings.preview_cookie);
         }
-        if parts.version == Version::HTTP_2 {
+        let h2 = parts.version == Version::HTTP_2;
+        if h2 {
             headers::join_cookie_fields(&mut parts.headers);
         }
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -145,6 +146,17 @@ impl Proxy {
             return self
                 .tunnel(parts, client_upgrade, ends, recorder, listener)
                 .await;
+        }
+        // An HTTP/2 stream without a body: the fast path's upstream side.
+        let direct = h2
+            && self.settings.fast_path
+            && affine.is_none()
+            && !upgrade
+            && chosen.mirror.is_none()
+            && http_body::Body::is_end_stream(&body)
+            && super::direct::eligible(&chosen, &parts.method);
+        if direct {
+            return self.forward_direct(parts, chosen, recorder, received).await;
         }
         let mut body = LimitedBody::new(body, limit, self.settings.client_body_timeout);
         let watch = (!http_body::Body::is_end_stream(&body)).then(|| body.watch(received));
@@ -578,7 +590,7 @@ pub(super) fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody
     resp
 }
 
-fn with_slot(mut resp: Response<ProxyBody>, slot: Slot) -> Response<ProxyBody> {
+pub(super) fn with_slot(mut resp: Response<ProxyBody>, slot: Slot) -> Response<ProxyBody> {
     resp.headers_mut().insert(X_CUTOVER_SLOT, slot_value(slot));
     resp
 }

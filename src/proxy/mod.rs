@@ -53,6 +53,7 @@ mod affine;
 mod body;
 mod conn;
 mod cookies;
+mod direct;
 mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -104,7 +104,19 @@ impl H2 {
     }
 
     pub async fn try_get(&self, path: &str, headers: &[(&str, &str)]) -> hyper::Result<Reply> {
-        let mut req = Request::get(format!("{}{path}", self.base));
+        self.request(http::Method::GET, path, headers).await
+    }
+
+    /// A request without a body (`HEADERS` ends the stream) of `method` for `path`.
+    pub async fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> hyper::Result<Reply> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }

@@ -5,6 +5,10 @@
 //! last chunk (`0`), the optional trailer fields and the final empty line. Framing is
 //! checked strictly (RFC 9112 §7.1): CRLF line ends, hex sizes, nothing after a
 //! chunk's data but CRLF. A malformed body is the upstream's failure.
+//!
+//! HTTP/2 streams sent upstream over HTTP/1.1 (`exchange`) need the data itself: the
+//! same scanner says where each chunk's data lies ([`ChunkedEnd::feed_data`]), so
+//! decoding and finding the end can never disagree.
 
 /// Largest chunk size accepted (a larger one is treated as malformed).
 const MAX_CHUNK: u64 = 1 << 48;
@@ -68,10 +72,21 @@ impl ChunkedEnd {
     /// first `n` bytes of `bytes` (anything after is not part of it); `Ok(None)`: all
     /// of `bytes` belongs to the body and more is to come.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+        self.feed_data(bytes, |_| {})
+    }
+
+    /// As [`feed`](Self::feed), and calls `data` with each range of `bytes` that is
+    /// chunk data (the body once its framing is taken away), in order.
+    pub fn feed_data(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(std::ops::Range<usize>),
+    ) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             if let State::Data(left) = self.state {
                 let take = (bytes.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                data(i..i + take);
                 i += take;
                 let left = left - take as u64;
                 self.state = if left == 0 {
@@ -177,6 +192,27 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(body)
             );
+        }
+    }
+
+    #[test]
+    fn the_data_ranges_are_the_body_without_its_framing() {
+        let body = b"5;x=y\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-A: b\r\n\r\nnext";
+        for cut in 0..body.len() {
+            let mut c = ChunkedEnd::default();
+            let mut got = Vec::new();
+            let mut end = None;
+            let mut offset = 0;
+            for piece in [&body[..cut], &body[cut..]] {
+                let r = c.feed_data(piece, |r| got.extend_from_slice(&piece[r]));
+                if let Some(n) = r.unwrap() {
+                    end = Some(offset + n);
+                    break;
+                }
+                offset += piece.len();
+            }
+            assert_eq!(got, b"hello0123456789", "cut at {cut}");
+            assert_eq!(end, Some(body.len() - 4), "cut at {cut}");
         }
     }
 

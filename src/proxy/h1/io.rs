@@ -140,7 +140,7 @@ impl Upstreams {
 /// Whether an idle upstream connection can be reused: nothing may be readable on it
 /// (an idle connection that is readable was closed by the upstream or sent garbage).
 /// Costs no system call unless the runtime already saw it become readable.
-fn still_open(stream: &TcpStream) -> bool {
+pub(super) fn still_open(stream: &TcpStream) -> bool {
     let mut cx = Context::from_waker(Waker::noop());
     match stream.poll_read_ready(&mut cx) {
         Poll::Pending => true,

@@ -41,6 +41,7 @@
 //! path), for comparison and as a safety valve.
 
 pub(super) mod chunked;
+pub(super) mod exchange;
 mod io;
 pub(super) mod pool;
 pub(super) mod request;

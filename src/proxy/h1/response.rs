@@ -95,48 +95,15 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
         return RespParse::Informational { len };
     }
 
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut reusable = version == 1;
-    // Only a `Connection` header naming other headers makes them hop-by-hop.
-    let mut names_others = false;
-    for h in headers {
-        if h.name.eq_ignore_ascii_case("content-length") {
-            let Some(n) = content_length_list(h.value) else {
-                return RespParse::Bad;
-            };
-            if length.is_some_and(|l| l != n) {
-                return RespParse::Bad;
-            }
-            length = Some(n);
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in tokens(h.value) {
-                if t.eq_ignore_ascii_case(b"close") {
-                    reusable = false;
-                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                    names_others = true;
-                }
-            }
-        }
-    }
-    let no_body = head_request || status == 204 || status == 304;
-    let framing = match (no_body, chunked, length) {
-        (true, _, _) => Framing::Empty,
-        (false, Some(true), _) => Framing::Chunked,
-        (false, Some(false), _) => Framing::UntilClose,
-        (false, None, Some(n)) => Framing::Length(n),
-        (false, None, None) => Framing::UntilClose,
+    let Some(Frame {
+        framing,
+        reusable,
+        chunked,
+        names_others,
+    }) = frame(version, status, headers, head_request)
+    else {
+        return RespParse::Bad;
     };
-    if chunked.is_some() && length.is_some() {
-        // Both: the length is ignored (RFC 9112 §6.3), but such a sender is suspect.
-        reusable = false;
-    }
-    if framing == Framing::UntilClose {
-        reusable = false;
-    }
     let close_client = add.close || framing == Framing::UntilClose;
 
     let named_by: &[httparse::Header<'_>] = if names_others { headers } else { &[] };
@@ -186,6 +153,145 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
         reusable,
         close_client,
     })
+}
+
+/// How a final response's body is framed, read from its head.
+struct Frame {
+    framing: Framing,
+    reusable: bool,
+    /// A `Transfer-Encoding` header was present: whether its last coding is chunked.
+    chunked: Option<bool>,
+    /// A `Connection` header names other headers (which are then hop-by-hop).
+    names_others: bool,
+}
+
+/// RFC 9112 §6.3 on a final response's head; `None`: it cannot be framed with
+/// certainty (conflicting or invalid lengths).
+fn frame(
+    version: u8,
+    status: u16,
+    headers: &[httparse::Header<'_>],
+    head_request: bool,
+) -> Option<Frame> {
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut reusable = version == 1;
+    // Only a `Connection` header naming other headers makes them hop-by-hop.
+    let mut names_others = false;
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let n = content_length_list(h.value)?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            for t in tokens(h.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    reusable = false;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    names_others = true;
+                }
+            }
+        }
+    }
+    let no_body = head_request || status == 204 || status == 304;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::UntilClose,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::UntilClose,
+    };
+    if chunked.is_some() && length.is_some() {
+        // Both: the length is ignored (RFC 9112 §6.3), but such a sender is suspect.
+        reusable = false;
+    }
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    Some(Frame {
+        framing,
+        reusable,
+        chunked,
+        names_others,
+    })
+}
+
+/// What [`parse_map`] found.
+#[derive(Debug)]
+pub enum MapParse {
+    Partial,
+    /// A 1xx other than 101, `len` bytes long: skipped (a final response follows).
+    Informational {
+        len: usize,
+    },
+    Final {
+        status: http::StatusCode,
+        /// Length of the head in the buffer.
+        len: usize,
+        framing: Framing,
+        reusable: bool,
+        headers: http::HeaderMap,
+    },
+    Bad,
+}
+
+/// Parses the response at the start of `buf` for a client that does not speak
+/// HTTP/1.1 (an HTTP/2 stream, `exchange`): the status, the framing and reuse as
+/// [`parse`] decides them, and the headers as a map, as hyper's client gives them to
+/// the general path. The transfer coding is left out (HTTP/2 frames bodies itself),
+/// and so is a `Content-Length` that a `Transfer-Encoding` overrides; the caller removes
+/// the hop-by-hop headers as the general path does.
+pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return MapParse::Partial,
+        Err(_) => return MapParse::Bad,
+    };
+    let (Some(version), Some(code)) = (resp.version, resp.code) else {
+        return MapParse::Bad;
+    };
+    if code == 101 {
+        return MapParse::Bad;
+    }
+    if (100..200).contains(&code) {
+        return MapParse::Informational { len };
+    }
+    let headers: &[httparse::Header<'_>] = resp.headers;
+    let (Ok(status), Some(f)) = (
+        http::StatusCode::from_u16(code),
+        frame(version, code, headers, head_request),
+    ) else {
+        return MapParse::Bad;
+    };
+    let mut map = http::HeaderMap::with_capacity(headers.len());
+    for h in headers {
+        if h.name.eq_ignore_ascii_case("transfer-encoding")
+            || (f.chunked.is_some() && h.name.eq_ignore_ascii_case("content-length"))
+        {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) else {
+            return MapParse::Bad;
+        };
+        map.append(name, value);
+    }
+    MapParse::Final {
+        status,
+        len,
+        framing: f.framing,
+        reusable: f.reusable,
+        headers: map,
+    }
 }
 
 /// A response the proxy writes itself (502, 504), dated like every response hyper
