@@ -328,6 +328,68 @@ pub fn check_response_head(buf: &[u8], head_request: bool) {
         }
         _ => fail(&format!("expected framing {expected:?}")),
     }
+    check_map_agrees(buf, head_request, &verdict, resp.headers);
+}
+
+/// The head an HTTP/2 client gets (`response::parse_map`, `h1::exchange`) is framed
+/// as the HTTP/1.1 one, and carries no transfer coding (nor a length it overrides).
+fn check_map_agrees(
+    buf: &[u8],
+    head_request: bool,
+    verdict: &ResponseVerdict,
+    headers: &[httparse::Header<'_>],
+) {
+    let map = response::parse_map(buf, head_request);
+    let fail = |why: &str| -> ! {
+        panic!(
+            "{why}\ninput: {:?}\nfast path: {verdict:?}\nfor HTTP/2: {map:?}",
+            String::from_utf8_lossy(buf)
+        )
+    };
+    let framing_name = |f: &response::Framing| match f {
+        response::Framing::Empty => "empty".to_string(),
+        response::Framing::Length(n) => format!("length:{n}"),
+        response::Framing::Chunked => "chunked".to_string(),
+        response::Framing::UntilClose => "close".to_string(),
+    };
+    match (verdict, &map) {
+        (ResponseVerdict::Partial, response::MapParse::Partial)
+        | (ResponseVerdict::Bad, response::MapParse::Bad) => {}
+        (ResponseVerdict::Informational { len: a }, response::MapParse::Informational { len: b })
+            if a == b => {}
+        (
+            ResponseVerdict::Final {
+                status,
+                len,
+                framing,
+                reusable,
+                ..
+            },
+            response::MapParse::Final {
+                status: s,
+                len: l,
+                framing: f,
+                reusable: r,
+                headers: h,
+            },
+        ) => {
+            if (s.as_u16(), *l, framing_name(f), *r) != (*status, *len, framing.clone(), *reusable) {
+                fail("framed differently");
+            }
+            let te = h.contains_key(http::header::TRANSFER_ENCODING);
+            let cl_overridden = framing == "chunked" && h.contains_key(http::header::CONTENT_LENGTH);
+            if te || cl_overridden {
+                fail("a transfer coding, or the length it overrides, reached the HTTP/2 head");
+            }
+        }
+        // A name or value httparse takes but `http` does not: refused, never passed on.
+        (ResponseVerdict::Final { .. }, response::MapParse::Bad)
+            if headers.iter().any(|h| {
+                http::HeaderName::from_bytes(h.name.as_bytes()).is_err()
+                    || http::HeaderValue::from_bytes(h.value).is_err()
+            }) => {}
+        _ => fail("the HTTP/1.1 and HTTP/2 heads disagree"),
+    }
 }
 
 fn check_client_head(head: &[u8], status: u16, framing: &str) {
@@ -379,6 +441,65 @@ pub fn check_chunked_split(body: &[u8], cuts: &[usize]) {
         "the end of {:?} depends on how it was read ({cuts:?})",
         String::from_utf8_lossy(body)
     );
+    // The data (`feed_data`, what an HTTP/2 client gets) is the same however it was
+    // read, and for a complete body it is what a plain reading of the grammar gives.
+    let decoded = chunked_data(&pieces);
+    assert_eq!(
+        decoded,
+        chunked_data(&[body]),
+        "the data of {:?} depends on how it was read ({cuts:?})",
+        String::from_utf8_lossy(body)
+    );
+    if let (Ok(Some(_)), Ok(data)) = (whole, &decoded) {
+        assert_eq!(
+            Some(data.as_slice()),
+            reference_chunked(body).as_deref(),
+            "decoded {:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+/// The chunk data `feed_data` reports across `pieces`, up to the end of the message.
+fn chunked_data(pieces: &[&[u8]]) -> Result<Vec<u8>, Malformed> {
+    let mut end = chunked::ChunkedEnd::default();
+    let mut data = Vec::new();
+    for piece in pieces {
+        let r = end.feed_data(piece, |range| data.extend_from_slice(&piece[range]));
+        match r {
+            Ok(Some(_)) => break,
+            Ok(None) => {}
+            Err(_) => return Err(Malformed),
+        }
+    }
+    Ok(data)
+}
+
+/// A second, plain reading of a complete chunked body (sizes, CRLFs, data), for
+/// comparison: `None` if it does not parse this way.
+fn reference_chunked(body: &[u8]) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
+    let mut rest = body;
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = &rest[..line_end];
+        let hex: Vec<u8> = line
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_hexdigit)
+            .collect();
+        let size = u64::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(data);
+        }
+        let size = usize::try_from(size).ok()?;
+        if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {
+            return None;
+        }
+        data.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
 }
 
 /// Reading any config text never panics; a file TOML cannot parse is refused, and
