@@ -295,7 +295,7 @@ pub fn check_response_head(buf: &[u8], head_request: bool) {
         .map(|h| super::h1::wire::content_length_list(h.value))
         .collect();
     let length_ok = lengths.iter().all(Option::is_some) && lengths.windows(2).all(|w| w[0] == w[1]);
-    let expected = if status == 101 {
+    let expected = if status == 101 || status < 100 {
         None
     } else if (100..200).contains(&status) {
         Some("informational".to_string())
@@ -355,8 +355,10 @@ fn check_map_agrees(
     match (verdict, &map) {
         (ResponseVerdict::Partial, response::MapParse::Partial)
         | (ResponseVerdict::Bad, response::MapParse::Bad) => {}
-        (ResponseVerdict::Informational { len: a }, response::MapParse::Informational { len: b })
-            if a == b => {}
+        (
+            ResponseVerdict::Informational { len: a },
+            response::MapParse::Informational { len: b },
+        ) if a == b => {}
         (
             ResponseVerdict::Final {
                 status,
@@ -373,11 +375,13 @@ fn check_map_agrees(
                 headers: h,
             },
         ) => {
-            if (s.as_u16(), *l, framing_name(f), *r) != (*status, *len, framing.clone(), *reusable) {
+            if (s.as_u16(), *l, framing_name(f), *r) != (*status, *len, framing.clone(), *reusable)
+            {
                 fail("framed differently");
             }
             let te = h.contains_key(http::header::TRANSFER_ENCODING);
-            let cl_overridden = framing == "chunked" && h.contains_key(http::header::CONTENT_LENGTH);
+            let cl_overridden =
+                framing == "chunked" && h.contains_key(http::header::CONTENT_LENGTH);
             if te || cl_overridden {
                 fail("a transfer coding, or the length it overrides, reached the HTTP/2 head");
             }

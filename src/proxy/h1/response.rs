@@ -4,8 +4,8 @@
 //! Framing follows RFC 9112 §6.3: no body for `HEAD`, 1xx, 204 and 304; else
 //! `Transfer-Encoding` (chunked last: passed through as is; anything else: until
 //! close), else `Content-Length`, else until the upstream closes. A response the
-//! proxy cannot frame with certainty (conflicting lengths, an unasked `101`,
-//! unparsable) is the upstream's failure: 502.
+//! proxy cannot frame with certainty (conflicting lengths, an unasked `101`, a status
+//! below 100, unparsable) is the upstream's failure: 502.
 //!
 //! The client's head is written anew, as hyper writes it on the general path (names
 //! lower-case; `tests/proxy_paths_agree.rs` compares the two): hop-by-hop headers out
@@ -83,7 +83,9 @@ pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u
     };
     let reason = resp.reason.unwrap_or("");
     let headers: &[httparse::Header<'_>] = resp.headers;
-    if status == 101 {
+    // httparse takes any three digits; a status below 100 is no status (RFC 9110
+    // §15), and hyper's client refuses it too, so both paths answer 502.
+    if status == 101 || status < 100 {
         return RespParse::Bad;
     }
     if (100..200).contains(&status) {
@@ -553,9 +555,14 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 020 OK\r\ncontent-length: 0\r\n\r\n",
         ];
         for raw in bad {
             assert_eq!(parsed(raw, false, PLAIN).0, RespParse::Bad, "{raw:?}");
+            assert!(
+                matches!(parse_map(raw.as_bytes(), false), MapParse::Bad),
+                "{raw:?}"
+            );
         }
         assert_eq!(
             parsed("HTTP/1.1 200 OK\r\nA: b\r\n", false, PLAIN).0,
