@@ -10,13 +10,15 @@
 //! and sticky cookie added, the request recorded once through its [`Recorder`] when its
 //! body ends. To a guarded new slot, a refused connection (nothing was sent) is retried
 //! once on the previous slot within the shield's budget and counts against the new
-//! release, as on the other paths; requests the shield might retry after a status are
-//! not sent here (`forward` checks [`eligible`]).
+//! release, as on the other paths. `forward` decides which requests come here: to a
+//! plain-HTTP slot, and to a guarded new slot not those the shield might retry after a
+//! status (that holds the response head back and may send the request twice:
+//! `send_shielded`).
 
 use std::time::{Duration, Instant};
 
 use http::header::SET_COOKIE;
-use http::{HeaderValue, Method, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 
 use super::affine::SendError;
 use super::body::{upstream_wait, ProxyBody, Recorder, UpstreamBody};
@@ -28,18 +30,6 @@ use super::stats::Outcome;
 use super::Proxy;
 use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
-
-/// Whether a request (already known to be an HTTP/2 stream without a body, no upgrade,
-/// no mirror) to `chosen` may take this path: a plain-HTTP slot, and to a guarded new
-/// slot not one the shield might retry after a status (that holds the response head
-/// back and may send the request twice: `send_shielded`).
-pub(super) fn eligible(chosen: &Chosen, method: &Method) -> bool {
-    chosen.tls.is_none()
-        && chosen
-            .guard
-            .as_ref()
-            .is_none_or(|g| !g.status_retry_possible(method))
-}
 
 impl Proxy {
     /// Sends `parts` (rewritten for the upstream) to `chosen`'s slot and answers.

@@ -154,7 +154,13 @@ impl Proxy {
             && !upgrade
             && chosen.mirror.is_none()
             && http_body::Body::is_end_stream(&body)
-            && super::direct::eligible(&chosen, &parts.method);
+            // A plain-HTTP slot; to a guarded new slot, not a request the shield may
+            // retry after a status (that holds the head back: `send_shielded`).
+            && chosen.tls.is_none()
+            && chosen
+                .guard
+                .as_ref()
+                .is_none_or(|g| !g.status_retry_possible(&parts.method));
         if direct {
             return self.forward_direct(parts, chosen, recorder, received).await;
         }
