@@ -499,8 +499,11 @@ impl Body for ProxyBody {
             } => {
                 let polled = ready!(Pin::new(&mut *inner).poll_frame(cx));
                 let outcome = match &polled {
-                    // hyper stops polling once `is_end_stream` says so: record now.
-                    Some(Ok(_)) if inner.is_end_stream() => Some(Outcome::Status(*status)),
+                    // hyper stops polling once `is_end_stream` says so, and after
+                    // trailers, which always end a body: record now.
+                    Some(Ok(f)) if f.is_trailers() || inner.is_end_stream() => {
+                        Some(Outcome::Status(*status))
+                    }
                     Some(Ok(_)) => None,
                     Some(Err(_)) if watch.as_ref().is_some_and(|w| w.client_failed()) => {
                         Some(Outcome::ClientFailed)

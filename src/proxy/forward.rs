@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, SET_COOKIE, TRANSFER_ENCODING};
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -276,6 +276,11 @@ impl Proxy {
         }
 
         let (mut parts, body) = resp.into_parts();
+        // RFC 9112 §6.3: a transfer coding overrides a length; the body was decoded, so
+        // a length sent beside it (a suspect sender) must not reach the client.
+        if parts.headers.contains_key(TRANSFER_ENCODING) {
+            parts.headers.remove(CONTENT_LENGTH);
+        }
         headers::strip_hop_by_hop(&mut parts.headers, false);
         parts.headers.insert(X_CUTOVER_SLOT, slot_value(slot));
         // A retried request was answered by the previous slot: no cookie for the new.
