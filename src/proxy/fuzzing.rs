@@ -95,16 +95,21 @@ pub fn response_head(buf: &[u8], head_request: bool) -> ResponseVerdict {
         response::RespParse::Final(h) => ResponseVerdict::Final {
             status: h.status,
             len: h.len,
-            framing: match h.framing {
-                response::Framing::Empty => "empty".to_string(),
-                response::Framing::Length(n) => format!("length:{n}"),
-                response::Framing::Chunked => "chunked".to_string(),
-                response::Framing::UntilClose => "close".to_string(),
-            },
+            framing: framing_name(h.framing),
             reusable: h.reusable,
             close_client: h.close_client,
             client_head: out,
         },
+    }
+}
+
+/// A framing as the verdicts name it: `empty`, `length:N`, `chunked` or `close`.
+fn framing_name(f: response::Framing) -> String {
+    match f {
+        response::Framing::Empty => "empty".to_string(),
+        response::Framing::Length(n) => format!("length:{n}"),
+        response::Framing::Chunked => "chunked".to_string(),
+        response::Framing::UntilClose => "close".to_string(),
     }
 }
 
@@ -346,12 +351,6 @@ fn check_map_agrees(
             String::from_utf8_lossy(buf)
         )
     };
-    let framing_name = |f: &response::Framing| match f {
-        response::Framing::Empty => "empty".to_string(),
-        response::Framing::Length(n) => format!("length:{n}"),
-        response::Framing::Chunked => "chunked".to_string(),
-        response::Framing::UntilClose => "close".to_string(),
-    };
     match (verdict, &map) {
         (ResponseVerdict::Partial, response::MapParse::Partial)
         | (ResponseVerdict::Bad, response::MapParse::Bad) => {}
@@ -375,7 +374,7 @@ fn check_map_agrees(
                 headers: h,
             },
         ) => {
-            if (s.as_u16(), *l, framing_name(f), *r) != (*status, *len, framing.clone(), *reusable)
+            if (s.as_u16(), *l, framing_name(*f), *r) != (*status, *len, framing.clone(), *reusable)
             {
                 fail("framed differently");
             }

@@ -44,7 +44,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::ChunkedEnd;
-use super::io::{still_open, IDLE_MAX};
+use super::io::{still_open, IdleConn, IDLE_MAX};
 use super::response::{parse_map, Framing, MapParse};
 use super::wire::header;
 use super::{pool, MAX_HEAD};
@@ -55,12 +55,6 @@ use crate::domain::endpoint::Endpoint;
 pub const IDLE_KEEP: usize = 1024;
 /// Bytes read at a time while a body streams.
 const BODY_CHUNK: usize = 16 * 1024;
-
-struct IdleConn {
-    endpoint: Endpoint,
-    stream: TcpStream,
-    since: Instant,
-}
 
 thread_local! {
     static IDLE: RefCell<VecDeque<IdleConn>> = const { RefCell::new(VecDeque::new()) };

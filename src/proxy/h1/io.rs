@@ -82,12 +82,14 @@ pub struct Upstreams {
     conns: [Option<IdleConn>; 2],
 }
 
-struct IdleConn {
+/// An idle upstream connection and since when it has been idle (also kept by
+/// `exchange`'s per-thread list).
+pub(super) struct IdleConn {
     /// Cloned from the routing snapshot: a copy for an address, a reference count for
     /// a host name; never an allocation.
-    endpoint: Endpoint,
-    stream: TcpStream,
-    since: StdInstant,
+    pub(super) endpoint: Endpoint,
+    pub(super) stream: TcpStream,
+    pub(super) since: StdInstant,
 }
 
 impl Upstreams {
