@@ -175,6 +175,10 @@ async fn every_way_an_http11_app_frames_its_answer_reaches_the_h2_client_whole()
         let r = get("/chunked").await;
         assert_eq!((r.status, r.body.as_str()), (200, "chunks of h2"));
         assert!(r.headers.get("transfer-encoding").is_none());
+        let trailers = r
+            .trailers
+            .expect("the app's trailer fields, as HTTP/2 trailers");
+        assert_eq!(trailers["x-trailer"], "t");
         let r = get("/close").await;
         assert_eq!((r.status, r.body.as_str()), (200, "until close"));
         let r = get("/big").await;

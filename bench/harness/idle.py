@@ -45,11 +45,18 @@ def _answered(buf):
 
 
 def open_idle(port, n, batch=500, timeout_s=60.0):
-    """`n` connections that each got one answer and stay open. Returns (socks, failed)."""
-    held, failed = [], 0
+    """`n` connections that each got one answer and stay open. Returns (socks, failed),
+    `failed` a dict of why: `error` (connect, send or recv failed: refused or reset),
+    `closed` (closed before a whole answer), `status NNN` (answered, not 200), `timeout`
+    (no whole answer by the deadline)."""
+    held, failed = [], {}
+
+    def fail(why):
+        failed[why] = failed.get(why, 0) + 1
+
     deadline = time.monotonic() + timeout_s
-    while len(held) + failed < n and time.monotonic() < deadline:
-        want = min(batch, n - len(held) - failed)
+    while len(held) + sum(failed.values()) < n and time.monotonic() < deadline:
+        want = min(batch, n - len(held) - sum(failed.values()))
         sel = selectors.DefaultSelector()
         pending = {}
         for _ in range(want):
@@ -62,6 +69,7 @@ def open_idle(port, n, batch=500, timeout_s=60.0):
         while pending and time.monotonic() < deadline:
             for key, ev in sel.select(timeout=1.0):
                 s = key.fileobj
+                why = None
                 try:
                     if s not in sent:
                         s.send(REQUEST)
@@ -69,27 +77,29 @@ def open_idle(port, n, batch=500, timeout_s=60.0):
                         sel.modify(s, selectors.EVENT_READ)
                         continue
                     chunk = s.recv(4096)
-                except OSError:
-                    chunk = b""
-                if not chunk:
+                    if not chunk:
+                        why = "closed"
+                except OSError as e:
+                    why = f"error {e.errno}"
+                if why:
                     sel.unregister(s)
                     s.close()
                     del pending[s]
-                    failed += 1
+                    fail(why)
                     continue
                 pending[s] += chunk
                 if _answered(pending[s]):
-                    ok = pending[s].split(b" ", 2)[1] == b"200"
+                    status = pending[s].split(b" ", 2)[1]
                     sel.unregister(s)
                     del pending[s]
-                    if ok:
+                    if status == b"200":
                         held.append(s)
                     else:
                         s.close()
-                        failed += 1
+                        fail(f"status {status.decode(errors='replace')}")
         for s in pending:
             s.close()
-            failed += 1
+            fail("timeout")
         sel.close()
     return held, failed
 
@@ -112,7 +122,8 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
     pids = target.pids()
     before = procs.rss_kib(pids)
     t0 = time.monotonic()
-    socks, failed = open_idle(target.port, n)
+    socks, why = open_idle(target.port, n)
+    failed = sum(why.values())
     opened = time.monotonic()
     opened_s = opened - t0
     try:
@@ -127,7 +138,7 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
             series[f"{at:g}s"] = procs.rss_kib(target.pids())
         after = series[f"{settle_s:g}s"]
         res = {
-            "held": len(socks), "failed_to_open": failed, "open_s": round(opened_s, 2),
+            "held": len(socks), "failed_to_open": failed, "failed_why": why, "open_s": round(opened_s, 2),
             "rss_before_kib": before, "rss_held_kib": after, "settle_s": settle_s,
             "kib_per_conn": (after - before) / len(socks) if socks else None,
             "kib_per_conn_over_time": {
@@ -144,7 +155,7 @@ def measure(target, n, settle_s, load_conns, duration_s, log):
     finally:
         for s in socks:
             s.close()
-    log(f"  {target.name:16} held {res['held']} (failed {failed}, {opened_s:.1f} s), "
+    log(f"  {target.name:16} held {res['held']} (failed {failed} {why or ''}, {opened_s:.1f} s), "
         f"{res['kib_per_conn'] or 0:.2f} KiB/conn (RSS {before} -> {after} KiB), under load {res['rps']:.0f} req/s p99 {res['p99_ms']} ms, "
         f"{res['sample_still_served']}/100 held still served; over time {res['kib_per_conn_over_time']}")
     return res

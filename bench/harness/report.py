@@ -177,6 +177,11 @@ def paths_table(res):
     return "\n\n" + "\n".join(rows)
 
 
+def _why(r):
+    why = r.get("failed_why") or {}
+    return ": " + ", ".join(f"{k} {v}" for k, v in sorted(why.items())) if why else ""
+
+
 def idle_table(res):
     idle = res.get("idle")
     if not idle:
@@ -184,7 +189,7 @@ def idle_table(res):
     rows = ["| target | idle connections held | KiB per idle connection | VmRSS before → held, MiB | req/s through others while held | p99 ms | errors | held still served (of 100) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in idle.items():
-        rows.append(f"| {name} | {r['held']:,} (failed {r['failed_to_open']}) | {_f(r['kib_per_conn'], 2)} | "
+        rows.append(f"| {name} | {r['held']:,} (failed {r['failed_to_open']}{_why(r)}) | {_f(r['kib_per_conn'], 2)} | "
                     f"{_f(r['rss_before_kib'] / 1024, 1)} → {_f(r['rss_held_kib'] / 1024, 1)} | {_f(r['rps'], 0)} | "
                     f"{_f(r['p99_ms'], 2)} | {r['errors']} | {r['sample_still_served']} |")
     return "\n\n" + "\n".join(rows)

@@ -444,8 +444,9 @@ pub fn check_chunked_split(body: &[u8], cuts: &[usize]) {
         "the end of {:?} depends on how it was read ({cuts:?})",
         String::from_utf8_lossy(body)
     );
-    // The data (`feed_data`, what an HTTP/2 client gets) is the same however it was
-    // read, and for a complete body it is what a plain reading of the grammar gives.
+    // The data and the trailer lines (`feed_data`, what an HTTP/2 client gets) are the
+    // same however it was read, and for a complete body they are what a plain reading
+    // of the grammar gives.
     let decoded = chunked_data(&pieces);
     assert_eq!(
         decoded,
@@ -453,34 +454,39 @@ pub fn check_chunked_split(body: &[u8], cuts: &[usize]) {
         "the data of {:?} depends on how it was read ({cuts:?})",
         String::from_utf8_lossy(body)
     );
-    if let (Ok(Some(_)), Ok(data)) = (whole, &decoded) {
+    if let (Ok(Some(_)), Ok(got)) = (whole, &decoded) {
         assert_eq!(
-            Some(data.as_slice()),
-            reference_chunked(body).as_deref(),
+            Some(got),
+            reference_chunked(body).as_ref(),
             "decoded {:?}",
             String::from_utf8_lossy(body)
         );
     }
 }
 
-/// The chunk data `feed_data` reports across `pieces`, up to the end of the message.
-fn chunked_data(pieces: &[&[u8]]) -> Result<Vec<u8>, Malformed> {
+/// The chunk data and the trailer lines `feed_data` reports across `pieces`, up to
+/// the end of the message.
+fn chunked_data(pieces: &[&[u8]]) -> Result<(Vec<u8>, Vec<u8>), Malformed> {
     let mut end = chunked::ChunkedEnd::default();
-    let mut data = Vec::new();
+    let (mut data, mut trailers) = (Vec::new(), Vec::new());
     for piece in pieces {
-        let r = end.feed_data(piece, |range| data.extend_from_slice(&piece[range]));
+        let r = end.feed_data(piece, |part, range| match part {
+            chunked::Part::Data => data.extend_from_slice(&piece[range]),
+            chunked::Part::Trailer => trailers.extend_from_slice(&piece[range]),
+        });
         match r {
             Ok(Some(_)) => break,
             Ok(None) => {}
             Err(_) => return Err(Malformed),
         }
     }
-    Ok(data)
+    Ok((data, trailers))
 }
 
-/// A second, plain reading of a complete chunked body (sizes, CRLFs, data), for
-/// comparison: `None` if it does not parse this way.
-fn reference_chunked(body: &[u8]) -> Option<Vec<u8>> {
+/// A second, plain reading of a complete chunked body (sizes, CRLFs, data, the
+/// trailer lines up to the empty line), for comparison: `None` if it does not parse
+/// this way.
+fn reference_chunked(body: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
     let mut data = Vec::new();
     let mut rest = body;
     loop {
@@ -494,7 +500,13 @@ fn reference_chunked(body: &[u8]) -> Option<Vec<u8>> {
         let size = u64::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?;
         rest = &rest[line_end + 2..];
         if size == 0 {
-            return Some(data);
+            let trailers = if rest.starts_with(b"\r\n") {
+                Vec::new()
+            } else {
+                let end = rest.windows(4).position(|w| w == b"\r\n\r\n")?;
+                rest[..end + 2].to_vec()
+            };
+            return Some((data, trailers));
         }
         let size = usize::try_from(size).ok()?;
         if rest.len() < size + 2 || &rest[size..size + 2] != b"\r\n" {

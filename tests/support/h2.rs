@@ -61,6 +61,8 @@ pub struct Reply {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: String,
+    /// Trailer fields that ended the body, if any.
+    pub trailers: Option<HeaderMap>,
 }
 
 impl Reply {
@@ -127,12 +129,15 @@ impl H2 {
         let resp = self.send.clone().send_request(req).await?;
         let (status, version) = (resp.status().as_u16(), resp.version());
         let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
+        let collected = resp.into_body().collect().await?;
+        let trailers = collected.trailers().cloned();
+        let body = collected.to_bytes();
         Ok(Reply {
             status,
             version,
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
+            trailers,
         })
     }
 }

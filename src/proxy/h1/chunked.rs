@@ -6,9 +6,10 @@
 //! checked strictly (RFC 9112 §7.1): CRLF line ends, hex sizes, nothing after a
 //! chunk's data but CRLF. A malformed body is the upstream's failure.
 //!
-//! HTTP/2 streams sent upstream over HTTP/1.1 (`exchange`) need the data itself: the
-//! same scanner says where each chunk's data lies ([`ChunkedEnd::feed_data`]), so
-//! decoding and finding the end can never disagree.
+//! HTTP/2 streams sent upstream over HTTP/1.1 (`exchange`) need the data and the
+//! trailer fields themselves: the same scanner says where each chunk's data and each
+//! trailer line lie ([`ChunkedEnd::feed_data`]), so decoding and finding the end can
+//! never disagree.
 
 /// Largest chunk size accepted (a larger one is treated as malformed).
 const MAX_CHUNK: u64 = 1 << 48;
@@ -50,6 +51,15 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Malformed;
 
+/// What a range of bytes [`ChunkedEnd::feed_data`] reports is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Chunk data: the body once its framing is taken away.
+    Data,
+    /// Trailer field lines, each with its CRLF (the final empty line excluded).
+    Trailer,
+}
+
 /// Tracks one chunked body across the reads it arrives in.
 #[derive(Debug, Clone)]
 pub struct ChunkedEnd {
@@ -72,21 +82,23 @@ impl ChunkedEnd {
     /// first `n` bytes of `bytes` (anything after is not part of it); `Ok(None)`: all
     /// of `bytes` belongs to the body and more is to come.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
-        self.feed_data(bytes, |_| {})
+        self.feed_data(bytes, |_, _| {})
     }
 
-    /// As [`feed`](Self::feed), and calls `data` with each range of `bytes` that is
-    /// chunk data (the body once its framing is taken away), in order.
+    /// As [`feed`](Self::feed), and calls `part` with each range of `bytes` that is
+    /// chunk data or trailer lines ([`Part`]), in order.
     pub fn feed_data(
         &mut self,
         bytes: &[u8],
-        mut data: impl FnMut(std::ops::Range<usize>),
+        mut part: impl FnMut(Part, std::ops::Range<usize>),
     ) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
+        // Where the trailer lines seen in this call began (reported when they end).
+        let mut trailer_from = None;
         while i < bytes.len() {
             if let State::Data(left) = self.state {
                 let take = (bytes.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
-                data(i..i + take);
+                part(Part::Data, i..i + take);
                 i += take;
                 let left = left - take as u64;
                 self.state = if left == 0 {
@@ -97,6 +109,19 @@ impl ChunkedEnd {
                 continue;
             }
             let b = bytes[i];
+            let trailer = match self.state {
+                State::TrailerStart => b != b'\r',
+                State::TrailerLine { .. } | State::TrailerLf => true,
+                _ => false,
+            };
+            match (trailer, trailer_from) {
+                (true, None) => trailer_from = Some(i),
+                (false, Some(from)) => {
+                    part(Part::Trailer, from..i);
+                    trailer_from = None;
+                }
+                _ => {}
+            }
             i += 1;
             self.state = match (self.state, b) {
                 (State::Size { value, digits }, _) if b.is_ascii_hexdigit() => {
@@ -139,6 +164,9 @@ impl ChunkedEnd {
                 }
                 _ => return Err(Malformed),
             };
+        }
+        if let Some(from) = trailer_from {
+            part(Part::Trailer, from..bytes.len());
         }
         Ok(None)
     }
@@ -196,15 +224,19 @@ mod tests {
     }
 
     #[test]
-    fn the_data_ranges_are_the_body_without_its_framing() {
-        let body = b"5;x=y\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-A: b\r\n\r\nnext";
+    fn the_data_and_trailer_ranges_are_the_body_without_its_framing() {
+        let body = b"5;x=y\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-A: b\r\nX-B: c\r\n\r\nnext";
         for cut in 0..body.len() {
             let mut c = ChunkedEnd::default();
             let mut got = Vec::new();
+            let mut trailers = Vec::new();
             let mut end = None;
             let mut offset = 0;
             for piece in [&body[..cut], &body[cut..]] {
-                let r = c.feed_data(piece, |r| got.extend_from_slice(&piece[r]));
+                let r = c.feed_data(piece, |p, r| match p {
+                    Part::Data => got.extend_from_slice(&piece[r]),
+                    Part::Trailer => trailers.extend_from_slice(&piece[r]),
+                });
                 if let Some(n) = r.unwrap() {
                     end = Some(offset + n);
                     break;
@@ -212,6 +244,7 @@ mod tests {
                 offset += piece.len();
             }
             assert_eq!(got, b"hello0123456789", "cut at {cut}");
+            assert_eq!(trailers, b"X-A: b\r\nX-B: c\r\n", "cut at {cut}");
             assert_eq!(end, Some(body.len() - 4), "cut at {cut}");
         }
     }

@@ -43,7 +43,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::chunked::ChunkedEnd;
+use super::chunked::{ChunkedEnd, Part};
 use super::io::{still_open, IdleConn, IDLE_MAX};
 use super::response::{parse_map, Framing, MapParse};
 use super::wire::header;
@@ -55,6 +55,9 @@ use crate::domain::endpoint::Endpoint;
 pub const IDLE_KEEP: usize = 1024;
 /// Bytes read at a time while a body streams.
 const BODY_CHUNK: usize = 16 * 1024;
+/// Most bytes of trailer fields after a chunked body (hyper's client allows as many);
+/// more is the upstream's failure.
+const TRAILERS_MAX: usize = 16 * 1024;
 
 thread_local! {
     static IDLE: RefCell<VecDeque<IdleConn>> = const { RefCell::new(VecDeque::new()) };
@@ -285,6 +288,8 @@ enum State {
     /// The whole body was read with the head.
     Whole(Bytes),
     Reading(Box<Reading>),
+    /// The data has all been given; the trailer fields that ended it come last.
+    Trailers(HeaderMap),
 }
 
 struct Reading {
@@ -293,6 +298,8 @@ struct Reading {
     buf: BytesMut,
     left: Left,
     reusable: bool,
+    /// The trailer lines of a chunked body seen so far.
+    trailers: Vec<u8>,
 }
 
 enum Left {
@@ -343,6 +350,7 @@ impl DirectBody {
                 buf: mine,
                 left,
                 reusable,
+                trailers: Vec::new(),
             })),
         }
     }
@@ -368,10 +376,20 @@ impl Reading {
             }
             Left::Chunked(end) => {
                 let mut data = BytesMut::new();
-                let buf = &self.buf;
+                let (buf, trailers) = (&self.buf, &mut self.trailers);
+                let mut too_long = false;
                 let ended = end
-                    .feed_data(buf, |r| data.extend_from_slice(&buf[r]))
-                    .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad chunked body"))?;
+                    .feed_data(buf, |part, r| match part {
+                        Part::Data => data.extend_from_slice(&buf[r]),
+                        Part::Trailer if trailers.len() + r.len() > TRAILERS_MAX => {
+                            too_long = true;
+                        }
+                        Part::Trailer => trailers.extend_from_slice(&buf[r]),
+                    })
+                    .map_err(|_| bad_body("bad chunked body"))?;
+                if too_long {
+                    return Err(bad_body("chunked trailers too long"));
+                }
                 match ended {
                     Some(n) => {
                         if n != self.buf.len() {
@@ -389,6 +407,34 @@ impl Reading {
             Left::UntilClose => Ok(Some((self.buf.split().freeze(), false))),
         }
     }
+}
+
+fn bad_body(why: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why)
+}
+
+/// The trailer lines of a chunked body as fields (hyper's client passes them on the
+/// same way: names and values checked, nothing removed).
+fn trailer_fields(lines: &[u8]) -> io::Result<HeaderMap> {
+    let mut block = Vec::with_capacity(lines.len() + 2);
+    block.extend_from_slice(lines);
+    block.extend_from_slice(b"\r\n");
+    let mut fields = [httparse::EMPTY_HEADER; super::response::MAX_HEADERS];
+    let parsed = match httparse::parse_headers(&block, &mut fields) {
+        Ok(httparse::Status::Complete((_, parsed))) => parsed,
+        _ => return Err(bad_body("bad chunked trailers")),
+    };
+    let mut map = HeaderMap::with_capacity(parsed.len());
+    for f in parsed {
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(f.name.as_bytes()),
+            http::HeaderValue::from_bytes(f.value),
+        ) else {
+            return Err(bad_body("bad chunked trailers"));
+        };
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 impl Body for DirectBody {
@@ -409,6 +455,13 @@ impl Body for DirectBody {
                     };
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
+                State::Trailers(_) => {
+                    let State::Trailers(fields) = std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched above");
+                    };
+                    return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                }
                 State::Reading(r) => r,
             };
             match reading.next_data() {
@@ -422,11 +475,17 @@ impl Body for DirectBody {
                         else {
                             unreachable!("matched above");
                         };
+                        if !r.trailers.is_empty() {
+                            match trailer_fields(&r.trailers) {
+                                Ok(fields) => this.state = State::Trailers(fields),
+                                Err(e) => return Poll::Ready(Some(Err(e))),
+                            }
+                        }
                         if r.reusable {
                             put(&r.endpoint, r.stream);
                         }
                     }
-                    if data.is_empty() && !ended {
+                    if data.is_empty() && (!ended || matches!(this.state, State::Trailers(_))) {
                         continue;
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
@@ -465,7 +524,7 @@ impl Body for DirectBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            State::Done => SizeHint::with_exact(0),
+            State::Done | State::Trailers(_) => SizeHint::with_exact(0),
             State::Whole(b) => SizeHint::with_exact(b.len() as u64),
             State::Reading(r) => match r.left {
                 Left::Length(n) => SizeHint::with_exact(n),
@@ -481,6 +540,7 @@ impl fmt::Debug for DirectBody {
             State::Done => "done",
             State::Whole(_) => "whole",
             State::Reading(_) => "reading",
+            State::Trailers(_) => "trailers",
         };
         f.debug_struct("DirectBody").field("state", &state).finish()
     }

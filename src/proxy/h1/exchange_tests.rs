@@ -114,11 +114,12 @@ async fn a_content_length_body_comes_whole_and_the_connection_is_reused() {
 }
 
 #[tokio::test]
-async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
+async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_passed_on() {
     let parts: Vec<&'static [u8]> = vec![
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 99\r\n\r\n5\r\nhel",
         b"lo\r\n6;ext=1\r\n world\r\n",
-        b"0\r\nX-Trailer: t\r\n\r\n",
+        b"0\r\nX-Trailer: t\r\nX-Tr",
+        b"ailer: u\r\nGrpc-Status: 0\r\n\r\n",
     ];
     let s = serve(vec![(parts, false)]).await;
     let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
@@ -127,8 +128,51 @@ async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_dropped() {
         ex.headers.get("content-length").is_none(),
         "a length that a transfer coding overrides is not passed on"
     );
-    assert_eq!(body_of(ex).await.unwrap(), b"hello world");
+    let collected = ex.body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(collected.to_bytes(), &b"hello world"[..]);
+    let values: Vec<_> = trailers.get_all("x-trailer").iter().collect();
+    assert_eq!(values, ["t", "u"]);
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers.len(), 3);
     assert_eq!(idle_to(&s.endpoint), 0, "both framings: not reused");
+}
+
+#[tokio::test]
+async fn trailers_after_an_empty_last_read_still_come_and_the_connection_is_kept() {
+    // The data ends in one read; the trailers come alone in the next.
+    let parts: Vec<&'static [u8]> = vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n",
+        b"x-sum: 1\r\n\r\n",
+    ];
+    let s = serve(vec![(parts, false)]).await;
+    let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
+    let collected = ex.body.collect().await.unwrap();
+    assert_eq!(collected.trailers().expect("trailers")["x-sum"], "1");
+    assert_eq!(collected.to_bytes(), &b"ok"[..]);
+    assert_eq!(idle_to(&s.endpoint), 1);
+}
+
+#[tokio::test]
+async fn trailers_that_are_not_fields_or_too_long_end_the_body_with_an_error() {
+    let long: &'static [u8] = Box::leak(
+        format!(
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n{}\r\n",
+            (0..3)
+                .map(|i| format!("x-long-{i}: {}\r\n", "v".repeat(6000)))
+                .collect::<String>()
+        )
+        .into_bytes()
+        .into_boxed_slice(),
+    );
+    let bad: &'static [u8] =
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\nx\r\n0\r\nno colon\r\n\r\n";
+    for answer in [long, bad] {
+        let s = serve(vec![(vec![answer], false)]).await;
+        let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
+        assert!(body_of(ex).await.is_err());
+        assert_eq!(idle_to(&s.endpoint), 0);
+    }
 }
 
 #[tokio::test]
