@@ -17,6 +17,15 @@
 //! 3. *Stopped*, after the grace period: whatever is left (slow requests, upgraded
 //!    tunnels) is dropped.
 //!
+//! Accepting is fair to the connections already open: the accept loop takes one
+//! connection per turn of its worker and then yields, so whatever became ready on open
+//! connections meanwhile (a TLS handshake's second flight, a request) runs before the
+//! next connection is accepted, as nginx does with `multi_accept off`. Draining the
+//! whole accept queue at once (up to tokio's budget of 128) let a burst of new
+//! handshakes, about 0.4 ms of CPU each, run ahead of every handshake already under
+//! way: new TLS handshakes' p99 was 1.4–1.8× nginx's in the same runs; it is now below
+//! it (BENCHMARKS.md, "Accepting one connection per turn").
+//!
 //! Every connection and tunnel task holds a clone of the listener context
 //! (`ListenerCtx`, in `conn.rs`), which owns an `mpsc::Sender`; when the last one is
 //! gone the receiver sees the channel close, so "all connections finished" needs no
@@ -165,6 +174,9 @@ pub async fn serve_with_grace(
                         _permit: permit,
                     };
                     tokio::spawn(conn.serve(stream));
+                    // One connection per turn: the connections already open (a
+                    // handshake's second flight, a request) go before the next new one.
+                    tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     // Usually out of file descriptors or a connection reset before
