@@ -306,6 +306,45 @@ async fn pipelined_requests_are_answered_in_order_on_one_upstream_connection() {
 }
 
 #[tokio::test]
+async fn clients_that_close_after_each_request_share_one_upstream_connection() {
+    within(20, async {
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = connections.clone();
+        let backend = scripted(move |mut s| {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                while read_request(&mut s).await.is_some() {
+                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await;
+        let proxy = proxy_to(backend, true).await;
+        for i in 0..10 {
+            let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+            c.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut all = Vec::new();
+            c.read_to_end(&mut all).await.unwrap();
+            assert!(all.starts_with(b"HTTP/1.1 200 OK\r\n"), "client {i}");
+            assert!(all.ends_with(b"\r\n\r\nok"), "client {i}");
+        }
+        // Each client connection closed; its upstream connection waited for the next.
+        assert_eq!(
+            connections.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "one upstream connection for ten client connections"
+        );
+        let s = settled(&proxy.stats, 10).await;
+        assert_eq!((s.status_class[1], s.upstream_failed), (10, 0));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_upstream_that_closes_after_every_response_costs_no_failed_request() {
     within(30, async {
         // Keep-alive in name only: the upstream closes right after each response, the

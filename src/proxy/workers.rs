@@ -81,7 +81,7 @@ async fn tidy_loop() {
     loop {
         every.tick().await;
         super::h1::pool::trim();
-        super::h1::exchange::sweep();
+        super::h1::spare::sweep();
         if let Some(hook) = hook {
             hook();
         }

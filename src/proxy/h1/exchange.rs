@@ -17,20 +17,16 @@
 //! status. Everything else goes through the pooled client as before.
 //!
 //! Connections: each worker thread (thread-per-core, `workers`) keeps its idle upstream
-//! connections in a list of its own (a stream's task never leaves its thread): no lock.
-//! A connection is reused within [`IDLE_MAX`] if nothing is readable on it (the fast
-//! path's check); at most [`IDLE_KEEP`] are kept per thread; the worker's tidy-up each
-//! second ([`sweep`]) closes those idle for longer, so an old release's connections go
-//! after a switch. A reused connection found closed before any response byte (the app
-//! closed it while idle) is replaced once for a `GET`, `HEAD` or `OPTIONS`.
+//! connections in a list of its own (`spare`; a stream's task never leaves its thread):
+//! no lock, and shared with the thread's HTTP/1.1 client connections. A reused
+//! connection found closed before any response byte (the app closed it while idle) is
+//! replaced once for a `GET`, `HEAD` or `OPTIONS`.
 //!
 //! Failure mapping is the general path's (`forward::failed`): connect refused (nothing
 //! sent: [`ExchangeError::Connect`], which the shield may retry on the previous slot),
 //! reset, EOF or garbage before a complete response head → 502; the caller's timer
 //! gives 504. A body cut short by the upstream ends the HTTP/2 stream with an error.
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -44,79 +40,17 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedEnd, Part};
-use super::io::{still_open, IdleConn, IDLE_MAX};
 use super::response::{parse_map, Framing, MapParse};
+use super::spare::{put, take};
 use super::wire::header;
 use super::{pool, MAX_HEAD};
 use crate::domain::endpoint::Endpoint;
 
-/// Idle upstream connections one worker thread keeps for HTTP/2 streams (as many as
-/// hyper-util's pool keeps per upstream: `pool_max_idle_per_host`).
-pub const IDLE_KEEP: usize = 1024;
 /// Bytes read at a time while a body streams.
 const BODY_CHUNK: usize = 16 * 1024;
 /// Most bytes of trailer fields after a chunked body (hyper's client allows as many);
 /// more is the upstream's failure.
 const TRAILERS_MAX: usize = 16 * 1024;
-
-thread_local! {
-    static IDLE: RefCell<VecDeque<IdleConn>> = const { RefCell::new(VecDeque::new()) };
-}
-
-/// The most recently idled connection to `endpoint` that still looks open; those idle
-/// for longer than [`IDLE_MAX`] are closed on the way.
-fn take(endpoint: &Endpoint) -> Option<TcpStream> {
-    let now = Instant::now();
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        expire(&mut idle, now);
-        let at = idle.iter().rposition(|c| c.endpoint == *endpoint)?;
-        let conn = idle.remove(at)?;
-        still_open(&conn.stream).then_some(conn.stream)
-    })
-}
-
-/// Keeps `stream` idle for the next request to `endpoint` (the oldest goes when
-/// [`IDLE_KEEP`] are kept).
-fn put(endpoint: &Endpoint, stream: TcpStream) {
-    IDLE.with(|idle| {
-        let mut idle = idle.borrow_mut();
-        if idle.len() >= IDLE_KEEP {
-            idle.pop_front();
-        }
-        idle.push_back(IdleConn {
-            endpoint: endpoint.clone(),
-            stream,
-            since: Instant::now(),
-        });
-    });
-}
-
-fn expire(idle: &mut VecDeque<IdleConn>, now: Instant) {
-    while idle
-        .front()
-        .is_some_and(|c| now.saturating_duration_since(c.since) > IDLE_MAX)
-    {
-        idle.pop_front();
-    }
-}
-
-/// Closes this thread's connections idle for longer than [`IDLE_MAX`]. Called by its
-/// worker once a second (`workers::TIDY_EVERY`).
-pub fn sweep() {
-    IDLE.with(|idle| expire(&mut idle.borrow_mut(), Instant::now()));
-}
-
-/// How many idle connections to `endpoint` this thread keeps.
-#[cfg(test)]
-fn idle_to(endpoint: &Endpoint) -> usize {
-    IDLE.with(|idle| {
-        idle.borrow()
-            .iter()
-            .filter(|c| c.endpoint == *endpoint)
-            .count()
-    })
-}
 
 /// Why no response head came back.
 #[derive(Debug)]
@@ -321,7 +255,7 @@ impl DirectBody {
         let left = match framing {
             Framing::Empty | Framing::Length(0) => {
                 if reusable && buf.is_empty() {
-                    put(endpoint, stream);
+                    put(endpoint, stream, Instant::now());
                 }
                 return Self { state: State::Done };
             }
@@ -329,7 +263,7 @@ impl DirectBody {
                 let n = n as usize;
                 let whole = Bytes::copy_from_slice(&buf[..n]);
                 if reusable && buf.len() == n {
-                    put(endpoint, stream);
+                    put(endpoint, stream, Instant::now());
                 }
                 buf.clear();
                 return Self {
@@ -482,7 +416,7 @@ impl Body for DirectBody {
                             }
                         }
                         if r.reusable {
-                            put(&r.endpoint, r.stream);
+                            put(&r.endpoint, r.stream, Instant::now());
                         }
                     }
                     if data.is_empty() && (!ended || matches!(this.state, State::Trailers(_))) {

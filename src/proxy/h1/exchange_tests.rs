@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::proxy::h1::spare::kept_for;
 
 /// A server that answers each request head it reads with the next of `answers` (split
 /// into the writes given), closing the connection after those marked so. Returns its
@@ -99,7 +100,7 @@ async fn a_content_length_body_comes_whole_and_the_connection_is_reused() {
         assert_eq!(ex.headers["x-app"], "1");
         assert_eq!(ex.headers["content-length"], "5");
         assert_eq!(body_of(ex).await.unwrap(), b"hello");
-        assert_eq!(idle_to(&s.endpoint), 1);
+        assert_eq!(kept_for(&s.endpoint), 1);
     }
     assert_eq!(
         s.accepted.load(Ordering::SeqCst),
@@ -135,7 +136,7 @@ async fn a_chunked_body_is_decoded_across_reads_and_its_trailers_passed_on() {
     assert_eq!(values, ["t", "u"]);
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers.len(), 3);
-    assert_eq!(idle_to(&s.endpoint), 0, "both framings: not reused");
+    assert_eq!(kept_for(&s.endpoint), 0, "both framings: not reused");
 }
 
 #[tokio::test]
@@ -150,7 +151,7 @@ async fn trailers_after_an_empty_last_read_still_come_and_the_connection_is_kept
     let collected = ex.body.collect().await.unwrap();
     assert_eq!(collected.trailers().expect("trailers")["x-sum"], "1");
     assert_eq!(collected.to_bytes(), &b"ok"[..]);
-    assert_eq!(idle_to(&s.endpoint), 1);
+    assert_eq!(kept_for(&s.endpoint), 1);
 }
 
 #[tokio::test]
@@ -171,7 +172,7 @@ async fn trailers_that_are_not_fields_or_too_long_end_the_body_with_an_error() {
         let s = serve(vec![(vec![answer], false)]).await;
         let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
         assert!(body_of(ex).await.is_err());
-        assert_eq!(idle_to(&s.endpoint), 0);
+        assert_eq!(kept_for(&s.endpoint), 0);
     }
 }
 
@@ -182,7 +183,7 @@ async fn a_clean_chunked_body_leaves_the_connection_for_the_next_request() {
     let s = serve(vec![(vec![chunked], false)]).await;
     let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
     assert_eq!(body_of(ex).await.unwrap(), b"abc");
-    assert_eq!(idle_to(&s.endpoint), 1);
+    assert_eq!(kept_for(&s.endpoint), 1);
 }
 
 #[tokio::test]
@@ -191,7 +192,7 @@ async fn a_body_until_close_ends_with_the_connection_which_is_not_kept() {
     let s = serve(vec![(parts, true)]).await;
     let ex = send(&s.endpoint, &request(Method::GET, "/")).await.unwrap();
     assert_eq!(body_of(ex).await.unwrap(), b"first second");
-    assert_eq!(idle_to(&s.endpoint), 0);
+    assert_eq!(kept_for(&s.endpoint), 0);
 }
 
 #[tokio::test]
@@ -209,7 +210,7 @@ async fn a_large_body_streams_in_several_frames() {
     }
     assert_eq!(len, 100_000);
     assert!(frames > 1, "streamed, not buffered: {frames} frame(s)");
-    assert_eq!(idle_to(&s.endpoint), 1);
+    assert_eq!(kept_for(&s.endpoint), 1);
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The fast path's plumbing: one timer per connection, the connection-affine upstream
-//! connections, and the hand-over of a connection to the general (hyper) path.
+//! connections (left to the thread's spares, `spare`, when their client closes), and the hand-over
+//! of a connection to the general (hyper) path.
 
 use std::io;
 use std::pin::Pin;
@@ -74,9 +75,13 @@ pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 ///
 /// Why per client connection and not a shared pool: a request never waits for or
 /// contends on a pool, and the connection lives on the same thread and task as its
-/// client. After a switch the old slot's connection is no longer asked for; it is
-/// closed at the next request after [`IDLE_MAX`], when evicted, or with the client
-/// connection (which closes after `header_read_timeout` of idleness).
+/// client. A client connection without one for an endpoint takes a spare one from its
+/// thread (`spare`) before it connects; those it holds when it closes (or is handed to
+/// the general path), and the older one when a third endpoint evicts it, become its
+/// thread's spares, closed after [`IDLE_MAX`] idle unless taken. One idle for
+/// [`IDLE_RELEASE`] closes its own. After a switch the old slot's connection is no
+/// longer asked for; it is closed at the next request after [`IDLE_MAX`], or goes the
+/// ways above.
 #[derive(Default)]
 pub struct Upstreams {
     conns: [Option<IdleConn>; 2],
@@ -103,12 +108,16 @@ impl Upstreams {
                 *c = None;
             }
         }
-        let slot = self
+        let mine = self
             .conns
             .iter_mut()
-            .find(|c| c.as_ref().is_some_and(|i| i.endpoint == *endpoint))?;
-        let idle = slot.take()?;
-        still_open(&idle.stream).then_some(idle.stream)
+            .find(|c| c.as_ref().is_some_and(|i| i.endpoint == *endpoint))
+            .and_then(Option::take);
+        match mine {
+            Some(idle) if still_open(&idle.stream) => Some(idle.stream),
+            Some(_) => None,
+            None => super::spare::take(endpoint),
+        }
     }
 
     /// Whether any upstream connection is held.
@@ -116,7 +125,7 @@ impl Upstreams {
         self.conns.iter().any(Option::is_some)
     }
 
-    /// Closes every held upstream connection.
+    /// Closes every held upstream connection (the client connection stays, idle).
     pub fn clear(&mut self) {
         self.conns = [None, None];
     }
@@ -133,9 +142,25 @@ impl Upstreams {
             *free = Some(idle);
             return;
         }
-        // Both taken: the older goes, the newest is kept last.
+        // Both taken: the older becomes a spare, the newest is kept last.
+        if let Some(older) = self.conns[0].take() {
+            super::spare::give(older);
+        }
         self.conns[0] = self.conns[1].take();
         self.conns[1] = Some(idle);
+    }
+}
+
+impl Drop for Upstreams {
+    /// The client connection is done with them (it closed, or was handed to the
+    /// general path): every one held is idle after a complete exchange, and becomes
+    /// a spare of the thread.
+    fn drop(&mut self) {
+        for c in &mut self.conns {
+            if let Some(idle) = c.take() {
+                super::spare::give(idle);
+            }
+        }
     }
 }
 
@@ -221,6 +246,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::spare;
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -252,7 +278,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn two_addresses_are_kept_and_a_third_evicts_one() {
+    async fn two_addresses_are_kept_and_a_third_makes_the_oldest_a_spare() {
         let mut listeners = Vec::new();
         let mut ups = Upstreams::default();
         for _ in 0..3 {
@@ -261,19 +287,41 @@ mod tests {
             ups.put(&addr, connect(&addr).await.unwrap(), StdInstant::now());
             listeners.push((l, addr));
         }
-        let kept = listeners
-            .iter()
-            .filter(|(_, a)| {
-                ups.take(a, StdInstant::now())
-                    .map(|s| ups.put(a, s, StdInstant::now()))
-                    .is_some()
-            })
-            .count();
-        assert_eq!(kept, 2);
-        assert!(
-            ups.take(&listeners[2].1, StdInstant::now()).is_some(),
-            "the newest is kept"
-        );
+        let [(_, first), (_, second), (_, third)] = &listeners[..] else {
+            unreachable!("three listeners")
+        };
+        assert_eq!(spare::kept_for(first), 1, "the oldest became a spare");
+        assert_eq!(spare::kept_for(second) + spare::kept_for(third), 0);
+        let now = StdInstant::now();
+        assert!(ups.take(third, now).is_some(), "the newest is kept");
+        assert!(ups.take(second, now).is_some());
+        assert!(ups.take(first, now).is_some(), "the spare is taken back");
+        assert_eq!(spare::kept_for(first), 0);
+    }
+
+    #[tokio::test]
+    async fn a_client_connection_done_with_its_upstream_leaves_it_for_the_next_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = Endpoint::from(listener.local_addr().unwrap());
+        let mut first = Upstreams::default();
+        first.put(&addr, connect(&addr).await.unwrap(), StdInstant::now());
+        let (_server, _) = listener.accept().await.unwrap();
+        drop(first);
+        assert_eq!(spare::kept_for(&addr), 1, "closing leaves it");
+        let mut next = Upstreams::default();
+        let stream = next
+            .take(&addr, StdInstant::now())
+            .expect("the next client connection takes it");
+        next.put(&addr, stream, StdInstant::now());
+        drop(next);
+        let mut third = Upstreams::default();
+        assert!(third.take(&addr, StdInstant::now()).is_some());
+        // Idle for `IDLE_RELEASE`, a client connection closes its own instead.
+        third.clear();
+        assert_eq!(spare::kept_for(&addr), 0);
+        // One connection served all three: nothing else was accepted.
+        let more = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+        assert!(more.is_err(), "a second upstream connection was opened");
     }
 
     #[tokio::test]

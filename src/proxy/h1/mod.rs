@@ -46,6 +46,7 @@ mod io;
 pub(super) mod pool;
 pub(super) mod request;
 pub(super) mod response;
+pub(super) mod spare;
 pub(super) mod wire;
 
 use std::time::Instant as StdInstant;

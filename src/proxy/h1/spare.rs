@@ -1,0 +1,93 @@
+//! Each worker thread's spare upstream connections: idle ones no client connection
+//! holds, for the next client connection or HTTP/2 stream on that thread to the same
+//! endpoint.
+//!
+//! Why: a client connection owns its upstream connections while it is busy
+//! (`io::Upstreams`), but clients come and go. Without a place to leave them, every
+//! new client connection (every one of a `Connection: close` client, every TLS
+//! handshake) opened a new upstream connection and every closing one closed its own:
+//! a connect, an accept in the app and two closes per client connection, none of it
+//! needed. HTTP/2 streams (`exchange`) have no connection of their own and always
+//! take one from here.
+//!
+//! Workers are thread-per-core and a connection's task never leaves its thread, so the
+//! list is a thread-local without a lock. At most [`SPARE_KEEP`] are kept per thread
+//! (the oldest goes first); one idle for longer than [`IDLE_MAX`] is never handed
+//! out, and the worker's tidy-up closes those once a second ([`sweep`]), so an old
+//! release's connections go soon after a switch and idle clients hold none.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+
+use super::io::{still_open, IdleConn, IDLE_MAX};
+use crate::domain::endpoint::Endpoint;
+
+/// Spare upstream connections one worker thread keeps (as many as hyper-util's pool
+/// keeps per upstream: `pool_max_idle_per_host`).
+pub const SPARE_KEEP: usize = 1024;
+
+thread_local! {
+    static SPARE: RefCell<VecDeque<IdleConn>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// The most recently idled spare connection to `endpoint` that still looks open; those
+/// idle for longer than [`IDLE_MAX`] are closed on the way.
+pub fn take(endpoint: &Endpoint) -> Option<TcpStream> {
+    let now = Instant::now();
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        while spare.front().is_some_and(|c| too_old(c, now)) {
+            spare.pop_front();
+        }
+        let at = spare.iter().rposition(|c| c.endpoint == *endpoint)?;
+        let conn = spare.remove(at)?;
+        (!too_old(&conn, now) && still_open(&conn.stream)).then_some(conn.stream)
+    })
+}
+
+/// Keeps `stream`, idle since `since`, for the next request to `endpoint` on this
+/// thread (the oldest goes when [`SPARE_KEEP`] are kept).
+pub fn put(endpoint: &Endpoint, stream: TcpStream, since: Instant) {
+    SPARE.with(|spare| {
+        let mut spare = spare.borrow_mut();
+        if spare.len() >= SPARE_KEEP {
+            spare.pop_front();
+        }
+        spare.push_back(IdleConn {
+            endpoint: endpoint.clone(),
+            stream,
+            since,
+        });
+    });
+}
+
+/// Leaves `conn` (a client connection's idle upstream connection) for the others.
+pub(super) fn give(conn: IdleConn) {
+    put(&conn.endpoint, conn.stream, conn.since);
+}
+
+fn too_old(c: &IdleConn, now: Instant) -> bool {
+    now.saturating_duration_since(c.since) > IDLE_MAX
+}
+
+/// Closes this thread's spare connections idle for longer than [`IDLE_MAX`]. Called by
+/// its worker once a second (`workers::TIDY_EVERY`).
+pub fn sweep() {
+    let now = Instant::now();
+    SPARE.with(|spare| spare.borrow_mut().retain(|c| !too_old(c, now)));
+}
+
+/// How many spare connections to `endpoint` this thread keeps.
+#[cfg(test)]
+pub fn kept_for(endpoint: &Endpoint) -> usize {
+    SPARE.with(|spare| {
+        spare
+            .borrow()
+            .iter()
+            .filter(|c| c.endpoint == *endpoint)
+            .count()
+    })
+}
