@@ -49,18 +49,20 @@ pub fn take(endpoint: &Endpoint) -> Option<TcpStream> {
 }
 
 /// Keeps `stream`, idle since `since`, for the next request to `endpoint` on this
-/// thread (the oldest goes when [`SPARE_KEEP`] are kept).
+/// thread (the oldest goes when [`SPARE_KEEP`] are kept). On a thread that is ending
+/// (its thread-locals already gone) the connection is simply closed.
 pub fn put(endpoint: &Endpoint, stream: TcpStream, since: Instant) {
-    SPARE.with(|spare| {
+    let conn = IdleConn {
+        endpoint: endpoint.clone(),
+        stream,
+        since,
+    };
+    let _ = SPARE.try_with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() >= SPARE_KEEP {
             spare.pop_front();
         }
-        spare.push_back(IdleConn {
-            endpoint: endpoint.clone(),
-            stream,
-            since,
-        });
+        spare.push_back(conn);
     });
 }
 
