@@ -4,7 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
 use bytes::{Buf, Bytes};
@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use super::spare::{still_open, IdleConn, IDLE_MAX};
 use crate::domain::endpoint::Endpoint;
 
 /// One timer for a connection's successive deadlines (waiting for a request head,
@@ -55,13 +56,6 @@ impl Deadline {
     }
 }
 
-/// How long an upstream connection may sit idle and still be reused. Shorter than the
-/// 5 s keep-alive of common app servers (Node, uvicorn), so the proxy lets go first
-/// and rarely reuses a connection the app is closing; and it bounds how long an idle
-/// connection to a slot that no longer gets traffic (after a switch) stays open, so a
-/// release that waits for its connections to close on `SIGTERM` is not held up.
-pub const IDLE_MAX: Duration = Duration::from_secs(4);
-
 /// How long a client connection may wait for its next request before its upstream
 /// connections are closed. Why: most open client connections are idle, and one that
 /// kept an upstream connection would cost the app a connection (and the proxy a
@@ -85,16 +79,6 @@ pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct Upstreams {
     conns: [Option<IdleConn>; 2],
-}
-
-/// An idle upstream connection and since when it has been idle (also kept by
-/// `exchange`'s per-thread list).
-pub(super) struct IdleConn {
-    /// Cloned from the routing snapshot: a copy for an address, a reference count for
-    /// a host name; never an allocation.
-    pub(super) endpoint: Endpoint,
-    pub(super) stream: TcpStream,
-    pub(super) since: StdInstant,
 }
 
 impl Upstreams {
@@ -160,21 +144,6 @@ impl Drop for Upstreams {
             if let Some(idle) = c.take() {
                 super::spare::give(idle);
             }
-        }
-    }
-}
-
-/// Whether an idle upstream connection can be reused: nothing may be readable on it
-/// (an idle connection that is readable was closed by the upstream or sent garbage).
-/// Costs no system call unless the runtime already saw it become readable.
-pub(super) fn still_open(stream: &TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
         }
     }
 }

@@ -18,12 +18,45 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::io;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::io::{still_open, IdleConn, IDLE_MAX};
 use crate::domain::endpoint::Endpoint;
+
+/// How long an upstream connection may sit idle and still be reused. Shorter than the
+/// 5 s keep-alive of common app servers (Node, uvicorn), so the proxy lets go first
+/// and rarely reuses a connection the app is closing; and it bounds how long an idle
+/// connection to a slot that no longer gets traffic (after a switch) stays open, so a
+/// release that waits for its connections to close on `SIGTERM` is not held up.
+pub const IDLE_MAX: Duration = Duration::from_secs(4);
+
+/// An idle upstream connection and since when it has been idle (a client connection's own,
+/// `io::Upstreams`, or a spare).
+pub(super) struct IdleConn {
+    /// Cloned from the routing snapshot: a copy for an address, a reference count for
+    /// a host name; never an allocation.
+    pub(super) endpoint: Endpoint,
+    pub(super) stream: TcpStream,
+    pub(super) since: Instant,
+}
+
+/// Whether an idle upstream connection can be reused: nothing may be readable on it
+/// (an idle connection that is readable was closed by the upstream or sent garbage).
+/// Costs no system call unless the runtime already saw it become readable.
+pub(super) fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
 
 /// Spare upstream connections one worker thread keeps (as many as hyper-util's pool
 /// keeps per upstream: `pool_max_idle_per_host`).
