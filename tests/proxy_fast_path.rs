@@ -91,6 +91,28 @@ where
     addr
 }
 
+/// A backend answering `200 ok` to each request, and how many connections it took;
+/// with `keep_alive` off it closes each connection after its first answer.
+async fn ok_backend(keep_alive: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = connections.clone();
+    let addr = scripted(move |mut s| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        async move {
+            while read_request(&mut s).await.is_some() {
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                if !keep_alive {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    (addr, connections)
+}
+
 /// Reads one request head (through the blank line) from a scripted backend's socket;
 /// `None` at EOF.
 async fn read_request(s: &mut TcpStream) -> Option<String> {
@@ -308,19 +330,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_upstream_connection() {
 #[tokio::test]
 async fn clients_that_close_after_each_request_share_one_upstream_connection() {
     within(20, async {
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = connections.clone();
-        let backend = scripted(move |mut s| {
-            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            async move {
-                while read_request(&mut s).await.is_some() {
-                    s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                }
-            }
-        })
-        .await;
+        let (backend, connections) = ok_backend(true).await;
         let proxy = proxy_to(backend, true).await;
         for i in 0..10 {
             let mut c = TcpStream::connect(proxy.addr).await.unwrap();
@@ -349,14 +359,7 @@ async fn an_upstream_that_closes_after_every_response_costs_no_failed_request() 
     within(30, async {
         // Keep-alive in name only: the upstream closes right after each response, the
         // way an app server's idle timeout does at the worst moment.
-        let backend = scripted(|mut s| async move {
-            if read_request(&mut s).await.is_some() {
-                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                    .await
-                    .unwrap();
-            }
-        })
-        .await;
+        let (backend, _) = ok_backend(false).await;
         let proxy = proxy_to(backend, true).await;
         let mut c = TcpStream::connect(proxy.addr).await.unwrap();
         let mut buf = Vec::new();

@@ -24,7 +24,8 @@
 //! whole accept queue at once (up to tokio's budget of 128) let a burst of new
 //! handshakes, about 0.4 ms of CPU each, run ahead of every handshake already under
 //! way: new TLS handshakes' p99 was 1.4–1.8× nginx's in the same runs; it is now below
-//! it (BENCHMARKS.md, "Accepting one connection per turn").
+//! it (BENCHMARKS.md, "New TLS handshakes: accepting one connection per turn, and spare
+//! upstream connections").
 //!
 //! Every connection and tunnel task holds a clone of the listener context
 //! (`ListenerCtx`, in `conn.rs`), which owns an `mpsc::Sender`; when the last one is

@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedEnd, Part};
-use super::response::{parse_map, Framing, MapParse};
+use super::response::{append_field, parse_map, Framing, MapParse};
 use super::spare::{put, take};
 use super::wire::header;
 use super::{pool, MAX_HEAD};
@@ -360,13 +360,9 @@ fn trailer_fields(lines: &[u8]) -> io::Result<HeaderMap> {
     };
     let mut map = HeaderMap::with_capacity(parsed.len());
     for f in parsed {
-        let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(f.name.as_bytes()),
-            http::HeaderValue::from_bytes(f.value),
-        ) else {
+        if !append_field(&mut map, f) {
             return Err(bad_body("bad chunked trailers"));
-        };
-        map.append(name, value);
+        }
     }
     Ok(map)
 }

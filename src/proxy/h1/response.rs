@@ -279,13 +279,9 @@ pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
         {
             continue;
         }
-        let (Ok(name), Ok(value)) = (
-            http::HeaderName::from_bytes(h.name.as_bytes()),
-            http::HeaderValue::from_bytes(h.value),
-        ) else {
+        if !append_field(&mut map, h) {
             return MapParse::Bad;
-        };
-        map.append(name, value);
+        }
     }
     MapParse::Final {
         status,
@@ -294,6 +290,19 @@ pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
         reusable: f.reusable,
         headers: map,
     }
+}
+
+/// Appends the field `h` to `map` as `http` takes it; `false` if its name or value is
+/// not one `http` accepts (the message is then the upstream's failure).
+pub fn append_field(map: &mut http::HeaderMap, h: &httparse::Header<'_>) -> bool {
+    let (Ok(name), Ok(value)) = (
+        http::HeaderName::from_bytes(h.name.as_bytes()),
+        http::HeaderValue::from_bytes(h.value),
+    ) else {
+        return false;
+    };
+    map.append(name, value);
+    true
 }
 
 /// A response the proxy writes itself (502, 504), dated like every response hyper
