@@ -81,7 +81,7 @@ ports = {{ blue = {BLUE}, green = {GREEN} }}
 stop_grace = "3s"
 
 [services.web.health]
-interval = "20ms"
+interval = "{setup.HEALTH_INTERVAL}"
 healthy_threshold = 1
 
 [services.web.watch]

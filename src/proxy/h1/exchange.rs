@@ -28,6 +28,7 @@
 //! gives 504. A body cut short by the upstream ends the HTTP/2 stream with an error.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -423,7 +424,11 @@ impl Body for DirectBody {
                 Ok(None) => {}
             }
             reading.buf.reserve(BODY_CHUNK);
-            match reading.stream.try_read_buf(&mut reading.buf) {
+            // tokio's read, polled once (not `try_read_buf`): a short read forgets the
+            // socket's readiness, so the next read waits instead of asking the kernel
+            // for bytes that cannot be there yet.
+            let read = std::pin::pin!(reading.stream.read_buf(&mut reading.buf));
+            match ready!(read.poll(cx)) {
                 Ok(0) => {
                     let until_close = matches!(reading.left, Left::UntilClose);
                     this.state = State::Done;
@@ -434,12 +439,6 @@ impl Body for DirectBody {
                     return Poll::Ready(Some(Err(e)));
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = ready!(reading.stream.poll_read_ready(cx)) {
-                        this.state = State::Done;
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                }
                 Err(e) => {
                     this.state = State::Done;
                     return Poll::Ready(Some(Err(e)));
