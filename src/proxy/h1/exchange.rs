@@ -28,7 +28,6 @@
 //! gives 504. A body cut short by the upstream ends the HTTP/2 stream with an error.
 
 use std::fmt;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -41,6 +40,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedEnd, Part};
+use super::io::poll_read_once;
 use super::response::{append_field, parse_map, Framing, MapParse};
 use super::spare::{put, take};
 use super::wire::header;
@@ -424,11 +424,7 @@ impl Body for DirectBody {
                 Ok(None) => {}
             }
             reading.buf.reserve(BODY_CHUNK);
-            // tokio's read, polled once (not `try_read_buf`): a short read forgets the
-            // socket's readiness, so the next read waits instead of asking the kernel
-            // for bytes that cannot be there yet.
-            let read = std::pin::pin!(reading.stream.read_buf(&mut reading.buf));
-            match ready!(read.poll(cx)) {
+            match ready!(poll_read_once(&mut reading.stream, &mut reading.buf, cx)) {
                 Ok(0) => {
                     let until_close = matches!(reading.left, Left::UntilClose);
                     this.state = State::Done;

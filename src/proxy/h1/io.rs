@@ -7,13 +7,29 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant as StdInstant};
 
-use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::spare::{still_open, IdleConn, IDLE_MAX};
 use crate::domain::endpoint::Endpoint;
+
+/// One poll of tokio's own read into `buf`, for a reader that was woken as readable.
+///
+/// Why not `try_read_buf`: a read that returns less than the room given means the
+/// socket is drained, and tokio's read then forgets the socket's readiness (race-free:
+/// only if no event arrived since). `try_read_buf` keeps it, so the next wait would
+/// begin with a `recv` that can only say "would block": one wasted system call per
+/// request on a keep-alive connection (BENCHMARKS.md, "One system call less per
+/// request").
+pub fn poll_read_once(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    std::future::Future::poll(std::pin::pin!(stream.read_buf(buf)), cx)
+}
 
 /// One timer for a connection's successive deadlines (waiting for a request head,
 /// waiting for the upstream's response head).

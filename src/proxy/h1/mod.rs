@@ -49,7 +49,6 @@ pub(super) mod response;
 pub(super) mod spare;
 pub(super) mod wire;
 
-use std::future::Future;
 use std::task::Poll;
 use std::time::Instant as StdInstant;
 
@@ -314,16 +313,9 @@ async fn read_client<S: ClientIo>(
     if cbuf.capacity() == 0 {
         *cbuf = pool::read_buf();
     }
-    // One poll of tokio's own read, not `try_read_buf`: a read that returns less than
-    // the room given means the socket is drained, and tokio's read then forgets the
-    // readiness (race-free: only if no event arrived since). `try_read_buf` keeps it,
-    // so the next wait for a request began with a `recv` that could only say
-    // "would block": one wasted system call per request on a keep-alive connection.
-    let mut read = std::pin::pin!(tcp.read_buf(cbuf));
-    std::future::poll_fn(|cx| match read.as_mut().poll(cx) {
-        Poll::Ready(Ok(n)) => Poll::Ready(Ok(Some(n))),
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        // Readiness was stale: wait again, without the buffer held while waiting.
+    // Pending means the readiness was stale: wait again, without the buffer held.
+    std::future::poll_fn(|cx| match io::poll_read_once(tcp, cbuf, cx) {
+        Poll::Ready(r) => Poll::Ready(r.map(Some)),
         Poll::Pending => Poll::Ready(Ok(None)),
     })
     .await
