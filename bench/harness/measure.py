@@ -6,7 +6,9 @@ target alike; medians over rounds are reported. Memory is
 VmRSS summed over the proxy's processes (nginx: master + workers), idle after a
 warm-up and the peak sampled every 0.25 s under load. CPU per request is the change
 of utime+stime over a run divided by the requests it served (also recorded apart, user
-and kernel, with the context switches per request of all the proxy's threads).
+and kernel, with the context switches per request of all the proxy's threads), and
+the proxy's share of all the CPU the machine used in the run (`machine_share`; see
+`report.share_table`).
 """
 
 import random
@@ -67,12 +69,18 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
         order = round_order(targets, r)
         for t in order:
             (u0, k0), cs0 = procs.cpu_split(t.pids()), procs.context_switches(t.pids())
+            m0 = procs.machine_busy()
             sampler = RssSampler(t) if t.pid else None
             res = load.run_wrk(t.url, threads, conns, duration_s)
             res["rss_peak_kib"] = sampler.finish() if sampler else None
             (u1, k1), cs1 = procs.cpu_split(t.pids()), procs.context_switches(t.pids())
+            m1 = procs.machine_busy()
             n = res["requests"] if t.pid else 0
             res["cpu_us_per_req"] = ((u1 - u0) + (k1 - k0)) / n * 1e6 if n else None
+            # The proxy's share of all the CPU the machine used in the run (wrk, the
+            # proxy, the backend; anything else running shows as a larger rest).
+            busy = m1 - m0
+            res["machine_share"] = ((u1 - u0) + (k1 - k0)) / busy if n and busy > 0 else None
             res["user_us_per_req"] = (u1 - u0) / n * 1e6 if n else None
             res["sys_us_per_req"] = (k1 - k0) / n * 1e6 if n else None
             res["cs_per_req"] = (cs1 - cs0) / n if n else None
@@ -80,7 +88,8 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
             log(f"  round {r + 1}/{rounds} {t.name:8} {res['rps']:>9.0f} req/s  p50 {res['p50_ms']:.2f} ms  "
                 f"p99 {res['p99_ms']:.2f} ms  errors {res['non2xx'] + res['socket_errors']}"
                 + (f"  cpu {res['user_us_per_req']:.1f}+{res['sys_us_per_req']:.1f} µs/req (user+kernel)"
-                   f"  {res['cs_per_req']:.3f} cs/req" if res["cpu_us_per_req"] is not None else ""))
+                   f"  {res['cs_per_req']:.3f} cs/req  share {100 * (res['machine_share'] or 0):.1f}%"
+                   if res["cpu_us_per_req"] is not None else ""))
             if t.name == "direct":
                 time.sleep(2)  # after the backend alone at full rate, let the machine settle
     out = {}
@@ -95,6 +104,7 @@ def saturation(targets, rounds, duration_s, threads, conns, log):
             "user_us_per_req_saturated": _med([x["user_us_per_req"] for x in runs]),
             "sys_us_per_req_saturated": _med([x["sys_us_per_req"] for x in runs]),
             "cs_per_req_saturated": _med([x["cs_per_req"] for x in runs]),
+            "machine_share_saturated": _med([x["machine_share"] for x in runs]),
             "rss_idle_kib": idle.get(t.name),
             "rss_load_kib": max((x["rss_peak_kib"] or 0) for x in runs) or None,
             "rounds": [{k: x[k] for k in ("rps", "p50_ms", "p99_ms", "requests")} for x in runs],

@@ -159,6 +159,18 @@ def context_switches(pids):
     return total
 
 
+def machine_busy():
+    """CPU seconds the whole machine spent busy (all CPUs: user, nice, system, irq,
+    softirq; not idle, iowait or a hypervisor's steal), from /proc/stat. Why: on a
+    machine where the load generator, the proxy and the backend share the cores, the
+    proxy's share of what was spent says more than its req/s, which move with the
+    machine's speed between rounds (BENCHMARKS.md, "What bounds plaintext throughput")."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = map(int, fields[:7])
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
 def cpu_seconds(pids):
     """utime + stime of `pids` (each process's own, all its threads), in seconds."""
     return sum(cpu_split(pids))

@@ -115,7 +115,7 @@ def tables(res):
         for i, r in enumerate(res["rollback"], 1):
             rows.append(f"| {i} | {r['outcome']} | {_f(r['rollback_ms'], 0)} ms | {r['failed_requests']} of {r['probe_requests']} | {r['reason']} |")
         out += "\n\n" + "\n".join(rows)
-    out += paths_table(res) + idle_table(res)
+    out += share_table(res) + paths_table(res) + idle_table(res)
     rows = ["| target | verdict | numbers |", "|---|---|---|"]
     for v in res["verdicts"]:
         rows.append(f"| {v['target']} | **{v['verdict']}** | {v['detail']} |")
@@ -174,6 +174,36 @@ def paths_table(res):
     ):
         if a and b:
             rows.append(f"| {label} | {a / b:.3f} | {'yes' if a / b <= 1.05 else 'no'} |")
+    return "\n\n" + "\n".join(rows)
+
+
+def share_table(res):
+    """The proxies' shares of the machine's CPU under saturation, and what they imply.
+
+    With wrk, the proxy and the backend on the same cores and the cores never idle,
+    req/s = cores ÷ (proxy's CPU per request + the rest's), so a proxy's cost relative
+    to the rest is s ÷ (1 − s) for its share s, and at equal machine speed (the same
+    rest for all, an assumption: the rest is wrk and the same backend) throughput
+    ratios follow from the shares alone. They move far less between rounds than req/s
+    do, which move with the machine. Derived from measured CPU times, not measured
+    throughput: a model, printed as one, never a verdict."""
+    sat = res["saturation"]
+    shares = {n: s.get("machine_share_saturated") for n, s in sat.items()}
+    shares = {n: v for n, v in shares.items() if v and 0 < v < 1}
+    anchors = [n for n in ("nginx", "haproxy") if n in shares]
+    if "cutover" not in shares or not anchors:
+        return ""
+    cost = {n: v / (1 - v) for n, v in shares.items()}  # proxy ÷ rest
+    rows = ["| target | share of the machine's CPU | proxy ÷ rest | throughput at equal machine speed ÷ the faster anchor (model) |",
+            "|---|---:|---:|---:|"]
+    best = min(cost[n] for n in anchors)
+    for n in shares:
+        rows.append(f"| {n} | {100 * shares[n]:.1f} % | {cost[n]:.3f} | {(1 + best) / (1 + cost[n]):.3f} |")
+    user = sat["cutover"].get("user_us_per_req_saturated")
+    total = sat["cutover"].get("cpu_us_per_req_saturated")
+    if user and total:
+        bare = cost["cutover"] * (1 - user / total)
+        rows.append(f"| cutover with no user-space time (bound) | | {bare:.3f} | {(1 + best) / (1 + bare):.3f} |")
     return "\n\n" + "\n".join(rows)
 
 
