@@ -26,7 +26,7 @@ BLUE, GREEN = 18101, 18102  # the backend pair = Cutover's slots of service `web
 # Health checks of every bench service (Cutover's default is 10s). Not 20 ms: the
 # daemon's health checks run on its control-plane threads, which the CPU figures count,
 # and nginx and HAProxy here check nothing; at 20 ms (100 checks a second for two
-# slots) they cost about 3.5 µs per request of the fixed-rate measurement (5,000
+# slots) they cost 3–5 µs per request of the fixed-rate measurement (5,000
 # req/s), a tenth of it (BENCHMARKS.md, "One system call less per request").
 HEALTH_INTERVAL = "1s"
 AUX = {"blue": 18103, "green": 18104}  # /aux/ (slow, WebSocket) behind each slot

@@ -15,7 +15,7 @@ use tokio::time::{Instant, Sleep};
 use super::spare::{still_open, IdleConn, IDLE_MAX};
 use crate::domain::endpoint::Endpoint;
 
-/// One poll of tokio's own read into `buf`, for a reader that was woken as readable.
+/// One poll of tokio's own read into `buf`.
 ///
 /// Why not `try_read_buf`: a read that returns less than the room given means the
 /// socket is drained, and tokio's read then forgets the socket's readiness (race-free:

@@ -246,9 +246,9 @@ pub enum MapParse {
 /// HTTP/1.1 (an HTTP/2 stream, `exchange`): the status, the framing and reuse as
 /// [`parse`] decides them, and the headers as a map, as hyper's client gives them to
 /// the general path. The transfer coding is left out (HTTP/2 frames bodies itself),
-/// and so is a `Content-Length` that a `Transfer-Encoding` overrides, and a
-/// `Connection` field that names no other field (`keep-alive`, `close`: nearly every
-/// upstream's); the caller removes the other hop-by-hop headers as the general path
+/// and so is a `Content-Length` that a `Transfer-Encoding` overrides, and `Connection`
+/// when it names no other field (`keep-alive`, `close`: nearly every upstream's; `frame`
+/// tells, as it does for the HTTP/1.1 head); the caller removes the other hop-by-hop headers as the general path
 /// does. Why at parse: a field put in the map only to be taken out again costs a hash,
 /// an insert and a remove (about 1,000 instructions per HTTP/2 request, BENCHMARKS.md).
 pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
@@ -279,7 +279,7 @@ pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding")
             || (f.chunked.is_some() && h.name.eq_ignore_ascii_case("content-length"))
-            || (h.name.eq_ignore_ascii_case("connection") && names_no_field(h.value))
+            || (!f.names_others && h.name.eq_ignore_ascii_case("connection"))
         {
             continue;
         }
@@ -294,15 +294,6 @@ pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
         reusable: f.reusable,
         headers: map,
     }
-}
-
-/// Whether a `Connection` value lists only tokens that name no other field of the
-/// message (`close`; `keep-alive`, whose field is hop-by-hop on its own).
-fn names_no_field(value: &[u8]) -> bool {
-    value.split(|&b| b == b',').all(|t| {
-        let t = t.trim_ascii();
-        t.is_empty() || t.eq_ignore_ascii_case(b"keep-alive") || t.eq_ignore_ascii_case(b"close")
-    })
 }
 
 /// Appends the field `h` to `map` as `http` takes it; `false` if its name or value is
