@@ -33,7 +33,7 @@ pub enum RequestVerdict {
 /// The fast path's verdict on `buf` (the bytes received so far), with the preview
 /// header `x-cutover-preview` and a body limit of 64 KiB.
 pub fn request_head(buf: &[u8]) -> RequestVerdict {
-    let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+    let mut headers = request::slots();
     match request::parse(buf, &mut headers, "x-cutover-preview", 64 * 1024) {
         request::Parse::Partial => RequestVerdict::Partial,
         request::Parse::General => RequestVerdict::General,

@@ -373,7 +373,7 @@ impl<S: ClientIo> Conn<S> {
         let settings = proxy.settings();
         let preview_header = settings.preview_header.as_str();
         let max_body = settings.max_body_bytes.min(FAST_BODY_MAX);
-        let mut headers = [httparse::EMPTY_HEADER; request::MAX_HEADERS];
+        let mut headers = request::slots();
         let head = match request::parse(&self.cbuf, &mut headers, preview_header, max_body) {
             Parse::Partial => return Step::Partial,
             Parse::General => return Step::General,

@@ -17,10 +17,17 @@
 //! `date` when the upstream sent none. A `Content-Length` list of equal values
 //! (`7, 7`) is read as that value, as hyper does.
 
+use std::mem::MaybeUninit;
+
 use super::wire::{content_length_list, date, header};
 
 /// Most headers a response may have.
 pub const MAX_HEADERS: usize = 100;
+
+/// Room for a response head's fields, left uninitialised (`request::Slots` says why).
+fn slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
 
 /// How the response body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,9 +78,13 @@ pub struct Additions<'a> {
 /// Parses the response at the start of `buf` and, once complete, appends the head
 /// the client gets to `out`.
 pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u8>) -> RespParse {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return RespParse::Partial,
         Err(_) => return RespParse::Bad,
@@ -252,9 +263,13 @@ pub enum MapParse {
 /// does. Why at parse: a field put in the map only to be taken out again costs a hash,
 /// an insert and a remove (about 1,000 instructions per HTTP/2 request, BENCHMARKS.md).
 pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = slots();
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return MapParse::Partial,
         Err(_) => return MapParse::Bad,
