@@ -42,6 +42,7 @@
 
 pub(super) mod chunked;
 pub(super) mod exchange;
+mod gate;
 mod io;
 pub(super) mod pool;
 pub(super) mod request;
@@ -68,6 +69,7 @@ use super::stats::Outcome;
 use super::{cookies, Proxy};
 use crate::domain::endpoint::Endpoint;
 use chunked::ChunkedEnd;
+use gate::Gated;
 use io::{Deadline, Upstreams, IDLE_RELEASE};
 use request::Parse;
 use response::{Additions, Framing, RespHead, RespParse};
@@ -170,16 +172,17 @@ where
     };
     let mut deadline = Deadline::new(Instant::now() + settings.header_read_timeout);
     let (mut draining_rx, mut stopped_rx) = (ctx.state.clone(), ctx.state.clone());
-    let draining = async move {
+    // Gated: polled again only when the state changed, not at each of the task's
+    // wake-ups (`gate` says why).
+    let mut draining = Gated::new(async move {
         // Idle connections close only once lingering is over (see `ConnState`).
         let _ = draining_rx
             .wait_for(|s| matches!(s, ConnState::Draining | ConnState::Stopped))
             .await;
-    };
-    let stopped = async move {
+    });
+    let mut stopped = Gated::new(async move {
         let _ = stopped_rx.wait_for(|s| *s == ConnState::Stopped).await;
-    };
-    tokio::pin!(draining, stopped);
+    });
     let mut drain_seen = false;
     let mut first_head_by = first_head_by;
 
