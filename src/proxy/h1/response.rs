@@ -25,8 +25,22 @@ use super::wire::{content_length_list, date, header};
 pub const MAX_HEADERS: usize = 100;
 
 /// Room for a response head's fields, left uninitialised (`request::Slots` says why).
-fn slots<'b>() -> [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS] {
+type Slots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
+
+fn slots<'b>() -> Slots<'b> {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// httparse's reading of the response head at the start of `buf`, its fields written
+/// into `slots`.
+fn read_head<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut Slots<'b>,
+) -> (httparse::Response<'h, 'b>, httparse::Result<usize>) {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
+    (resp, parsed)
 }
 
 /// How the response body is delimited.
@@ -79,12 +93,8 @@ pub struct Additions<'a> {
 /// the client gets to `out`.
 pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u8>) -> RespParse {
     let mut headers = slots();
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut headers,
-    ) {
+    let (resp, parsed) = read_head(buf, &mut headers);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return RespParse::Partial,
         Err(_) => return RespParse::Bad,
@@ -264,12 +274,8 @@ pub enum MapParse {
 /// an insert and a remove (about 1,000 instructions per HTTP/2 request, BENCHMARKS.md).
 pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
     let mut headers = slots();
-    let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut headers,
-    ) {
+    let (resp, parsed) = read_head(buf, &mut headers);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return MapParse::Partial,
         Err(_) => return MapParse::Bad,
