@@ -4,8 +4,8 @@
 //! `stopped`: a `tokio::sync::watch`) beside every client read and every upstream
 //! exchange, so it polls those waits at each of its wake-ups, two to four per request.
 //! A pending `watch` wait takes the channel's waiter lock on every poll to re-check its
-//! waker; callgrind counted about 1,300 instructions per request for it, nearly a tenth
-//! of the fast path's own (BENCHMARKS.md). The state changes once in a process's life.
+//! waker; callgrind counted about 900 instructions per request for it, about a
+//! sixteenth of the fast path's own (BENCHMARKS.md). The state changes once in a process's life.
 //! Polled through a [`Gated`], the wait is polled once, with a waker of its own, and
 //! again only after that waker was woken: between, a poll is an atomic swap and the
 //! task's waker stored.
@@ -29,11 +29,10 @@ pub struct Gated<F> {
     flag: Arc<Flag>,
     /// The waker the inner future gets (`flag`'s), made once.
     waker: Waker,
-    polled: bool,
 }
 
-/// Set when the inner future's waker is woken; wakes the task that polls the gate.
-#[derive(Default)]
+/// Set when the inner future's waker is woken (and at first, so the first poll reaches
+/// it); wakes the task that polls the gate.
 struct Flag {
     woken: AtomicBool,
     task: AtomicWaker,
@@ -52,12 +51,14 @@ impl Wake for Flag {
 
 impl<F: Future> Gated<F> {
     pub fn new(inner: F) -> Self {
-        let flag = Arc::new(Flag::default());
+        let flag = Arc::new(Flag {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
         Self {
             inner: Box::pin(inner),
             waker: Waker::from(flag.clone()),
             flag,
-            polled: false,
         }
     }
 }
@@ -70,10 +71,9 @@ impl<F: Future> Future for Gated<F> {
         // The task's waker first, then the flag: a wake between the two is seen by the
         // swap, one after it wakes the waker just stored.
         this.flag.task.register(cx.waker());
-        if this.polled && !this.flag.woken.swap(false, Ordering::AcqRel) {
+        if !this.flag.woken.swap(false, Ordering::AcqRel) {
             return Poll::Pending;
         }
-        this.polled = true;
         this.inner
             .as_mut()
             .poll(&mut Context::from_waker(&this.waker))

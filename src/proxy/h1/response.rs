@@ -19,17 +19,13 @@
 
 use std::mem::MaybeUninit;
 
-use super::wire::{content_length_list, date, header};
+use super::wire::{content_length_list, date, header, unset_fields};
 
 /// Most headers a response may have.
 pub const MAX_HEADERS: usize = 100;
 
-/// Room for a response head's fields, left uninitialised (`request::Slots` says why).
+/// Room for a response head's fields, left uninitialised (`wire::unset_fields`).
 type Slots<'b> = [MaybeUninit<httparse::Header<'b>>; MAX_HEADERS];
-
-fn slots<'b>() -> Slots<'b> {
-    [const { MaybeUninit::uninit() }; MAX_HEADERS]
-}
 
 /// httparse's reading of the response head at the start of `buf`, its fields written
 /// into `slots`.
@@ -92,7 +88,7 @@ pub struct Additions<'a> {
 /// Parses the response at the start of `buf` and, once complete, appends the head
 /// the client gets to `out`.
 pub fn parse(buf: &[u8], head_request: bool, add: Additions<'_>, out: &mut Vec<u8>) -> RespParse {
-    let mut headers = slots();
+    let mut headers = unset_fields();
     let (resp, parsed) = read_head(buf, &mut headers);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
@@ -273,7 +269,7 @@ pub enum MapParse {
 /// does. Why at parse: a field put in the map only to be taken out again costs a hash,
 /// an insert and a remove (about 1,000 instructions per HTTP/2 request, BENCHMARKS.md).
 pub fn parse_map(buf: &[u8], head_request: bool) -> MapParse {
-    let mut headers = slots();
+    let mut headers = unset_fields();
     let (resp, parsed) = read_head(buf, &mut headers);
     let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,

@@ -1,5 +1,14 @@
 //! Small pieces of HTTP/1.1 syntax both directions use.
 
+use std::mem::MaybeUninit;
+
+/// Room for a head's `N` fields, left uninitialised: httparse writes only those it
+/// finds. Why: an initialised array of empty fields is a memset per request before a
+/// byte is parsed (2 KiB for a request's 64, 3.2 KiB for a response's 100).
+pub const fn unset_fields<'b, const N: usize>() -> [MaybeUninit<httparse::Header<'b>>; N] {
+    [const { MaybeUninit::uninit() }; N]
+}
+
 /// A `Content-Length` value: ASCII digits only (optional surrounding whitespace), at
 /// most 18 of them (so it fits a `u64` with room to add).
 pub fn content_length(value: &[u8]) -> Option<u64> {
