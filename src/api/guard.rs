@@ -5,7 +5,9 @@
 //!   name as `Host`. Only loopback addresses, `localhost`, the address the API listens
 //!   on and `[api] allowed_hosts` are answered; anything else gets 403.
 //! - **Token**: calls that change state (POST) always need the bearer token; reads
-//!   (GET) too when `[api] read_requires_token`. `/healthz` is always open.
+//!   (GET) too when `[api] read_requires_token`. The routes the table marks
+//!   [`Access::Open`](super::routes::Access::Open) (`/healthz`, the dashboard's files)
+//!   are always open.
 //! - **Failed authentication** is rate-limited per client address: after
 //!   [`MAX_FAILURES`] failures within [`WINDOW`], that address gets 429 until the
 //!   window ends, whatever it sends. The table is bounded ([`MAX_CLIENTS`]).
@@ -89,6 +91,19 @@ impl ApiGuard {
     }
 }
 
+/// The paths of the table's [`Access::Open`](super::routes::Access::Open) routes.
+fn open_paths() -> &'static std::collections::HashSet<&'static str> {
+    static OPEN: std::sync::OnceLock<std::collections::HashSet<&'static str>> =
+        std::sync::OnceLock::new();
+    OPEN.get_or_init(|| {
+        super::routes::table()
+            .into_iter()
+            .filter(|r| r.access == super::routes::Access::Open)
+            .map(|r| r.path)
+            .collect()
+    })
+}
+
 /// The middleware: Host, lockout, token, in that order.
 pub async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Response {
     let guard = &s.guard;
@@ -105,7 +120,7 @@ pub async fn guard(State(s): State<ApiState>, req: Request, next: Next) -> Respo
         )
         .into_response();
     }
-    let open = req.uri().path() == "/healthz";
+    let open = open_paths().contains(req.uri().path());
     let needs_token = !open && (req.method() != Method::GET || guard.read_requires_token);
     if !needs_token {
         return next.run(req).await;

@@ -9,6 +9,7 @@
 //! The response shapes are the stable `--json` output documented in the README.
 
 pub mod client;
+mod dashboard;
 mod db;
 mod error;
 mod events;

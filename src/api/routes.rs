@@ -21,7 +21,7 @@ use super::{ApiError, ApiState};
 /// Who may call a route (the guard in `guard.rs` enforces it; the document states it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Never needs the token (`/healthz`).
+    /// Never needs the token (`/healthz`, the dashboard's files: they hold no data).
     Open,
     /// Needs the token only when `[api] read_requires_token` (every GET).
     Read,
@@ -340,6 +340,7 @@ pub fn table() -> Vec<Route> {
         },
     ];
     routes.extend(super::ops::table());
+    routes.extend(super::dashboard::table());
     routes.extend(super::db::table());
     routes
 }

@@ -61,6 +61,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_header_line_lowercases_its_name_only() {
+        let mut out = b"GET / HTTP/1.1\r\n".to_vec();
+        header(&mut out, b"X-Forwarded-Host", b"Example.TEST");
+        header(&mut out, b"date", b"Tue, 01 Dec 2026");
+        assert_eq!(
+            out,
+            b"GET / HTTP/1.1\r\nx-forwarded-host: Example.TEST\r\ndate: Tue, 01 Dec 2026\r\n"
+        );
+    }
+
+    #[test]
     fn a_list_of_equal_lengths_is_one_length_and_unequal_ones_are_none() {
         assert_eq!(content_length_list(b"7, 7"), Some(7));
         assert_eq!(content_length_list(b"7"), Some(7));
