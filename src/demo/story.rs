@@ -37,6 +37,7 @@ pub async fn run(rate: u32) -> anyhow::Result<ExitCode> {
     println!("  config:  {}", config_path.display());
     println!("  proxy:   http://{proxy_addr}/   (try it while the demo runs)");
     println!("  API:     http://{api_addr}/api/v1/services");
+    println!("  web:     http://{api_addr}/dashboard   (watch it live; token: demo-token)");
 
     let exe = std::env::current_exe().context("cannot find the cutover binary")?;
     let mut daemon = tokio::process::Command::new(&exe)
