@@ -89,25 +89,27 @@ async fn the_dashboard_files_are_open_but_the_data_need_the_token() {
     assert!(rebound.starts_with("HTTP/1.1 403"), "{rebound}");
 }
 
-#[tokio::test]
-async fn a_person_deploys_and_rolls_back_from_the_dashboard_in_a_real_browser() {
-    let mut h = with_read_token().build().await;
+/// v1 deployed and live, `served` requests through the proxy.
+async fn v1_live(h: &mut Harness, served: usize) {
     h.start().await;
     let first = h.deploy_no_wait("v1").await;
     h.wait_finished(first, 60).await;
     h.wait_serving("v1").await;
-    const SERVED: usize = 25;
-    for _ in 0..SERVED {
+    for _ in 0..served {
         let (status, _) = h.get_proxy("/").await.expect("the proxy answers");
         assert_eq!(status, 200);
     }
+}
 
+/// Runs `tests/dashboard/drive.py` in `flow`; its JSON summary.
+async fn drive(h: &Harness, served: usize, flow: &str) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard/drive.py");
     let run = tokio::process::Command::new("python3")
         .arg(script)
         .arg(h.api.to_string())
         .arg(TOKEN)
-        .arg(SERVED.to_string())
+        .arg(served.to_string())
+        .arg(flow)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(300), run)
@@ -121,8 +123,15 @@ async fn a_person_deploys_and_rolls_back_from_the_dashboard_in_a_real_browser() 
         "the browser session failed:\n{stdout}\n{stderr}\ndaemon:\n{}",
         h.daemon_logs()
     );
-    let summary: serde_json::Value =
-        serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a summary");
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).expect("a summary")
+}
+
+#[tokio::test]
+async fn a_person_deploys_and_rolls_back_from_the_dashboard_in_a_real_browser() {
+    let mut h = with_read_token().build().await;
+    const SERVED: usize = 25;
+    v1_live(&mut h, SERVED).await;
+    let summary = drive(&h, SERVED, "blue-green").await;
     assert_eq!(
         summary["live_before"], summary["live_after_rollback"],
         "{summary}"
@@ -152,4 +161,29 @@ async fn a_person_deploys_and_rolls_back_from_the_dashboard_in_a_real_browser() 
     );
     let status = h.status().await;
     assert_eq!(status.live_version.as_deref(), Some("v1"));
+}
+
+#[tokio::test]
+async fn a_canary_held_at_its_step_shows_its_split_and_is_promoted_from_the_page() {
+    let strategy = "[services.web.strategy]\nkind = \"canary\"\n\
+                    steps = [ { weight = 20, pause = \"until-promoted\", analyze = false } ]\n\n\
+                    [services.web.watch]";
+    let mut h = with_read_token()
+        .edit("[services.web.watch]", strategy)
+        .build()
+        .await;
+    v1_live(&mut h, 5).await;
+    let summary = drive(&h, 5, "canary").await;
+    assert_ne!(
+        summary["live_after_promote"],
+        serde_json::Value::Null,
+        "{summary}"
+    );
+
+    let history = h.cli(&["history", SERVICE, "--json"]).await.json();
+    let last = &history.as_array().expect("a list")[0];
+    assert_eq!(last["version"], "v2", "{history}");
+    assert_eq!(last["outcome"], "succeeded", "{history}");
+    assert_eq!(last["triggered_by"], "dashboard", "{history}");
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v2"));
 }

@@ -2,7 +2,11 @@
 """Drives Cutover's dashboard in a real headless Chromium through selenium, as a person
 would: `tests/e2e_dashboard.rs` starts the daemon (v1 live, some traffic served) and runs
 
-    python3 tests/dashboard/drive.py <api host:port> <token> <min requests on the live slot>
+    python3 tests/dashboard/drive.py <api host:port> <token> <min requests on the live slot> [flow]
+
+Flows: `blue-green` (the default: the token, the figures, a hostile message, a cancelled
+confirmation, deploy and rollback) and `canary` (a deploy held at its one 20 % step:
+the split shown as 80/20, the step named, Promote from the page).
 
 Every step waits for what the page shows (never a fixed sleep) and exits non-zero with
 the reason when it does not appear. Last line on success: a JSON summary.
@@ -20,6 +24,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 API, TOKEN, MIN_REQUESTS = sys.argv[1], sys.argv[2], int(sys.argv[3])
+FLOW = sys.argv[4] if len(sys.argv) > 4 else "blue-green"
 BASE = f"http://{API}"
 
 
@@ -41,9 +46,11 @@ def wait(driver, what, cond, secs=30):
         sys.exit(f"timed out waiting for {what}; the page shows:\n{body}")
 
 
+# The page re-renders its cards every second: an element found in one WebDriver call
+# can be replaced before the next, so every read is one script run in the page.
 def text(driver, css):
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return found[0].text if found else None
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
 
 
 def card(css=""):
@@ -67,15 +74,57 @@ def live_version(driver):
     return text(driver, card('[data-role="live-version"] b'))
 
 
+def split(driver):
+    return driver.execute_script(
+        "return [...document.querySelectorAll(arguments[0])].map((e) => e.innerText);",
+        card('[data-role="traffic"] div'))
+
+
 def enabled(driver, action):
-    b = driver.find_elements(By.CSS_SELECTOR, card(f'button[data-action="{action}"]'))
-    return bool(b) and b[0].is_enabled()
+    return driver.execute_script(
+        "const b = document.querySelector(arguments[0]); return !!b && !b.disabled;",
+        card(f'button[data-action="{action}"]'))
+
+
+def no_script_errors(driver):
+    """Nothing the page did raised a script error or a CSP violation (the API's own
+    refusals, which the page shows, are logged by the browser as failed loads)."""
+    severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
+              and "/api/v1/" not in e.get("message", "")]
+    assert not severe, severe
+
+
+def canary(driver, summary):
+    driver.get(f"{BASE}/dashboard")
+    use_token(driver, TOKEN)
+    wait(driver, "v1 live", lambda d: live_version(d) == "v1")
+    live = text(driver, card('[data-role="live"] b'))
+    # Outside a canary's steps only Deploy and Rollback apply.
+    assert not enabled(driver, "promote") and not enabled(driver, "pause")
+    version = driver.find_element(By.CSS_SELECTOR, card('input[data-role="version"]'))
+    version.send_keys("v2")
+    click(driver, "deploy", accept=True)
+    wait(driver, "the canary step", lambda d: "new release at 20%" in (text(d, card('[data-role="canary"]')) or ""), secs=90)
+    new = "green" if live == "blue" else "blue"
+    wait(driver, "the 80/20 split", lambda d: split(d) == [f"{live} 80%", f"{new} 20%"])
+    summary["split"] = split(driver)
+    assert enabled(driver, "promote") and enabled(driver, "abort")
+    assert not enabled(driver, "deploy") and not enabled(driver, "rollback")
+    click(driver, "promote", accept=True)
+    wait(driver, "the promote accepted", lambda d: "promote accepted" in (text(d, card('[data-role="message"]')) or ""))
+    wait(driver, "v2 live", lambda d: live_version(d) == "v2" and enabled(d, "rollback"), secs=90)
+    summary["live_after_promote"] = text(driver, card('[data-role="live"] b'))
+    no_script_errors(driver)
 
 
 def main():
     driver = browser()
     summary = {}
     try:
+        if FLOW == "canary":
+            canary(driver, summary)
+            print(json.dumps(summary))
+            return
         driver.get(f"{BASE}/dashboard")
         # Reads need the token here: the page says so and shows no service.
         wait(driver, "the token prompt", lambda d: "needs a token" in (text(d, "#connection") or ""))
@@ -93,8 +142,7 @@ def main():
         wait(driver, f"at least {MIN_REQUESTS} requests on {live}", lambda d: int(
             text(d, card(f'tr[data-slot="{live}"] [data-role="requests"]')) or 0) >= MIN_REQUESTS)
         assert text(driver, card(f'tr[data-slot="{live}"] [data-role="state"]')) == "live"
-        traffic = text(driver, card('[data-role="traffic"]'))
-        assert traffic == f"{live} 100%", traffic
+        assert split(driver) == [f"{live} 100%"], split(driver)
         assert enabled(driver, "deploy") and enabled(driver, "rollback")
         assert not enabled(driver, "promote") and not enabled(driver, "abort")
 
@@ -128,10 +176,7 @@ def main():
         wait(driver, "v1 live again", lambda d: live_version(d) == "v1" and enabled(d, "deploy"), secs=90)
         summary["live_after_rollback"] = text(driver, card('[data-role="live"] b'))
 
-        # Nothing the page did raised a script error or a CSP violation.
-        severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"
-                  and "/api/v1/" not in e.get("message", "")]
-        assert not severe, severe
+        no_script_errors(driver)
         # Forgetting the token hides nothing already shown but reads fail again.
         driver.find_element(By.ID, "forget-token").click()
         wait(driver, "the token prompt again", lambda d: "needs a token" in (text(d, "#connection") or ""))

@@ -129,14 +129,18 @@ async function act(c, name, action, body) {
   }
 }
 
-// Buttons a person can use now: deploy when nothing runs; promote, pause, resume and
-// abort only during a deployment; rollback when there is no deployment in progress.
+// Buttons a person can use now: deploy and rollback when no deployment runs; abort
+// during one; promote, pause and resume while a canary is in its steps (the API
+// refuses them otherwise, and would say so).
 function setButtons(c, svc) {
   const running = !!(svc && svc.active_deployment);
+  const cn = svc && svc.progress && svc.progress.canary;
+  const inSteps = running && !!cn && cn.step !== null && cn.step !== undefined;
   const known = !!svc && !c.busy;
   c.buttons.deploy.disabled = !known || running;
   c.buttons.rollback.disabled = !known || running;
-  for (const a of ["promote", "pause", "resume", "abort"]) c.buttons[a].disabled = !known || !running;
+  c.buttons.abort.disabled = !known || !running;
+  for (const a of ["promote", "pause", "resume"]) c.buttons[a].disabled = !known || !inSteps;
 }
 
 function perSecond(service, slot, requests) {
@@ -176,9 +180,9 @@ function deploymentLine(label, d, p) {
   const line = el("div", { class: "deployment", "data-role": label.toLowerCase().replace(/ /g, "-") }, parts.join(", "));
   if (d.outcome) line.append(" — ", el("b", { class: `outcome-${d.outcome}`, "data-role": "outcome" }, d.outcome.replace("_", " ")));
   if (d.reason) line.append(el("div", {}, d.reason));
-  if (p && p.canary) {
+  if (p && p.canary && p.canary.step !== null && p.canary.step !== undefined) {
     const cn = p.canary;
-    line.append(el("div", {}, `canary step ${cn.step} of ${cn.steps}, new release at ${cn.weight}%`,
+    line.append(el("div", { "data-role": "canary" }, `canary step ${cn.step} of ${cn.steps}, new release at ${cn.weight}%`,
       cn.held ? el("span", { class: "held" }, ` (held: ${cn.held})`) : null));
   }
   if (p && p.window) {
@@ -186,7 +190,11 @@ function deploymentLine(label, d, p) {
     const rate = w.error_rate === null || w.error_rate === undefined ? "—" : `${(100 * w.error_rate).toFixed(2)}%`;
     line.append(el("div", {}, `window: ${w.requests} requests, ${w.errors} errors (${rate}), p95 ${w.p95_ms ?? "—"} ms`));
   }
-  if (p && p.watch_ends_at) line.append(el("div", {}, `watch ends at ${p.watch_ends_at}`));
+  if (p && p.watch_ends_at) {
+    // Milliseconds since the epoch, by the daemon's clock.
+    const left = Math.max(0, Math.round((Number(p.watch_ends_at) - Date.now()) / 1000));
+    line.append(el("div", { "data-role": "watch" }, `watch ends in ${left} s`));
+  }
   return line;
 }
 
