@@ -1,6 +1,6 @@
 //! The validated types of each runtime kind (where a slot runs: `process`, `docker`,
 //! `compose`) and each router kind (where traffic is pointed: `builtin`, `nginx`,
-//! `haproxy`, `traefik`, `caddy`).
+//! `haproxy`, `traefik`, `caddy`, `dns`).
 //!
 //! Like `model.rs` and `delivery.rs`, only types: the rules that produce them are in
 //! `runtime.rs`, `runtime/*.rs` and `router/*.rs`, one file per kind. Kept apart from
@@ -202,6 +202,7 @@ pub enum RouterConfig {
     Haproxy(HaproxyRouterConfig),
     Traefik(TraefikRouterConfig),
     Caddy(CaddyRouterConfig),
+    Dns(DnsRouterConfig),
 }
 
 impl RouterConfig {
@@ -213,6 +214,7 @@ impl RouterConfig {
             RouterConfig::Haproxy(_) => "haproxy",
             RouterConfig::Traefik(_) => "traefik",
             RouterConfig::Caddy(_) => "caddy",
+            RouterConfig::Dns(_) => "dns",
         }
     }
 
@@ -308,4 +310,48 @@ pub struct CaddyRouterConfig {
     pub id: String,
     /// Time one admin call (and the check of the running config) may take. Default 10s.
     pub timeout: Duration,
+}
+
+/// DNS: one name's address records on the zone's primary server, replaced by an RFC
+/// 2136 dynamic update signed with a TSIG key, with a TXT record beside it naming the
+/// live slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsRouterConfig {
+    /// The primary (authoritative) server that accepts updates: `ip:port` or
+    /// `host:port` (DNS over TCP).
+    pub server: Endpoint,
+    /// The zone the name is in, fully qualified (`example.com.`).
+    pub zone: String,
+    /// The name Cutover points, fully qualified. Default `<service>.<zone>`.
+    pub name: String,
+    /// The records' TTL: how long resolvers may keep answering with the previous
+    /// slot's address. Default 60s.
+    pub ttl: Duration,
+    /// The key the updates are signed with.
+    pub key: TsigKey,
+    /// What the record says for each slot; `None`: the slot endpoint's own address.
+    pub addresses: Option<BTreeMap<Slot, Vec<std::net::IpAddr>>>,
+    /// Time one exchange with the server may take. Default 5s.
+    pub timeout: Duration,
+}
+
+/// A TSIG key (RFC 8945), as `tsig-keygen` writes it. The secret never appears in
+/// `Debug` output.
+#[derive(Clone, PartialEq)]
+pub struct TsigKey {
+    /// The key's name, as the server knows it.
+    pub name: String,
+    /// `hmac-sha256`, `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    pub secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for TsigKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TsigKey")
+            .field("name", &self.name)
+            .field("algorithm", &self.algorithm)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }

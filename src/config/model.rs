@@ -20,9 +20,10 @@ pub use super::edge::{ApiEdge, IpNet, PreviewConfig, ProxyEdge, MIN_PUBLIC_TOKEN
 pub use super::hook_types::{Hook, HookAction, HookPoint, HttpHook, OnFailure};
 
 pub use super::kinds::{
-    AdminAddr, CaddyRouterConfig, ComposeRuntimeConfig, DockerReach, DockerRestart,
-    DockerRuntimeConfig, HaproxyRouterConfig, NginxRouterConfig, ProcessRuntimeConfig,
-    RouterConfig, RuntimeConfig, SlotPorts, StopSignal, TraefikRouterConfig,
+    AdminAddr, CaddyRouterConfig, ComposeRuntimeConfig, DnsRouterConfig, DockerReach,
+    DockerRestart, DockerRuntimeConfig, HaproxyRouterConfig, NginxRouterConfig,
+    ProcessRuntimeConfig, RouterConfig, RuntimeConfig, SlotPorts, StopSignal, TraefikRouterConfig,
+    TsigKey,
 };
 
 /// The whole file.

@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use super::kinds::{DnsRouterConfig, RouterConfig};
 use super::model::{RuntimeConfig, ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
 use super::rules::{addr, duration};
 use super::runtime::runtime;
+use super::Strategy;
 use super::{analysis, database, health, hooks, router, smoke, strategy, supervise, watch};
 
 /// What cross-service rules need from a service, kept even when other parts of it are
@@ -82,6 +84,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let analysis = analysis::analysis(&at, r.raw.analysis.as_ref(), p);
     let has_analysis = r.raw.analysis.is_some() || r.rejected("analysis");
     let strategy = strategy::strategy(&at, r.raw.strategy.as_ref(), has_analysis, p);
+    if let (Some(RouterConfig::Dns(d)), Some(st), Some(warm)) = (&router, &strategy, warm_for) {
+        dns_rules(&r, d, st, warm, p);
+    }
     let mirror = strategy::mirror(
         &at,
         r.raw.mirror.as_ref(),
@@ -159,6 +164,34 @@ fn no_proxy_keys(r: &Read<RawService>, kind: &str, p: &mut Problems) -> Option<O
         }
     }
     (p.count() == before).then_some(None)
+}
+
+/// A name points at one slot at a time, and resolvers keep the previous answer for
+/// the TTL: no canary steps (no split by weight), and the previous release kept
+/// running at least that long after a switch, so a client that cached its address
+/// still reaches a running release.
+fn dns_rules(
+    r: &Read<RawService>,
+    d: &DnsRouterConfig,
+    strategy: &Strategy,
+    warm_for: std::time::Duration,
+    p: &mut Problems,
+) {
+    if matches!(strategy, Strategy::Canary(_)) {
+        p.add(
+            r.key("strategy"),
+            "canary steps split traffic by weight, which a DNS name cannot do: use a blue-green strategy with kind = \"dns\", or a router that splits (builtin, nginx, haproxy, traefik, caddy)",
+        );
+    }
+    if warm_for < d.ttl {
+        p.add(
+            r.key("warm_for"),
+            format!(
+                "expected at least the DNS records' ttl ({}): resolvers keep the previous slot's address that long, so the previous release must keep running",
+                super::rules::show(d.ttl)
+            ),
+        );
+    }
 }
 
 /// `environment`: a short lower-case name (`production`, `staging`, ...).

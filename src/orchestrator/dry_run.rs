@@ -246,6 +246,7 @@ fn router(cfg: &ServiceConfig, target: Slot, from: Option<Slot>) -> Value {
         RouterConfig::Haproxy(_) => "HAProxy server weights set over the admin socket",
         RouterConfig::Traefik(_) => "Traefik dynamic config file rewritten",
         RouterConfig::Caddy(_) => "Caddy admin API config replaced",
+        RouterConfig::Dns(_) => "the name's records replaced by a signed DNS update",
     };
     json!({ "kind": kind, "change": change, "how": how })
 }

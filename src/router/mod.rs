@@ -8,6 +8,7 @@
 
 pub mod builtin;
 pub mod caddy;
+pub mod dns;
 pub(crate) mod external;
 pub mod haproxy;
 pub mod nginx;
@@ -142,7 +143,7 @@ pub fn routers_from_config(
 ) -> Result<std::collections::HashMap<String, std::sync::Arc<dyn Router>>, RouterError> {
     use crate::config::RouterConfig;
     use std::sync::Arc;
-    Ok(config
+    config
         .services
         .iter()
         .map(|(name, s)| {
@@ -152,8 +153,9 @@ pub fn routers_from_config(
                 RouterConfig::Haproxy(c) => Arc::new(haproxy::HaproxyRouter::new(name, c.clone())),
                 RouterConfig::Traefik(c) => Arc::new(traefik::TraefikRouter::new(name, c.clone())),
                 RouterConfig::Caddy(c) => Arc::new(caddy::CaddyRouter::new(name, c.clone())),
+                RouterConfig::Dns(c) => Arc::new(dns::DnsRouter::new(name, c.clone())?),
             };
-            (name.clone(), router)
+            Ok((name.clone(), router))
         })
-        .collect())
+        .collect()
 }

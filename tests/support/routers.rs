@@ -623,3 +623,133 @@ pub async fn named_app(body: &'static str) -> SocketAddr {
     });
     addr
 }
+
+// ------------------------------------------------------------------------- BIND 9
+
+/// A BIND 9 `named` on a loopback port, primary for `example.test`, accepting dynamic
+/// updates signed with the key `tsig-keygen` made (`key_file`).
+pub struct Bind {
+    pub server: Server,
+    /// Where it answers (UDP and TCP).
+    pub addr: SocketAddr,
+    /// `tsig-keygen -a hmac-sha256 cutover`'s output.
+    pub key_file: PathBuf,
+}
+
+pub const ZONE: &str = "example.test";
+
+pub async fn start_bind(dir: &Path) -> Bind {
+    let named = require("named", "apt-get install bind9");
+    let keygen = require("tsig-keygen", "apt-get install bind9");
+    require("dig", "apt-get install bind9-dnsutils");
+    let d = dir.join("bind");
+    std::fs::create_dir_all(&d).expect("bind dir");
+    let key_file = d.join("cutover.key");
+    let key = Command::new(&keygen)
+        .args(["-a", "hmac-sha256", "cutover"])
+        .output()
+        .expect("tsig-keygen runs");
+    assert!(key.status.success(), "tsig-keygen: {key:?}");
+    std::fs::write(&key_file, &key.stdout).expect("key file");
+    std::fs::write(
+        d.join("zone"),
+        format!(
+            "$TTL 300\n@ IN SOA ns.{ZONE}. admin.{ZONE}. 1 3600 600 86400 60\n\
+             @ IN NS ns.{ZONE}.\nns IN A 127.0.0.1\n"
+        ),
+    )
+    .expect("zone file");
+    let addr = free_addr();
+    let dp = d.display();
+    std::fs::write(
+        d.join("named.conf"),
+        format!(
+            r#"include "{dp}/cutover.key";
+options {{
+  directory "{dp}";
+  pid-file "{dp}/named.pid";
+  session-keyfile "{dp}/session.key";
+  managed-keys-directory "{dp}";
+  listen-on port {port} {{ 127.0.0.1; }};
+  listen-on-v6 {{ none; }};
+  recursion no;
+  dnssec-validation no;
+  notify no;
+}};
+controls {{ }};
+zone "{ZONE}" {{
+  type primary;
+  file "{dp}/zone";
+  allow-update {{ key "cutover"; }};
+}};
+"#,
+            port = addr.port()
+        ),
+    )
+    .expect("named.conf");
+    let mut cmd = Command::new(named);
+    // -g: foreground, logs on stderr; -n 1: one worker thread; as root it stays root
+    // (no -u), so it can write the zone's journal in the test's directory.
+    cmd.arg("-g")
+        .arg("-n")
+        .arg("1")
+        .arg("-c")
+        .arg(d.join("named.conf"));
+    let mut server = Server::spawn("named", &d, cmd);
+    server.wait_listening(addr).await;
+    Bind {
+        server,
+        addr,
+        key_file,
+    }
+}
+
+impl Bind {
+    /// The router table for the demo's `web` service: the name `web.example.test`,
+    /// blue published at 192.0.2.10, green at 192.0.2.11 and 2001:db8::11.
+    pub fn router_toml(&self, key_file: &Path) -> String {
+        format!(
+            "[services.web.router]\nkind = \"dns\"\nserver = \"{}\"\nzone = \"{ZONE}\"\n\
+             ttl = \"30s\"\nkey_file = \"{}\"\n\n\
+             [services.web.router.addresses]\nblue = [\"192.0.2.10\"]\n\
+             green = [\"192.0.2.11\", \"2001:db8::11\"]\n\n",
+            self.addr,
+            key_file.display()
+        )
+    }
+
+    /// `dig +short` for `name` and `rtype`, asked of this server (TCP): the answers,
+    /// sorted.
+    pub fn dig(&self, name: &str, rtype: &str) -> Vec<String> {
+        let out = Command::new("dig")
+            .args([
+                &format!("@{}", self.addr.ip()),
+                "-p",
+                &self.addr.port().to_string(),
+                "+tcp",
+                "+short",
+                "+norecurse",
+                name,
+                rtype,
+            ])
+            .output()
+            .expect("dig runs");
+        assert!(out.status.success(), "dig: {out:?}");
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().trim_matches('"').to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// The zone's SOA serial (BIND increments it with each update it applies).
+    pub fn serial(&self) -> u64 {
+        let soa = self.dig(ZONE, "SOA");
+        soa.first()
+            .and_then(|l| l.split_whitespace().nth(2))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no SOA serial in {soa:?}"))
+    }
+}

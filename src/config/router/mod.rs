@@ -7,12 +7,13 @@
 //! nginx key under `kind = "haproxy"` is reported as unknown for HAProxy.
 //!
 //! This file reads `kind` and dispatches; each kind's keys, defaults and raw struct are
-//! in `nginx.rs`, `haproxy.rs`, `traefik.rs` and `caddy.rs`, the rules they share (file
+//! in `nginx.rs`, `haproxy.rs`, `traefik.rs`, `caddy.rs` and `dns.rs`, the rules they share (file
 //! paths, names used inside the load balancer's config, timeouts) in `rules.rs`, the
 //! validated types in `kinds.rs`, and the rule that an external router takes no proxy
 //! keys in `service.rs`.
 
 mod caddy;
+mod dns;
 mod haproxy;
 mod nginx;
 mod traefik;
@@ -20,6 +21,7 @@ mod traefik;
 use std::path::Path;
 
 use caddy::caddy;
+use dns::dns;
 use haproxy::haproxy;
 use nginx::nginx;
 use traefik::traefik;
@@ -28,7 +30,7 @@ use super::kinds::RouterConfig;
 use super::raw::RawRouter;
 use super::read::{join, read, Problems, Sub};
 
-const KINDS: &str = "\"builtin\", \"nginx\", \"haproxy\", \"traefik\", \"caddy\"";
+const KINDS: &str = "\"builtin\", \"nginx\", \"haproxy\", \"traefik\", \"caddy\", \"dns\"";
 
 /// Reads `[<service>.router]`; an absent table is the built-in proxy.
 pub(super) fn router(
@@ -76,6 +78,7 @@ pub(super) fn router(
         "haproxy" => haproxy(service, &read(value, &at, p)?, base, p).map(RouterConfig::Haproxy),
         "traefik" => traefik(&read(value, &at, p)?, base, p).map(RouterConfig::Traefik),
         "caddy" => caddy(service, &read(value, &at, p)?, p).map(RouterConfig::Caddy),
+        "dns" => dns(service, &read(value, &at, p)?, base, p).map(RouterConfig::Dns),
         other => {
             p.add(
                 join(&at, "kind"),

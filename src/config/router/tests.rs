@@ -172,3 +172,63 @@ fn admin_apis_may_be_given_by_host_name_and_a_malformed_one_names_its_key() {
         "{p:?}"
     );
 }
+
+fn dns_key_file() -> tempfile::NamedTempFile {
+    let f = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        f.path(),
+        "key \"cutover\" {\n\talgorithm hmac-sha512;\n\tsecret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\";\n};\n",
+    )
+    .unwrap();
+    f
+}
+
+#[test]
+fn a_dns_router_gets_its_defaults_and_reads_its_key_file() {
+    let key = dns_key_file();
+    let text = service(
+        &format!("[services.web.router]\nkind = \"dns\"\nserver = \"ns1.example.com:53\"\nzone = \"Example.com.\"\nkey_file = \"{}\"\n", key.path().display()),
+        false,
+    );
+    let c = parse(&text, None).unwrap();
+    let RouterConfig::Dns(d) = &c.services["web"].router else {
+        panic!()
+    };
+    assert_eq!(
+        (d.zone.as_str(), d.name.as_str()),
+        ("example.com.", "web.example.com.")
+    );
+    assert_eq!(d.ttl, Duration::from_secs(60));
+    assert_eq!(
+        (d.key.name.as_str(), d.key.algorithm.as_str()),
+        ("cutover", "hmac-sha512")
+    );
+    assert_eq!(d.addresses, None);
+    assert_eq!(c.services["web"].listen, None);
+}
+
+#[test]
+fn a_dns_router_names_each_wrong_key() {
+    let key = dns_key_file();
+    let p = problems(&service(
+        &format!("[services.web.router]\nkind = \"dns\"\nzone = \"example.com\"\nname = \"www.other.org\"\nttl = \"500ms\"\nkey_file = \"{}\"\n\n[services.web.router.addresses]\nblue = [\"192.0.2.1\"]\ngreen = [\"not-an-ip\"]\n", key.path().display()),
+        false,
+    ));
+    let joined = p.join("\n");
+    for expected in [
+        "services.web.router.server: missing required key",
+        "services.web.router.name: expected a name inside the zone",
+        "services.web.router.ttl: expected whole seconds",
+        "services.web.router.addresses.green[0]: expected an IP address",
+    ] {
+        assert!(joined.contains(expected), "{expected:?} not in:\n{joined}");
+    }
+    let p = problems(&service(
+        "[services.web.router]\nkind = \"dns\"\nserver = \"127.0.0.1:53\"\nzone = \"example.com\"\nkey_file = \"/nonexistent/key\"\n",
+        false,
+    ));
+    assert!(
+        p[0].starts_with("services.web.router.key_file: cannot read"),
+        "{p:?}"
+    );
+}
