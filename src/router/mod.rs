@@ -1,6 +1,7 @@
 //! Routers: where a service's traffic is pointed: the built-in proxy, or a load
 //! balancer the user already runs (nginx, HAProxy, Traefik, Caddy; see
-//! README.md, "External routers"). Kubernetes plugs in here later.
+//! README.md, "External routers"), or a DNS name (`dns.rs`). Kubernetes plugs in here
+//! later.
 //!
 //! The orchestrator only sees [`Router`]. A router must make a change take effect
 //! before `apply` returns, report what it actually routes to (so drift shows), and give
