@@ -20,9 +20,17 @@ const GREEN_V4: [&str; 1] = ["192.0.2.11"];
 const GREEN_V6: [&str; 1] = ["2001:db8::11"];
 
 async fn daemon_with_bind(builder: support::Builder) -> (Harness, routers::Bind) {
+    daemon_with_router(builder, |_, dns| dns.router_toml(&dns.key_file)).await
+}
+
+/// The daemon with a BIND 9 and the router table `router` writes for it.
+async fn daemon_with_router(
+    builder: support::Builder,
+    router: impl FnOnce(&Harness, &routers::Bind) -> String,
+) -> (Harness, routers::Bind) {
     let mut h = builder.watch("1s").without_latency_trigger().build().await;
     let dns = routers::start_bind(h.dir()).await;
-    routers::use_router(&h, &dns.router_toml(&dns.key_file));
+    routers::use_router(&h, &router(&h, &dns));
     h.start().await;
     (h, dns)
 }
@@ -87,19 +95,15 @@ async fn a_release_that_fails_its_checks_never_reaches_dns() {
 
 #[tokio::test]
 async fn a_wrong_key_fails_the_deployment_with_the_servers_answer_and_changes_nothing() {
-    let mut h = Harness::builder()
-        .watch("1s")
-        .without_latency_trigger()
-        .build()
-        .await;
-    let dns = routers::start_bind(h.dir()).await;
-    // The right name and algorithm, another secret.
-    let wrong = h.write(
-        "wrong.key",
-        "key \"cutover\" {\n\talgorithm hmac-sha256;\n\tsecret \"d3JvbmctZ3Vlc3Mtd3JvbmctZ3Vlc3Mtd3Jvbmch\";\n};\n",
-    );
-    routers::use_router(&h, &dns.router_toml(&wrong));
-    h.start().await;
+    let (h, dns) = daemon_with_router(Harness::builder(), |h, dns| {
+        // The right name and algorithm, another secret.
+        let wrong = h.write(
+            "wrong.key",
+            "key \"cutover\" {\n\talgorithm hmac-sha256;\n\tsecret \"d3JvbmctZ3Vlc3Mtd3JvbmctZ3Vlc3Mtd3Jvbmch\";\n};\n",
+        );
+        dns.router_toml(&wrong)
+    })
+    .await;
     let serial = dns.serial();
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_ne!(v1.code, 0, "deployed with a wrong key:\n{v1}");
@@ -165,17 +169,12 @@ async fn the_config_refuses_what_a_dns_name_cannot_do() {
 
 #[tokio::test]
 async fn two_slots_that_would_publish_one_address_are_refused_not_switched_silently() {
-    let mut h = Harness::builder()
-        .watch("1s")
-        .without_latency_trigger()
-        .build()
-        .await;
-    let dns = routers::start_bind(h.dir()).await;
-    // No [addresses]: the slots' own endpoints, both on 127.0.0.1.
-    let toml = dns.router_toml(&dns.key_file);
-    let toml = &toml[..toml.find("[services.web.router.addresses]").unwrap()];
-    routers::use_router(&h, toml);
-    h.start().await;
+    let (h, dns) = daemon_with_router(Harness::builder(), |_, dns| {
+        // No [addresses]: the slots' own endpoints, both on 127.0.0.1.
+        let toml = dns.router_toml(&dns.key_file);
+        toml[..toml.find("[services.web.router.addresses]").unwrap()].to_string()
+    })
+    .await;
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_eq!(v1.code, 0, "{v1}\n{}", h.daemon_logs());
     assert_eq!(dns.dig(NAME, "A"), ["127.0.0.1"]);
