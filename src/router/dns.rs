@@ -356,3 +356,97 @@ impl Router for DnsRouter {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TsigKey;
+    use crate::domain::endpoint::Endpoint;
+
+    fn router(server: std::net::SocketAddr, timeout: Duration) -> DnsRouter {
+        let config = DnsRouterConfig {
+            server: Endpoint::Addr(server),
+            zone: "example.test.".into(),
+            name: "web.example.test.".into(),
+            ttl: Duration::from_secs(30),
+            key: TsigKey {
+                name: "cutover".into(),
+                algorithm: "hmac-sha256".into(),
+                secret: b"secret-secret-secret-secret!".to_vec(),
+            },
+            addresses: None,
+            timeout,
+        };
+        DnsRouter::new("web", config).unwrap()
+    }
+
+    #[test]
+    fn one_update_replaces_both_address_sets_and_the_marker() {
+        let r = router("127.0.0.1:53".parse().unwrap(), Duration::from_secs(1));
+        let ips: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()];
+        let m = r.update(&ips, Slot::Green);
+        assert_eq!(m.metadata.op_code, OpCode::Update);
+        let zones = m.zones();
+        assert_eq!(zones.len(), 1);
+        assert_eq!(zones[0].name().to_string(), "example.test.");
+        let updates = m.updates();
+        let deletes: Vec<(String, RecordType)> = updates
+            .iter()
+            .filter(|u| u.dns_class == DNSClass::ANY)
+            .map(|u| (u.name.to_string(), u.record_type()))
+            .collect();
+        assert_eq!(
+            deletes,
+            [
+                ("web.example.test.".to_string(), RecordType::A),
+                ("web.example.test.".to_string(), RecordType::AAAA),
+                ("_cutover.web.example.test.".to_string(), RecordType::TXT),
+            ]
+        );
+        let adds: Vec<String> = updates
+            .iter()
+            .filter(|u| u.dns_class == DNSClass::IN)
+            .map(|u| format!("{} {} {}", u.name, u.ttl, u.data))
+            .collect();
+        assert_eq!(
+            adds,
+            [
+                "web.example.test. 30 192.0.2.1",
+                "web.example.test. 30 2001:db8::1",
+                "_cutover.web.example.test. 30 green",
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_is_given_up_on_after_the_timeout() {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let hold = tokio::spawn(async move {
+            let (conn, _) = silent.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(conn);
+        });
+        let r = router(addr, Duration::from_millis(300));
+        let err = r.observed_live("web").await.unwrap_err();
+        assert!(
+            matches!(&err, RouterError::Unreachable(m) if m.contains("no answer within")),
+            "{err}"
+        );
+        hold.abort();
+    }
+
+    #[tokio::test]
+    async fn a_server_that_is_not_there_is_unreachable_not_a_refusal() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let r = router(addr, Duration::from_secs(2));
+        let err = r.observed_live("web").await.unwrap_err();
+        assert!(matches!(err, RouterError::Unreachable(_)), "{err}");
+        assert!(matches!(
+            r.observed_live("other").await,
+            Err(RouterError::UnknownService(_))
+        ));
+    }
+}
