@@ -169,6 +169,13 @@ def main():
         summary["live_after_deploy"] = text(driver, card('[data-role="live"] b'))
         assert summary["live_after_deploy"] != live, summary
         assert "succeeded" in (text(driver, card('[data-role="outcome"]')) or ""), text(driver, card())
+        # No absent value is written out as such.
+        shown = text(driver, "body")
+        for word in ("null", "undefined", "NaN", "[object"):
+            assert word not in shown, f"the page shows {word!r}:\n{shown}"
+        # The recent deployments name the page as who asked, newest first.
+        wait(driver, "the deploy in the history", lambda d: text(d, card('tr[data-deployment] [data-role="history-by"]')) == "dashboard")
+        assert text(driver, card('tr[data-deployment] [data-role="history-outcome"]')) == "succeeded"
 
         # Roll back from the page.
         click(driver, "rollback", accept=True)

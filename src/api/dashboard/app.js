@@ -9,6 +9,9 @@
 "use strict";
 
 const POLL_MS = 1000;
+// The recent deployments change less often than the figures: read every few polls.
+const HISTORY_EVERY = 5;
+const HISTORY_LIMIT = 5;
 const TOKEN_KEY = "cutover-token";
 const ACTIONS = [
   // [action, button label, what the confirmation says]
@@ -67,6 +70,11 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
+// node.replaceChildren without the absent parts (it would write null as "null").
+function fill(node, ...children) {
+  node.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined && c !== false && c !== ""));
+}
+
 function fact(label, value, attrs) {
   return el("span", attrs, label + " ", el("b", {}, value === null || value === undefined ? "—" : value));
 }
@@ -90,8 +98,9 @@ function card(name) {
     row.append(buttons[action]);
   }
   const message = el("p", { class: "message", role: "status", "data-role": "message" });
-  const root = el("section", { class: "service", "data-service": name }, el("h2", {}, name), status, row, message);
-  c = { root, status, buttons, message, version, busy: false };
+  const history = el("div", { class: "history", "data-role": "history" });
+  const root = el("section", { class: "service", "data-service": name }, el("h2", {}, name), status, row, message, history);
+  c = { root, status, buttons, message, version, history, busy: false, polls: 0, activeId: null };
   deploy.addEventListener("click", () => {
     const v = version.value.trim();
     if (!v) return say(c, "Enter the version to deploy.", true);
@@ -201,7 +210,7 @@ function deploymentLine(label, d, p) {
 function render(svc) {
   const c = card(svc.name);
   const title = c.root.querySelector("h2");
-  title.replaceChildren(svc.name, svc.environment ? el("span", { class: "env" }, svc.environment) : "");
+  fill(title, svc.name, svc.environment ? el("span", { class: "env" }, svc.environment) : "");
   const facts = el("p", { class: "facts" },
     fact("live", svc.live, { "data-role": "live" }),
     fact("version", svc.live_version, { "data-role": "live-version" }),
@@ -224,7 +233,8 @@ function render(svc) {
     el("thead", {}, el("tr", {}, ["slot", "state", "version", "running"].map((h) => el("th", {}, h)),
       ["requests", "req/s", "errors", "error %", "in flight", "shield retries"].map((h) => el("th", { class: "num" }, h)))),
     el("tbody", {}, rows));
-  c.status.replaceChildren(
+  fill(
+    c.status,
     facts,
     svc.drift ? el("p", { class: "drift" }, `Drift: the router sends traffic to ${svc.observed_live ?? "nothing"}, not ${svc.live}.`) : "",
     widths(trafficBar(svc)),
@@ -232,6 +242,34 @@ function render(svc) {
     deploymentLine("In progress", svc.active_deployment, svc.progress),
     svc.active_deployment ? "" : deploymentLine("Last", svc.last_deployment, null));
   setButtons(c, svc);
+}
+
+function when(ms) {
+  return ms === null || ms === undefined ? "—" : new Date(Number(ms)).toLocaleString();
+}
+
+function took(d) {
+  if (!d.finished_at || !d.started_at) return "—";
+  return `${((Number(d.finished_at) - Number(d.started_at)) / 1000).toFixed(1)} s`;
+}
+
+// The last few deployments: who asked for what, and how each ended.
+async function renderHistory(c, name) {
+  const runs = await api("GET", `/api/v1/services/${encodeURIComponent(name)}/history?limit=${HISTORY_LIMIT}`);
+  const rows = runs.map((d) => el("tr", { "data-deployment": d.id },
+    el("td", { class: "num" }, `#${d.id}`), el("td", {}, d.kind), el("td", {}, d.version),
+    el("td", {}, d.target_slot ?? "—"),
+    el("td", { class: d.outcome ? `outcome-${d.outcome}` : "held", "data-role": "history-outcome" },
+      d.outcome ? d.outcome.replace("_", " ") : `running (${d.phase})`),
+    el("td", { "data-role": "history-by" }, d.triggered_by ?? "—"),
+    el("td", {}, when(d.started_at)), el("td", { class: "num" }, took(d)),
+    el("td", { class: "reason" }, d.reason ?? "")));
+  fill(
+    c.history,
+    el("h3", {}, "Recent deployments"),
+    rows.length ? el("table", {},
+      el("thead", {}, el("tr", {}, ["#", "kind", "version", "slot", "outcome", "by", "started", "took", "reason"].map((h) => el("th", {}, h)))),
+      el("tbody", {}, rows)) : el("p", {}, "none yet"));
 }
 
 let polling = false;
@@ -244,6 +282,13 @@ async function refresh() {
     for (const svc of services) {
       seen.add(svc.name);
       render(svc);
+      const c = cards.get(svc.name);
+      // Read the history now and then, and at once when a deployment starts or ends.
+      const active = svc.active_deployment ? svc.active_deployment.id : null;
+      if (c.polls++ % HISTORY_EVERY === 0 || active !== c.activeId) {
+        c.activeId = active;
+        await renderHistory(c, svc.name);
+      }
     }
     for (const [name, c] of cards) {
       if (!seen.has(name)) {
