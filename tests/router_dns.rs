@@ -101,6 +101,7 @@ async fn a_wrong_key_fails_the_deployment_with_the_servers_answer_and_changes_no
             "wrong.key",
             "key \"cutover\" {\n\talgorithm hmac-sha256;\n\tsecret \"d3JvbmctZ3Vlc3Mtd3JvbmctZ3Vlc3Mtd3Jvbmch\";\n};\n",
         );
+        routers::private(&wrong);
         dns.router_toml(&wrong)
     })
     .await;
@@ -132,6 +133,7 @@ async fn the_config_refuses_what_a_dns_name_cannot_do() {
         "key \"cutover\" { algorithm hmac-sha256; secret \"c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0IQ==\"; };\n",
     )
     .unwrap();
+    routers::private(&key);
     let router = format!(
         "[services.web.router]\nkind = \"dns\"\nserver = \"127.0.0.1:53\"\nzone = \"example.test\"\n\
          ttl = \"120s\"\nkey_file = \"{}\"\n\n",
@@ -153,6 +155,17 @@ async fn the_config_refuses_what_a_dns_name_cannot_do() {
         said.contains("services.web.warm_for") && said.contains("ttl (2m)"),
         "{said}"
     );
+
+    // A key file every user can read is refused before it is read.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let out = h.cli(&["validate"]).await;
+    assert_eq!(out.code, 2, "{out}");
+    let said = format!("{out}");
+    assert!(said.contains("mode 0644") && said.contains("chmod 600"), "{said}");
+    routers::private(&key);
 
     std::fs::write(
         &key,

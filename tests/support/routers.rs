@@ -638,6 +638,12 @@ pub struct Bind {
 
 pub const ZONE: &str = "example.test";
 
+/// Mode 0600: the dns router refuses a key file other users can read.
+pub fn private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
+
 pub async fn start_bind(dir: &Path) -> Bind {
     let named = require("named", "apt-get install bind9");
     let keygen = require("tsig-keygen", "apt-get install bind9");
@@ -651,6 +657,7 @@ pub async fn start_bind(dir: &Path) -> Bind {
         .expect("tsig-keygen runs");
     assert!(key.status.success(), "tsig-keygen: {key:?}");
     std::fs::write(&key_file, &key.stdout).expect("key file");
+    private(&key_file);
     std::fs::write(
         d.join("zone"),
         format!(

@@ -179,6 +179,22 @@ fn ips(
 /// Reads a key file as `tsig-keygen` writes it:
 /// `key "name" { algorithm hmac-sha256; secret "<base64>"; };`
 fn key_file(p: &mut Problems, key: String, path: &Path) -> Option<TsigKey> {
+    // Anyone who can read the key can point the name anywhere: like ssh with a private
+    // key, refuse a file other users can read, or others than its owner can change.
+    if let Ok(meta) = std::fs::metadata(path) {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o026 != 0 {
+            p.add(
+                key,
+                format!(
+                    "{} is readable by every user or writable by others (mode {mode:04o}): it holds the DNS update key; `chmod 600` it (or 640 to share it with the DNS server's group)",
+                    path.display()
+                ),
+            );
+            return None;
+        }
+    }
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {

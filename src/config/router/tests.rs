@@ -232,3 +232,19 @@ fn a_dns_router_names_each_wrong_key() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_dns_key_file_other_users_can_read_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let key = dns_key_file();
+    std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = service(
+        &format!("[services.web.router]\nkind = \"dns\"\nserver = \"127.0.0.1:53\"\nzone = \"example.com\"\nkey_file = \"{}\"\n", key.path().display()),
+        false,
+    );
+    let p = problems(&text);
+    assert!(p[0].starts_with("services.web.router.key_file:") && p[0].contains("chmod 600"), "{p:?}");
+    // Group-readable is allowed (shared with the DNS server's group).
+    std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(parse(&text, None).is_ok());
+}
