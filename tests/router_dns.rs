@@ -164,7 +164,10 @@ async fn the_config_refuses_what_a_dns_name_cannot_do() {
     let out = h.cli(&["validate"]).await;
     assert_eq!(out.code, 2, "{out}");
     let said = format!("{out}");
-    assert!(said.contains("mode 0644") && said.contains("chmod 600"), "{said}");
+    assert!(
+        said.contains("mode 0644") && said.contains("chmod 600"),
+        "{said}"
+    );
     routers::private(&key);
 
     std::fs::write(

@@ -243,7 +243,10 @@ fn a_dns_key_file_other_users_can_read_is_refused() {
         false,
     );
     let p = problems(&text);
-    assert!(p[0].starts_with("services.web.router.key_file:") && p[0].contains("chmod 600"), "{p:?}");
+    assert!(
+        p[0].starts_with("services.web.router.key_file:") && p[0].contains("chmod 600"),
+        "{p:?}"
+    );
     // Group-readable is allowed (shared with the DNS server's group).
     std::fs::set_permissions(key.path(), std::fs::Permissions::from_mode(0o640)).unwrap();
     assert!(parse(&text, None).is_ok());
