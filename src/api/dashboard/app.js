@@ -302,8 +302,12 @@ async function refresh() {
       setConnection(token ? "the token was refused" : "this API needs a token to read: enter it above", true);
     } else if (e instanceof ApiFailure) {
       setConnection(`the API answered ${e.status}: ${e.message}`, true);
-    } else {
+    } else if (e instanceof TypeError && /fetch|network/i.test(e.message)) {
       setConnection("the daemon cannot be reached", true);
+    } else {
+      // A fault of the page itself: said as such, and logged for whoever debugs it.
+      console.error(e);
+      setConnection(`the page failed to show the answer: ${e.message}`, true);
     }
     for (const c of cards.values()) setButtons(c, null);
   } finally {
