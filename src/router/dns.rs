@@ -239,7 +239,12 @@ impl DnsRouter {
             }
         }
         ips.sort();
-        let slot = self
+        Ok((ips, self.marked().await?))
+    }
+
+    /// The slot the TXT marker names (one query: what `status` asks on every call).
+    async fn marked(&self) -> Result<Option<Slot>, RouterError> {
+        Ok(self
             .lookup(&self.marker, RecordType::TXT)
             .await?
             .into_iter()
@@ -249,8 +254,7 @@ impl DnsRouter {
                     .first()
                     .and_then(|s| std::str::from_utf8(s).ok()?.parse::<Slot>().ok()),
                 _ => None,
-            });
-        Ok((ips, slot))
+            }))
     }
 }
 
@@ -337,7 +341,7 @@ impl Router for DnsRouter {
 
     async fn observed_live(&self, service: &str) -> Result<Option<Slot>, RouterError> {
         self.check_service(service)?;
-        Ok(self.current().await?.1)
+        self.marked().await
     }
 
     /// Nothing is in flight at a DNS server; clients holding a cached answer are what
