@@ -13,7 +13,7 @@ use tokio::process::Command;
 use super::http::{ProbeRequest, Response};
 use super::{human_duration, json_path, CheckResult, ProbeTarget};
 use crate::config::{HealthCheck, HttpProbe, JsonCondition, Probe};
-use crate::domain::endpoint::Endpoint;
+use crate::domain::endpoint::{out_of_descriptors, Endpoint};
 
 /// Runs one check once, bounded by `timeout`.
 pub async fn run_check(
@@ -69,6 +69,9 @@ async fn http_probe(probe: &HttpProbe, target: &ProbeTarget, timeout: Duration) 
                 Err(why) => (false, why),
             }
         }
+        Err(super::http::HttpError::Connect(e)) if out_of_descriptors(&e) => {
+            (false, format!("{}: {e}", super::OUT_OF_DESCRIPTORS))
+        }
         Err(e) => (false, e.to_string()),
     }
 }
@@ -84,6 +87,7 @@ async fn tcp_probe(target: &ProbeTarget) -> (bool, String) {
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             (false, "connection refused".to_string())
         }
+        Err(e) if out_of_descriptors(&e) => (false, format!("{}: {e}", super::OUT_OF_DESCRIPTORS)),
         Err(e) => (false, format!("connect failed: {e}")),
     }
 }

@@ -27,6 +27,10 @@ use crate::config::{HealthCheck, HealthConfig, Probe, SmokeConfig};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
+/// How a probe's detail begins when it could not be made because Cutover itself was
+/// out of file descriptors ([`CheckResult::says_nothing`]).
+pub const OUT_OF_DESCRIPTORS: &str = "not probed: cutover is out of file descriptors";
+
 /// One probe or smoke step, run once.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckResult {
@@ -36,6 +40,23 @@ pub struct CheckResult {
     pub detail: String,
     #[serde(rename = "duration_ms", serialize_with = "ser_ms")]
     pub duration: Duration,
+}
+
+impl CheckResult {
+    /// The probe failed for want of Cutover's own descriptors: it says nothing about
+    /// the release (a round of only such failures is inconclusive, never unhealthy).
+    pub fn says_nothing(&self) -> bool {
+        !self.ok && self.detail.starts_with(OUT_OF_DESCRIPTORS)
+    }
+}
+
+/// Whether a round failed only for want of Cutover's own descriptors.
+pub fn inconclusive(results: &[CheckResult]) -> bool {
+    results.iter().any(|r| !r.ok)
+        && results
+            .iter()
+            .filter(|r| !r.ok)
+            .all(CheckResult::says_nothing)
 }
 
 fn ser_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -172,6 +193,27 @@ pub fn summarize(results: &[CheckResult]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_is_inconclusive_only_when_every_failure_was_our_own_descriptors() {
+        let r = |ok: bool, detail: &str| CheckResult {
+            name: "live".into(),
+            ok,
+            detail: detail.into(),
+            duration: Duration::ZERO,
+        };
+        let ours = format!("{OUT_OF_DESCRIPTORS}: Too many open files (os error 24)");
+        assert!(inconclusive(&[r(false, &ours), r(true, "200 OK")]));
+        assert!(!inconclusive(&[
+            r(false, &ours),
+            r(false, "connection refused")
+        ]));
+        assert!(
+            !inconclusive(&[r(true, "200 OK")]),
+            "a passing round is conclusive"
+        );
+        assert!(!inconclusive(&[]));
+    }
 
     #[test]
     fn durations_read_like_config_values() {

@@ -265,6 +265,14 @@ impl<'de> Deserialize<'de> for Endpoint {
     }
 }
 
+/// EMFILE or ENFILE: no descriptor is left for a new socket, in this process or the
+/// system. Cutover's own overload: a connect that fails so says nothing about the
+/// release it was meant for (the proxy answers 503, health rounds are inconclusive).
+pub fn out_of_descriptors(e: &io::Error) -> bool {
+    use nix::errno::Errno;
+    matches!(e.raw_os_error(), Some(n) if n == Errno::EMFILE as i32 || n == Errno::ENFILE as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -101,7 +101,12 @@ impl Controller {
             let Some(live) = rec.live else {
                 continue;
             };
-            let (healthy, gone, detail) = self.judge(&w, &rec, live).await;
+            let Some((healthy, gone, detail)) = self.judge(&w, &rec, live).await else {
+                // Cutover is out of descriptors: nothing was learnt about the release,
+                // and restarting it would turn a flood of connections into an outage.
+                tracing::warn!(service = %w.name, %live, "health round not counted: cutover is out of file descriptors");
+                continue;
+            };
             self.set_live_health(
                 &w.name,
                 LiveHealth {
@@ -135,12 +140,18 @@ impl Controller {
         }
     }
 
-    /// Health of the live release now: (healthy, gone, detail).
-    async fn judge(&self, w: &Watcher, rec: &ServiceRecord, live: Slot) -> (bool, bool, String) {
+    /// Health of the live release now: (healthy, gone, detail); `None` when the round
+    /// failed only for want of Cutover's own descriptors (inconclusive).
+    async fn judge(
+        &self,
+        w: &Watcher,
+        rec: &ServiceRecord,
+        live: Slot,
+    ) -> Option<(bool, bool, String)> {
         let Some(runtime) = self.runtimes_get(&w.name) else {
-            return (false, false, "no runtime".into());
+            return Some((false, false, "no runtime".into()));
         };
-        match runtime.status(&w.name, live).await {
+        Some(match runtime.status(&w.name, live).await {
             SlotStatus::Exited { detail } => (false, true, format!("exited: {detail}")),
             SlotStatus::NotRunning => (false, true, "not running".into()),
             SlotStatus::Running { .. } => {
@@ -149,12 +160,15 @@ impl Controller {
                     Some(target) => {
                         let target = target.with_tls(w.cfg.upstream_tls.clone());
                         let results = checks::health_round(&w.cfg.health, &target).await;
+                        if checks::inconclusive(&results) {
+                            return None;
+                        }
                         let healthy = results.iter().all(|r| r.ok);
                         (healthy, false, checks::summarize(&results))
                     }
                 }
             }
-        }
+        })
     }
 
     /// The live release failed: report it, then fail over or restart, under the

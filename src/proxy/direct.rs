@@ -46,7 +46,12 @@ impl Proxy {
         let mut sent = send(&parts, &chosen.endpoint, timeout, received).await;
         if let (Some(Err(e)), Some(guard)) = (&sent, &chosen.guard) {
             let previous = &guard.previous;
-            if e.is_connect() && previous.tls.is_none() && guard.take_retry(RetryKind::Connect) {
+            // Out of our own descriptors, the previous slot could not be reached either.
+            if e.is_connect()
+                && !super::forward::exhausted(e)
+                && previous.tls.is_none()
+                && guard.take_retry(RetryKind::Connect)
+            {
                 tracing::debug!(from = %slot, to = %previous.slot, kind = RetryKind::Connect.as_str(), "shield: retrying on the previous release");
                 recorder.finish(Outcome::UpstreamFailed);
                 recorder = Recorder::start(&previous.stats, received);

@@ -184,6 +184,9 @@ impl ProxySettings {
 }
 
 /// `CUTOVER_PROXY_FAST_PATH=0` (or `off`, `false`) turns the fast path off.
+/// Cutover's own overload, never an upstream's failure ([`stats::Outcome::Overloaded`]).
+pub(crate) use crate::domain::endpoint::out_of_descriptors;
+
 fn fast_path_from_env() -> bool {
     !matches!(
         std::env::var("CUTOVER_PROXY_FAST_PATH").as_deref(),

@@ -171,7 +171,7 @@ impl Guard {
         let failed = match outcome {
             Outcome::Status(code) => code >= 500,
             Outcome::UpstreamFailed => true,
-            Outcome::ClientFailed => return,
+            Outcome::ClientFailed | Outcome::Overloaded => return,
         };
         let Some(trigger) = &self.trigger else { return };
         if !self.trigger_armed.load(Ordering::Acquire) {

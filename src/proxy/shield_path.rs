@@ -81,7 +81,10 @@ impl Proxy {
         let first = Request::from_parts(parts, LimitedBody::full(bytes.clone()));
         let sent = upstream_wait(pool.request(first), timeout, received, None).await;
         let kind = match &sent {
-            Some(Err(e)) if e.is_connect() => Some(RetryKind::Connect),
+            // Out of our own descriptors, the previous slot could not be reached either.
+            Some(Err(e)) if e.is_connect() && !super::forward::exhausted(e) => {
+                Some(RetryKind::Connect)
+            }
             Some(Ok(resp))
                 if guard.retry_status(resp.status()) && guard.status_retry_possible(&method) =>
             {

@@ -24,6 +24,12 @@ pub enum Outcome {
     /// The client went away or sent something broken mid-request. Not the release's
     /// fault: never counts towards the error rate.
     ClientFailed,
+    /// Cutover itself had no file descriptor left to reach the upstream (EMFILE or
+    /// ENFILE: too many connections held open); the client got 503. Neither the
+    /// release's fault nor the client's: not a request of the slot at all (so a flood
+    /// of connections cannot push a healthy release's error rate up), only counted
+    /// apart ([`SlotStats::overloaded`]).
+    Overloaded,
 }
 
 #[derive(Debug, Default)]
@@ -33,6 +39,8 @@ pub struct SlotStats {
     status_class: [AtomicU64; 5],
     upstream_failed: AtomicU64,
     client_failed: AtomicU64,
+    /// Requests answered 503 because Cutover ran out of descriptors ([`Outcome::Overloaded`]).
+    overloaded: AtomicU64,
     latency_buckets: [AtomicU64; BUCKETS],
     latency_sum_us: AtomicU64,
     in_flight: AtomicI64,
@@ -85,6 +93,17 @@ impl SlotStats {
 
     /// Records one finished request. Call exactly once per request.
     pub fn record(&self, outcome: Outcome, latency: Duration) {
+        if outcome == Outcome::Overloaded {
+            let n = self.overloaded.fetch_add(1, Ordering::Relaxed) + 1;
+            // 1, 10, 100, ...: said, but not once per request of a flood.
+            if n.checked_ilog10().is_some_and(|e| 10u64.pow(e) == n) {
+                tracing::warn!(
+                    total = n,
+                    "out of file descriptors: requests answered 503 and not counted against the release (raise the daemon's descriptor limit, or lower proxy.max_connections)"
+                );
+            }
+            return;
+        }
         self.requests.fetch_add(1, Ordering::Relaxed);
         match outcome {
             Outcome::Status(code) => {
@@ -97,6 +116,7 @@ impl SlotStats {
             Outcome::ClientFailed => {
                 self.client_failed.fetch_add(1, Ordering::Relaxed);
             }
+            Outcome::Overloaded => {}
         }
         let us = latency.as_micros().min(u64::MAX as u128) as u64;
         let bucket = LATENCY_BOUNDS_US.partition_point(|&b| b < us);
@@ -112,6 +132,11 @@ impl SlotStats {
     /// Retries so far, indexed by [`RetryKind::index`].
     pub fn shield_retries(&self) -> [u64; 2] {
         std::array::from_fn(|i| self.shield_retries[i].load(Ordering::Relaxed))
+    }
+
+    /// Requests answered 503 because Cutover ran out of descriptors.
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -136,6 +161,20 @@ impl SlotStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_overloaded_request_is_not_a_request_of_the_slot() {
+        let s = SlotStats::default();
+        s.record(Outcome::Overloaded, Duration::from_millis(1));
+        s.record(Outcome::Status(200), Duration::from_millis(1));
+        let snap = s.snapshot();
+        assert_eq!(
+            (snap.requests, snap.upstream_failed, snap.client_failed),
+            (1, 0, 0)
+        );
+        assert_eq!(snap.latency_buckets.iter().sum::<u64>(), 1);
+        assert_eq!(s.overloaded(), 1);
+    }
 
     #[test]
     fn records_status_classes_and_failures_separately() {

@@ -185,6 +185,12 @@ impl Runner {
                 return;
             }
             let mut results = checks::health_round(&cfg, &target).await;
+            if checks::inconclusive(&results) {
+                // Out of our own descriptors: the round says nothing about the release
+                // (not unhealthy, not healthy); the deadline still runs.
+                tracing::warn!(service = %target.service, %slot, "health round not counted: cutover is out of file descriptors");
+                return;
+            }
             // The runtime's own verdict (Docker's HEALTHCHECK) is one more check.
             let verdict = runtime.health(&target.service, slot).await;
             let judging = matches!(verdict, Some(RuntimeHealth::Starting(_)));

@@ -115,6 +115,9 @@ struct Plan {
 /// Why a request got no upstream response head.
 enum Fail {
     Connect,
+    /// The connect failed for want of Cutover's own descriptors (EMFILE, ENFILE): 503,
+    /// [`Outcome::Overloaded`], never the release's failure nor a shield retry.
+    Exhausted,
     /// Write/read error, EOF or an unusable response.
     Upstream,
     /// A reused connection failed before any response byte: maybe closed while idle.
@@ -502,6 +505,16 @@ impl<S: ClientIo> Conn<S> {
                 let _ = self.client.flush().await;
                 return false;
             }
+            Err(Fail::Exhausted) => {
+                recorder.finish(Outcome::Overloaded);
+                self.out.clear();
+                let slot_name = settings.slot_header.then_some(slot.as_str());
+                // Closing gives a descriptor back.
+                response::local(&mut self.out, 503, slot_name, "proxy overloaded\n", true);
+                let _ = self.client.write_all(&self.out).await;
+                let _ = self.client.flush().await;
+                return false;
+            }
             Err(fail) => {
                 recorder.finish(Outcome::UpstreamFailed);
                 let (status, msg) = match fail {
@@ -798,6 +811,10 @@ async fn upstream_bound<T>(
 async fn connect(endpoint: &Endpoint) -> Result<TcpStream, Fail> {
     io::connect(endpoint).await.map_err(|e| {
         tracing::debug!(%endpoint, error = %e, "upstream connect failed");
-        Fail::Connect
+        if super::out_of_descriptors(&e) {
+            Fail::Exhausted
+        } else {
+            Fail::Connect
+        }
     })
 }
