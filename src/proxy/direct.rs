@@ -48,7 +48,7 @@ impl Proxy {
             let previous = &guard.previous;
             // Out of our own descriptors, the previous slot could not be reached either.
             if e.is_connect()
-                && !super::forward::exhausted(e)
+                && !super::exhausted(e)
                 && previous.tls.is_none()
                 && guard.take_retry(RetryKind::Connect)
             {

@@ -484,7 +484,7 @@ pub(super) fn failed(e: SendError, slot: Slot, recorder: Recorder) -> Response<P
         };
     }
     tracing::debug!(%slot, error = ?e, "upstream request failed");
-    if e.is_connect() && exhausted(e.as_error()) {
+    if e.is_connect() && super::exhausted(e.as_error()) {
         recorder.finish(Outcome::Overloaded);
         let mut resp = local(StatusCode::SERVICE_UNAVAILABLE, "proxy overloaded\n");
         resp.headers_mut()
@@ -498,22 +498,6 @@ pub(super) fn failed(e: SendError, slot: Slot, recorder: Recorder) -> Response<P
         "upstream failed\n"
     };
     with_slot(local(StatusCode::BAD_GATEWAY, msg), slot)
-}
-
-/// Whether an upstream connect failed for want of Cutover's own descriptors, anywhere
-/// in the error's chain (hyper's connector and the direct exchange wrap the io::Error).
-pub(super) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if err
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(super::out_of_descriptors)
-        {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// The request checks of RFC 9110/9112 that hyper leaves to the application, before

@@ -184,8 +184,16 @@ impl ProxySettings {
 }
 
 /// `CUTOVER_PROXY_FAST_PATH=0` (or `off`, `false`) turns the fast path off.
-/// Cutover's own overload, never an upstream's failure ([`stats::Outcome::Overloaded`]).
-pub(crate) use crate::domain::endpoint::out_of_descriptors;
+/// Whether an upstream connect failed for want of Cutover's own descriptors (EMFILE,
+/// ENFILE) anywhere in the error's chain (hyper's connector and the direct exchange
+/// wrap the io::Error): Cutover's overload, never an upstream's failure
+/// ([`stats::Outcome::Overloaded`]), and nothing the shield's retry could help.
+pub(crate) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |err| err.source()).any(|err| {
+        err.downcast_ref::<std::io::Error>()
+            .is_some_and(crate::domain::endpoint::out_of_descriptors)
+    })
+}
 
 fn fast_path_from_env() -> bool {
     !matches!(

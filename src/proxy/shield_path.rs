@@ -82,9 +82,7 @@ impl Proxy {
         let sent = upstream_wait(pool.request(first), timeout, received, None).await;
         let kind = match &sent {
             // Out of our own descriptors, the previous slot could not be reached either.
-            Some(Err(e)) if e.is_connect() && !super::forward::exhausted(e) => {
-                Some(RetryKind::Connect)
-            }
+            Some(Err(e)) if e.is_connect() && !super::exhausted(e) => Some(RetryKind::Connect),
             Some(Ok(resp))
                 if guard.retry_status(resp.status()) && guard.status_retry_possible(&method) =>
             {

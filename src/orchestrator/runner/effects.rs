@@ -184,13 +184,21 @@ impl Runner {
                     .await;
                 return;
             }
-            let mut results = checks::health_round(&cfg, &target).await;
-            if checks::inconclusive(&results) {
-                // Out of our own descriptors: the round says nothing about the release
-                // (not unhealthy, not healthy); the deadline still runs.
+            // Out of our own descriptors, a round says nothing about the release (not
+            // unhealthy, not healthy): it is run again after an interval, and only a
+            // conclusive one is answered (the machine schedules the next round on the
+            // answer, and the health deadline runs on its own timer meanwhile).
+            let mut results = loop {
+                let results = checks::health_round(&cfg, &target).await;
+                if !checks::inconclusive(&results) {
+                    break results;
+                }
                 tracing::warn!(service = %target.service, %slot, "health round not counted: cutover is out of file descriptors");
-                return;
-            }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(cfg.interval).await;
+            };
             // The runtime's own verdict (Docker's HEALTHCHECK) is one more check.
             let verdict = runtime.health(&target.service, slot).await;
             let judging = matches!(verdict, Some(RuntimeHealth::Starting(_)));

@@ -811,7 +811,7 @@ async fn upstream_bound<T>(
 async fn connect(endpoint: &Endpoint) -> Result<TcpStream, Fail> {
     io::connect(endpoint).await.map_err(|e| {
         tracing::debug!(%endpoint, error = %e, "upstream connect failed");
-        if super::out_of_descriptors(&e) {
+        if crate::domain::endpoint::out_of_descriptors(&e) {
             Fail::Exhausted
         } else {
             Fail::Connect
