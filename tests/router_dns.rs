@@ -177,10 +177,11 @@ async fn the_config_refuses_what_a_dns_name_cannot_do() {
     .unwrap();
     let out = h.cli(&["validate"]).await;
     assert_eq!(out.code, 2, "{out}");
-    assert!(
-        format!("{out}").contains("services.web.router.key_file"),
-        "{out}"
-    );
+    let said = format!("{out}");
+    assert!(said.contains("services.web.router.key_file"), "{said}");
+    // The router's own mistake is the only one named: a DNS-routed service has no
+    // `listen`, and a broken router table must not make it look like one that needs it.
+    assert!(!said.contains("services.web.listen"), "{said}");
 }
 
 #[tokio::test]
