@@ -9,9 +9,12 @@
 //!   table and lock-free per-slot request statistics.
 //! - [`orchestrator`]: CONTROL PLANE. A pure deployment state machine (no I/O, no clock),
 //!   the rollback policy, and the one runner that carries out its effects.
-//! - [`runtime`]: where a slot runs (`Runtime` trait; local processes).
+//! - [`runtime`]: where a slot runs (`Runtime` trait; local processes, Docker,
+//!   Compose, Kubernetes).
 //! - [`database`]: PostgreSQL backups, migrations and the compatibility gate.
-//! - [`router`]: where traffic is pointed (`Router` trait; the built-in proxy).
+//! - [`router`]: where traffic is pointed (`Router` trait; the built-in proxy, nginx,
+//!   HAProxy, Traefik, Caddy, DNS, Kubernetes).
+//! - [`kube`]: `kubectl` as the Kubernetes client the runtime and router share.
 //! - [`checks`]: health checks and smoke tests against one slot.
 //! - [`analysis`]: metric analysis for canary steps and the watch.
 //! - [`notify`]: webhook notifications of deployment events.
@@ -33,6 +36,7 @@ pub mod daemon;
 pub mod database;
 pub mod demo;
 pub mod domain;
+pub mod kube;
 pub mod notify;
 pub mod orchestrator;
 pub mod proxy;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["domain", "tls"],
     &["config", "store"],
-    &["proxy", "checks"],
+    &["proxy", "checks", "kube"],
     &["runtime", "router", "analysis", "database"],
     &["notify"],
     &["orchestrator"],

@@ -162,6 +162,7 @@ mod tests {
                 crate::config::RuntimeConfig::Process(_) => "process",
                 crate::config::RuntimeConfig::Docker(_) => "docker",
                 crate::config::RuntimeConfig::Compose(_) => "compose",
+                crate::config::RuntimeConfig::Kubernetes(_) => "kubernetes",
             };
             assert_eq!(kind, rt.as_str());
         }

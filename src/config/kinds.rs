@@ -1,6 +1,7 @@
 //! The validated types of each runtime kind (where a slot runs: `process`, `docker`,
-//! `compose`) and each router kind (where traffic is pointed: `builtin`, `nginx`,
-//! `haproxy`, `traefik`, `caddy`, `dns`).
+//! `compose`, `kubernetes`) and each router kind (where traffic is pointed: `builtin`,
+//! `nginx`, `haproxy`, `traefik`, `caddy`, `dns`, `kubernetes`). The Kubernetes ones
+//! are in `kube_types.rs`.
 //!
 //! Like `model.rs` and `delivery.rs`, only types: the rules that produce them are in
 //! `runtime.rs`, `runtime/*.rs` and `router/*.rs`, one file per kind. Kept apart from
@@ -12,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use super::kube_types::{KubernetesRouterConfig, KubernetesRuntimeConfig};
 use crate::domain::endpoint::Endpoint;
 use crate::domain::Slot;
 
@@ -22,6 +24,7 @@ pub enum RuntimeConfig {
     Process(ProcessRuntimeConfig),
     Docker(DockerRuntimeConfig),
     Compose(ComposeRuntimeConfig),
+    Kubernetes(KubernetesRuntimeConfig),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +206,7 @@ pub enum RouterConfig {
     Traefik(TraefikRouterConfig),
     Caddy(CaddyRouterConfig),
     Dns(DnsRouterConfig),
+    Kubernetes(KubernetesRouterConfig),
 }
 
 impl RouterConfig {
@@ -215,6 +219,7 @@ impl RouterConfig {
             RouterConfig::Traefik(_) => "traefik",
             RouterConfig::Caddy(_) => "caddy",
             RouterConfig::Dns(_) => "dns",
+            RouterConfig::Kubernetes(_) => "kubernetes",
         }
     }
 

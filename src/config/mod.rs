@@ -39,6 +39,8 @@ mod health;
 mod hook_types;
 mod hooks;
 mod kinds;
+mod kube;
+mod kube_types;
 mod metric_providers;
 mod model;
 mod notify;
@@ -60,6 +62,8 @@ mod watch;
 
 #[cfg(test)]
 mod delivery_tests;
+#[cfg(test)]
+mod kube_tests;
 #[cfg(test)]
 mod tests;
 

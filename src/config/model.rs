@@ -25,6 +25,9 @@ pub use super::kinds::{
     ProcessRuntimeConfig, RouterConfig, RuntimeConfig, SlotPorts, StopSignal, TraefikRouterConfig,
     TsigKey,
 };
+pub use super::kube_types::{
+    KubeAccess, KubeRoute, KubernetesRouterConfig, KubernetesRuntimeConfig, NAME_LABEL, SLOT_LABEL,
+};
 
 /// The whole file.
 #[derive(Debug, Clone, PartialEq)]

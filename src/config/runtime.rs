@@ -7,18 +7,21 @@
 //! (an image reference with known placeholders, volume syntax, memory sizes, restart
 //! policies), so a mistake is a config error, not a failed deployment.
 //!
-//! The `docker` and `compose` rules live in `runtime/docker.rs` and
-//! `runtime/compose.rs`; this file reads `kind` and the `process` runtime. The rules
+//! The `docker`, `compose` and `kubernetes` rules live in `runtime/docker.rs`,
+//! `runtime/compose.rs` and `runtime/kubernetes.rs`; this file reads `kind` and the
+//! `process` runtime. The rules
 //! all kinds share (env, stop signal, argv, placeholders, ports) are in `rules.rs`,
 //! the validated types of every kind in `kinds.rs`.
 
 mod compose;
 mod docker;
+mod kubernetes;
 
 use std::path::{Path, PathBuf};
 
 use compose::compose;
 use docker::docker;
+use kubernetes::kubernetes;
 
 use super::kinds::{ProcessRuntimeConfig, RuntimeConfig, SlotPorts};
 use super::raw::RawRuntime;
@@ -29,6 +32,7 @@ use super::values::placeholders;
 /// The runtime and, separately, its fixed ports (for cross-service rules even when
 /// another part of the runtime is wrong).
 pub(super) fn runtime(
+    service: &str,
     service_at: &str,
     sub: Option<&Sub<RawRuntime>>,
     base: &Path,
@@ -47,16 +51,16 @@ pub(super) fn runtime(
     match sub.value().get("kind") {
         Some(toml::Value::String(kind)) if kind == "docker" => docker(&at, sub.value(), base, p),
         Some(toml::Value::String(kind)) if kind == "compose" => compose(&at, sub.value(), base, p),
+        Some(toml::Value::String(kind)) if kind == "kubernetes" => {
+            kubernetes(service, &at, sub.value(), base, p)
+        }
         // A kind that does not exist: say that, not "unknown key `image`".
         Some(toml::Value::String(kind)) if kind != "process" => {
-            let later = if kind == "kubernetes" {
-                " (the kubernetes runtime is not built yet)"
-            } else {
-                ""
-            };
             p.add(
                 join(&at, "kind"),
-                format!("expected \"process\", \"docker\" or \"compose\", got {kind:?}{later}"),
+                format!(
+                    "expected \"process\", \"docker\", \"compose\" or \"kubernetes\", got {kind:?}"
+                ),
             );
             (None, None)
         }

@@ -5,7 +5,8 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use super::kinds::{DnsRouterConfig, RouterConfig};
+use super::kinds::{DnsRouterConfig, KubernetesRouterConfig, RouterConfig};
+use super::kube_types::KubeRoute;
 use super::model::{RuntimeConfig, ServiceConfig, SlotPorts};
 use super::raw::RawService;
 use super::read::{join, read, Problems, Read, Sub};
@@ -50,7 +51,15 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         return draft;
     };
     let router = router::router(name, &at, r.raw.router.as_ref(), base, p);
-    let listen = match router.as_ref().filter(|rt| !rt.is_builtin()) {
+    // A router table that names an external kind but has its own mistakes (already
+    // reported) is still not Cutover's proxy: asking for `listen` too would be a
+    // second, wrong error.
+    let external = router.as_ref().map_or_else(
+        || names_external_router(r.raw.router.as_ref()),
+        |rt| !rt.is_builtin(),
+    );
+    let listen = match router.as_ref().filter(|_| external) {
+        None if external => None,
         // Cutover's proxy serves the service: it needs its public address.
         None => r
             .required(
@@ -75,7 +84,7 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
         r.raw.warm_for,
         ServiceConfig::DEFAULT_WARM_FOR,
     );
-    let (runtime, ports) = runtime(&at, r.raw.runtime.as_ref(), base, p);
+    let (runtime, ports) = runtime(name, &at, r.raw.runtime.as_ref(), base, p);
     let health = health::health(&at, r.raw.health.as_ref(), p);
     let smoke = smoke::smoke(&at, r.raw.smoke.as_ref(), p);
     let watch = watch::watch(&at, r.raw.watch.as_ref(), p);
@@ -86,6 +95,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     let strategy = strategy::strategy(&at, r.raw.strategy.as_ref(), has_analysis, p);
     if let (Some(RouterConfig::Dns(d)), Some(st), Some(warm)) = (&router, &strategy, warm_for) {
         dns_rules(&r, d, st, warm, p);
+    }
+    if let (Some(RouterConfig::Kubernetes(k)), Some(st)) = (&router, &strategy) {
+        kube_rules(&r, k, runtime.as_ref(), st, p);
     }
     let mirror = strategy::mirror(
         &at,
@@ -146,7 +158,14 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     draft
 }
 
-/// `[a-z0-9][a-z0-9_-]*`: safe in paths, process names, metric labels and URLs.
+/// Whether a router table names a kind other than `builtin`, read from the raw table
+/// (for when the rest of it was wrong).
+fn names_external_router(sub: Option<&Sub<super::raw::RawRouter>>) -> bool {
+    sub.and_then(|s| s.value().get("kind"))
+        .and_then(toml::Value::as_str)
+        .is_some_and(|k| k != "builtin")
+}
+
 /// With an external router Cutover's proxy does not serve the service, so its proxy
 /// keys would silently do nothing: reject them. `Some(None)` when none is set.
 fn no_proxy_keys(r: &Read<RawService>, kind: &str, p: &mut Problems) -> Option<Option<SocketAddr>> {
@@ -194,6 +213,30 @@ fn dns_rules(
     }
 }
 
+/// The Kubernetes router switches between the pods of Cutover's own Deployments, by
+/// the slot label only the Kubernetes runtime puts on them; a Service selector points
+/// at one slot at a time, so canary steps need an HTTPRoute.
+fn kube_rules(
+    r: &Read<RawService>,
+    k: &KubernetesRouterConfig,
+    runtime: Option<&RuntimeConfig>,
+    strategy: &Strategy,
+    p: &mut Problems,
+) {
+    if runtime.is_some_and(|rt| !matches!(rt, RuntimeConfig::Kubernetes(_))) {
+        p.add(
+            r.key("router"),
+            "the kubernetes router switches between the Deployments the kubernetes runtime creates (by their `cutover.dev/slot` label): set [runtime] kind = \"kubernetes\"",
+        );
+    }
+    if matches!(strategy, Strategy::Canary(_)) && matches!(k.target, KubeRoute::Service { .. }) {
+        p.add(
+            r.key("strategy"),
+            "canary steps split traffic by weight, which a Service selector cannot do: set `httproute` in [router] (Gateway API weights), or use a blue-green strategy",
+        );
+    }
+}
+
 /// `environment`: a short lower-case name (`production`, `staging`, ...).
 pub(super) fn environment(key: &str, value: &str, p: &mut Problems) -> Option<String> {
     let mut chars = value.chars();
@@ -211,6 +254,7 @@ pub(super) fn environment(key: &str, value: &str, p: &mut Problems) -> Option<St
     }
 }
 
+/// `[a-z0-9][a-z0-9_-]*`: safe in paths, process names, metric labels and URLs.
 fn valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c.is_ascii_digit())

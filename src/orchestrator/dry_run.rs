@@ -247,6 +247,14 @@ fn router(cfg: &ServiceConfig, target: Slot, from: Option<Slot>) -> Value {
         RouterConfig::Traefik(_) => "Traefik dynamic config file rewritten",
         RouterConfig::Caddy(_) => "Caddy admin API config replaced",
         RouterConfig::Dns(_) => "the name's records replaced by a signed DNS update",
+        RouterConfig::Kubernetes(k) => match k.target {
+            crate::config::KubeRoute::Service { .. } => {
+                "the Service's selector patched to the slot's pods (kubectl)"
+            }
+            crate::config::KubeRoute::HttpRoute { .. } => {
+                "the HTTPRoute's backend weights patched (kubectl)"
+            }
+        },
     };
     json!({ "kind": kind, "change": change, "how": how })
 }

@@ -1,7 +1,7 @@
 //! Routers: where a service's traffic is pointed: the built-in proxy, or a load
 //! balancer the user already runs (nginx, HAProxy, Traefik, Caddy; see
-//! README.md, "External routers"), or a DNS name (`dns.rs`). Kubernetes plugs in here
-//! later.
+//! README.md, "External routers"), a DNS name (`dns.rs`), or a Kubernetes Service
+//! selector or Gateway API HTTPRoute (`kubernetes.rs`).
 //!
 //! The orchestrator only sees [`Router`]. A router must make a change take effect
 //! before `apply` returns, report what it actually routes to (so drift shows), and give
@@ -12,6 +12,7 @@ pub mod caddy;
 pub mod dns;
 pub(crate) mod external;
 pub mod haproxy;
+pub mod kubernetes;
 pub mod nginx;
 pub mod traefik;
 
@@ -155,6 +156,9 @@ pub fn routers_from_config(
                 RouterConfig::Traefik(c) => Arc::new(traefik::TraefikRouter::new(name, c.clone())),
                 RouterConfig::Caddy(c) => Arc::new(caddy::CaddyRouter::new(name, c.clone())),
                 RouterConfig::Dns(c) => Arc::new(dns::DnsRouter::new(name, c.clone())?),
+                RouterConfig::Kubernetes(c) => {
+                    Arc::new(kubernetes::KubernetesRouter::new(name, c.clone()))
+                }
             };
             Ok((name.clone(), router))
         })

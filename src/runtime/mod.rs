@@ -1,5 +1,5 @@
-//! Runtimes: where a slot's release runs: a local process, a Docker container, or a
-//! Docker Compose project (Kubernetes plugs in here later).
+//! Runtimes: where a slot's release runs: a local process, a Docker container, a
+//! Docker Compose project, or a Kubernetes Deployment (`kubernetes.rs`).
 //!
 //! The orchestrator only sees [`Runtime`]; a runtime knows how to start a release in a
 //! slot, stop it, say whether it still runs, and re-attach to it after the daemon
@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod docker;
+pub mod kubernetes;
 pub mod log_files;
 pub mod ports;
 pub mod process;
@@ -192,6 +193,9 @@ pub fn runtimes_from_config(
             ),
             crate::config::RuntimeConfig::Compose(c) => {
                 std::sync::Arc::new(compose::ComposeRuntime::new(&svc.name, c.clone()))
+            }
+            crate::config::RuntimeConfig::Kubernetes(k) => {
+                std::sync::Arc::new(kubernetes::KubernetesRuntime::new(&svc.name, k.clone()))
             }
         };
         out.insert(svc.name.clone(), rt);

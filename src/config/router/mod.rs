@@ -7,7 +7,8 @@
 //! nginx key under `kind = "haproxy"` is reported as unknown for HAProxy.
 //!
 //! This file reads `kind` and dispatches; each kind's keys, defaults and raw struct are
-//! in `nginx.rs`, `haproxy.rs`, `traefik.rs`, `caddy.rs` and `dns.rs`, the rules they share (file
+//! in `nginx.rs`, `haproxy.rs`, `traefik.rs`, `caddy.rs`, `dns.rs` and
+//! `kubernetes.rs` (its shared access rules in `../kube.rs`), the rules they share (file
 //! paths, names used inside the load balancer's config, timeouts) in `rules.rs`, the
 //! validated types in `kinds.rs`, and the rule that an external router takes no proxy
 //! keys in `service.rs`.
@@ -15,6 +16,7 @@
 mod caddy;
 mod dns;
 mod haproxy;
+mod kubernetes;
 mod nginx;
 mod traefik;
 
@@ -23,6 +25,7 @@ use std::path::Path;
 use caddy::caddy;
 use dns::dns;
 use haproxy::haproxy;
+use kubernetes::kubernetes;
 use nginx::nginx;
 use traefik::traefik;
 
@@ -30,7 +33,8 @@ use super::kinds::RouterConfig;
 use super::raw::RawRouter;
 use super::read::{join, read, Problems, Sub};
 
-const KINDS: &str = "\"builtin\", \"nginx\", \"haproxy\", \"traefik\", \"caddy\", \"dns\"";
+const KINDS: &str =
+    "\"builtin\", \"nginx\", \"haproxy\", \"traefik\", \"caddy\", \"dns\", \"kubernetes\"";
 
 /// Reads `[<service>.router]`; an absent table is the built-in proxy.
 pub(super) fn router(
@@ -79,6 +83,9 @@ pub(super) fn router(
         "traefik" => traefik(&read(value, &at, p)?, base, p).map(RouterConfig::Traefik),
         "caddy" => caddy(service, &read(value, &at, p)?, p).map(RouterConfig::Caddy),
         "dns" => dns(service, &read(value, &at, p)?, base, p).map(RouterConfig::Dns),
+        "kubernetes" => {
+            kubernetes(service, &read(value, &at, p)?, base, p).map(RouterConfig::Kubernetes)
+        }
         other => {
             p.add(
                 join(&at, "kind"),

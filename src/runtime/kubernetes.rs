@@ -1,0 +1,381 @@
+//! The Kubernetes runtime: each slot is one Deployment, `<service>-<slot>`, in the
+//! user's cluster, written with `kubectl apply --server-side` and stopped by scaling
+//! it to zero (the object stays, so `kubectl` shows what ran there last).
+//!
+//! Cutover builds the Deployment itself from the runtime's keys (image, port,
+//! replicas, command, env, labels, readiness path) and labels its pods
+//! `app.kubernetes.io/name=<service>` and `cutover.dev/slot=<slot>`: the per-slot
+//! Services, and the Kubernetes router's Service selector, select on those. Every
+//! start stamps the pod template, so a start always rolls out fresh pods, as a start
+//! of the other runtimes always starts a fresh process.
+//!
+//! Cutover reaches a slot at its configured endpoint (a per-slot Service's address),
+//! not at a pod: health checks and smoke tests then see what a client of that Service
+//! sees. The Deployment's own view joins every health round ([`Runtime::health`]):
+//! all pods ready, still rolling out, or failing (image pull errors, crash loops, the
+//! progress deadline), and pod restarts feed the watch's restart trigger.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::process::substitute;
+use super::{RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus};
+use crate::config::{KubernetesRuntimeConfig, NAME_LABEL, SLOT_LABEL};
+use crate::domain::Slot;
+use crate::kube::{pod_ready, selector, KubeError, Kubectl, PatchType};
+
+/// Annotation holding the release's version (on the Deployment and its pods).
+const VERSION_ANNOTATION: &str = "cutover.dev/version";
+/// Annotation on the pod template that changes with every start.
+const START_ANNOTATION: &str = "cutover.dev/started-at";
+
+/// Container states that mean the release will not come up by waiting.
+const FAILING: [&str; 6] = [
+    "CrashLoopBackOff",
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+pub struct KubernetesRuntime {
+    service: String,
+    cfg: KubernetesRuntimeConfig,
+    kubectl: Kubectl,
+    /// Pod restarts last seen per slot, kept when the cluster does not answer.
+    restarts: Mutex<[u32; 2]>,
+}
+
+impl KubernetesRuntime {
+    pub fn new(service: &str, cfg: KubernetesRuntimeConfig) -> KubernetesRuntime {
+        KubernetesRuntime {
+            service: service.to_string(),
+            kubectl: Kubectl::new(cfg.access.clone()),
+            cfg,
+            restarts: Mutex::new([0; 2]),
+        }
+    }
+
+    /// The slot's Deployment: `<service>-<slot>`.
+    pub fn deployment_name(&self, slot: Slot) -> String {
+        format!("{}-{slot}", self.service)
+    }
+
+    fn pod_selector(&self, slot: Slot) -> String {
+        selector(&[(NAME_LABEL, &self.service), (SLOT_LABEL, slot.as_str())])
+    }
+
+    fn running(&self, slot: Slot) -> RunningSlot {
+        RunningSlot {
+            endpoint: self.cfg.endpoints[&slot].clone(),
+            handle: format!(
+                "{}/{}",
+                self.kubectl.namespace(),
+                self.deployment_name(slot)
+            ),
+            identity: self.deployment_name(slot),
+        }
+    }
+
+    /// The Deployment for `spec`, as Cutover applies it.
+    pub fn manifest(&self, spec: &SlotSpec, started_at: i64) -> Value {
+        let c = &self.cfg;
+        let sub = |s: &String| substitute(s, spec, c.port);
+        let slot = spec.slot.as_str();
+        let selector = json!({ NAME_LABEL: self.service, SLOT_LABEL: slot });
+        let mut pod_labels: BTreeMap<String, String> = c.labels.clone();
+        pod_labels.insert(NAME_LABEL.into(), self.service.clone());
+        pod_labels.insert(SLOT_LABEL.into(), slot.into());
+        // Cutover's own variables (the slot's database URL) win over configured ones.
+        let mut env: BTreeMap<String, String> =
+            c.env.iter().map(|(k, v)| (k.clone(), sub(v))).collect();
+        env.extend(spec.env.iter().cloned());
+        let mut container = json!({
+            "name": "app",
+            "image": sub(&c.image),
+            "ports": [{ "name": "http", "containerPort": c.port, "protocol": "TCP" }],
+            "env": env.iter().map(|(k, v)| json!({ "name": k, "value": v })).collect::<Vec<_>>(),
+        });
+        if let Some(cmd) = &c.command {
+            container["command"] = json!(cmd.iter().map(sub).collect::<Vec<_>>());
+        }
+        if let Some(args) = &c.args {
+            container["args"] = json!(args.iter().map(sub).collect::<Vec<_>>());
+        }
+        if let Some(path) = &c.ready_path {
+            container["readinessProbe"] = json!({
+                "httpGet": { "path": path, "port": c.port },
+                "periodSeconds": 2,
+                "failureThreshold": 2,
+            });
+        }
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": self.deployment_name(spec.slot),
+                "namespace": self.kubectl.namespace(),
+                "labels": {
+                    NAME_LABEL: self.service,
+                    SLOT_LABEL: slot,
+                    "app.kubernetes.io/managed-by": "cutover",
+                },
+                "annotations": { VERSION_ANNOTATION: spec.version },
+            },
+            "spec": {
+                "replicas": c.replicas,
+                "selector": { "matchLabels": selector },
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {
+                            VERSION_ANNOTATION: spec.version,
+                            START_ANNOTATION: started_at.to_string(),
+                        },
+                    },
+                    "spec": {
+                        "terminationGracePeriodSeconds": c.stop_grace.as_secs(),
+                        "containers": [container],
+                    },
+                },
+            },
+        })
+    }
+
+    async fn pods(&self, slot: Slot) -> Result<Vec<Value>, KubeError> {
+        self.kubectl.list("pods", &self.pod_selector(slot)).await
+    }
+
+    fn err_start(&self, slot: Slot, e: impl std::fmt::Display) -> RuntimeError {
+        RuntimeError::Start {
+            service: self.service.clone(),
+            slot,
+            reason: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    fn kind(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    async fn start(&self, spec: &SlotSpec) -> Result<RunningSlot, RuntimeError> {
+        let slot = spec.slot;
+        let manifest = self.manifest(spec, crate::domain::now_ms());
+        let stored = self
+            .kubectl
+            .apply(&manifest)
+            .await
+            .map_err(|e| self.err_start(slot, e))?;
+        // The API server may have defaulted or mutated it (an admission webhook):
+        // what counts is that it holds this release.
+        let image = &stored["spec"]["template"]["spec"]["containers"][0]["image"];
+        if image != &manifest["spec"]["template"]["spec"]["containers"][0]["image"] {
+            return Err(self.err_start(
+                slot,
+                format!("the cluster stored the Deployment with image {image}, not the release's"),
+            ));
+        }
+        self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = 0;
+        tracing::info!(service = %self.service, %slot, version = %spec.version, deployment = %self.deployment_name(slot), namespace = %self.kubectl.namespace(), "deployment applied");
+        Ok(self.running(slot))
+    }
+
+    async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
+        let name = self.deployment_name(slot);
+        let stop_err = |e: KubeError| RuntimeError::Stop {
+            service: self.service.clone(),
+            slot,
+            reason: e.to_string(),
+        };
+        if self
+            .kubectl
+            .get("deployment", &name)
+            .await
+            .map_err(stop_err)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.kubectl
+            .patch(
+                "deployment",
+                &name,
+                PatchType::Merge,
+                &json!({ "spec": { "replicas": 0 } }),
+            )
+            .await
+            .map_err(stop_err)?;
+        tracing::info!(service = %self.service, %slot, deployment = %name, "scaled to zero");
+        Ok(())
+    }
+
+    async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {
+        let last = || self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()];
+        match self
+            .kubectl
+            .get("deployment", &self.deployment_name(slot))
+            .await
+        {
+            Ok(None) => SlotStatus::Exited {
+                detail: format!("Deployment {} was deleted", self.deployment_name(slot)),
+            },
+            Ok(Some(d)) if d["spec"]["replicas"].as_u64() == Some(0) => SlotStatus::Exited {
+                detail: format!(
+                    "Deployment {} was scaled to zero",
+                    self.deployment_name(slot)
+                ),
+            },
+            Ok(Some(_)) => match self.pods(slot).await {
+                Ok(pods) => {
+                    let n = restarts(&pods);
+                    self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = n;
+                    SlotStatus::Running { restarts: n }
+                }
+                Err(_) => SlotStatus::Running { restarts: last() },
+            },
+            // The cluster not answering says nothing about the pods: keep calling the
+            // release running rather than rolling back a healthy one.
+            Err(e) => {
+                tracing::warn!(service = %self.service, %slot, error = %e, "cannot read the Deployment");
+                SlotStatus::Running { restarts: last() }
+            }
+        }
+    }
+
+    async fn adopt(
+        &self,
+        _service: &str,
+        slot: Slot,
+        _running: &RunningSlot,
+    ) -> Option<RunningSlot> {
+        let d = self
+            .kubectl
+            .get("deployment", &self.deployment_name(slot))
+            .await
+            .ok()??;
+        let ours = d["metadata"]["labels"][SLOT_LABEL] == slot.as_str()
+            && d["metadata"]["labels"][NAME_LABEL] == self.service.as_str();
+        if !ours || d["spec"]["replicas"].as_u64() == Some(0) {
+            return None;
+        }
+        tracing::info!(service = %self.service, %slot, deployment = %self.deployment_name(slot), "adopted running Deployment");
+        Some(self.running(slot))
+    }
+
+    async fn log_tail(&self, _service: &str, slot: Slot, lines: usize) -> Vec<String> {
+        match self.kubectl.logs(&self.pod_selector(slot), lines).await {
+            Ok(text) => {
+                let all: Vec<&str> = text.lines().collect();
+                all[all.len().saturating_sub(lines)..]
+                    .iter()
+                    .map(|l| l.to_string())
+                    .collect()
+            }
+            Err(e) => vec![format!("(cannot read the pods' logs: {e})")],
+        }
+    }
+
+    async fn health(&self, _service: &str, slot: Slot) -> Option<RuntimeHealth> {
+        let d = match self
+            .kubectl
+            .get("deployment", &self.deployment_name(slot))
+            .await
+        {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return Some(RuntimeHealth::Unhealthy(format!(
+                    "Deployment {} does not exist",
+                    self.deployment_name(slot)
+                )))
+            }
+            Err(e) => {
+                return Some(RuntimeHealth::Starting(format!(
+                    "cannot read the Deployment: {e}"
+                )))
+            }
+        };
+        let pods = self.pods(slot).await.unwrap_or_default();
+        Some(deployment_health(&d, &pods))
+    }
+}
+
+/// Restarts of all containers of `pods`.
+fn restarts(pods: &[Value]) -> u32 {
+    pods.iter()
+        .flat_map(|p| {
+            p["status"]["containerStatuses"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|c| c["restartCount"].as_u64().unwrap_or(0) as u32)
+        .sum()
+}
+
+/// The Deployment's own verdict: every wanted pod updated and ready, a failure that
+/// waiting will not fix, or still rolling out.
+pub fn deployment_health(d: &Value, pods: &[Value]) -> RuntimeHealth {
+    let st = &d["status"];
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let wanted = d["spec"]["replicas"].as_u64().unwrap_or(1);
+    let deadline = st["conditions"].as_array().and_then(|cs| {
+        cs.iter().find(|c| {
+            c["type"] == "Progressing"
+                && c["status"] == "False"
+                && c["reason"] == "ProgressDeadlineExceeded"
+        })
+    });
+    if let Some(c) = deadline {
+        return RuntimeHealth::Unhealthy(format!(
+            "ProgressDeadlineExceeded: {}",
+            c["message"]
+                .as_str()
+                .unwrap_or("the rollout did not finish in time")
+        ));
+    }
+    // Only the pods of the template applied last: pods of an earlier start may still
+    // be terminating, ready or not.
+    let stamp = &d["spec"]["template"]["metadata"]["annotations"][START_ANNOTATION];
+    let current: Vec<&Value> = pods
+        .iter()
+        .filter(|p| &p["metadata"]["annotations"][START_ANNOTATION] == stamp)
+        .collect();
+    for pod in &current {
+        for cs in pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let waiting = &cs["state"]["waiting"];
+            if let Some(reason) = waiting["reason"].as_str().filter(|r| FAILING.contains(r)) {
+                return RuntimeHealth::Unhealthy(format!(
+                    "pod {}: {reason}{}",
+                    pod["metadata"]["name"].as_str().unwrap_or("?"),
+                    waiting["message"]
+                        .as_str()
+                        .map(|m| format!(" ({m})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+    let observed = n(&st["observedGeneration"]) >= n(&d["metadata"]["generation"]);
+    let ready = current.iter().filter(|p| pod_ready(p)).count() as u64;
+    let summary = format!("{ready} of {wanted} pods of this release ready");
+    if observed && ready >= wanted {
+        RuntimeHealth::Healthy(summary)
+    } else {
+        RuntimeHealth::Starting(summary)
+    }
+}
+
+#[cfg(test)]
+#[path = "kubernetes_tests.rs"]
+mod tests;

@@ -1,0 +1,170 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::config::KubeAccess;
+
+fn runtime() -> KubernetesRuntime {
+    KubernetesRuntime::new(
+        "web",
+        KubernetesRuntimeConfig {
+            access: KubeAccess {
+                kubectl: "kubectl".into(),
+                kubeconfig: None,
+                context: None,
+                namespace: "shop".into(),
+                timeout: Duration::from_secs(5),
+            },
+            image: "registry.example.com/web:{version}".into(),
+            port: 8080,
+            replicas: 2,
+            command: Some(vec!["/web".into(), "--port={port}".into()]),
+            args: Some(vec!["--slot".into(), "{slot}".into()]),
+            env: BTreeMap::from([("RELEASE".into(), "{version}".into())]),
+            labels: BTreeMap::from([("tier".into(), "api".into())]),
+            ready_path: Some("/ready".into()),
+            endpoints: BTreeMap::from([
+                (Slot::Blue, "web-blue.shop.svc:80".parse().unwrap()),
+                (Slot::Green, "web-green.shop.svc:80".parse().unwrap()),
+            ]),
+            stop_grace: Duration::from_secs(20),
+        },
+    )
+}
+
+fn spec() -> SlotSpec {
+    SlotSpec {
+        service: "web".into(),
+        slot: Slot::Green,
+        version: "v2".into(),
+        deployment: Some(7),
+        env: vec![("DATABASE_URL".into(), "postgres://db/web_green".into())],
+    }
+}
+
+#[test]
+fn the_deployment_carries_the_release_the_slot_labels_and_a_fresh_start_stamp() {
+    let rt = runtime();
+    let m = rt.manifest(&spec(), 1234);
+    assert_eq!(m["metadata"]["name"], "web-green");
+    assert_eq!(m["metadata"]["namespace"], "shop");
+    assert_eq!(m["spec"]["replicas"], 2);
+    assert_eq!(
+        m["spec"]["selector"]["matchLabels"],
+        json!({ "app.kubernetes.io/name": "web", "cutover.dev/slot": "green" })
+    );
+    let tpl = &m["spec"]["template"];
+    assert_eq!(
+        tpl["metadata"]["labels"],
+        json!({ "app.kubernetes.io/name": "web", "cutover.dev/slot": "green", "tier": "api" })
+    );
+    assert_eq!(
+        tpl["metadata"]["annotations"]["cutover.dev/started-at"],
+        "1234"
+    );
+    assert_eq!(tpl["spec"]["terminationGracePeriodSeconds"], 20);
+    let c = &tpl["spec"]["containers"][0];
+    assert_eq!(c["image"], "registry.example.com/web:v2");
+    assert_eq!(c["command"], json!(["/web", "--port=8080"]));
+    assert_eq!(c["args"], json!(["--slot", "green"]));
+    assert_eq!(c["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({ "path": "/ready", "port": 8080 })
+    );
+    // Cutover's own variables join the configured ones, placeholders filled in.
+    assert_eq!(
+        c["env"],
+        json!([
+            { "name": "DATABASE_URL", "value": "postgres://db/web_green" },
+            { "name": "RELEASE", "value": "v2" },
+        ])
+    );
+    // Another start of the same release is another template: fresh pods.
+    assert_ne!(rt.manifest(&spec(), 1235)["spec"]["template"], *tpl);
+    assert_eq!(
+        rt.running(Slot::Green).endpoint.to_string(),
+        "web-green.shop.svc:80"
+    );
+}
+
+fn deployment(replicas: u64, stamp: &str) -> Value {
+    json!({
+        "metadata": { "generation": 2 },
+        "spec": { "replicas": replicas, "template": { "metadata": { "annotations": { START_ANNOTATION: stamp } } } },
+        "status": { "observedGeneration": 2 },
+    })
+}
+
+fn pod(name: &str, stamp: &str, ready: bool, waiting: Option<&str>) -> Value {
+    let state = match waiting {
+        Some(r) => json!({ "waiting": { "reason": r, "message": "back-off 10s" } }),
+        None => json!({ "running": {} }),
+    };
+    json!({
+        "metadata": { "name": name, "annotations": { START_ANNOTATION: stamp } },
+        "status": {
+            "conditions": [{ "type": "Ready", "status": if ready { "True" } else { "False" } }],
+            "containerStatuses": [{ "name": "app", "restartCount": 1, "state": state }],
+        },
+    })
+}
+
+#[test]
+fn the_deployments_verdict_counts_only_this_releases_pods() {
+    let d = deployment(2, "2");
+    let old_ready = pod("web-green-old", "1", true, None);
+    // Old pods being ready does not make the new release healthy.
+    let h = deployment_health(&d, &[old_ready.clone(), pod("a", "2", true, None)]);
+    assert_eq!(
+        h,
+        RuntimeHealth::Starting("1 of 2 pods of this release ready".into())
+    );
+    let h = deployment_health(&d, &[pod("a", "2", true, None), pod("b", "2", true, None)]);
+    assert_eq!(
+        h,
+        RuntimeHealth::Healthy("2 of 2 pods of this release ready".into())
+    );
+    // A crash loop is a failure now, not a wait until the deadline; an old pod's is not.
+    let h = deployment_health(
+        &d,
+        &[
+            pod("a", "2", true, None),
+            pod("b", "2", false, Some("CrashLoopBackOff")),
+        ],
+    );
+    assert_eq!(
+        h,
+        RuntimeHealth::Unhealthy("pod b: CrashLoopBackOff (back-off 10s)".into())
+    );
+    let h = deployment_health(
+        &d,
+        &[
+            pod("x", "1", false, Some("CrashLoopBackOff")),
+            pod("a", "2", true, None),
+            pod("b", "2", true, None),
+        ],
+    );
+    assert!(matches!(h, RuntimeHealth::Healthy(_)), "{h:?}");
+    // A change the controller has not seen yet is not judged by the old status.
+    let mut unseen = d.clone();
+    unseen["metadata"]["generation"] = json!(3);
+    let h = deployment_health(
+        &unseen,
+        &[pod("a", "2", true, None), pod("b", "2", true, None)],
+    );
+    assert!(matches!(h, RuntimeHealth::Starting(_)), "{h:?}");
+    let mut late = d.clone();
+    late["status"]["conditions"] = json!([{ "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-green-1\" has timed out progressing." }]);
+    let h = deployment_health(&late, &[]);
+    assert!(
+        matches!(&h, RuntimeHealth::Unhealthy(m) if m.contains("timed out progressing")),
+        "{h:?}"
+    );
+    assert_eq!(
+        restarts(&[pod("a", "2", true, None), pod("b", "2", true, None)]),
+        2
+    );
+}
