@@ -481,16 +481,16 @@ fn parse_reads_the_token_from_the_real_environment() {
 }
 
 #[test]
-fn another_runtime_kind_is_refused_as_not_built_yet_without_other_noise() {
+fn an_unknown_runtime_kind_is_refused_without_other_noise() {
     let text = "[services.web]\nlisten = \"127.0.0.1:8080\"\n\
-                [services.web.runtime]\nkind = \"kubernetes\"\nimage = \"web:1\"\n";
+                [services.web.runtime]\nkind = \"nomad\"\nimage = \"web:1\"\n";
     assert_eq!(
         problems(text),
         [Problem {
             key: "services.web.runtime.kind".into(),
-            message: "expected \"process\", \"docker\" or \"compose\", got \"kubernetes\" \
-                      (the kubernetes runtime is not built yet)"
-                .into(),
+            message:
+                "expected \"process\", \"docker\", \"compose\" or \"kubernetes\", got \"nomad\""
+                    .into(),
         }]
     );
 }

@@ -38,7 +38,7 @@ pub struct Server {
 }
 
 impl Server {
-    fn spawn(name: &'static str, dir: &Path, mut cmd: Command) -> Server {
+    pub fn spawn(name: &'static str, dir: &Path, mut cmd: Command) -> Server {
         let log = dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log).expect("create log");
         let child = cmd

@@ -1,0 +1,273 @@
+//! The Kubernetes runtime and router through the real `kubectl`, against the stand-in
+//! API server of `tests/kube/standin.py` (no Kubernetes API server can run on this
+//! machine; `tests/support/kube.rs` says what the stand-in does and does not do).
+//!
+//! A deployment applies a Deployment per slot whose pods really run (the demo app as a
+//! local process) behind per-slot NodePort Services; the Service selector switch moves
+//! new connections to the new slot with zero failed requests under live load, and a
+//! rollback moves it back; a release that fails its checks never reaches the Service
+//! and its Deployment is scaled to zero; a missing Service fails the deployment with a
+//! message naming it; a canary through a Gateway API HTTPRoute sets the weights step by
+//! step, with traffic through the gateway split between both releases.
+
+#[path = "support/kube.rs"]
+mod kube;
+#[path = "support/routers.rs"]
+mod routers;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use cutover::domain::Slot;
+use cutover::store::DeploymentOutcome;
+use kube::StandIn;
+use serde_json::json;
+use support::{free_addr, wait_until, Harness};
+
+struct Cluster {
+    k: StandIn,
+    /// The public Service `web` (what users reach).
+    public: SocketAddr,
+    /// The Gateway's listener, when the route is an HTTPRoute.
+    gateway: Option<SocketAddr>,
+}
+
+/// The daemon with the Kubernetes runtime and router against a fresh stand-in: the
+/// per-slot NodePort Services `web-blue` and `web-green`, and either the public Service
+/// `web` (selector switch) or a Gateway with the HTTPRoute `web` (weights).
+async fn daemon(builder: support::Builder, httproute: bool) -> (Harness, Cluster) {
+    let mut h = builder.watch("1s").without_latency_trigger().build().await;
+    let k = kube::start_standin(h.dir()).await;
+    let (blue, green, public) = (free_addr(), free_addr(), free_addr());
+    k.node_port_service("web-blue", blue.port(), Some("blue"));
+    k.node_port_service("web-green", green.port(), Some("green"));
+    let gateway = if httproute {
+        let gw = free_addr();
+        k.apply(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": { "name": "edge", "namespace": "default" },
+            "spec": { "gatewayClassName": "standin", "listeners": [{ "name": "http", "protocol": "HTTP", "port": gw.port() }] },
+        }));
+        k.apply(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "web", "namespace": "default" },
+            "spec": {
+                "parentRefs": [{ "name": "edge" }],
+                "rules": [{ "backendRefs": [
+                    { "name": "web-blue", "port": 80, "weight": 100 },
+                    { "name": "web-green", "port": 80, "weight": 0 },
+                ] }],
+            },
+        }));
+        Some(gw)
+    } else {
+        k.node_port_service("web", public.port(), Some("blue"));
+        None
+    };
+    kube::use_runtime(
+        &h,
+        &kube::runtime_toml(&k, &h.dir().join("behaviour.toml"), blue, green),
+    );
+    let route = if httproute {
+        "httproute = \"web\"\n"
+    } else {
+        ""
+    };
+    routers::use_router(
+        &h,
+        &format!(
+            "[services.web.router]\nkind = \"kubernetes\"\nkubeconfig = \"{}\"\n{route}settle = \"0s\"\ntimeout = \"10s\"\n\n",
+            k.kubeconfig.display()
+        ),
+    );
+    h.start().await;
+    (h, Cluster { k, public, gateway })
+}
+
+fn replicas(k: &StandIn, name: &str) -> Option<u64> {
+    k.get("deployment", name)
+        .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_under_live_load_moves_the_services_selector_and_a_rollback_moves_it_back() {
+    let (h, c) = daemon(Harness::builder(), false).await;
+    let k = &c.k;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
+    let d = k.get("deployment", "web-blue").expect("web-blue exists");
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.example.test/demo:v1"
+    );
+    assert_eq!(
+        d["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+        "cutover"
+    );
+    assert_eq!(k.selected_slot("web").as_deref(), Some("blue"));
+    assert_eq!(routers::answered_by(c.public).await, "v1");
+    // `cutover logs` reads the slot's pods through kubectl.
+    let logs = h.cli(&["logs", "web", "--slot", "blue"]).await;
+    assert_eq!(logs.code, 0, "{logs}");
+    assert!(logs.stdout.contains("demo-app v1 listening"), "{logs}");
+
+    // Live load on keep-alive connections through the public Service.
+    let load = cutover::demo::load::Load::start(c.public, "/", 500, 16, Duration::from_secs(120));
+    wait_until(20, "the load to reach v1", || async {
+        (load.stats().by_version.get("v1").copied().unwrap_or(0) > 50).then_some(())
+    })
+    .await;
+    let before = load.stats();
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = load.stats().since(&before);
+    load.stop().await;
+    assert_eq!(v2.code, 0, "{v2}\n{}", h.daemon_logs());
+    println!("kubernetes selector switch under load: {during:?}");
+    assert_eq!(during.failed(), 0, "{during:?}");
+    assert!(during.sent > 100, "{during:?}");
+
+    // New connections reach the new slot; the old one stays warm for a rollback.
+    assert_eq!(k.selected_slot("web").as_deref(), Some("green"));
+    assert_eq!(routers::answered_by(c.public).await, "v2");
+    assert_eq!(replicas(k, "web-green"), Some(1));
+    assert_eq!(
+        replicas(k, "web-blue"),
+        Some(1),
+        "the previous release stays warm"
+    );
+    let status = h.status().await;
+    assert_eq!(status.observed_live, Some(Slot::Green));
+    assert!(!status.drift, "{status:?}");
+
+    let back = h.cli(&["rollback", "web"]).await;
+    assert_eq!(back.code, 0, "{back}\n{}", h.daemon_logs());
+    assert_eq!(k.selected_slot("web").as_deref(), Some("blue"));
+    assert_eq!(routers::answered_by(c.public).await, "v1");
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
+
+    // Drift shows when someone points the Service elsewhere by hand.
+    let (code, _, err) = k.kubectl(
+        &[
+            "patch",
+            "service",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"cutover.dev/slot":"green"}}}"#,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let status = h.status().await;
+    assert_eq!(status.observed_live, Some(Slot::Green));
+    assert!(status.drift, "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_fails_its_checks_never_reaches_the_service_and_is_scaled_to_zero() {
+    let (h, c) = daemon(
+        Harness::builder().behaviour("[v2]\nunhealthy = true\n"),
+        false,
+    )
+    .await;
+    let k = &c.k;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}", h.daemon_logs());
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
+    assert_eq!(k.selected_slot("web").as_deref(), Some("blue"));
+    assert_eq!(routers::answered_by(c.public).await, "v1");
+    wait_until(20, "the failed slot scaled to zero", || async {
+        (replicas(k, "web-green") == Some(0)).then_some(())
+    })
+    .await;
+    wait_until(20, "the failed slot's pods gone", || async {
+        k.pods("green").is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(replicas(k, "web-blue"), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_service_fails_the_deployment_naming_it_and_leaves_the_cluster_as_it_was() {
+    let (h, c) = daemon(Harness::builder(), false).await;
+    let k = &c.k;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}", h.daemon_logs());
+    let (code, _, err) = k.kubectl(&["delete", "service", "web"], None);
+    assert_eq!(code, 0, "{err}");
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
+    let said = format!("{v2}\n{}", h.daemon_logs());
+    assert!(
+        said.contains("service web does not exist in namespace default"),
+        "{said}"
+    );
+    // The live slot is untouched; the new one is stopped again.
+    assert_eq!(replicas(k, "web-blue"), Some(1));
+    wait_until(20, "the new slot scaled to zero", || async {
+        (replicas(k, "web-green") == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_through_an_httproute_sets_the_weights_step_by_step() {
+    let builder = Harness::builder().edit(
+        "[services.web.watch]",
+        "[services.web.strategy]\nkind = \"canary\"\nsteps = [ { weight = 50, pause = \"until-promoted\", analyze = false } ]\n\n[services.web.watch]",
+    );
+    let (h, c) = daemon(builder, true).await;
+    let k = &c.k;
+    let gw = c.gateway.expect("a gateway");
+    let weights = || {
+        let r = k.get("httproute", "web").expect("the route");
+        let refs = r["spec"]["rules"][0]["backendRefs"].clone();
+        let w = |name: &str| {
+            refs.as_array()
+                .and_then(|a| a.iter().find(|b| b["name"] == name))
+                .and_then(|b| b["weight"].as_u64())
+        };
+        (w("web-blue"), w("web-green"))
+    };
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
+    assert_eq!(weights(), (Some(100), Some(0)));
+    assert_eq!(routers::answered_by(gw).await, "v1");
+
+    let id = h.deploy_no_wait("v2").await;
+    wait_until(60, "the canary reaches its step", || async {
+        let s = h.cli(&["status", "web", "--json"]).await.json();
+        (s["progress"]["canary"]["step"] == 1).then_some(())
+    })
+    .await;
+    // The step shows in `status` as it begins; the route follows once the patch is in.
+    wait_until(30, "the route's weights at 50/50", || async {
+        (weights() == (Some(50), Some(50))).then_some(())
+    })
+    .await;
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..40 {
+        *seen.entry(routers::answered_by(gw).await).or_insert(0) += 1;
+    }
+    assert!(
+        seen.contains_key("v1") && seen.contains_key("v2") && seen.len() == 2,
+        "both releases answer through the gateway: {seen:?}"
+    );
+
+    let out = h.cli(&["promote", "web"]).await;
+    assert_eq!(out.code, 0, "{out}");
+    let d = h.wait_finished(id, 60).await;
+    assert_eq!(d.outcome, Some(DeploymentOutcome::Succeeded), "{d:?}");
+    assert_eq!(weights(), (Some(0), Some(100)));
+    assert_eq!(routers::answered_by(gw).await, "v2");
+    assert_eq!(h.status().await.observed_live, Some(Slot::Green));
+
+    let back = h.cli(&["rollback", "web"]).await;
+    assert_eq!(back.code, 0, "{back}\n{}", h.daemon_logs());
+    assert_eq!(weights(), (Some(100), Some(0)));
+    assert_eq!(routers::answered_by(gw).await, "v1");
+}
