@@ -37,6 +37,15 @@ struct Cluster {
 /// per-slot NodePort Services `web-blue` and `web-green`, and either the public Service
 /// `web` (selector switch) or a Gateway with the HTTPRoute `web` (weights).
 async fn daemon(builder: support::Builder, httproute: bool) -> (Harness, Cluster) {
+    daemon_with(builder, httproute, |t| t).await
+}
+
+/// [`daemon`] with the runtime table changed by `runtime`.
+async fn daemon_with(
+    builder: support::Builder,
+    httproute: bool,
+    runtime: impl FnOnce(String) -> String,
+) -> (Harness, Cluster) {
     let mut h = builder.watch("1s").without_latency_trigger().build().await;
     let k = kube::start_standin(h.dir()).await;
     let (blue, green, public) = (free_addr(), free_addr(), free_addr());
@@ -67,7 +76,12 @@ async fn daemon(builder: support::Builder, httproute: bool) -> (Harness, Cluster
     };
     kube::use_runtime(
         &h,
-        &kube::runtime_toml(&k, &h.dir().join("behaviour.toml"), blue, green),
+        &runtime(kube::runtime_toml(
+            &k,
+            &h.dir().join("behaviour.toml"),
+            blue,
+            green,
+        )),
     );
     let route = if httproute {
         "httproute = \"web\"\n"
@@ -270,4 +284,38 @@ async fn a_canary_through_an_httproute_sets_the_weights_step_by_step() {
     assert_eq!(back.code, 0, "{back}\n{}", h.daemon_logs());
     assert_eq!(weights(), (Some(100), Some(0)));
     assert_eq!(routers::answered_by(gw).await, "v1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_release_fails_before_the_switch_with_the_pods_reason() {
+    // Release "crash" exits at once; every other one is the demo app.
+    let (h, c) = daemon_with(Harness::builder().health_deadline("60s"), false, |t| {
+        let exe = support::exe();
+        let start = t.find("command = [").expect("a command");
+        let end = start + t[start..].find('\n').expect("a line");
+        let script = format!(
+            "if [ \\\"{{version}}\\\" = crash ]; then echo \\\"boom: no config\\\" >&2; exit 3; fi; exec {exe} demo-app --port $PORT --version {{version}}"
+        );
+        let t = format!("{}command = [\"sh\", \"-c\", \"{script}\"]{}", &t[..start], &t[end..]);
+        // Green is reached where nothing listens, as a Service without ready endpoints
+        // refuses connections: only the runtime's verdict can answer for it.
+        let g = t.find("green = \"").expect("green's endpoint") + "green = \"".len();
+        let g_end = g + t[g..].find('"').expect("closing quote");
+        format!("{}{}{}", &t[..g], free_addr(), &t[g_end..])
+    })
+    .await;
+    let k = &c.k;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
+    let bad = h.cli(&["deploy", "web", "crash"]).await;
+    assert_eq!(bad.code, 1, "{bad}\n{}", h.daemon_logs());
+    let said = format!("{bad}\n{}", h.daemon_logs());
+    // Failed on the pods' state by the unhealthy threshold, not at the health deadline.
+    assert!(said.contains("CrashLoopBackOff"), "{said}");
+    assert!(said.contains("unhealthy 3 times in a row"), "{said}");
+    assert!(!said.contains("(deadline)"), "{said}");
+    assert_eq!(k.selected_slot("web").as_deref(), Some("blue"));
+    assert_eq!(routers::answered_by(c.public).await, "v1");
+    let history = h.cli(&["history", "web"]).await;
+    assert!(history.stdout.contains("CrashLoopBackOff"), "{history}");
 }

@@ -202,12 +202,16 @@ impl Runner {
             // The runtime's own verdict (Docker's HEALTHCHECK) is one more check.
             let verdict = runtime.health(&target.service, slot).await;
             let judging = matches!(verdict, Some(RuntimeHealth::Starting(_)));
+            // The runtime calling the release failing (a crash loop, an image that
+            // cannot be pulled) is an answer even when nothing accepts connections.
+            let failing = matches!(verdict, Some(RuntimeHealth::Unhealthy(_)));
             results.extend(verdict.map(|v| v.into_check(runtime.kind())));
             let ok = results.iter().all(|r| r.ok);
             // "Answered" = the release accepts connections at all; until it does, failures
             // only count against the deadline (a slow starter is not unhealthy).
-            let answered =
-                ok || !judging && target.endpoint.connect_within(cfg.timeout).await.is_ok();
+            let answered = ok
+                || failing
+                || !judging && target.endpoint.connect_within(cfg.timeout).await.is_ok();
             let detail = checks::summarize(&results);
             let event = Event::HealthRound {
                 ok,
