@@ -1,7 +1,7 @@
 //! The layer order of `src/` (ARCHITECTURE.md, "Layer order"): imports point down only.
 //!
 //! ```text
-//! domain → config, store → proxy, checks → runtime, router, analysis → notify
+//! domain → config, store → proxy, checks, kube → runtime, router, analysis → notify
 //!        → orchestrator → api → daemon → cli, demo
 //! ```
 //!
