@@ -319,3 +319,25 @@ async fn a_crash_looping_release_fails_before_the_switch_with_the_pods_reason() 
     let history = h.cli(&["history", "web"]).await;
     assert!(history.stdout.contains("CrashLoopBackOff"), "{history}");
 }
+
+/// The stand-in's own check (`tests/kube/check.sh`): every kubectl command Cutover and
+/// these tests use, against the stand-in, with the kubectl on `PATH`: the stand-in
+/// answers as the API server would (wording, status codes, rollouts, forwarding,
+/// weights, a wrong token, its pods' processes gone when it is killed).
+#[test]
+fn the_standin_answers_kubectl_as_the_api_server_would() {
+    let kubectl = routers::require("kubectl", "apt-get install kubernetes-client");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kube/check.sh");
+    let out = std::process::Command::new("bash")
+        .arg(script)
+        .env("KUBECTL", kubectl)
+        .output()
+        .expect("bash runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+}
