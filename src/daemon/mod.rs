@@ -49,13 +49,23 @@ pub struct ServeOptions {
 /// daemon started from the same binary path (an upgrade or a restart) and exits once
 /// that one serves (see `upgrade.rs`).
 pub async fn serve(config: Config, opts: ServeOptions) -> anyhow::Result<()> {
-    match state_lock::raise_open_file_limit() {
-        Ok(n) => tracing::debug!(limit = n, "open-file limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
+    let limit = match state_lock::raise_open_file_limit() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open-file limit");
+            None
+        }
+    };
     let invocation = upgrade::Invocation::current();
     let inherited = upgrade::Inherited::from_env()?;
     let proxy_listeners = proxy::listeners_from_config(&config);
+    if let Some(n) = limit {
+        tracing::debug!(limit = n, "open-file limit");
+        let max = config.proxy.edge.max_connections;
+        if let Some(w) = state_lock::descriptor_shortfall(n, proxy_listeners.len(), max) {
+            tracing::warn!("{w}");
+        }
+    }
     let (bound, api_std, ready) = match inherited {
         Some(inh) => {
             let bound = proxy::workers::Bound::from_sockets(&proxy_listeners, inh.sockets.proxy)

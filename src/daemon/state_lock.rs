@@ -111,9 +111,44 @@ pub fn raise_open_file_limit() -> std::io::Result<u64> {
     Ok(hard.max(soft))
 }
 
+/// Descriptors the proxy may need beyond two per client connection: the API, the
+/// store, log files, checks, a few spare upstream connections.
+const DESCRIPTOR_MARGIN: u64 = 256;
+
+/// A warning when `limit` open files cannot serve `listeners` × `max_connections`
+/// busy clients (a client connection and its upstream connection each), else `None`.
+pub fn descriptor_shortfall(
+    limit: u64,
+    listeners: usize,
+    max_connections: usize,
+) -> Option<String> {
+    let wanted = (listeners as u64)
+        .saturating_mul(max_connections as u64)
+        .saturating_mul(2)
+        .saturating_add(DESCRIPTOR_MARGIN);
+    (listeners > 0 && limit < wanted).then(|| {
+        format!(
+            "the open-file limit ({limit}) is below what {listeners} listener(s) × max_connections ({max_connections}) can use ({wanted}: two per connection and {DESCRIPTOR_MARGIN} more); past it, requests get 503 \"proxy overloaded\". Raise the hard limit (LimitNOFILE= in the systemd unit, `ulimit -Hn`) or lower [proxy] max_connections"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_descriptor_limit_too_small_for_max_connections_is_named() {
+        assert_eq!(descriptor_shortfall(1_048_576, 2, 10_000), None);
+        assert_eq!(descriptor_shortfall(20_256, 1, 10_000), None);
+        let w = descriptor_shortfall(20_255, 1, 10_000).unwrap();
+        assert!(w.contains("(20255)") && w.contains("(20256"), "{w}");
+        assert_eq!(
+            descriptor_shortfall(1024, 0, 10_000),
+            None,
+            "no listener, no proxy"
+        );
+    }
 
     #[test]
     fn a_second_holder_is_refused_with_the_first_ones_pid_until_the_first_lets_go() {

@@ -173,13 +173,17 @@ impl Runtime for KubernetesRuntime {
             .apply(&manifest)
             .await
             .map_err(|e| self.err_start(slot, e))?;
-        // The API server may have defaulted or mutated it (an admission webhook):
-        // what counts is that it holds this release.
-        let image = &stored["spec"]["template"]["spec"]["containers"][0]["image"];
-        if image != &manifest["spec"]["template"]["spec"]["containers"][0]["image"] {
+        // What counts is that the stored template is this start's. Not the image: an
+        // admission webhook may pin it to a digest or rewrite its registry.
+        let stamp =
+            |d: &Value| d["spec"]["template"]["metadata"]["annotations"][START_ANNOTATION].clone();
+        if stamp(&stored) != stamp(&manifest) {
             return Err(self.err_start(
                 slot,
-                format!("the cluster stored the Deployment with image {image}, not the release's"),
+                format!(
+                    "the cluster did not store this start's pod template (its {START_ANNOTATION} is {})",
+                    stamp(&stored)
+                ),
             ));
         }
         self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = 0;
