@@ -5,7 +5,8 @@
 //! flood of connections cannot roll a healthy release back), the daemon says so in its
 //! log, health rounds that could not be made are not counted (the supervisor neither
 //! judges the live release failed nor restarts it), and once the connections close it
-//! serves again.
+//! serves again. A deployment whose health rounds find no descriptor runs them again
+//! after the interval: it neither fails nor stalls.
 
 mod support;
 
@@ -137,4 +138,60 @@ async fn running_out_of_descriptors_answers_503_and_is_not_counted_against_the_r
     let (status, body) = h.get_proxy("/").await.expect("served again");
     assert_eq!(status, 200, "{body}");
     assert_eq!(after.live_version.as_deref(), Some("v1"));
+}
+
+/// A deployment whose health rounds find no descriptor neither fails nor stalls: the
+/// rounds that could not be made are not counted and are made again after the
+/// interval, so once descriptors are back the release passes its checks and goes live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deployment_whose_health_rounds_find_no_descriptor_runs_them_again() {
+    // 25 healthy rounds at 200 ms: the health phase lasts long enough to take the
+    // descriptors away in the middle of it.
+    let mut h = Harness::builder()
+        .watch("1s")
+        .without_latency_trigger()
+        .healthy_threshold(25)
+        .health_deadline("20s")
+        .build()
+        .await;
+    h.start().await;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}");
+    let id = h.deploy_no_wait("v2").await;
+    h.wait_for_phase(id, "wait_healthy", 60).await;
+
+    let pid = h.daemon_pid();
+    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .expect("the daemon's descriptor limit");
+    let set_soft = |soft: &str| {
+        let ok = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+            .status()
+            .expect("prlimit (util-linux) runs")
+            .success();
+        assert!(ok, "prlimit --nofile={soft}:");
+    };
+    // No descriptor at all: every new one (a probe's socket) fails with EMFILE. (A
+    // limit at the count of open ones could still hand out a lower free number.)
+    set_soft("3");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    set_soft(&hard);
+
+    let d = h.wait_finished(id, 60).await;
+    assert_eq!(
+        d.outcome,
+        Some(cutover::store::DeploymentOutcome::Succeeded),
+        "{d:?}\n{}",
+        h.daemon_logs()
+    );
+    let logs = h.daemon_logs();
+    assert!(
+        logs.contains("health round not counted: cutover is out of file descriptors"),
+        "the rounds in the window were not made:\n{logs}"
+    );
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v2"));
 }
