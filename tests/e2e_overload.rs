@@ -42,6 +42,27 @@ fn open_descriptors(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// The process's hard descriptor limit, as `/proc/<pid>/limits` shows it.
+fn hard_limit(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/limits"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .expect("the daemon's descriptor limit")
+}
+
+/// Sets the process's soft descriptor limit (the soft one only: the hard one could not
+/// be raised back without privilege).
+fn set_soft(pid: u32, soft: &str) {
+    let ok = std::process::Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        .status()
+        .expect("prlimit (util-linux) runs")
+        .success();
+    assert!(ok, "prlimit --nofile={soft}:");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn running_out_of_descriptors_answers_503_and_is_not_counted_against_the_release() {
     let mut h = Harness::builder()
@@ -59,24 +80,10 @@ async fn running_out_of_descriptors_answers_503_and_is_not_counted_against_the_r
         st.slots.iter().map(|s| s.record.handle.clone()).collect()
     };
 
-    // The soft limit only: the hard one could not be raised back without privilege.
     let pid = h.daemon_pid();
     let limit = open_descriptors(pid) + 41;
-    let set_soft = |soft: &str| {
-        let ok = std::process::Command::new("prlimit")
-            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
-            .status()
-            .expect("prlimit (util-linux) runs")
-            .success();
-        assert!(ok, "prlimit --nofile={soft}:");
-    };
-    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .expect("the daemon's descriptor limit");
-    set_soft(&limit.to_string());
+    let hard = hard_limit(pid);
+    set_soft(pid, &limit.to_string());
 
     // 120 connections at once, each held half a second after its answer; again (up to
     // five bursts) while none reached the point where a connection was accepted but its
@@ -98,7 +105,7 @@ async fn running_out_of_descriptors_answers_503_and_is_not_counted_against_the_r
         }
     }
     // Give the daemon its descriptors back before anything else needs them.
-    set_soft(&hard);
+    set_soft(pid, &hard);
     eprintln!("answers with the limit lowered: {seen:?}");
 
     assert!(
@@ -161,25 +168,12 @@ async fn a_deployment_whose_health_rounds_find_no_descriptor_runs_them_again() {
     h.wait_for_phase(id, "wait_healthy", 60).await;
 
     let pid = h.daemon_pid();
-    let hard = std::fs::read_to_string(format!("/proc/{pid}/limits"))
-        .unwrap()
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(4).map(str::to_string))
-        .expect("the daemon's descriptor limit");
-    let set_soft = |soft: &str| {
-        let ok = std::process::Command::new("prlimit")
-            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
-            .status()
-            .expect("prlimit (util-linux) runs")
-            .success();
-        assert!(ok, "prlimit --nofile={soft}:");
-    };
+    let hard = hard_limit(pid);
     // No descriptor at all: every new one (a probe's socket) fails with EMFILE. (A
     // limit at the count of open ones could still hand out a lower free number.)
-    set_soft("3");
+    set_soft(pid, "3");
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    set_soft(&hard);
+    set_soft(pid, &hard);
 
     let d = h.wait_finished(id, 60).await;
     assert_eq!(

@@ -214,6 +214,44 @@ pub(super) fn check_placeholders(p: &mut Problems, key: &str, text: &str) {
     }
 }
 
+/// A container runtime's `image`: required, no whitespace, known placeholders, and no
+/// `{port}` (the port is not known when the image is chosen).
+pub(super) fn image<T>(r: &Read<T>, value: Option<&str>, p: &mut Problems) -> Option<String> {
+    let image = r.required(
+        "image",
+        value,
+        "an image reference like \"shop:{version}\"",
+        p,
+    )?;
+    let before = p.count();
+    if image.trim().is_empty() || image.contains(char::is_whitespace) {
+        p.add(
+            r.key("image"),
+            format!("expected an image reference like \"shop:{{version}}\", got {image:?}"),
+        );
+    }
+    check_placeholders(p, &r.key("image"), image);
+    if placeholders(image).contains(&"port") {
+        p.add(
+            r.key("image"),
+            "`{port}` cannot be part of an image reference",
+        );
+    }
+    (p.count() == before).then(|| image.to_string())
+}
+
+/// A container runtime's `port`: where the app listens inside its container.
+pub(super) fn container_port<T>(r: &Read<T>, value: Option<i64>, p: &mut Problems) -> Option<u16> {
+    r.required(
+        "port",
+        value,
+        "the port the app listens on inside the container, from 1 to 65535",
+        p,
+    )
+    .and_then(|v| int_range(p, r.key("port"), v, 1, 65535))
+    .map(|v| v as u16)
+}
+
 pub(super) fn ports(at: &str, sub: &Sub<RawPorts>, p: &mut Problems) -> Option<SlotPorts> {
     let r = read::<RawPorts>(sub.value(), at, p)?;
     let mut port = |field: &str, value: Option<i64>| {

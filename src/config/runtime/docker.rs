@@ -16,9 +16,9 @@ use crate::config::kinds::{
 use crate::config::raw::RawPorts;
 use crate::config::read::{read, Problems, Sub};
 use crate::config::rules::{
-    argv_ok, check_placeholders, duration, env_ok, int_range, ports, stop_signal,
+    argv_ok, container_port, duration, env_ok, image, int_range, ports, stop_signal,
 };
-use crate::config::values::{placeholders, RawDuration};
+use crate::config::values::RawDuration;
 
 /// `[services.<name>.runtime]` with `kind = "docker"`.
 #[derive(Debug, Default, Deserialize)]
@@ -53,39 +53,8 @@ pub(super) fn docker(
     let Some(r) = read::<RawDockerRuntime>(value, at, p) else {
         return (None, None);
     };
-    let image = r
-        .required(
-            "image",
-            r.raw.image.as_deref(),
-            "an image reference like \"shop:{version}\"",
-            p,
-        )
-        .and_then(|image| {
-            let before = p.count();
-            if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                p.add(
-                    r.key("image"),
-                    format!("expected an image reference like \"shop:{{version}}\", got {image:?}"),
-                );
-            }
-            check_placeholders(p, &r.key("image"), image);
-            if placeholders(image).contains(&"port") {
-                p.add(
-                    r.key("image"),
-                    "`{port}` cannot be part of an image reference",
-                );
-            }
-            (p.count() == before).then(|| image.to_string())
-        });
-    let port = r
-        .required(
-            "port",
-            r.raw.port,
-            "the port the app listens on inside the container, from 1 to 65535",
-            p,
-        )
-        .and_then(|v| int_range(p, r.key("port"), v, 1, 65535))
-        .map(|v| v as u16);
+    let image = image(&r, r.raw.image.as_deref(), p);
+    let port = container_port(&r, r.raw.port, p);
     let command = r.optional("command", r.raw.command.as_ref(), |argv| {
         argv_ok(p, &r.key("command"), argv).then(|| argv.clone())
     });

@@ -15,9 +15,10 @@ use crate::config::kube::{access, dns_label, label_key, label_value, RawAccess};
 use crate::config::kube_types::{NAME_LABEL, SLOT_LABEL};
 use crate::config::read::{read, Problems};
 use crate::config::rules::{
-    argv_ok, check_placeholders, duration, endpoint, env_ok, int_range, url_path,
+    argv_ok, check_placeholders, container_port, duration, endpoint, env_ok, image, int_range,
+    url_path,
 };
-use crate::config::values::{placeholders, RawDuration};
+use crate::config::values::RawDuration;
 use crate::domain::Slot;
 
 /// `[services.<name>.runtime]` with `kind = "kubernetes"`.
@@ -72,39 +73,8 @@ pub(super) fn kubernetes(
             format!("the service name {service:?} cannot name a Kubernetes Deployment (`{service}-blue`): use lower-case letters, digits and `-`, at most 57"),
         );
     }
-    let image = r
-        .required(
-            "image",
-            r.raw.image.as_deref(),
-            "an image reference like \"registry.example.com/shop:{version}\"",
-            p,
-        )
-        .and_then(|image| {
-            let before = p.count();
-            if image.trim().is_empty() || image.contains(char::is_whitespace) {
-                p.add(
-                    r.key("image"),
-                    format!("expected an image reference like \"shop:{{version}}\", got {image:?}"),
-                );
-            }
-            check_placeholders(p, &r.key("image"), image);
-            if placeholders(image).contains(&"port") {
-                p.add(
-                    r.key("image"),
-                    "`{port}` cannot be part of an image reference",
-                );
-            }
-            (p.count() == before).then(|| image.to_string())
-        });
-    let port = r
-        .required(
-            "port",
-            r.raw.port,
-            "the port the app listens on in its container, from 1 to 65535",
-            p,
-        )
-        .and_then(|v| int_range(p, r.key("port"), v, 1, 65535))
-        .map(|v| v as u16);
+    let image = image(&r, r.raw.image.as_deref(), p);
+    let port = container_port(&r, r.raw.port, p);
     let replicas = r.optional("replicas", r.raw.replicas, |n| {
         int_range(p, r.key("replicas"), n, 1, 1000).map(|n| n as u32)
     });
