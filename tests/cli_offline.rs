@@ -91,7 +91,7 @@ migrations = "migrations"
 #[tokio::test]
 async fn init_writes_a_config_that_validates_for_each_runtime_and_never_overwrites_without_force() {
     let dir = tempfile::tempdir().expect("temp dir");
-    for runtime in ["process", "docker", "compose"] {
+    for runtime in ["process", "docker", "compose", "kubernetes"] {
         let file = format!("{runtime}.toml");
         let out = run_bare(
             dir.path(),

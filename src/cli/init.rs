@@ -14,6 +14,7 @@ pub enum InitRuntime {
     Process,
     Docker,
     Compose,
+    Kubernetes,
 }
 
 impl InitRuntime {
@@ -22,6 +23,7 @@ impl InitRuntime {
             InitRuntime::Process => "process",
             InitRuntime::Docker => "docker",
             InitRuntime::Compose => "compose",
+            InitRuntime::Kubernetes => "kubernetes",
         }
     }
 }
@@ -84,6 +86,25 @@ file = "compose.yaml"
 entry = "app"
 "#;
 
+const KUBERNETES: &str = r#"
+[services.web.runtime]
+kind = "kubernetes"
+# A Deployment per slot (`web-blue`, `web-green`), written through your own
+# kubectl and kubeconfig; see the README's "Kubernetes runtime and router" (also
+# for switching a Service selector or an HTTPRoute instead of this proxy).
+# context = "prod"
+namespace = "default"
+# The release's image: {version}, {slot} and {service} are substituted.
+image = "registry.example.com/web:{version}"
+# The port the app listens on in its container.
+port = 8080
+replicas = 2
+ready_path = "/health"
+# Where Cutover reaches each slot: a Service per slot selecting
+# app.kubernetes.io/name=web and cutover.dev/slot=blue (or green).
+endpoints = { blue = "web-blue.default.svc.cluster.local:80", green = "web-green.default.svc.cluster.local:80" }
+"#;
+
 const CHECKS: &str = r#"
 [services.web.health]
 # The new release must pass these before any traffic reaches it.
@@ -113,6 +134,7 @@ pub fn template(runtime: InitRuntime) -> String {
         InitRuntime::Process => PROCESS,
         InitRuntime::Docker => DOCKER,
         InitRuntime::Compose => COMPOSE,
+        InitRuntime::Kubernetes => KUBERNETES,
     };
     format!("{HEADER}{body}{CHECKS}")
 }
@@ -154,6 +176,7 @@ mod tests {
             InitRuntime::Process,
             InitRuntime::Docker,
             InitRuntime::Compose,
+            InitRuntime::Kubernetes,
         ] {
             let text = template(rt);
             let cfg = crate::config::parse(&text, None)
