@@ -341,3 +341,62 @@ fn the_standin_answers_kubectl_as_the_api_server_would() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains(" 0 failed"), "{text}");
 }
+
+/// The Kubernetes runtime behind Cutover's own proxy (the default router): the proxy
+/// routes to the slots' Services, so the watch sees every request. A release answering
+/// half its requests with errors passes its checks (they do not touch `/`), goes live
+/// and is rolled back by the error-rate trigger; a daemon killed with -9 and restarted
+/// adopts the running Deployments without a new rollout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_the_built_in_proxy_the_watch_rolls_back_by_error_rate_and_a_restart_adopts() {
+    let mut h = Harness::builder()
+        .behaviour("[v2]\nerror_rate = 0.5\n")
+        .without_latency_trigger()
+        .build()
+        .await;
+    let k = kube::start_standin(h.dir()).await;
+    let (blue, green) = (free_addr(), free_addr());
+    k.node_port_service("web-blue", blue.port(), Some("blue"));
+    k.node_port_service("web-green", green.port(), Some("green"));
+    kube::use_runtime(
+        &h,
+        &kube::runtime_toml(&k, &h.dir().join("behaviour.toml"), blue, green),
+    );
+    h.start().await;
+
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
+    h.wait_serving("v1").await;
+    let load = cutover::demo::load::Load::start(h.proxy, "/", 200, 8, Duration::from_secs(120));
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    load.stop().await;
+    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
+    let said = format!("{v2}\n{}", h.daemon_logs());
+    assert!(said.contains("rolled_back — error rate"), "{said}");
+    h.wait_serving("v1").await;
+    let status = h.status().await;
+    assert_eq!(status.live_version.as_deref(), Some("v1"));
+    let green_errors = status
+        .slots
+        .iter()
+        .find(|s| s.record.slot == Slot::Green)
+        .map(|s| s.errors)
+        .unwrap_or(0);
+    assert!(
+        green_errors > 0,
+        "the proxy counted v2's errors: {status:?}"
+    );
+
+    // kill -9 and restart: the live Deployment is adopted, its pods left as they were.
+    let pods_before = k.pods("blue");
+    assert_eq!(pods_before.len(), 1, "{pods_before:?}");
+    h.crash().await;
+    h.restart().await;
+    h.wait_serving("v1").await;
+    assert_eq!(
+        k.pods("blue"),
+        pods_before,
+        "no new rollout after the restart"
+    );
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
+}
