@@ -229,6 +229,39 @@ async fn a_missing_service_fails_the_deployment_naming_it_and_leaves_the_cluster
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_selector_that_no_ready_pod_of_the_new_slot_matches_is_refused_before_the_switch() {
+    let (h, c) = daemon(Harness::builder(), false).await;
+    let k = &c.k;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}", h.daemon_logs());
+    // Someone adds a label to the Service's selector that Cutover's pods do not carry.
+    let (code, _, err) = k.kubectl(
+        &[
+            "patch",
+            "service",
+            "web",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"selector":{"tier":"frontend"}}}"#,
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
+    let said = format!("{v2}\n{}", h.daemon_logs());
+    assert!(
+        said.contains(
+            "no ready pod matches app.kubernetes.io/name=web,cutover.dev/slot=green,tier=frontend"
+        ),
+        "{said}"
+    );
+    // Refused before the patch: the selector still names blue.
+    assert_eq!(k.selected_slot("web").as_deref(), Some("blue"));
+    assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canary_through_an_httproute_sets_the_weights_step_by_step() {
     let builder = Harness::builder().edit(
         "[services.web.watch]",
