@@ -39,8 +39,13 @@ async fn a_deployment_under_live_load_switches_nginx_with_a_bounded_number_of_fa
         "the previous file is kept:\n{prev}"
     );
     assert_eq!(routers::answered_by(lb.public).await, "v2");
-    let status = h.status().await;
-    assert_eq!(status.observed_live, Some(Slot::Green));
+    // An old worker of the previous configuration may still answer the verification
+    // listener for a moment (see the rollback test below).
+    let status = support::wait_until(10, "status to observe green through nginx", || async {
+        let s = h.status().await;
+        (s.observed_live == Some(Slot::Green)).then_some(s)
+    })
+    .await;
     assert!(!status.drift, "{status:?}");
 }
 
@@ -125,7 +130,13 @@ async fn a_rollback_points_nginx_back_at_the_previous_release() {
         (routers::answered_by(lb.public).await == "v1").then_some(())
     })
     .await;
-    assert_eq!(h.status().await.observed_live, Some(Slot::Blue));
+    // The same holds for the verification listener `observed_live` asks: an old worker
+    // answers with green's address, which the rewritten file no longer lists, so the
+    // observation is "unknown" (None) for that moment (seen once in a loaded full run).
+    support::wait_until(10, "status to observe blue through nginx", || async {
+        (h.status().await.observed_live == Some(Slot::Blue)).then_some(())
+    })
+    .await;
 }
 
 /// The recommended path when nginx must stay in front and no request may fail: nginx's
