@@ -162,18 +162,7 @@ async fn a_deployment_under_live_load_moves_the_services_selector_and_a_rollback
     assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
 
     // Drift shows when someone points the Service elsewhere by hand.
-    let (code, _, err) = k.kubectl(
-        &[
-            "patch",
-            "service",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"selector":{"cutover.dev/slot":"green"}}}"#,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    k.patch_selector("web", "cutover.dev/slot", "green");
     let status = h.status().await;
     assert_eq!(status.observed_live, Some(Slot::Green));
     assert!(status.drift, "{status:?}");
@@ -235,18 +224,7 @@ async fn a_selector_that_no_ready_pod_of_the_new_slot_matches_is_refused_before_
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_eq!(v1.code, 0, "{v1}\n{}", h.daemon_logs());
     // Someone adds a label to the Service's selector that Cutover's pods do not carry.
-    let (code, _, err) = k.kubectl(
-        &[
-            "patch",
-            "service",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"selector":{"tier":"frontend"}}}"#,
-        ],
-        None,
-    );
-    assert_eq!(code, 0, "{err}");
+    k.patch_selector("web", "tier", "frontend");
     let v2 = h.cli(&["deploy", "web", "v2"]).await;
     assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
     let said = format!("{v2}\n{}", h.daemon_logs());

@@ -54,7 +54,7 @@ impl Kubectl {
     pub async fn get(&self, kind: &str, name: &str) -> Result<Option<Value>, KubeError> {
         match self.json(&["get", kind, name, "-o", "json"], None).await {
             Ok(v) => Ok(Some(v)),
-            Err(KubeError::Refused(m)) if is_not_found(&m) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -226,6 +226,13 @@ impl PatchType {
 /// The API server's NotFound, as kubectl prints it.
 fn is_not_found(said: &str) -> bool {
     said.contains("(NotFound)")
+}
+
+impl KubeError {
+    /// The object named does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, KubeError::Refused(m) if is_not_found(m))
+    }
 }
 
 /// Whether kubectl's words say the cluster was not reached (as opposed to refusing).

@@ -183,7 +183,6 @@ impl ProxySettings {
     }
 }
 
-/// `CUTOVER_PROXY_FAST_PATH=0` (or `off`, `false`) turns the fast path off.
 /// Whether an upstream connect failed for want of Cutover's own descriptors (EMFILE,
 /// ENFILE) anywhere in the error's chain (hyper's connector and the direct exchange
 /// wrap the io::Error): Cutover's overload, never an upstream's failure
@@ -195,6 +194,7 @@ pub(crate) fn exhausted(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
+/// `CUTOVER_PROXY_FAST_PATH=0` (or `off`, `false`) turns the fast path off.
 fn fast_path_from_env() -> bool {
     !matches!(
         std::env::var("CUTOVER_PROXY_FAST_PATH").as_deref(),

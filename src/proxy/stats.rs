@@ -135,7 +135,8 @@ impl SlotStats {
     }
 
     /// Requests answered 503 because Cutover ran out of descriptors.
-    pub fn overloaded(&self) -> u64 {
+    #[cfg(test)]
+    fn overloaded(&self) -> u64 {
         self.overloaded.load(Ordering::Relaxed)
     }
 

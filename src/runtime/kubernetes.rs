@@ -193,31 +193,28 @@ impl Runtime for KubernetesRuntime {
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
         let name = self.deployment_name(slot);
-        let stop_err = |e: KubeError| RuntimeError::Stop {
-            service: self.service.clone(),
-            slot,
-            reason: e.to_string(),
-        };
-        if self
+        let scaled = self
             .kubectl
-            .get("deployment", &name)
-            .await
-            .map_err(stop_err)?
-            .is_none()
-        {
-            return Ok(());
-        }
-        self.kubectl
             .patch(
                 "deployment",
                 &name,
                 PatchType::Merge,
                 &json!({ "spec": { "replicas": 0 } }),
             )
-            .await
-            .map_err(stop_err)?;
-        tracing::info!(service = %self.service, %slot, deployment = %name, "scaled to zero");
-        Ok(())
+            .await;
+        match scaled {
+            Ok(_) => {
+                tracing::info!(service = %self.service, %slot, deployment = %name, "scaled to zero");
+                Ok(())
+            }
+            // Nothing runs there: stopping it is not an error.
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(RuntimeError::Stop {
+                service: self.service.clone(),
+                slot,
+                reason: e.to_string(),
+            }),
+        }
     }
 
     async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {

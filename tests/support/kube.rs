@@ -137,6 +137,17 @@ impl StandIn {
         }));
     }
 
+    /// Sets one key of a Service's selector by hand (a merge patch), as an operator
+    /// would with kubectl.
+    pub fn patch_selector(&self, service: &str, key: &str, value: &str) {
+        let patch = serde_json::json!({ "spec": { "selector": { key: value } } }).to_string();
+        let (code, _, err) = self.kubectl(
+            &["patch", "service", service, "--type=merge", "-p", &patch],
+            None,
+        );
+        assert_eq!(code, 0, "kubectl patch service {service}: {err}");
+    }
+
     /// The `cutover.dev/slot` value of a Service's selector.
     pub fn selected_slot(&self, service: &str) -> Option<String> {
         let s = self.get("service", service)?;
