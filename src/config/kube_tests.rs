@@ -45,6 +45,57 @@ fn a_kubernetes_runtime_gets_its_defaults() {
     );
     assert_eq!(k.stop_grace, Duration::from_secs(30));
     assert_eq!(k.ready_path, None);
+    assert_eq!(k.extra_endpoint, None);
+}
+
+#[test]
+fn the_database_proof_on_kubernetes_needs_the_extra_endpoint() {
+    let db =
+        "[services.web.database]\nurl = \"postgres://app@db:5432/shop\"\nmigrations = \"db\"\n";
+    let text = format!("[services.web]\nlisten = \"127.0.0.1:8080\"\n{RUNTIME}{db}");
+    let p = problems(&text);
+    assert!(
+        p.starts_with("services.web.database.prove: the compatibility proof runs the live release as a Deployment `<service>-extra`")
+            && p.contains("runtime.endpoints.extra")
+            && p.contains("prove = false"),
+        "{p}"
+    );
+    // Either answer is accepted.
+    parse_text(&format!("{text}prove = false\n")).unwrap();
+    let with_extra = RUNTIME.replace(
+        "green = \"web-green.shop.svc:80\" }",
+        "green = \"web-green.shop.svc:80\", extra = \"web-extra.shop.svc:80\" }",
+    );
+    let c = parse_text(&format!(
+        "[services.web]\nlisten = \"127.0.0.1:8080\"\n{with_extra}{db}"
+    ))
+    .unwrap();
+    let RuntimeConfig::Kubernetes(k) = &c.services["web"].runtime else {
+        panic!()
+    };
+    assert_eq!(
+        k.extra_endpoint
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("web-extra.shop.svc:80")
+    );
+    // `separate` gives each slot its own clone and runs no proof.
+    parse_text(&format!("{text}strategy = \"separate\"\n")).unwrap();
+    // The extra instance's address must not be a slot's.
+    let same = RUNTIME.replace(
+        "green = \"web-green.shop.svc:80\" }",
+        "green = \"web-green.shop.svc:80\", extra = \"web-blue.shop.svc:80\" }",
+    );
+    let p = problems(&format!(
+        "[services.web]\nlisten = \"127.0.0.1:8080\"\n{same}"
+    ));
+    assert!(
+        p.contains(
+            "services.web.runtime.endpoints.extra: expected an address different from blue's"
+        ),
+        "{p}"
+    );
 }
 
 #[test]

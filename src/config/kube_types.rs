@@ -15,6 +15,9 @@ use crate::domain::Slot;
 /// The label Cutover puts on a slot's pods (`blue` or `green`); the router's Service
 /// selector and the per-slot Services select on it.
 pub const SLOT_LABEL: &str = "cutover.dev/slot";
+/// The [`SLOT_LABEL`] value of the database proof's extra instance, which runs outside
+/// both slots.
+pub const EXTRA_SLOT: &str = "extra";
 /// The label naming the service on everything Cutover creates.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
 
@@ -64,6 +67,10 @@ pub struct KubernetesRuntimeConfig {
     /// smoke tests and, with the built-in proxy, its traffic): a per-slot Service's
     /// address, `host:port` resolved when dialled.
     pub endpoints: BTreeMap<Slot, Endpoint>,
+    /// Where Cutover reaches the database compatibility proof's extra instance
+    /// (`endpoints.extra`): a Service selecting `cutover.dev/slot: extra`. `None`: the
+    /// proof cannot run on this runtime (`prove = false` is then required).
+    pub extra_endpoint: Option<Endpoint>,
     /// `terminationGracePeriodSeconds`. Default 30s.
     pub stop_grace: Duration,
 }

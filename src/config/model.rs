@@ -26,7 +26,8 @@ pub use super::kinds::{
     TsigKey,
 };
 pub use super::kube_types::{
-    KubeAccess, KubeRoute, KubernetesRouterConfig, KubernetesRuntimeConfig, NAME_LABEL, SLOT_LABEL,
+    KubeAccess, KubeRoute, KubernetesRouterConfig, KubernetesRuntimeConfig, EXTRA_SLOT, NAME_LABEL,
+    SLOT_LABEL,
 };
 
 /// The whole file.

@@ -118,6 +118,9 @@ pub(super) fn service(name: &str, sub: &Sub<RawService>, base: &Path, p: &mut Pr
     };
 
     let database = database::database(&at, r.raw.database.as_ref(), base, p);
+    if let (Some(RuntimeConfig::Kubernetes(k)), Some(Some(db))) = (&runtime, &database) {
+        proof_rules(&at, k, db, p);
+    }
     let environment = r.optional("environment", r.raw.environment.as_deref(), |e| {
         self::environment(&r.key("environment"), e, p)
     });
@@ -233,6 +236,23 @@ fn kube_rules(
         p.add(
             r.key("strategy"),
             "canary steps split traffic by weight, which a Service selector cannot do: set `httproute` in [router] (Gateway API weights), or use a blue-green strategy",
+        );
+    }
+}
+
+/// The database compatibility proof starts the live release once more, outside both
+/// slots: on Kubernetes that instance is reached only through `endpoints.extra`.
+fn proof_rules(
+    at: &str,
+    k: &crate::config::KubernetesRuntimeConfig,
+    db: &crate::config::DatabaseConfig,
+    p: &mut Problems,
+) {
+    let proves = db.prove && db.strategy == crate::config::DbStrategy::Shared;
+    if proves && k.extra_endpoint.is_none() {
+        p.add(
+            format!("{at}.database.prove"),
+            "the compatibility proof runs the live release as a Deployment `<service>-extra` (pods labelled `cutover.dev/slot: extra`) that Cutover reaches at `runtime.endpoints.extra`: set it, like extra = \"web-extra.prod.svc:80\" (a Service selecting those pods), or set prove = false",
         );
     }
 }

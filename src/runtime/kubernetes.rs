@@ -22,8 +22,10 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::process::substitute;
-use super::{RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus};
-use crate::config::{KubernetesRuntimeConfig, NAME_LABEL, SLOT_LABEL};
+use super::{
+    ExtraInstance, RunningSlot, Runtime, RuntimeError, RuntimeHealth, SlotSpec, SlotStatus,
+};
+use crate::config::{KubernetesRuntimeConfig, EXTRA_SLOT, NAME_LABEL, SLOT_LABEL};
 use crate::domain::Slot;
 use crate::kube::{pod_ready, selector, KubeError, Kubectl, PatchType};
 
@@ -81,11 +83,40 @@ impl KubernetesRuntime {
         }
     }
 
+    /// The database proof's extra instance: `<service>-extra`.
+    pub fn extra_name(&self) -> String {
+        format!("{}-{EXTRA_SLOT}", self.service)
+    }
+
     /// The Deployment for `spec`, as Cutover applies it.
     pub fn manifest(&self, spec: &SlotSpec, started_at: i64) -> Value {
+        let name = self.deployment_name(spec.slot);
+        self.deployment(
+            spec,
+            &name,
+            spec.slot.as_str(),
+            self.cfg.replicas,
+            started_at,
+        )
+    }
+
+    /// The extra instance's Deployment: the same pod as a slot's (`spec.env` added),
+    /// one replica, its pods labelled `cutover.dev/slot: extra` so that neither slot's
+    /// Service nor the router's selector ever picks them.
+    pub fn extra_manifest(&self, spec: &SlotSpec, started_at: i64) -> Value {
+        self.deployment(spec, &self.extra_name(), EXTRA_SLOT, 1, started_at)
+    }
+
+    fn deployment(
+        &self,
+        spec: &SlotSpec,
+        name: &str,
+        slot: &str,
+        replicas: u32,
+        started_at: i64,
+    ) -> Value {
         let c = &self.cfg;
         let sub = |s: &String| substitute(s, spec, c.port);
-        let slot = spec.slot.as_str();
         let selector = json!({ NAME_LABEL: self.service, SLOT_LABEL: slot });
         let mut pod_labels: BTreeMap<String, String> = c.labels.clone();
         pod_labels.insert(NAME_LABEL.into(), self.service.clone());
@@ -117,7 +148,7 @@ impl KubernetesRuntime {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
             "metadata": {
-                "name": self.deployment_name(spec.slot),
+                "name": name,
                 "namespace": self.kubectl.namespace(),
                 "labels": {
                     NAME_LABEL: self.service,
@@ -127,7 +158,7 @@ impl KubernetesRuntime {
                 "annotations": { VERSION_ANNOTATION: spec.version },
             },
             "spec": {
-                "replicas": c.replicas,
+                "replicas": replicas,
                 "selector": { "matchLabels": selector },
                 "template": {
                     "metadata": {
@@ -150,6 +181,24 @@ impl KubernetesRuntime {
         self.kubectl.list("pods", &self.pod_selector(slot)).await
     }
 
+    /// Applies `manifest` and checks that the cluster stored this start's pod
+    /// template. Not the image: an admission webhook may pin it to a digest or
+    /// rewrite its registry.
+    async fn apply_fresh(&self, manifest: &Value) -> Result<(), String> {
+        let stored = self
+            .kubectl
+            .apply(manifest)
+            .await
+            .map_err(|e| e.to_string())?;
+        if stamp(&stored) != stamp(manifest) {
+            return Err(format!(
+                "the cluster did not store this start's pod template (its {START_ANNOTATION} is {})",
+                stamp(&stored)
+            ));
+        }
+        Ok(())
+    }
+
     fn err_start(&self, slot: Slot, e: impl std::fmt::Display) -> RuntimeError {
         RuntimeError::Start {
             service: self.service.clone(),
@@ -168,27 +217,38 @@ impl Runtime for KubernetesRuntime {
     async fn start(&self, spec: &SlotSpec) -> Result<RunningSlot, RuntimeError> {
         let slot = spec.slot;
         let manifest = self.manifest(spec, crate::domain::now_ms());
-        let stored = self
-            .kubectl
-            .apply(&manifest)
+        self.apply_fresh(&manifest)
             .await
             .map_err(|e| self.err_start(slot, e))?;
-        // What counts is that the stored template is this start's. Not the image: an
-        // admission webhook may pin it to a digest or rewrite its registry.
-        let stamp =
-            |d: &Value| d["spec"]["template"]["metadata"]["annotations"][START_ANNOTATION].clone();
-        if stamp(&stored) != stamp(&manifest) {
-            return Err(self.err_start(
-                slot,
-                format!(
-                    "the cluster did not store this start's pod template (its {START_ANNOTATION} is {})",
-                    stamp(&stored)
-                ),
-            ));
-        }
         self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = 0;
         tracing::info!(service = %self.service, %slot, version = %spec.version, deployment = %self.deployment_name(slot), namespace = %self.kubectl.namespace(), "deployment applied");
         Ok(self.running(slot))
+    }
+
+    /// The live release once more as `<service>-extra`, reached at `endpoints.extra`;
+    /// scaled to zero when the proof drops it (the object stays, like a slot's).
+    async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {
+        let Some(endpoint) = self.cfg.extra_endpoint.clone() else {
+            return Err(self.err_start(
+                spec.slot,
+                "the database compatibility proof needs `endpoints.extra` in the kubernetes runtime (a Service selecting the pods labelled `cutover.dev/slot: extra`); set it, or set `prove = false`",
+            ));
+        };
+        let started_at = crate::domain::now_ms();
+        let manifest = self.extra_manifest(spec, started_at);
+        self.apply_fresh(&manifest)
+            .await
+            .map_err(|e| self.err_start(spec.slot, format!("the extra instance: {e}")))?;
+        tracing::info!(service = %self.service, version = %spec.version, deployment = %self.extra_name(), %endpoint, "started an extra instance");
+        let kubectl = self.kubectl.clone();
+        let name = self.extra_name();
+        Ok(ExtraInstance::new(endpoint, move || {
+            // In the background: `Drop` cannot wait.
+            let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
+            rt.spawn(scale_extra_to_zero(kubectl, name, started_at));
+        }))
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
@@ -304,6 +364,37 @@ impl Runtime for KubernetesRuntime {
         };
         let pods = self.pods(slot).await.unwrap_or_default();
         Some(deployment_health(&d, &pods))
+    }
+}
+
+/// The start stamp of a Deployment's pod template.
+fn stamp(d: &Value) -> Value {
+    d["spec"]["template"]["metadata"]["annotations"][START_ANNOTATION].clone()
+}
+
+/// Scales the extra instance started at `started_at` to zero. Guarded by its start
+/// stamp: when the proof of a second release (the one kept warm) has applied its own
+/// template meanwhile, the patch's `test` fails and that instance keeps running.
+async fn scale_extra_to_zero(kubectl: Kubectl, name: String, started_at: i64) {
+    let path = format!(
+        "/spec/template/metadata/annotations/{}",
+        START_ANNOTATION.replace('~', "~0").replace('/', "~1")
+    );
+    let patch = json!([
+        { "op": "test", "path": path, "value": started_at.to_string() },
+        { "op": "replace", "path": "/spec/replicas", "value": 0 },
+    ]);
+    match kubectl
+        .patch("deployment", &name, PatchType::Json, &patch)
+        .await
+    {
+        Ok(_) => tracing::info!(deployment = %name, "extra instance scaled to zero"),
+        Err(e) if e.is_not_found() || e.to_string().contains("test failed") => {
+            tracing::debug!(deployment = %name, error = %e, "extra instance already replaced or gone")
+        }
+        Err(e) => {
+            tracing::warn!(deployment = %name, error = %e, "cannot scale the extra instance to zero")
+        }
     }
 }
 

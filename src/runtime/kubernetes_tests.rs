@@ -29,6 +29,7 @@ fn runtime() -> KubernetesRuntime {
                 (Slot::Blue, "web-blue.shop.svc:80".parse().unwrap()),
                 (Slot::Green, "web-green.shop.svc:80".parse().unwrap()),
             ]),
+            extra_endpoint: Some("web-extra.shop.svc:80".parse().unwrap()),
             stop_grace: Duration::from_secs(20),
         },
     )
@@ -42,6 +43,40 @@ fn spec() -> SlotSpec {
         deployment: Some(7),
         env: vec![("DATABASE_URL".into(), "postgres://db/web_green".into())],
     }
+}
+
+#[test]
+fn the_proofs_extra_instance_is_its_own_deployment_that_no_slot_selector_picks() {
+    let rt = runtime();
+    let m = rt.extra_manifest(&spec(), 99);
+    assert_eq!(m["metadata"]["name"], "web-extra");
+    assert_eq!(m["metadata"]["labels"]["cutover.dev/slot"], "extra");
+    assert_eq!(
+        m["spec"]["replicas"], 1,
+        "one instance, whatever `replicas` says"
+    );
+    assert_eq!(
+        m["spec"]["selector"]["matchLabels"],
+        json!({ "app.kubernetes.io/name": "web", "cutover.dev/slot": "extra" })
+    );
+    let tpl = &m["spec"]["template"];
+    assert_eq!(tpl["metadata"]["labels"]["cutover.dev/slot"], "extra");
+    assert_eq!(
+        tpl["metadata"]["annotations"]["cutover.dev/started-at"],
+        "99"
+    );
+    let c = &tpl["spec"]["containers"][0];
+    // The live release's pod: its image, its `{slot}`, the scratch copy's URL.
+    assert_eq!(c["image"], "registry.example.com/web:v2");
+    assert_eq!(c["args"], json!(["--slot", "green"]));
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({ "name": "DATABASE_URL", "value": "postgres://db/web_green" })),
+        "{}",
+        c["env"]
+    );
 }
 
 #[test]

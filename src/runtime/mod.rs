@@ -12,8 +12,6 @@ pub mod log_files;
 pub mod ports;
 pub mod process;
 
-use std::net::SocketAddr;
-
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -113,14 +111,19 @@ pub enum RuntimeError {
 /// live release against a scratch copy); stopped, with its whole process group or
 /// container, when dropped.
 pub struct ExtraInstance {
-    pub addr: SocketAddr,
+    /// Where Cutover reaches it: a loopback port, a container's published port, or a
+    /// Service's address (Kubernetes).
+    pub endpoint: Endpoint,
     stop: Option<Box<dyn FnOnce() + Send + Sync>>,
 }
 
 impl ExtraInstance {
-    pub fn new(addr: SocketAddr, stop: impl FnOnce() + Send + Sync + 'static) -> ExtraInstance {
+    pub fn new(
+        endpoint: impl Into<Endpoint>,
+        stop: impl FnOnce() + Send + Sync + 'static,
+    ) -> ExtraInstance {
         ExtraInstance {
-            addr,
+            endpoint: endpoint.into(),
             stop: Some(Box::new(stop)),
         }
     }

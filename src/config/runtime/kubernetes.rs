@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::config::kinds::{KubernetesRuntimeConfig, RuntimeConfig, SlotPorts};
 use crate::config::kube::{access, dns_label, label_key, label_value, RawAccess};
-use crate::config::kube_types::{NAME_LABEL, SLOT_LABEL};
+use crate::config::kube_types::{EXTRA_SLOT, NAME_LABEL, SLOT_LABEL};
 use crate::config::read::{read, Problems};
 use crate::config::rules::{
     argv_ok, check_placeholders, container_port, duration, endpoint, env_ok, image, int_range,
@@ -111,22 +111,25 @@ pub(super) fn kubernetes(
         .required(
             "endpoints",
             r.raw.endpoints.as_ref(),
-            "where Cutover reaches each slot, like { blue = \"web-blue.prod.svc:80\", green = \"web-green.prod.svc:80\" }",
+            "where Cutover reaches each slot, like { blue = \"web-blue.prod.svc:80\", green = \"web-green.prod.svc:80\" } (and `extra` for the database proof's instance)",
             p,
         )
         .and_then(|map| {
             let before = p.count();
             let mut out = BTreeMap::new();
+            let mut extra = None;
             for (k, v) in map {
+                let key = format!("{}.{k}", r.key("endpoints"));
                 match k.parse::<Slot>() {
                     Ok(slot) => {
-                        if let Some(e) = endpoint(p, format!("{}.{k}", r.key("endpoints")), v) {
+                        if let Some(e) = endpoint(p, key, v) {
                             out.insert(slot, e);
                         }
                     }
+                    Err(_) if k == EXTRA_SLOT => extra = endpoint(p, key, v),
                     Err(_) => p.add(
-                        format!("{}.{k}", r.key("endpoints")),
-                        format!("expected the slots `blue` and `green`, got {k:?}"),
+                        key,
+                        format!("expected the slots `blue` and `green`, and `extra` for the database proof's instance, got {k:?}"),
                     ),
                 }
             }
@@ -144,7 +147,13 @@ pub(super) fn kubernetes(
                     "expected an address different from blue's: the checks of one slot would reach the other",
                 );
             }
-            (p.count() == before).then_some(out)
+            if let Some(slot) = out.iter().find(|(_, e)| Some(*e) == extra.as_ref()).map(|(s, _)| *s) {
+                p.add(
+                    format!("{}.extra", r.key("endpoints")),
+                    format!("expected an address different from {slot}'s: the proof would check the live slot instead of its own instance"),
+                );
+            }
+            (p.count() == before).then_some((out, extra))
         });
     let stop_grace = duration(
         &r,
@@ -164,7 +173,8 @@ pub(super) fn kubernetes(
             env: env?.unwrap_or_default(),
             labels: labels?.unwrap_or_default(),
             ready_path: ready_path?,
-            endpoints: endpoints?,
+            endpoints: endpoints.clone()?.0,
+            extra_endpoint: endpoints?.1,
             stop_grace: stop_grace?,
         }))
     })();

@@ -443,7 +443,7 @@ impl Job {
             .await
             .map_err(|e| self.failed("db:prove", &name, e.to_string(), t.elapsed()))?;
         let target = ProbeTarget {
-            endpoint: instance.addr.into(),
+            endpoint: instance.endpoint.clone(),
             service: self.service.name.clone(),
             slot,
             version: version.to_string(),
