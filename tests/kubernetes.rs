@@ -411,3 +411,79 @@ async fn behind_the_built_in_proxy_the_watch_rolls_back_by_error_rate_and_a_rest
     );
     assert_eq!(h.status().await.live_version.as_deref(), Some("v1"));
 }
+
+/// Every kubectl call is a process, and a health round used to make four (the slot's
+/// status and the runtime's verdict each read the Deployment and its pods). Now a
+/// round reads the slot once, the Deployment and its pods together, and the verdict
+/// reuses it. A wrapper kubectl records every call the runtime makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_round_reads_the_slot_with_one_kubectl_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let calls = dir.path().join("calls.log");
+    let wrapper = dir.path().join("kubectl");
+    let real = routers::require("kubectl", "apt-get install kubernetes-client");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '{}'\nexec '{}' \"$@\"\n",
+            calls.display(),
+            real.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (h, c) = daemon_with(Harness::builder().healthy_threshold(8), false, |t| {
+        t.replacen(
+            "kind = \"kubernetes\"\n",
+            &format!(
+                "kind = \"kubernetes\"\nkubectl = \"{}\"\n",
+                wrapper.display()
+            ),
+            1,
+        )
+    })
+    .await;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(
+        v1.code,
+        0,
+        "{v1}\n{}\n{}",
+        h.daemon_logs(),
+        c.k.server.logs()
+    );
+    let log = std::fs::read_to_string(&calls).unwrap_or_default();
+    // Every read of a slot is the one combined call.
+    for read in log.lines().filter(|l| l.contains(" get ")) {
+        assert!(
+            read.contains("get deployments,pods -l app.kubernetes.io/name=web,cutover.dev/slot="),
+            "{read}\n{log}"
+        );
+    }
+    // From the start of v1's Deployment on.
+    let applied = log
+        .find(" apply ")
+        .unwrap_or_else(|| panic!("no apply: {log}"));
+    let reads: Vec<&str> = log[applied..]
+        .lines()
+        .filter(|l| l.contains(" get "))
+        .collect();
+    let history = h.cli(&["history", "web", "--json"]).await;
+    let rounds = history.json()[0]["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["name"] == "kubernetes health")
+        .count();
+    assert!(rounds >= 8, "{history}");
+    println!("{} kubectl reads for {rounds} health rounds", reads.len());
+    // One read per round, plus the status reads around the start and the switch
+    // (three): a verdict reads again only when its round's checks took over a second,
+    // which the bound tolerates for a third of the rounds; two reads per round do not
+    // pass.
+    assert!(
+        reads.len() <= rounds * 4 / 3 + 3,
+        "{} reads for {rounds} health rounds:\n{log}",
+        reads.len()
+    );
+}

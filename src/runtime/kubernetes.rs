@@ -14,9 +14,15 @@
 //! sees. The Deployment's own view joins every health round ([`Runtime::health`]):
 //! all pods ready, still rolling out, or failing (image pull errors, crash loops, the
 //! progress deadline), and pod restarts feed the watch's restart trigger.
+//!
+//! A slot's Deployment and pods are read together, by one `kubectl get
+//! deployments,pods -l <the slot's labels>`: each kubectl call is a process, and the
+//! supervisor reads the live slot every health interval. A health round's verdict
+//! reuses what the round's status read saw (at most [`REUSE`] old).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde_json::{json, Value};
@@ -50,7 +56,23 @@ pub struct KubernetesRuntime {
     kubectl: Kubectl,
     /// Pod restarts last seen per slot, kept when the cluster does not answer.
     restarts: Mutex<[u32; 2]>,
+    /// The last read of each slot's Deployment and pods (see [`REUSE`]).
+    snapshots: Mutex<[Option<Arc<Snapshot>>; 2]>,
 }
+
+/// A slot's Deployment (`None`: none with the slot's labels) and its pods, read by one
+/// kubectl call.
+struct Snapshot {
+    taken: Instant,
+    deployment: Option<Value>,
+    pods: Vec<Value>,
+}
+
+/// How old a slot's snapshot may be for the runtime's health verdict to use it
+/// instead of calling kubectl again: a health round reads the slot's status first
+/// (always fresh), then runs Cutover's checks, then asks for the verdict. Each kubectl
+/// call is a process (tens of milliseconds of CPU), so a round costs one, not two.
+const REUSE: Duration = Duration::from_secs(1);
 
 impl KubernetesRuntime {
     pub fn new(service: &str, cfg: KubernetesRuntimeConfig) -> KubernetesRuntime {
@@ -59,6 +81,7 @@ impl KubernetesRuntime {
             kubectl: Kubectl::new(cfg.access.clone()),
             cfg,
             restarts: Mutex::new([0; 2]),
+            snapshots: Mutex::new([None, None]),
         }
     }
 
@@ -177,8 +200,52 @@ impl KubernetesRuntime {
         })
     }
 
-    async fn pods(&self, slot: Slot) -> Result<Vec<Value>, KubeError> {
-        self.kubectl.list("pods", &self.pod_selector(slot)).await
+    /// The slot's Deployment and pods in one call (`kubectl get deployments,pods -l
+    /// <the slot's labels>`), or the last snapshot if it is at most `reuse` old.
+    async fn snapshot(&self, slot: Slot, reuse: Duration) -> Result<Arc<Snapshot>, KubeError> {
+        let cached = self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()]
+            .clone()
+            .filter(|s| !reuse.is_zero() && s.taken.elapsed() <= reuse);
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        let items = self
+            .kubectl
+            .list("deployments,pods", &self.pod_selector(slot))
+            .await?;
+        let name = self.deployment_name(slot);
+        let mut snapshot = Snapshot {
+            taken: Instant::now(),
+            deployment: None,
+            pods: Vec::new(),
+        };
+        for item in items {
+            match item["kind"].as_str() {
+                Some("Deployment") if item["metadata"]["name"] == name.as_str() => {
+                    snapshot.deployment = Some(item)
+                }
+                Some("Pod") => snapshot.pods.push(item),
+                _ => {}
+            }
+        }
+        let snapshot = Arc::new(snapshot);
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] =
+            Some(snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// Drops the slot's snapshot: what it saw is about to change.
+    fn forget(&self, slot: Slot) {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = None;
+    }
+
+    /// Why a slot has no Deployment Cutover can read.
+    fn missing(&self, slot: Slot) -> String {
+        format!(
+            "Deployment {} does not exist (none labelled {})",
+            self.deployment_name(slot),
+            self.pod_selector(slot)
+        )
     }
 
     /// Applies `manifest` and checks that the cluster stored this start's pod
@@ -217,6 +284,7 @@ impl Runtime for KubernetesRuntime {
     async fn start(&self, spec: &SlotSpec) -> Result<RunningSlot, RuntimeError> {
         let slot = spec.slot;
         let manifest = self.manifest(spec, crate::domain::now_ms());
+        self.forget(slot);
         self.apply_fresh(&manifest)
             .await
             .map_err(|e| self.err_start(slot, e))?;
@@ -252,6 +320,7 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn stop(&self, _service: &str, slot: Slot) -> Result<(), RuntimeError> {
+        self.forget(slot);
         let name = self.deployment_name(slot);
         let scaled = self
             .kubectl
@@ -279,27 +348,22 @@ impl Runtime for KubernetesRuntime {
 
     async fn status(&self, _service: &str, slot: Slot) -> SlotStatus {
         let last = || self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()];
-        match self
-            .kubectl
-            .get("deployment", &self.deployment_name(slot))
-            .await
-        {
-            Ok(None) => SlotStatus::Exited {
-                detail: format!("Deployment {} was deleted", self.deployment_name(slot)),
-            },
-            Ok(Some(d)) if d["spec"]["replicas"].as_u64() == Some(0) => SlotStatus::Exited {
-                detail: format!(
-                    "Deployment {} was scaled to zero",
-                    self.deployment_name(slot)
-                ),
-            },
-            Ok(Some(_)) => match self.pods(slot).await {
-                Ok(pods) => {
-                    let n = restarts(&pods);
+        match self.snapshot(slot, Duration::ZERO).await {
+            Ok(s) => match &s.deployment {
+                None => SlotStatus::Exited {
+                    detail: self.missing(slot),
+                },
+                Some(d) if d["spec"]["replicas"].as_u64() == Some(0) => SlotStatus::Exited {
+                    detail: format!(
+                        "Deployment {} was scaled to zero",
+                        self.deployment_name(slot)
+                    ),
+                },
+                Some(_) => {
+                    let n = restarts(&s.pods);
                     self.restarts.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = n;
                     SlotStatus::Running { restarts: n }
                 }
-                Err(_) => SlotStatus::Running { restarts: last() },
             },
             // The cluster not answering says nothing about the pods: keep calling the
             // release running rather than rolling back a healthy one.
@@ -344,26 +408,13 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn health(&self, _service: &str, slot: Slot) -> Option<RuntimeHealth> {
-        let d = match self
-            .kubectl
-            .get("deployment", &self.deployment_name(slot))
-            .await
-        {
-            Ok(Some(d)) => d,
-            Ok(None) => {
-                return Some(RuntimeHealth::Unhealthy(format!(
-                    "Deployment {} does not exist",
-                    self.deployment_name(slot)
-                )))
-            }
-            Err(e) => {
-                return Some(RuntimeHealth::Starting(format!(
-                    "cannot read the Deployment: {e}"
-                )))
-            }
-        };
-        let pods = self.pods(slot).await.unwrap_or_default();
-        Some(deployment_health(&d, &pods))
+        Some(match self.snapshot(slot, REUSE).await {
+            Ok(s) => match &s.deployment {
+                Some(d) => deployment_health(d, &s.pods),
+                None => RuntimeHealth::Unhealthy(self.missing(slot)),
+            },
+            Err(e) => RuntimeHealth::Starting(format!("cannot read the Deployment: {e}")),
+        })
     }
 }
 
