@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use cutover::store::DeploymentOutcome;
 use docker_support::{deploy_and_wait, docker, use_runtime, Scope};
-use support::postgres::{pg_bin, PgServer};
+use support::postgres::PgServer;
 use support::Harness;
 
 /// The bridge network's subnet and its gateway (the subnet's first address, Docker's
@@ -71,20 +71,8 @@ async fn harness(
         .build()
         .await;
     use_runtime(&h, svc, runtime_toml);
-    let migrations = h.dir().join("db");
-    std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::write(
-        migrations.join("001_items.up.sql"),
-        "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);\n",
-    )
-    .unwrap();
-    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
-    config.push_str(&format!(
-        "\n[services.{svc}.database]\nurl = \"postgres://postgres@{gateway}:{}/{db}\"\nmigrations = \"db\"\npg_bin = \"{}\"\n",
-        pg.port,
-        pg_bin().display()
-    ));
-    std::fs::write(&h.config_path, config).unwrap();
+    let url = format!("postgres://postgres@{gateway}:{}/{db}", pg.port);
+    let migrations = support::postgres::add_database(&h, svc, &url);
     h.start().await;
     (h, db, migrations)
 }

@@ -40,19 +40,6 @@ fn add_migration(h: &Harness, file: &str, sql: &str) {
     std::fs::write(h.dir().join("db").join(file), sql).unwrap();
 }
 
-async fn deployment(h: &Harness, version: &str) -> Value {
-    let history = h.cli(&["history", "web", "--json"]).await;
-    assert_eq!(history.code, 0, "{history}");
-    history
-        .json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|d| d["version"] == version)
-        .unwrap_or_else(|| panic!("no {version} in the history: {history}"))
-        .clone()
-}
-
 /// (phase, name, ok, detail) of the deployment's `db:*` records.
 fn db_records(d: &Value) -> Vec<(String, String, bool, String)> {
     d["checks"]
@@ -128,7 +115,7 @@ async fn an_additive_migration_deploys_under_live_load_with_a_backup_and_no_fail
         "2"
     );
 
-    let d = deployment(&h, "v2").await;
+    let d = h.history_entry("v2").await;
     let records = db_records(&d);
     let phases: Vec<&str> = records.iter().map(|r| r.0.as_str()).collect();
     for step in [
@@ -186,7 +173,7 @@ async fn a_column_drop_is_refused_by_the_lint_and_a_migration_the_live_release_c
     );
     let v2 = h.cli(&["deploy", "web", "v2"]).await;
     assert_eq!(v2.code, 1, "deploy v2 must fail:\n{v2}");
-    let d = deployment(&h, "v2").await;
+    let d = h.history_entry("v2").await;
     let reason = d["reason"].as_str().unwrap_or("");
     assert!(reason.contains("ban-drop-column"), "{reason}");
     assert_eq!(
@@ -221,7 +208,7 @@ async fn a_column_drop_is_refused_by_the_lint_and_a_migration_the_live_release_c
     );
     let v3 = h.cli(&["deploy", "web", "v3"]).await;
     assert_eq!(v3.code, 1, "deploy v3 must fail:\n{v3}");
-    let d = deployment(&h, "v3").await;
+    let d = h.history_entry("v3").await;
     let reason = d["reason"].as_str().unwrap_or("");
     assert!(
         reason.contains("prove: the live release v1 fails against the migrated schema"),
@@ -311,7 +298,7 @@ async fn the_separate_strategy_clones_migrates_switches_and_rolls_back() {
         pg.psql(&db1, "SELECT max(version) FROM cutover_schema_migrations"),
         "1"
     );
-    let records = db_records(&deployment(&h, "v2").await);
+    let records = db_records(&h.history_entry("v2").await);
     assert!(
         records
             .iter()

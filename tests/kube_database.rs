@@ -22,22 +22,8 @@ use cutover::domain::Slot;
 use cutover::runtime::kubernetes::KubernetesRuntime;
 use cutover::runtime::{Runtime, SlotSpec};
 use serde_json::Value;
-use support::postgres::{pg_bin, PgServer};
+use support::postgres::PgServer;
 use support::{free_addr, wait_until, Harness};
-
-/// The deployment of `version` from `cutover history --json`.
-async fn deployment(h: &Harness, version: &str) -> Value {
-    let history = h.cli(&["history", "web", "--json"]).await;
-    assert_eq!(history.code, 0, "{history}");
-    history
-        .json()
-        .as_array()
-        .expect("a list")
-        .iter()
-        .find(|d| d["version"] == version)
-        .unwrap_or_else(|| panic!("no {version} in the history: {history}"))
-        .clone()
-}
 
 /// (name, ok, detail) of the deployment's `db:prove` records.
 fn proof_records(d: &Value) -> Vec<(String, bool, String)> {
@@ -82,20 +68,7 @@ async fn the_proof_runs_the_live_release_as_its_own_deployment_against_the_migra
     );
     assert_ne!(runtime, with_extra, "the endpoints line changed");
     kube::use_runtime(&h, &with_extra);
-    let migrations = h.dir().join("db");
-    std::fs::create_dir_all(&migrations).unwrap();
-    std::fs::write(
-        migrations.join("001_items.up.sql"),
-        "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);\n",
-    )
-    .unwrap();
-    let mut config = std::fs::read_to_string(&h.config_path).unwrap();
-    config.push_str(&format!(
-        "\n[services.web.database]\nurl = \"{}\"\nmigrations = \"db\"\npg_bin = \"{}\"\n",
-        pg.url(&db),
-        pg_bin().display()
-    ));
-    std::fs::write(&h.config_path, config).unwrap();
+    let migrations = support::postgres::add_database(&h, "web", &pg.url(&db));
     h.start().await;
 
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
@@ -114,7 +87,7 @@ async fn the_proof_runs_the_live_release_as_its_own_deployment_against_the_migra
     .unwrap();
     let v2 = h.cli(&["deploy", "web", "v2"]).await;
     assert_eq!(v2.code, 0, "{v2}\n{}\n{}", h.daemon_logs(), k.server.logs());
-    let proof = proof_records(&deployment(&h, "v2").await);
+    let proof = proof_records(&h.history_entry("v2").await);
     let summary = proof
         .iter()
         .find(|(name, _, _)| name.starts_with("v1 on the migrated copy"))

@@ -358,6 +358,20 @@ impl Harness {
             .unwrap_or_else(|e| panic!("GET service status: {e}\n{}", self.daemon_logs()))
     }
 
+    /// The deployment of `version` as `cutover history web --json` prints it.
+    pub async fn history_entry(&self, version: &str) -> Value {
+        let history = self.cli(&["history", SERVICE, "--json"]).await;
+        assert_eq!(history.code, 0, "{history}");
+        history
+            .json()
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|d| d["version"] == version)
+            .unwrap_or_else(|| panic!("no {version} in the history: {history}"))
+            .clone()
+    }
+
     /// `GET /api/v1/deployments/{id}`.
     pub async fn deployment(&self, id: i64) -> DeploymentView {
         self.client()

@@ -205,3 +205,23 @@ impl Drop for PgServer {
             .output();
     }
 }
+
+/// Gives `service` of the harness's config a `[database]` at `url` (migrations in
+/// `<dir>/db`, holding `001_items`, the table the demo app's smoke tests use); returns
+/// the migrations directory. Before the daemon starts.
+pub fn add_database(h: &super::Harness, service: &str, url: &str) -> PathBuf {
+    let migrations = h.dir().join("db");
+    std::fs::create_dir_all(&migrations).expect("migrations dir");
+    std::fs::write(
+        migrations.join("001_items.up.sql"),
+        "CREATE TABLE items (id bigserial PRIMARY KEY, name text NOT NULL);\n",
+    )
+    .expect("001_items");
+    let mut config = std::fs::read_to_string(&h.config_path).expect("read config");
+    config.push_str(&format!(
+        "\n[services.{service}.database]\nurl = \"{url}\"\nmigrations = \"db\"\npg_bin = \"{}\"\n",
+        pg_bin().display()
+    ));
+    std::fs::write(&h.config_path, config).expect("write config");
+    migrations
+}
