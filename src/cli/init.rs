@@ -103,6 +103,8 @@ ready_path = "/health"
 # Where Cutover reaches each slot: a Service per slot selecting
 # app.kubernetes.io/name=web and cutover.dev/slot=blue (or green).
 endpoints = { blue = "web-blue.default.svc.cluster.local:80", green = "web-green.default.svc.cluster.local:80" }
+# With a [services.web.database], also `extra = "web-extra.default.svc.cluster.local:80"`:
+# a Service selecting cutover.dev/slot=extra, where the migration proof's instance runs.
 "#;
 
 const CHECKS: &str = r#"
