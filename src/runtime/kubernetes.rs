@@ -57,15 +57,42 @@ pub struct KubernetesRuntime {
     /// Pod restarts last seen per slot, kept when the cluster does not answer.
     restarts: Mutex<[u32; 2]>,
     /// The last read of each slot's Deployment and pods (see [`REUSE`]).
-    snapshots: Mutex<[Option<Arc<Snapshot>>; 2]>,
+    snapshots: Mutex<[Cached; 2]>,
 }
 
 /// A slot's Deployment (`None`: none with the slot's labels) and its pods, read by one
 /// kubectl call.
 struct Snapshot {
-    taken: Instant,
+    /// When the call was made (what it shows is at least this recent).
+    asked: Instant,
     deployment: Option<Value>,
     pods: Vec<Value>,
+}
+
+/// One slot's newest snapshot. A read that was asked before the newest one, or
+/// before the slot was started or stopped (`epoch`), is not kept: reads run
+/// concurrently (a status request beside a health round), and an older answer must
+/// not stand in for a newer one.
+#[derive(Default)]
+struct Cached {
+    epoch: u64,
+    last: Option<Arc<Snapshot>>,
+}
+
+impl Cached {
+    /// Drops the snapshot and moves on to the next epoch.
+    fn forget(&mut self) {
+        self.epoch += 1;
+        self.last = None;
+    }
+
+    /// Keeps `s`, read in `epoch`, if nothing newer is kept.
+    fn offer(&mut self, epoch: u64, s: Arc<Snapshot>) {
+        let newer = self.last.as_ref().is_none_or(|l| l.asked <= s.asked);
+        if self.epoch == epoch && newer {
+            self.last = Some(s);
+        }
+    }
 }
 
 /// How old a slot's snapshot may be for the runtime's health verdict to use it
@@ -81,7 +108,7 @@ impl KubernetesRuntime {
             kubectl: Kubectl::new(cfg.access.clone()),
             cfg,
             restarts: Mutex::new([0; 2]),
-            snapshots: Mutex::new([None, None]),
+            snapshots: Mutex::new(Default::default()),
         }
     }
 
@@ -203,19 +230,25 @@ impl KubernetesRuntime {
     /// The slot's Deployment and pods in one call (`kubectl get deployments,pods -l
     /// <the slot's labels>`), or the last snapshot if it is at most `reuse` old.
     async fn snapshot(&self, slot: Slot, reuse: Duration) -> Result<Arc<Snapshot>, KubeError> {
-        let cached = self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()]
-            .clone()
-            .filter(|s| !reuse.is_zero() && s.taken.elapsed() <= reuse);
-        if let Some(s) = cached {
-            return Ok(s);
-        }
+        let epoch = {
+            let cache = &self.cache()[slot.index()];
+            let fresh = cache
+                .last
+                .clone()
+                .filter(|s| !reuse.is_zero() && s.asked.elapsed() <= reuse);
+            if let Some(s) = fresh {
+                return Ok(s);
+            }
+            cache.epoch
+        };
+        let asked = Instant::now();
         let items = self
             .kubectl
             .list("deployments,pods", &self.pod_selector(slot))
             .await?;
         let name = self.deployment_name(slot);
         let mut snapshot = Snapshot {
-            taken: Instant::now(),
+            asked,
             deployment: None,
             pods: Vec::new(),
         };
@@ -229,14 +262,18 @@ impl KubernetesRuntime {
             }
         }
         let snapshot = Arc::new(snapshot);
-        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] =
-            Some(snapshot.clone());
+        self.cache()[slot.index()].offer(epoch, snapshot.clone());
         Ok(snapshot)
     }
 
-    /// Drops the slot's snapshot: what it saw is about to change.
+    fn cache(&self) -> std::sync::MutexGuard<'_, [Cached; 2]> {
+        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops the slot's snapshot, and any read still under way: what they saw is
+    /// about to change.
     fn forget(&self, slot: Slot) {
-        self.snapshots.lock().unwrap_or_else(|e| e.into_inner())[slot.index()] = None;
+        self.cache()[slot.index()].forget();
     }
 
     /// Why a slot has no Deployment Cutover can read.

@@ -203,3 +203,41 @@ fn the_deployments_verdict_counts_only_this_releases_pods() {
         2
     );
 }
+
+#[test]
+fn an_older_or_pre_start_read_never_replaces_a_newer_snapshot() {
+    let t0 = Instant::now();
+    let snap = |ms: u64| {
+        Arc::new(Snapshot {
+            asked: t0 + Duration::from_millis(ms),
+            deployment: None,
+            pods: vec![],
+        })
+    };
+    let mut c = Cached::default();
+    c.offer(0, snap(10));
+    assert_eq!(
+        c.last.as_ref().map(|s| s.asked),
+        Some(t0 + Duration::from_millis(10))
+    );
+    // A read asked earlier that answers later (a slow status request) is not kept.
+    c.offer(0, snap(5));
+    assert_eq!(
+        c.last.as_ref().map(|s| s.asked),
+        Some(t0 + Duration::from_millis(10))
+    );
+    c.offer(0, snap(20));
+    assert_eq!(
+        c.last.as_ref().map(|s| s.asked),
+        Some(t0 + Duration::from_millis(20))
+    );
+    // A read asked before the slot was started again (`forget` moved the epoch on).
+    c.forget();
+    c.offer(0, snap(30));
+    assert!(c.last.is_none(), "a read from before the start was kept");
+    c.offer(1, snap(40));
+    assert_eq!(
+        c.last.as_ref().map(|s| s.asked),
+        Some(t0 + Duration::from_millis(40))
+    );
+}
