@@ -47,29 +47,42 @@ fn replicas(k: &kube::StandIn, name: &str) -> Option<u64> {
         .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_proof_runs_the_live_release_as_its_own_deployment_against_the_migrated_copy() {
+/// A daemon with the Kubernetes runtime (its table changed by `runtime`) against a fresh
+/// stand-in with NodePort Services for both slots and for `extra`, and a database on
+/// the shared PostgreSQL server whose migrations hold `001_items`.
+async fn proof_daemon(
+    builder: support::Builder,
+    runtime: impl FnOnce(String) -> String,
+) -> (
+    Harness,
+    kube::StandIn,
+    std::sync::Arc<PgServer>,
+    String,
+    std::path::PathBuf,
+) {
     let pg = PgServer::shared();
     let db = pg.fresh_db("kube_proof");
-    let mut h = Harness::builder()
-        .watch("2s")
-        .without_latency_trigger()
-        .build()
-        .await;
+    let mut h = builder.watch("2s").without_latency_trigger().build().await;
     let k = kube::start_standin(h.dir()).await;
     let (blue, green, extra) = (free_addr(), free_addr(), free_addr());
     k.node_port_service("web-blue", blue.port(), Some("blue"));
     k.node_port_service("web-green", green.port(), Some("green"));
     k.node_port_service("web-extra", extra.port(), Some("extra"));
-    let runtime = kube::runtime_toml(&k, &h.dir().join("behaviour.toml"), blue, green);
-    let with_extra = runtime.replace(
+    let table = kube::runtime_toml(&k, &h.dir().join("behaviour.toml"), blue, green);
+    let with_extra = table.replace(
         &format!("green = \"{green}\" }}"),
         &format!("green = \"{green}\", extra = \"{extra}\" }}"),
     );
-    assert_ne!(runtime, with_extra, "the endpoints line changed");
-    kube::use_runtime(&h, &with_extra);
+    assert_ne!(table, with_extra, "the endpoints line changed");
+    kube::use_runtime(&h, &runtime(with_extra));
     let migrations = support::postgres::add_database(&h, "web", &pg.url(&db));
     h.start().await;
+    (h, k, pg, db, migrations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proof_runs_the_live_release_as_its_own_deployment_against_the_migrated_copy() {
+    let (h, k, pg, db, migrations) = proof_daemon(Harness::builder(), |t| t).await;
 
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
@@ -234,6 +247,50 @@ async fn dropping_an_extra_instance_leaves_a_newer_one_running() {
     assert_eq!(routers::answered_by(extra).await, "v2");
     drop(second);
     wait_until(20, "the second instance scaled to zero", || async {
+        (replicas(&k, "web-extra") == Some(0)).then_some(())
+    })
+    .await;
+}
+
+/// A live release whose pod cannot run against the migrated copy (here: it exits when
+/// its database URL names the scratch copy) fails the proof with the pod's reason, not
+/// after the health deadline with the connection errors of a Service without endpoints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_whose_pod_crash_loops_fails_with_the_pods_reason() {
+    let (h, k, pg, db, migrations) =
+        proof_daemon(Harness::builder().health_deadline("120s"), |t| {
+            let exe = support::exe();
+            let start = t.find("command = [").expect("a command");
+            let end = start + t[start..].find('\n').expect("a line");
+            let script = format!(
+                "case \\\"$DATABASE_URL\\\" in *_cutover_scratch*) echo \\\"boom: unknown schema\\\" >&2; exit 3;; esac; exec {exe} demo-app --port $PORT --version {{version}}"
+            );
+            format!("{}command = [\"sh\", \"-c\", \"{script}\"]{}", &t[..start], &t[end..])
+        })
+        .await;
+    let v1 = h.cli(&["deploy", "web", "v1"]).await;
+    assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
+    std::fs::write(
+        migrations.join("002_note.up.sql"),
+        "ALTER TABLE items ADD COLUMN note text;\n",
+    )
+    .unwrap();
+    let v2 = h.cli(&["deploy", "web", "v2"]).await;
+    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
+    let said = format!("{v2}");
+    assert!(
+        said.contains("the live release v1 cannot run against the migrated schema")
+            && said.contains("CrashLoopBackOff"),
+        "{said}\n{}",
+        h.daemon_logs()
+    );
+    assert_eq!(
+        pg.psql(&db, "SELECT max(version) FROM cutover_schema_migrations"),
+        "1",
+        "the real database was not touched"
+    );
+    h.wait_serving("v1").await;
+    wait_until(20, "the extra instance scaled to zero", || async {
         (replicas(&k, "web-extra") == Some(0)).then_some(())
     })
     .await;

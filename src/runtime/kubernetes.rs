@@ -241,12 +241,18 @@ impl KubernetesRuntime {
             }
             cache.epoch
         };
+        let snapshot = Arc::new(
+            self.read(&self.deployment_name(slot), &self.pod_selector(slot))
+                .await?,
+        );
+        self.cache()[slot.index()].offer(epoch, snapshot.clone());
+        Ok(snapshot)
+    }
+
+    /// The Deployment `name` and the pods `labels` select, by one kubectl call.
+    async fn read(&self, name: &str, labels: &str) -> Result<Snapshot, KubeError> {
         let asked = Instant::now();
-        let items = self
-            .kubectl
-            .list("deployments,pods", &self.pod_selector(slot))
-            .await?;
-        let name = self.deployment_name(slot);
+        let items = self.kubectl.list("deployments,pods", labels).await?;
         let mut snapshot = Snapshot {
             asked,
             deployment: None,
@@ -254,15 +260,13 @@ impl KubernetesRuntime {
         };
         for item in items {
             match item["kind"].as_str() {
-                Some("Deployment") if item["metadata"]["name"] == name.as_str() => {
+                Some("Deployment") if item["metadata"]["name"] == name => {
                     snapshot.deployment = Some(item)
                 }
                 Some("Pod") => snapshot.pods.push(item),
                 _ => {}
             }
         }
-        let snapshot = Arc::new(snapshot);
-        self.cache()[slot.index()].offer(epoch, snapshot.clone());
         Ok(snapshot)
     }
 
@@ -442,6 +446,16 @@ impl Runtime for KubernetesRuntime {
             }
             Err(e) => vec![format!("(cannot read the pods' logs: {e})")],
         }
+    }
+
+    /// The extra Deployment's verdict, as a slot's: one call, asked only while the
+    /// proof's checks fail.
+    async fn extra_health(&self, _service: &str) -> Option<RuntimeHealth> {
+        let labels = selector(&[(NAME_LABEL, &self.service), (SLOT_LABEL, EXTRA_SLOT)]);
+        Some(match self.read(&self.extra_name(), &labels).await {
+            Ok(s) => deployment_health(s.deployment.as_ref()?, &s.pods),
+            Err(e) => RuntimeHealth::Starting(format!("cannot read the Deployment: {e}")),
+        })
     }
 
     async fn health(&self, _service: &str, slot: Slot) -> Option<RuntimeHealth> {

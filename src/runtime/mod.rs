@@ -164,6 +164,13 @@ pub trait Runtime: Send + Sync {
         None
     }
 
+    /// The runtime's own verdict on the extra instance started last (a pod that
+    /// crash-loops), if it has one; asked by the proof only while its checks fail, so
+    /// that such a failure names its cause instead of waiting out the health deadline.
+    async fn extra_health(&self, _service: &str) -> Option<RuntimeHealth> {
+        None
+    }
+
     /// Starts `spec`'s release once more, outside both slots and without touching
     /// them, with `spec.env` added; `spec.slot` only fills the `{slot}` placeholder.
     async fn start_extra(&self, spec: &SlotSpec) -> Result<ExtraInstance, RuntimeError> {

@@ -30,7 +30,7 @@ use crate::config::{DbStrategy, DownOnRollback, MigrationSource, ServiceConfig};
 use crate::database::{backup, command, files, lint, migrate, Database, DatabaseError};
 use crate::domain::{now_ms, Slot};
 use crate::orchestrator::machine::{Event, Machine, Phase};
-use crate::runtime::{Runtime, SlotSpec};
+use crate::runtime::{Runtime, RuntimeHealth, SlotSpec};
 use crate::store::{CheckRecord, SlotState, Store};
 
 /// What the task needs, taken from the runner.
@@ -461,6 +461,14 @@ impl Job {
                 }
             } else {
                 streak = 0;
+                if let Some(RuntimeHealth::Unhealthy(why)) =
+                    self.runtime.extra_health(&self.service.name).await
+                {
+                    let why = format!(
+                        "the {role} {version} cannot run against the migrated schema: {why}"
+                    );
+                    return Err(self.failed("db:prove", &name, why, t.elapsed()));
+                }
                 if Instant::now() >= deadline {
                     let why = round
                         .iter()
