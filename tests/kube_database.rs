@@ -42,6 +42,37 @@ fn proof_records(d: &Value) -> Vec<(String, bool, String)> {
         .collect()
 }
 
+/// Adds the migration `file` and deploys `version`: the proof must refuse it, saying
+/// every one of `expect`, with the real database still at migration `kept`.
+#[allow(clippy::too_many_arguments)]
+async fn refused_by_the_proof(
+    h: &Harness,
+    pg: &PgServer,
+    db: &str,
+    file: &std::path::Path,
+    sql: &str,
+    version: &str,
+    expect: &[&str],
+    kept: &str,
+) {
+    std::fs::write(file, sql).unwrap();
+    let out = h.cli(&["deploy", "web", version]).await;
+    assert_eq!(out.code, 1, "{out}\n{}", h.daemon_logs());
+    let said = format!("{out}");
+    for words in expect {
+        assert!(
+            said.contains(words),
+            "{words:?} not in:\n{said}\n{}",
+            h.daemon_logs()
+        );
+    }
+    assert_eq!(
+        pg.psql(db, "SELECT max(version) FROM cutover_schema_migrations"),
+        kept,
+        "the real database was not touched"
+    );
+}
+
 fn replicas(k: &kube::StandIn, name: &str) -> Option<u64> {
     k.get("deployment", name)
         .map(|d| d["spec"]["replicas"].as_u64().unwrap_or(1))
@@ -146,25 +177,20 @@ async fn the_proof_runs_the_live_release_as_its_own_deployment_against_the_migra
     .await;
 
     // A constraint v2's inserts violate: the proof, in its own pod, catches it.
-    std::fs::write(
-        migrations.join("003_upper.up.sql"),
+    refused_by_the_proof(
+        &h,
+        &pg,
+        &db,
+        &migrations.join("003_upper.up.sql"),
         "ALTER TABLE items ADD CONSTRAINT items_name_upper CHECK (name = upper(name)) NOT VALID;\n",
-    )
-    .unwrap();
-    let v3 = h.cli(&["deploy", "web", "v3"]).await;
-    assert_eq!(v3.code, 1, "{v3}\n{}", h.daemon_logs());
-    let said = format!("{v3}");
-    assert!(
-        said.contains("the live release v2 fails against the migrated schema")
-            && said.contains("create"),
-        "{said}\n{}",
-        h.daemon_logs()
-    );
-    assert_eq!(
-        pg.psql(&db, "SELECT max(version) FROM cutover_schema_migrations"),
+        "v3",
+        &[
+            "the live release v2 fails against the migrated schema",
+            "create",
+        ],
         "2",
-        "the real database was not touched"
-    );
+    )
+    .await;
     wait_until(20, "the second extra instance scaled to zero", || async {
         (replicas(&k, "web-extra") == Some(0)).then_some(())
     })
@@ -270,25 +296,20 @@ async fn a_proof_whose_pod_crash_loops_fails_with_the_pods_reason() {
         .await;
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_eq!(v1.code, 0, "{v1}\n{}\n{}", h.daemon_logs(), k.server.logs());
-    std::fs::write(
-        migrations.join("002_note.up.sql"),
+    refused_by_the_proof(
+        &h,
+        &pg,
+        &db,
+        &migrations.join("002_note.up.sql"),
         "ALTER TABLE items ADD COLUMN note text;\n",
-    )
-    .unwrap();
-    let v2 = h.cli(&["deploy", "web", "v2"]).await;
-    assert_eq!(v2.code, 1, "{v2}\n{}", h.daemon_logs());
-    let said = format!("{v2}");
-    assert!(
-        said.contains("the live release v1 cannot run against the migrated schema")
-            && said.contains("CrashLoopBackOff"),
-        "{said}\n{}",
-        h.daemon_logs()
-    );
-    assert_eq!(
-        pg.psql(&db, "SELECT max(version) FROM cutover_schema_migrations"),
+        "v2",
+        &[
+            "the live release v1 cannot run against the migrated schema",
+            "CrashLoopBackOff",
+        ],
         "1",
-        "the real database was not touched"
-    );
+    )
+    .await;
     h.wait_serving("v1").await;
     wait_until(20, "the extra instance scaled to zero", || async {
         (replicas(&k, "web-extra") == Some(0)).then_some(())
