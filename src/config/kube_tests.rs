@@ -48,6 +48,15 @@ fn a_kubernetes_runtime_gets_its_defaults() {
     assert_eq!(k.extra_endpoint, None);
 }
 
+/// [`RUNTIME`] with `endpoints.extra` at `addr`.
+fn runtime_with_extra(addr: &str) -> String {
+    let green = "green = \"web-green.shop.svc:80\"";
+    RUNTIME.replace(
+        &format!("{green} }}"),
+        &format!("{green}, extra = \"{addr}\" }}"),
+    )
+}
+
 #[test]
 fn the_database_proof_on_kubernetes_needs_the_extra_endpoint() {
     let db =
@@ -62,10 +71,7 @@ fn the_database_proof_on_kubernetes_needs_the_extra_endpoint() {
     );
     // Either answer is accepted.
     parse_text(&format!("{text}prove = false\n")).unwrap();
-    let with_extra = RUNTIME.replace(
-        "green = \"web-green.shop.svc:80\" }",
-        "green = \"web-green.shop.svc:80\", extra = \"web-extra.shop.svc:80\" }",
-    );
+    let with_extra = runtime_with_extra("web-extra.shop.svc:80");
     let c = parse_text(&format!(
         "[services.web]\nlisten = \"127.0.0.1:8080\"\n{with_extra}{db}"
     ))
@@ -83,10 +89,7 @@ fn the_database_proof_on_kubernetes_needs_the_extra_endpoint() {
     // `separate` gives each slot its own clone and runs no proof.
     parse_text(&format!("{text}strategy = \"separate\"\n")).unwrap();
     // The extra instance's address must not be a slot's.
-    let same = RUNTIME.replace(
-        "green = \"web-green.shop.svc:80\" }",
-        "green = \"web-green.shop.svc:80\", extra = \"web-blue.shop.svc:80\" }",
-    );
+    let same = runtime_with_extra("web-blue.shop.svc:80");
     let p = problems(&format!(
         "[services.web]\nlisten = \"127.0.0.1:8080\"\n{same}"
     ));

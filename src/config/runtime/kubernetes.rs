@@ -107,7 +107,7 @@ pub(super) fn kubernetes(
     let ready_path = r.optional("ready_path", r.raw.ready_path.as_deref(), |path| {
         url_path(p, r.key("ready_path"), path)
     });
-    let endpoints = r
+    let (endpoints, extra_endpoint) = r
         .required(
             "endpoints",
             r.raw.endpoints.as_ref(),
@@ -154,7 +154,8 @@ pub(super) fn kubernetes(
                 );
             }
             (p.count() == before).then_some((out, extra))
-        });
+        })
+        .unzip();
     let stop_grace = duration(
         &r,
         "stop_grace",
@@ -173,8 +174,8 @@ pub(super) fn kubernetes(
             env: env?.unwrap_or_default(),
             labels: labels?.unwrap_or_default(),
             ready_path: ready_path?,
-            endpoints: endpoints.clone()?.0,
-            extra_endpoint: endpoints?.1,
+            endpoints: endpoints?,
+            extra_endpoint: extra_endpoint?,
             stop_grace: stop_grace?,
         }))
     })();
