@@ -135,5 +135,12 @@ async fn a_canary_step_splits_traefiks_traffic_by_weight_and_promote_moves_it_al
     let lb = routers::start_traefik(h.dir()).await;
     routers::use_router(&h, &lb.router_toml(lb.api));
     h.start().await;
-    routers::canary_step_through(&h, lb.public, "traefik").await;
+    let before_first = routers::canary_step_through(&h, lb.public, "traefik").await;
+    // Cutover's `apply` returns once Traefik's API shows the new weights, and Traefik
+    // routes by them from then on: its weighted round robin puts the canary (weight 25
+    // of 100) within the first four requests of a round.
+    assert!(
+        before_first < 4,
+        "{before_first} requests reached v1 after the split was confirmed, before v2's first"
+    );
 }

@@ -507,23 +507,28 @@ pub async fn held_canary_harness() -> crate::support::Harness {
 
 /// The canary scenario through a real load balancer (the harness from
 /// [`held_canary_harness`], the router in place, daemon started): v1 live, v2 deployed and
-/// held at 25 %; 400 requests on fresh connections through `public` must split about
-/// 3:1; after `promote`, everything reaches v2. Returns v2's share at the step.
+/// held at 25 %; once the router has confirmed the split (`weight` 25 in the status),
+/// 400 requests on fresh connections through `public` must split about 3:1; after
+/// `promote`, everything reaches v2. Returns how many requests v1 answered after the
+/// confirmation before v2's first answer (the load balancer's own ordering).
 pub async fn canary_step_through(
     h: &crate::support::Harness,
     public: SocketAddr,
     router: &str,
-) -> f64 {
+) -> u32 {
     let v1 = h.cli(&["deploy", "web", "v1"]).await;
     assert_eq!(v1.code, 0, "deploy v1 through {router}:\n{v1}");
     let id = h.deploy_no_wait("v2").await;
     crate::support::wait_until(60, "the canary to reach its step", || async {
         let s = h.cli(&["status", "web", "--json"]).await.json();
-        (s["progress"]["canary"]["step"] == 1).then_some(())
+        let c = &s["progress"]["canary"];
+        // The step begins before its split is in place: `weight` is set once the
+        // router has confirmed it.
+        (c["step"] == 1 && c["weight"] == 25).then_some(())
     })
     .await;
-    // Traefik's routing takes up the new weights a moment after its API reports them
-    // (README, "Traefik"): count once the canary has answered at least once.
+    // Some balancers begin a weighted round with the stable slot (Caddy sends runs of
+    // requests to one upstream): count once the canary has answered at least once.
     let mut before_first = 0u32;
     while answered_by(public).await != "v2" {
         before_first += 1;
@@ -564,7 +569,7 @@ pub async fn canary_step_through(
             "after the promotion, through {router}"
         );
     }
-    v2
+    before_first
 }
 
 /// The router's own statistics feed the watch: with v1 live, v2 (30 % 500s, from the
