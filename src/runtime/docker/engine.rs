@@ -2,7 +2,8 @@
 //!
 //! Why lazily: the daemon builds every runtime at boot, and a config that names a
 //! Docker service must still load (and its process services still deploy) while the
-//! engine is down; the error then names the socket and says what to check. The API
+//! engine is down; the error then names the engine and says what to check (the
+//! socket's permissions, or for `DOCKER_TLS_VERIFY` the certificates). The API
 //! version is negotiated because engines in the field are older than the client's
 //! default (this one speaks 1.41).
 
@@ -17,6 +18,19 @@ pub fn engine_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
+/// What to check when the engine at `host` does not answer: the socket's permissions
+/// for a local engine, the certificates for one over TLS.
+fn what_to_check(host: &str, tls_verify: bool) -> &'static str {
+    let remote = host.starts_with("tcp://") || host.starts_with("http");
+    match (remote, tls_verify || host.starts_with("https://")) {
+        (false, _) => "is it running, and may this user use its socket? DOCKER_HOST selects another",
+        (true, false) => "is it running and listening there? For TLS set DOCKER_TLS_VERIFY=1",
+        (true, true) => {
+            "is it running and listening there, and do ca.pem, cert.pem and key.pem in DOCKER_CERT_PATH (default ~/.docker) belong to it?"
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Engine {
     docker: OnceCell<Docker>,
@@ -29,8 +43,12 @@ impl Engine {
             .get_or_try_init(|| async {
                 let unreachable = |e: DockerError| {
                     format!(
-                        "cannot reach the Docker engine at {} (is it running, and may this user use its socket? DOCKER_HOST selects another): {e}",
-                        engine_host()
+                        "cannot reach the Docker engine at {} ({}): {e}",
+                        engine_host(),
+                        what_to_check(
+                            &engine_host(),
+                            std::env::var_os("DOCKER_TLS_VERIFY").is_some()
+                        )
                     )
                 };
                 let docker = Docker::connect_with_defaults().map_err(unreachable)?;
@@ -113,4 +131,17 @@ pub async fn log_tail(docker: &Docker, container: &str, n: usize) -> Vec<String>
         .filter(|l| !l.is_empty())
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::what_to_check;
+
+    #[test]
+    fn the_hint_names_the_socket_for_a_local_engine_and_the_certificates_for_tls() {
+        assert!(what_to_check("unix:///var/run/docker.sock", false).contains("socket"));
+        assert!(what_to_check("tcp://10.0.0.5:2376", true).contains("DOCKER_CERT_PATH"));
+        assert!(what_to_check("https://docker.internal:2376", false).contains("cert.pem"));
+        assert!(what_to_check("tcp://10.0.0.5:2375", false).contains("DOCKER_TLS_VERIFY"));
+    }
 }
