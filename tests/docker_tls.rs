@@ -34,12 +34,11 @@ struct TlsEngine {
     refused: Arc<AtomicUsize>,
 }
 
-/// The engine's own socket, as the docker CLI would find it.
+/// The engine's own socket, where the daemon would find it without the TLS variables.
 fn engine_socket() -> PathBuf {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) if h.starts_with("unix://") => PathBuf::from(&h["unix://".len()..]),
-        _ => PathBuf::from("/var/run/docker.sock"),
-    }
+    let host = cutover::runtime::docker::engine::engine_host();
+    let socket = host.strip_prefix("unix://");
+    PathBuf::from(socket.expect("these tests reach the local engine by its unix socket"))
 }
 
 fn certs(pem: &Path) -> Vec<CertificateDer<'static>> {

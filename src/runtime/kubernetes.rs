@@ -118,7 +118,13 @@ impl KubernetesRuntime {
     }
 
     fn pod_selector(&self, slot: Slot) -> String {
-        selector(&[(NAME_LABEL, &self.service), (SLOT_LABEL, slot.as_str())])
+        self.selector_for(slot.as_str())
+    }
+
+    /// The label selector of this service's pods whose slot label is `slot` (a slot,
+    /// or the proof's extra instance).
+    fn selector_for(&self, slot: &str) -> String {
+        selector(&[(NAME_LABEL, &self.service), (SLOT_LABEL, slot)])
     }
 
     fn running(&self, slot: Slot) -> RunningSlot {
@@ -451,7 +457,7 @@ impl Runtime for KubernetesRuntime {
     /// The extra Deployment's verdict, as a slot's: one call, asked only while the
     /// proof's checks fail.
     async fn extra_health(&self, _service: &str) -> Option<RuntimeHealth> {
-        let labels = selector(&[(NAME_LABEL, &self.service), (SLOT_LABEL, EXTRA_SLOT)]);
+        let labels = self.selector_for(EXTRA_SLOT);
         Some(match self.read(&self.extra_name(), &labels).await {
             Ok(s) => deployment_health(s.deployment.as_ref()?, &s.pods),
             Err(e) => RuntimeHealth::Starting(format!("cannot read the Deployment: {e}")),

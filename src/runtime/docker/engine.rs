@@ -41,15 +41,10 @@ impl Engine {
     pub async fn get(&self) -> Result<&Docker, String> {
         self.docker
             .get_or_try_init(|| async {
+                let host = engine_host();
+                let hint = what_to_check(&host, std::env::var_os("DOCKER_TLS_VERIFY").is_some());
                 let unreachable = |e: DockerError| {
-                    format!(
-                        "cannot reach the Docker engine at {} ({}): {e}",
-                        engine_host(),
-                        what_to_check(
-                            &engine_host(),
-                            std::env::var_os("DOCKER_TLS_VERIFY").is_some()
-                        )
-                    )
+                    format!("cannot reach the Docker engine at {host} ({hint}): {e}")
                 };
                 let docker = Docker::connect_with_defaults().map_err(unreachable)?;
                 docker.negotiate_version().await.map_err(unreachable)
